@@ -1,0 +1,128 @@
+"""Decode, validate and encode wirecopy events with orjson.
+
+Validation uses the JSON Schema documents beside this module, compiled once
+per process by fastjsonschema, so the documents are the one source of truth.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import functools
+import importlib.resources
+from typing import Any, Callable
+
+import fastjsonschema
+import orjson
+
+from schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected
+
+SCHEMA_VERSION = 1
+RAW_ARTICLE = "raw_article.v1.json"
+ENRICHED_ARTICLE = "enriched_article.v1.json"
+CLUSTER_EVENT = "cluster_event.v1.json"
+DEAD_LETTER = "dead_letter.v1.json"
+
+DEFAULT_MAX_RECORD_BYTES = 10 * 1024 * 1024
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    return orjson.loads(importlib.resources.files("schemas").joinpath(name).read_bytes())
+
+
+@functools.cache
+def validator(name: str) -> Callable[[Any], Any]:
+    """The compiled validator for one schema document (compiled once per process)."""
+    return fastjsonschema.compile(load_schema(name))
+
+
+def utc_timestamp(when: dt.datetime) -> str:
+    """RFC 3339 in UTC with millisecond precision, e.g. `2026-11-23T06:00:00.000Z`."""
+    return when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now_timestamp() -> str:
+    return utc_timestamp(dt.datetime.now(dt.timezone.utc))
+
+
+def decode_raw_article(value: bytes, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> dict[str, Any]:
+    """Parse and validate one raw article; raise `Rejected` with the reason."""
+    if len(value) > max_bytes:
+        raise Rejected(DeadLetterReason.PAYLOAD_TOO_LARGE, f"record is {len(value):,} bytes; the limit is {max_bytes:,}")
+    if value.startswith(_UTF8_BOM):
+        value = value[len(_UTF8_BOM):]
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError as error:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as encoding_error:
+            raise Rejected(DeadLetterReason.INVALID_ENCODING, f"not UTF-8: {encoding_error}") from None
+        raise Rejected(DeadLetterReason.INVALID_JSON, str(error)) from None
+    try:
+        validator(RAW_ARTICLE)(event)
+    except fastjsonschema.JsonSchemaValueException as error:
+        raise Rejected(DeadLetterReason.SCHEMA_VIOLATION, error.message) from None
+    return event
+
+
+def enriched_article(article: Article, processed_at: str) -> dict[str, Any]:
+    """The enriched event for an article that went through every stage."""
+    source = article.source
+    return {
+        "schema_version": SCHEMA_VERSION,
+        **article.fields,
+        "processed_at": processed_at,
+        "ingest": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
+    }
+
+
+def cluster_event(event: ClusterEvent, occurred_at: str) -> dict[str, Any]:
+    encoded = {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": ":".join(
+            part for part in (event.type, event.cluster_id, event.article_id, event.merged_from) if part
+        ),
+        "type": event.type,
+        "cluster_id": event.cluster_id,
+        "article_id": event.article_id,
+        "canonical_id": event.canonical_id,
+        "occurred_at": occurred_at,
+    }
+    if event.similarity is not None:
+        encoded["similarity"] = event.similarity
+    if event.match is not None:
+        encoded["match"] = event.match
+    if event.merged_from is not None:
+        encoded["from"] = event.merged_from
+        encoded["into"] = event.merged_into
+    return encoded
+
+
+def dead_letter(letter: DeadLetter, failed_at: str) -> dict[str, Any]:
+    source = letter.source
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "reason": letter.reason.value,
+        "detail": letter.detail,
+        "stage": letter.stage,
+        "payload": base64.b64encode(source.value).decode("ascii"),
+        "key": None if source.key is None else base64.b64encode(source.key).decode("ascii"),
+        "topic": source.topic,
+        "partition": source.partition,
+        "offset": source.offset,
+        "timestamp": source.timestamp_ms,
+        "article_id": letter.article_id,
+        "failed_at": failed_at,
+    }
+
+
+def encode(event: dict[str, Any], schema: str) -> bytes:
+    """Validate an outgoing event against its schema and serialise it.
+
+    An invalid outgoing event is a bug in a stage, so it raises instead of
+    being written.
+    """
+    validator(schema)(event)
+    return orjson.dumps(event)
