@@ -1,0 +1,148 @@
+"""The enrichment pipeline: the same stages for Kafka and for JSONL files.
+
+    records → decode → normalise → language → syndication → encode → sink
+
+From the reader to the sink there is no shuffle: on the local runner
+(FnApiRunner) a GroupByKey after an unbounded read stalls until the read ends,
+and the reader's bundle finalizer commits Kafka offsets only after the fused
+sink has flushed (at-least-once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Mapping
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+from schemas import codec
+from transforms.events import DecodeArticles, EncodeEvents, EventKind, OutputEvent
+from transforms.jsonlio import ReadJsonLines, WriteJsonLines
+from transforms.kafkaio import KafkaMessage, KafkaReadSpec, ReadFromKafka, WriteToKafka
+from transforms.language import DetectLanguage
+from transforms.normalise import Normalise
+from transforms.syndication import ClusterSyndicated
+
+_LOG = logging.getLogger(__name__)
+
+LOCAL_RUNNER = "FnApiRunner"
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaIO:
+    bootstrap_servers: str
+    input_topic: str
+    output_topic: str
+    cluster_topic: str
+    dead_letter_topic: str
+    group_id: str = "wirecopy"
+    consumer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    producer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def topic_for(self, kind: EventKind) -> str:
+        return {EventKind.ARTICLE: self.output_topic, EventKind.CLUSTER: self.cluster_topic,
+                EventKind.DEAD_LETTER: self.dead_letter_topic}[kind]
+
+
+@dataclasses.dataclass(frozen=True)
+class FileIO:
+    input_path: str
+    output_path: str
+    cluster_path: str
+    dead_letter_path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    io: KafkaIO | FileIO
+    streaming: bool = False
+    max_records: int | None = None
+    max_read_time_s: float | None = None
+    max_record_bytes: int = codec.DEFAULT_MAX_RECORD_BYTES
+    runner: str = LOCAL_RUNNER
+
+    def __post_init__(self):
+        if isinstance(self.io, FileIO) and (self.streaming or self.max_records or self.max_read_time_s):
+            raise ValueError("--streaming, --max-records and --max-read-time apply to Kafka input only")
+
+
+def enrich(records: beam.PCollection, config: RunConfig) -> beam.PCollection:
+    """`SourceRecord`s → `OutputEvent`s (enriched articles, cluster events, dead letters)."""
+    articles, decode_dead = records | "Decode" >> DecodeArticles(config.max_record_bytes)
+    articles, normalise_dead = articles | "Normalise" >> Normalise()
+    articles, language_dead = articles | "Language" >> DetectLanguage()
+    articles, cluster_events, syndication_dead = articles | "Syndication" >> ClusterSyndicated()
+    dead_letters = (decode_dead, normalise_dead, language_dead, syndication_dead) | "DeadLetters" >> beam.Flatten()
+    return (articles, cluster_events, dead_letters) | "Encode" >> EncodeEvents()
+
+
+def build(pipeline: beam.Pipeline, config: RunConfig) -> None:
+    io = config.io
+    if isinstance(io, KafkaIO):
+        spec = KafkaReadSpec(
+            bootstrap_servers=io.bootstrap_servers, topic=io.input_topic, group_id=io.group_id,
+            streaming=config.streaming, max_records=config.max_records, max_read_time_s=config.max_read_time_s,
+            consumer_config=io.consumer_config,
+        )
+        events = enrich(pipeline | "ReadKafka" >> ReadFromKafka(spec), config)
+        (events
+         | "ToMessages" >> beam.Map(lambda e: KafkaMessage(io.topic_for(e.kind), e.key, e.value))
+         | "WriteKafka" >> WriteToKafka(io.bootstrap_servers, io.producer_config))
+    else:
+        events = enrich(pipeline | "ReadFiles" >> ReadJsonLines(io.input_path), config)
+        for kind, path in ((EventKind.ARTICLE, io.output_path), (EventKind.CLUSTER, io.cluster_path),
+                           (EventKind.DEAD_LETTER, io.dead_letter_path)):
+            (events
+             | f"Only{kind.name.title()}" >> beam.Filter(_is_kind, kind)
+             | f"{kind.name.title()}Values" >> beam.Map(lambda e: e.value)
+             | f"Write{kind.name.title()}" >> WriteJsonLines(path))
+
+
+def _is_kind(event: OutputEvent, kind: EventKind) -> bool:
+    return event.kind == kind
+
+
+def pipeline_options(config: RunConfig, beam_args: list[str]) -> PipelineOptions:
+    options = PipelineOptions(beam_args)
+    options.view_as(StandardOptions).streaming = config.streaming
+    if config.runner != LOCAL_RUNNER:
+        options.view_as(StandardOptions).runner = config.runner
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if isinstance(config.io, KafkaIO) and workers not in (None, 0, 1):
+        # Verified: with several local workers, FnApiRunner drops the unbounded
+        # reader's deferred remainder (9,544 of 100,000 records read).
+        raise ValueError("--direct_num_workers > 1 loses Kafka records on the local runner; leave it at 1")
+    return options
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    runner: str
+    state: str
+    seconds: float
+    counters: dict[str, int]
+
+
+def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
+    options = pipeline_options(config, beam_args or [])
+    runner = FnApiRunner() if config.runner == LOCAL_RUNNER else None
+    runner_name = type(runner).__name__ if runner else options.view_as(StandardOptions).runner
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    build(pipeline, config)
+    _LOG.info("running on %s (%s)", runner_name, "streaming" if config.streaming else "bounded")
+    started = time.monotonic()
+    result = pipeline.run()
+    state = result.wait_until_finish()
+    counters: dict[str, int] = {}
+    for counter in result.metrics().query()["counters"]:
+        if counter.key.metric.namespace == "wirecopy":
+            name = counter.key.metric.name
+            counters[name] = counters.get(name, 0) + (counter.committed or counter.attempted or 0)
+    outcome = RunResult(runner_name, str(state), time.monotonic() - started, dict(sorted(counters.items())))
+    _LOG.info("finished on %s: %s in %.1f s; %s", outcome.runner, outcome.state, outcome.seconds,
+              ", ".join(f"{name}={value}" for name, value in outcome.counters.items()))
+    return outcome
