@@ -1,0 +1,113 @@
+"""Event contracts: decoding raw records, encoding outputs, and the decode/encode stages."""
+
+import base64
+
+import apache_beam as beam
+import orjson
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from schemas import codec
+from schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord
+from transforms.events import DecodeArticles, EncodeEvents, EventKind
+from transforms.jsonlio import records_from_lines
+
+
+def record(value: bytes, offset: int = 0) -> SourceRecord:
+    return SourceRecord(topic="raw", partition=1, offset=offset, value=value, key=b"k", timestamp_ms=1700000000000)
+
+
+@pytest.mark.parametrize("value, reason", [
+    (b'{"id": "a", "text": ', DeadLetterReason.INVALID_JSON),
+    (b"\xff\xfe{\x00", DeadLetterReason.INVALID_ENCODING),
+    ('{"id": "a", "text": "caf\u00e9"}'.encode("latin-1"), DeadLetterReason.INVALID_ENCODING),
+    (b'{"id": 7, "text": "x"}', DeadLetterReason.SCHEMA_VIOLATION),
+    (b'{"text": "no id"}', DeadLetterReason.SCHEMA_VIOLATION),
+    (b'{"id": "a", "published_at": "yesterday"}', DeadLetterReason.SCHEMA_VIOLATION),
+    (b'["not", "an", "object"]', DeadLetterReason.SCHEMA_VIOLATION),
+])
+def test_bad_raw_records_are_rejected_with_their_reason(value, reason):
+    with pytest.raises(Rejected) as rejection:
+        codec.decode_raw_article(value)
+    assert rejection.value.reason is reason
+    assert rejection.value.detail
+
+
+def test_oversized_records_are_rejected_before_parsing():
+    with pytest.raises(Rejected) as rejection:
+        codec.decode_raw_article(b'{"id": "a", "text": "' + b"x" * 200 + b'"}', max_bytes=100)
+    assert rejection.value.reason is DeadLetterReason.PAYLOAD_TOO_LARGE
+
+
+def test_valid_raw_article_decodes_with_bom_and_unknown_fields():
+    raw = codec.decode_raw_article(b'\xef\xbb\xbf{"id": "a", "text": "t", "published_at": "2026-11-20T10:00:00+01:00", "extra": 1}')
+    assert raw["id"] == "a" and raw["extra"] == 1
+
+
+def test_dead_letter_schema_lists_exactly_the_python_reasons():
+    schema = codec.load_schema(codec.DEAD_LETTER)
+    assert set(schema["properties"]["reason"]["enum"]) == {reason.value for reason in DeadLetterReason}
+
+
+def test_dead_letter_event_keeps_original_bytes_and_coordinates():
+    source = record(b"\x00\x01 not json", offset=42)
+    event = codec.dead_letter(DeadLetter(DeadLetterReason.INVALID_JSON, "bad", "decode", source), "2026-11-23T06:00:00.000Z")
+    codec.validator(codec.DEAD_LETTER)(event)
+    assert base64.b64decode(event["payload"]) == b"\x00\x01 not json"
+    assert (event["topic"], event["partition"], event["offset"]) == ("raw", 1, 42)
+
+
+def test_outgoing_events_that_break_their_schema_raise():
+    with pytest.raises(Exception, match="must"):
+        codec.encode({"schema_version": 1, "article_id": "a"}, codec.ENRICHED_ARTICLE)
+
+
+def test_jsonl_lines_carry_their_line_numbers_and_skip_blank_lines():
+    records = list(records_from_lines("in.jsonl", b'{"id":"a"}\n\n{"id":"b"}\r\n  \n{"id":"c"}'))
+    assert [(r.offset, r.value) for r in records] == [(0, b'{"id":"a"}'), (2, b'{"id":"b"}'), (4, b'{"id":"c"}')]
+
+
+def complete_article(article_id: str, offset: int) -> Article:
+    fields = {
+        "article_id": article_id, "url": None, "canonical_url": None, "source": "example.org", "title": "T",
+        "byline": None, "text": "Body.", "word_count": 1, "boilerplate_removed": {},
+        "language": {"code": "en", "confidence": 0.99}, "published_at": None,
+        "cluster": {"id": "c1", "canonical_id": article_id, "similarity": 1.0, "match": "new"},
+    }
+    return Article(source=record(b"{}", offset), raw={"id": article_id}, fields=fields)
+
+
+def test_decode_and_encode_stages_route_every_record():
+    records = [record(b'{"id": "good", "text": "hello"}', 0), record(b"{oops", 1), record(b'{"id": 3}', 2)]
+    with TestPipeline(runner="FnApiRunner") as pipeline:
+        articles, dead = pipeline | beam.Create(records) | DecodeArticles()
+        assert_that(articles | "Ids" >> beam.Map(lambda a: a.article_id), equal_to(["good"]), label="Articles")
+        assert_that(dead | "Reasons" >> beam.Map(lambda d: (d.source.offset, d.reason.value)),
+                    equal_to([(1, "invalid_json"), (2, "schema_violation")]), label="DeadLetters")
+
+    broken = complete_article("broken", 5)
+    broken.fields["language"] = {"code": "english", "confidence": 2}
+    letter = DeadLetter(DeadLetterReason.EMPTY_TEXT, "nothing left", "normalise", record(b'{"id":"e"}', 3), "e")
+    with TestPipeline(runner="FnApiRunner") as pipeline:
+        events = (
+            pipeline | "Articles" >> beam.Create([complete_article("a1", 4), broken]),
+            pipeline | "Clusters" >> beam.Create([ClusterEvent("created", "c1", "a1", "a1", 1.0, "new")]),
+            pipeline | "Dead" >> beam.Create([letter]),
+        ) | EncodeEvents()
+        summary = events | beam.Map(lambda e: (e.kind, e.key, _reason_or_id(e.value)))
+        assert_that(summary, equal_to([
+            (EventKind.ARTICLE, b"a1", "a1"),
+            (EventKind.CLUSTER, b"c1", "c1"),
+            (EventKind.DEAD_LETTER, b"raw/1/3", "empty_text"),
+            # An enriched event that breaks the output schema is a stage bug: dead-lettered, not written.
+            (EventKind.DEAD_LETTER, b"raw/1/5", "stage_error"),
+        ]))
+
+
+def _reason_or_id(value: bytes) -> str:
+    event = orjson.loads(value)
+    for field in ("reason", "cluster_id", "article_id"):
+        if field in event:
+            return event[field]
+    raise AssertionError(f"unrecognised event {event}")
