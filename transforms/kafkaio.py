@@ -1,13 +1,18 @@
 """Kafka source and sink in pure Python, on kafka-python.
 
-`ReadFromKafka` is a splittable DoFn with one `OffsetRange` restriction per
-topic partition. Bounded, it reads from the consumer group's committed offsets
-(else the earliest) up to the high watermark taken at start; streaming, it keeps
-reading until `max_records`, `max_read_time` or a stop request (SIGINT/SIGTERM
-in the CLI). Offsets are committed to the consumer group by a bundle
-finalizer, which the runner calls only once the bundle's outputs are durable:
-the sink (`WriteToKafka`) is fused into the same bundle and flushes in
-`finish_bundle`, so a committed offset always means the outputs are written
+`ReadFromKafka` is a splittable DoFn. Its restriction is a set of partitions
+with a cursor each; the initial split gives every partition its own
+restriction, so production runners read partitions in parallel. Bounded, a
+read goes from the start position up to the high watermark taken at start;
+streaming, it keeps going until `max_records`, `max_read_time` or a stop
+request (SIGINT/SIGTERM in the CLI), and one extra restriction adopts
+partitions added to the topic while the job runs (checked every
+`partition_discovery_interval_s`).
+
+Offsets are committed to the consumer group by a bundle finalizer, which the
+runner calls only once the bundle's outputs are durable. On the local runner
+the sink (`WriteToKafka`) is fused into the reader's bundle and flushes in
+`finish_bundle`, so a committed offset means the outputs are in Kafka
 (at-least-once).
 
 Kafka clients are created in `setup()`: they hold sockets and threads and
@@ -17,18 +22,21 @@ cannot be pickled with the DoFn.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import enum
 import logging
-import sys
 import threading
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+import orjson
+from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.transforms.display import DisplayDataItem
+from apache_beam.utils.timestamp import Duration, Timestamp
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -37,14 +45,13 @@ from schemas.records import SourceRecord
 
 _LOG = logging.getLogger(__name__)
 
-# A streaming restriction has no end; OffsetRange needs a number.
-_UNBOUNDED = sys.maxsize
 # How long one process() call reads before it checkpoints: the bundle ends, the
 # sink flushes and the offsets are committed at this cadence.
 _BUNDLE_SECONDS = 1.0
 _BUNDLE_RECORDS = 5_000
 _POLL_TIMEOUT_MS = 200
 _PROGRESS_LOG_SECONDS = 10.0
+_SECRET_MARKERS = ("password", "secret", "token", "jaas", "keyfile")
 
 # Signals are process-wide, so the stop request is too: the CLI's SIGINT and
 # SIGTERM handlers set it, every reader in the process sees it at its next poll,
@@ -57,14 +64,80 @@ def request_stop() -> None:
     _stop_requested.set()
 
 
+def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Client configuration fit for logs and display data: secrets masked."""
+    return {key: "***" if any(marker in key.lower() for marker in _SECRET_MARKERS) else value
+            for key, value in config.items()}
+
+
+class StartPosition(str, enum.Enum):
+    COMMITTED = "committed"  # the group's committed offset, else `auto_offset_reset` (earliest by default)
+    EARLIEST = "earliest"
+    LATEST = "latest"
+
+
+class TimestampKind(str, enum.Enum):
+    PROCESSING_TIME = "processing-time"
+    CREATE_TIME = "create-time"
+    LOG_APPEND_TIME = "log-append-time"
+    PUBLISHED_AT = "published-at"
+
+
+@dataclasses.dataclass(frozen=True)
+class TimestampPolicy:
+    """Event time of each record, and the watermark of a partition.
+
+    `timestamp(record)` gives a record's event time; `watermark(latest,
+    caught_up)` gives the partition's watermark from the latest event time
+    read and whether the reader has caught up with the partition's end. An
+    idle, caught-up partition advances to now (minus the allowed delay) so it
+    never holds the pipeline's watermark back. Callers keep it monotonic.
+    """
+
+    kind: TimestampKind = TimestampKind.CREATE_TIME
+    max_delay: Duration = Duration(seconds=0)
+
+    def timestamp(self, record) -> Timestamp:
+        if self.kind is TimestampKind.PROCESSING_TIME:
+            return Timestamp.now()
+        if self.kind is TimestampKind.PUBLISHED_AT:
+            published = _published_at(record.value)
+            if published is not None:
+                return published
+        # Records from old clients may carry no timestamp (-1).
+        return Timestamp.now() if record.timestamp is None or record.timestamp < 0 else Timestamp(micros=record.timestamp * 1000)
+
+    def watermark(self, latest: Timestamp | None, caught_up: bool) -> Timestamp | None:
+        if self.kind is TimestampKind.PROCESSING_TIME or caught_up:
+            return Timestamp.now() - self.max_delay
+        return None if latest is None else latest - self.max_delay
+
+
+def _published_at(value: bytes | None) -> Timestamp | None:
+    try:
+        text = orjson.loads(value).get("published_at")
+        return Timestamp.from_utc_datetime(dt.datetime.fromisoformat(text).astimezone(dt.timezone.utc))
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return None
+
+
 @dataclasses.dataclass(frozen=True)
 class KafkaReadSpec:
-    """Everything the source needs; immutable, so it can ship with the DoFns."""
+    """Everything the source needs; immutable, so it ships with the DoFns.
+
+    `consumer_config` is passed to kafka-python's KafkaConsumer as is
+    (security_protocol, sasl_mechanism, ssl_cafile, ...); it is masked in
+    logs and display data.
+    """
 
     bootstrap_servers: str
     topic: str
     group_id: str
     streaming: bool = False
+    start_position: StartPosition = StartPosition.COMMITTED
+    start_time: dt.datetime | None = None
+    timestamp_policy: TimestampPolicy = TimestampPolicy()
+    partition_discovery_interval_s: float = 30.0
     max_records: int | None = None
     max_read_time_s: float | None = None
     consumer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -80,43 +153,210 @@ class KafkaReadSpec:
             raise ValueError("max_records must be positive")
         if self.max_read_time_s is not None and self.max_read_time_s <= 0:
             raise ValueError("max_read_time_s must be positive")
+        if self.partition_discovery_interval_s <= 0:
+            raise ValueError("partition_discovery_interval_s must be positive")
+        if self.start_time is not None and self.start_time.tzinfo is None:
+            raise ValueError("start_time needs a time zone")
+        unknown = set(self.consumer_config) - set(KafkaConsumer.DEFAULT_CONFIG)
+        if unknown:
+            raise ValueError(f"unknown kafka-python consumer settings: {', '.join(sorted(unknown))}")
+
+    def __repr__(self) -> str:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields["consumer_config"] = redacted(self.consumer_config)
+        return f"KafkaReadSpec({', '.join(f'{name}={value!r}' for name, value in fields.items())})"
 
     def new_consumer(self) -> KafkaConsumer:
-        return KafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        settings = {
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            # Metadata refreshes at the discovery interval, so new partitions show up.
+            "metadata_max_age_ms": int(self.partition_discovery_interval_s * 1000),
             **self.consumer_config,
-        )
+        }
+        return KafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=self.group_id, **settings)
+
+
+# ----------------------------------------------------------------- restriction
 
 
 @dataclasses.dataclass(frozen=True)
-class PartitionRead:
-    """One partition to read, from `start_offset` to `stop_offset` (None: no end)."""
+class PartitionCursor:
+    """Where one partition's read stands.
 
-    topic: str
+    `epoch` counts how often the broker's log restarted below our position (a
+    broker that lost its data): positions compare as (epoch, offset), so the
+    reader can go on from the new log's start without claiming backwards.
+    """
+
     partition: int
-    start_offset: int
-    stop_offset: int | None
+    offset: int
+    stop: int | None = None
+    epoch: int = 0
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return (self.epoch, self.offset)
 
 
 @dataclasses.dataclass(frozen=True)
-class KafkaMessage:
-    """One record for the sink to write."""
+class PartitionSet:
+    """A restriction: partitions with their cursors; in streaming, plus the
+    right to adopt partitions numbered `discover_from` or more when they appear."""
 
     topic: str
-    key: bytes | None
-    value: bytes
+    cursors: tuple[PartitionCursor, ...]
+    discover_from: int | None = None
+
+    def is_bounded(self) -> bool:
+        return self.discover_from is None and all(c.stop is not None for c in self.cursors)
 
 
-def committed_or_earliest(consumer: KafkaConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-    """Where a consumer group resumes: its committed offset, else the earliest one."""
+class Claim(NamedTuple):
+    partition: int
+    epoch: int
+    offset: int
+
+
+class Adopt(NamedTuple):
+    partition: int
+    offset: int
+
+
+END_OF_READ = "end-of-read"  # claiming it finishes the restriction (stop requested)
+
+
+class PartitionSetTracker(RestrictionTracker):
+    def __init__(self, restriction: PartitionSet):
+        self._restriction = restriction
+        self._cursors = {c.partition: c for c in restriction.cursors}
+        self._claimed: dict[int, tuple[int, int]] = {}
+        self._exhausted: set[int] = set()
+        self._finished = False
+        self._claim_count = 0
+
+    def current_restriction(self) -> PartitionSet:
+        return self._restriction
+
+    def try_claim(self, position) -> bool:
+        if self._finished:
+            return False
+        if position == END_OF_READ:
+            self._finish()
+            return False
+        if isinstance(position, Adopt):
+            discover_from = self._restriction.discover_from
+            if discover_from is None or position.partition < discover_from or position.partition in self._cursors:
+                raise ValueError(f"cannot adopt partition {position.partition} in {self._restriction}")
+            cursor = PartitionCursor(position.partition, position.offset)
+            self._cursors[position.partition] = cursor
+            self._restriction = dataclasses.replace(self._restriction, cursors=self._restriction.cursors + (cursor,))
+            return True
+        cursor = self._cursors.get(position.partition)
+        if cursor is None or position.partition in self._exhausted:
+            return False
+        claim = (position.epoch, position.offset)
+        if claim < cursor.position or claim <= self._claimed.get(position.partition, (-1, -1)):
+            raise ValueError(f"claims must move forward: {position} after {self._claimed.get(position.partition)}")
+        if cursor.stop is not None and position.offset >= cursor.stop:
+            self._exhausted.add(position.partition)
+            return False
+        self._claimed[position.partition] = claim
+        self._claim_count += 1
+        return True
+
+    def _finish(self) -> None:
+        """Shrink the restriction to what was claimed: nothing is left to do."""
+        cursors = []
+        for cursor in self._cursors.values():
+            epoch, last = self._claimed.get(cursor.partition, (cursor.epoch, cursor.offset - 1))
+            cursors.append(dataclasses.replace(cursor, epoch=epoch, stop=last + 1) if epoch == cursor.epoch
+                           else dataclasses.replace(cursor, stop=cursor.offset))
+        self._restriction = dataclasses.replace(self._restriction, cursors=tuple(cursors), discover_from=None)
+        self._finished = True
+
+    def _next_cursor(self, cursor: PartitionCursor) -> PartitionCursor:
+        if cursor.partition not in self._claimed:
+            return cursor
+        epoch, offset = self._claimed[cursor.partition]
+        return dataclasses.replace(cursor, epoch=epoch, offset=offset + 1)
+
+    def try_split(self, fraction_of_remainder):
+        # Only checkpoints: partitions are split apart once, at the start.
+        if fraction_of_remainder != 0 or self._finished:
+            return None
+        remaining = tuple(
+            self._next_cursor(c) for c in self._cursors.values()
+            if c.partition not in self._exhausted and (c.stop is None or self._next_cursor(c).offset < c.stop)
+        )
+        residual = PartitionSet(self._restriction.topic, remaining, self._restriction.discover_from)
+        self._finish()
+        return self._restriction, residual
+
+    def check_done(self):
+        if self._finished:
+            return
+        unfinished = [c.partition for c in self._cursors.values()
+                      if c.partition not in self._exhausted
+                      and (c.stop is None or self._claimed.get(c.partition, (c.epoch, c.offset - 1))[1] < c.stop - 1)]
+        if unfinished or self._restriction.discover_from is not None:
+            raise ValueError(f"partitions {unfinished} of {self._restriction.topic} are not read to their end")
+
+    def current_progress(self) -> RestrictionProgress:
+        remaining = sum(max(c.stop - self._next_cursor(c).offset, 0) for c in self._cursors.values() if c.stop is not None)
+        return RestrictionProgress(completed=self._claim_count, remaining=remaining)
+
+    def is_bounded(self) -> bool:
+        return self._restriction.is_bounded()
+
+
+class _PartitionSetProvider(RestrictionProvider):
+    def initial_restriction(self, plan: PartitionSet) -> PartitionSet:
+        return plan
+
+    def split(self, plan: PartitionSet, restriction: PartitionSet):
+        for cursor in restriction.cursors:
+            yield PartitionSet(restriction.topic, (cursor,))
+        if restriction.discover_from is not None:
+            yield PartitionSet(restriction.topic, (), restriction.discover_from)
+
+    def create_tracker(self, restriction: PartitionSet) -> PartitionSetTracker:
+        return PartitionSetTracker(restriction)
+
+    def restriction_size(self, plan: PartitionSet, restriction: PartitionSet) -> int:
+        return sum(max(c.stop - c.offset, 0) for c in restriction.cursors if c.stop is not None)
+
+    def truncate(self, plan: PartitionSet, restriction: PartitionSet):
+        # On drain, stop reading: what was not read is not committed and the
+        # next run starts there.
+        return None
+
+
+# ----------------------------------------------------------------- offsets
+
+
+def start_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition], position: StartPosition,
+                  start_time: dt.datetime | None = None) -> dict[TopicPartition, int]:
+    """Where a read begins in each partition."""
     earliest = consumer.beginning_offsets(partitions)
+    if start_time is not None:
+        found = consumer.offsets_for_times({p: int(start_time.timestamp() * 1000) for p in partitions})
+        latest = high_watermarks(consumer, partitions)
+        return {p: latest[p] if found[p] is None else found[p].offset for p in partitions}
+    if position is StartPosition.EARLIEST:
+        return earliest
+    if position is StartPosition.LATEST:
+        return high_watermarks(consumer, partitions)
+    fallback = None
     starts = {}
     for partition in partitions:
         committed = consumer.committed(partition)
-        starts[partition] = earliest[partition] if committed is None else max(committed, earliest[partition])
+        if committed is None:
+            if fallback is None:
+                fallback = earliest if consumer.config["auto_offset_reset"] == "earliest" else high_watermarks(consumer, partitions)
+            starts[partition] = fallback[partition]
+        else:
+            starts[partition] = max(committed, earliest[partition])
     return starts
 
 
@@ -141,8 +381,8 @@ def high_watermarks(consumer: KafkaConsumer, partitions: list[TopicPartition], t
     return highs
 
 
-class _ListPartitionsFn(beam.DoFn):
-    """Turns the impulse into one `PartitionRead` per partition of the topic."""
+class _PlanReadFn(beam.DoFn):
+    """Turns the impulse into the read plan: every partition with its start (and stop)."""
 
     def __init__(self, spec: KafkaReadSpec):
         self._spec = spec
@@ -150,55 +390,49 @@ class _ListPartitionsFn(beam.DoFn):
     def setup(self):
         self._consumer = self._spec.new_consumer()
 
-    def process(self, _impulse) -> Iterable[PartitionRead]:
+    def process(self, _impulse) -> Iterable[PartitionSet]:
         spec = self._spec
         numbers = self._consumer.partitions_for_topic(spec.topic)
         if not numbers:
             raise ValueError(f"topic {spec.topic!r} does not exist on {spec.bootstrap_servers}")
         partitions = [TopicPartition(spec.topic, n) for n in sorted(numbers)]
-        starts = committed_or_earliest(self._consumer, partitions)
+        starts = start_offsets(self._consumer, partitions, spec.start_position, spec.start_time)
         stops = {p: None for p in partitions} if spec.streaming else high_watermarks(self._consumer, partitions)
         for partition in partitions:
             stop = stops[partition]
             _LOG.info("reading %s[%d] from offset %d to %s", partition.topic, partition.partition,
                       starts[partition], "the end of time" if stop is None else stop)
-            yield PartitionRead(partition.topic, partition.partition, starts[partition], stop)
+        yield PartitionSet(
+            spec.topic,
+            tuple(PartitionCursor(p.partition, starts[p], None if stops[p] is None else max(stops[p], starts[p]))
+                  for p in partitions),
+            discover_from=max(numbers) + 1 if spec.streaming else None,
+        )
 
     def teardown(self):
         self._consumer.close()
 
 
-class _PartitionRestrictions(RestrictionProvider):
-    def initial_restriction(self, partition: PartitionRead) -> OffsetRange:
-        stop = _UNBOUNDED if partition.stop_offset is None else max(partition.stop_offset, partition.start_offset)
-        return OffsetRange(partition.start_offset, stop)
-
-    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
-        return OffsetRestrictionTracker(restriction)
-
-    def restriction_size(self, partition: PartitionRead, restriction: OffsetRange) -> int:
-        return 0 if restriction.stop == _UNBOUNDED else restriction.size()
-
-    def truncate(self, partition: PartitionRead, restriction: OffsetRange):
-        # On drain, stop reading: what was not read is not committed and the
-        # next run starts there.
-        return None
+# ----------------------------------------------------------------- reader
 
 
-class _ReadPartitionsFn(beam.DoFn):
+class _ReadFn(beam.DoFn):
     def __init__(self, spec: KafkaReadSpec):
         self._spec = spec
-        self._records = Metrics.counter("wirecopy", "kafka_records_read")
-        self._bytes = Metrics.counter("wirecopy", "kafka_bytes_read")
 
     def setup(self):
-        self._consumer = self._spec.new_consumer()
+        spec = self._spec
+        self._consumer = spec.new_consumer()
         # kafka-python clients are not thread-safe; a runner may call the
         # finalizer (commit) from another thread than process() (poll).
         self._consumer_lock = threading.Lock()
         self._records_read = 0
         self._started_at: float | None = None
         self._last_progress_log = time.monotonic()
+        self._last_discovery = 0.0
+        self._records = Metrics.counter("wirecopy", f"records_read.{spec.topic}")
+        self._bytes = Metrics.counter("wirecopy", f"bytes_read.{spec.topic}")
+        self._resets = Metrics.counter("wirecopy", f"log_resets.{spec.topic}")
 
     def _should_stop(self) -> bool:
         spec = self._spec
@@ -208,80 +442,164 @@ class _ReadPartitionsFn(beam.DoFn):
             return True
         return spec.max_read_time_s is not None and time.monotonic() - self._started_at >= spec.max_read_time_s
 
-    def _commit(self, partition: TopicPartition, next_offset: int) -> None:
+    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
             with self._consumer_lock:
-                self._consumer.commit({partition: OffsetAndMetadata(next_offset, "", -1)})
+                self._consumer.commit({p: OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
         except KafkaError as error:
             # At-least-once still holds: the next run re-reads from the last
-            # offset that did commit.
-            _LOG.warning("could not commit %s at %d: %s", partition, next_offset, error)
+            # offsets that did commit.
+            _LOG.warning("could not commit offsets %s: %s", offsets, error)
 
-    def _log_progress(self, partition: TopicPartition, position: int) -> None:
+    def _adopt_new_partitions(self, tracker, restriction: PartitionSet) -> None:
         now = time.monotonic()
+        if now - self._last_discovery < self._spec.partition_discovery_interval_s:
+            return
+        self._last_discovery = now
+        known = {c.partition for c in restriction.cursors}
+        with self._consumer_lock:
+            numbers = self._consumer.partitions_for_topic(restriction.topic) or set()
+            new = [TopicPartition(restriction.topic, n) for n in sorted(numbers)
+                   if n >= restriction.discover_from and n not in known]
+            starts = self._consumer.beginning_offsets(new) if new else {}
+        for partition in new:
+            if tracker.try_claim(Adopt(partition.partition, starts[partition])):
+                _LOG.info("new partition %s[%d]: reading it from offset %d", partition.topic, partition.partition,
+                          starts[partition])
+
+    def _poll(self) -> dict:
+        try:
+            with self._consumer_lock:
+                return self._consumer.poll(timeout_ms=_POLL_TIMEOUT_MS, max_records=500)
+        except KafkaError as error:
+            if not error.retriable:
+                raise
+            _LOG.warning("Kafka unavailable, retrying: %s", error)
+            time.sleep(_POLL_TIMEOUT_MS / 1000)
+            return {}
+
+    def _log_progress(self, positions: dict[TopicPartition, int]) -> None:
+        now = time.monotonic()
+        for partition, position in positions.items():
+            highwater = self._consumer.highwater(partition)
+            if highwater is not None:
+                Metrics.gauge("wirecopy", f"backlog.{partition.topic}.{partition.partition}").set(max(highwater - position, 0))
         if now - self._last_progress_log < _PROGRESS_LOG_SECONDS:
             return
         self._last_progress_log = now
-        highwater = self._consumer.highwater(partition)
-        backlog = "?" if highwater is None else max(highwater - position, 0)
+        backlog = ", ".join(
+            f"{p.topic}[{p.partition}] at {position} backlog "
+            f"{'?' if self._consumer.highwater(p) is None else max(self._consumer.highwater(p) - position, 0)}"
+            for p, position in sorted(positions.items()))
         rate = self._records_read / max(now - self._started_at, 1e-9)
-        _LOG.info("read %d records (%.0f/s); %s[%d] at offset %d, backlog %s",
-                  self._records_read, rate, partition.topic, partition.partition, position, backlog)
+        _LOG.info("read %d records (%.0f/s); %s", self._records_read, rate, backlog)
 
     @beam.DoFn.unbounded_per_element()
     def process(
         self,
-        partition: PartitionRead,
+        plan: PartitionSet,
         finalizer=beam.DoFn.BundleFinalizerParam,
-        tracker=beam.DoFn.RestrictionParam(_PartitionRestrictions()),
+        tracker=beam.DoFn.RestrictionParam(_PartitionSetProvider()),
         watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
     ):
         if self._started_at is None:
             self._started_at = time.monotonic()
-        restriction = tracker.current_restriction()
-        topic_partition = TopicPartition(partition.topic, partition.partition)
         if self._should_stop():
-            tracker.try_claim(restriction.stop)
+            tracker.try_claim(END_OF_READ)
+            return
+        restriction = tracker.current_restriction()
+        if restriction.discover_from is not None:
+            self._adopt_new_partitions(tracker, restriction)
+            restriction = tracker.current_restriction()
+        policy = self._spec.timestamp_policy
+        cursors = {TopicPartition(restriction.topic, c.partition): c for c in restriction.cursors}
+        if not cursors:
+            self._advance_watermark(watermark, policy.watermark(None, caught_up=True))
+            tracker.defer_remainder(Duration(seconds=self._spec.partition_discovery_interval_s))
             return
         with self._consumer_lock:
-            self._consumer.assign([topic_partition])
-            self._consumer.seek(topic_partition, restriction.start)
-        next_offset = restriction.start
+            self._consumer.assign(list(cursors))
+            for partition, cursor in cursors.items():
+                self._consumer.seek(partition, cursor.offset)
+        expected = {p: c.offset for p, c in cursors.items()}
+        epochs = {p: c.epoch for p, c in cursors.items()}
+        latest: dict[TopicPartition, Timestamp] = {}
+        done: set[TopicPartition] = set()
         deadline = time.monotonic() + _BUNDLE_SECONDS
         claimed = 0
-        while True:
-            with self._consumer_lock:
-                batch = self._consumer.poll(timeout_ms=_POLL_TIMEOUT_MS, max_records=500).get(topic_partition, [])
-                position = self._consumer.position(topic_partition)
-            for record in batch:
-                if self._should_stop():
-                    # Claiming the end finishes the restriction; what was not
-                    # read is not committed, so the next run starts there.
-                    tracker.try_claim(restriction.stop)
-                    break
-                if not tracker.try_claim(record.offset):
-                    break  # past the bounded end: the tracker is done
-                next_offset = record.offset + 1
-                claimed += 1
-                self._records_read += 1
-                self._records.inc()
-                self._bytes.inc(len(record.value or b""))
-                yield beam.window.TimestampedValue(_source_record(record), _event_time(record))
-            else:
-                if position >= restriction.stop or self._should_stop():
-                    # Bounded end reached (offsets may have gaps), or asked to stop.
-                    tracker.try_claim(restriction.stop)
-                elif claimed < _BUNDLE_RECORDS and time.monotonic() < deadline and (batch or not self._spec.streaming):
+        stopping = False
+        while not stopping:
+            batches = self._poll()
+            for partition, records in batches.items():
+                if partition in done:
                     continue
-                else:
-                    # Checkpoint: end this bundle so the sink flushes and the
-                    # offsets commit, and let other partitions have a turn.
-                    watermark.set_watermark(_watermark_after(watermark.current_watermark(), batch))
-                    tracker.defer_remainder()
-            break
-        self._log_progress(topic_partition, next_offset)
-        if next_offset > restriction.start:
-            finalizer.register(lambda: self._commit(topic_partition, next_offset))
+                for record in records:
+                    if self._should_stop():
+                        tracker.try_claim(END_OF_READ)
+                        stopping = True
+                        break
+                    if record.offset < expected[partition]:
+                        # The broker's log restarted below our position (it lost
+                        # its data): go on from the new log in a new epoch.
+                        epochs[partition] += 1
+                        self._resets.inc()
+                        _LOG.warning("%s restarted at offset %d, below our position %d: reading on from there",
+                                     partition, record.offset, expected[partition])
+                    if not tracker.try_claim(Claim(partition.partition, epochs[partition], record.offset)):
+                        done.add(partition)
+                        break
+                    expected[partition] = record.offset + 1
+                    claimed += 1
+                    self._records_read += 1
+                    self._records.inc()
+                    self._bytes.inc(len(record.value or b""))
+                    event_time = policy.timestamp(record)
+                    latest[partition] = max(latest.get(partition, event_time), event_time)
+                    yield beam.window.TimestampedValue(_source_record(record), event_time)
+                if stopping:
+                    break
+            if stopping:
+                break
+            with self._consumer_lock:
+                positions = {p: self._consumer.position(p) for p in cursors}
+            for partition, cursor in cursors.items():
+                if partition not in done and cursor.stop is not None and positions[partition] >= cursor.stop:
+                    # Bounded end reached (offsets may have gaps): claiming the stop finishes it.
+                    tracker.try_claim(Claim(partition.partition, epochs[partition], cursor.stop))
+                    done.add(partition)
+            if len(done) == len(cursors) and restriction.discover_from is None:
+                break
+            if self._should_stop():
+                tracker.try_claim(END_OF_READ)
+                break
+            idle = not batches
+            if claimed >= _BUNDLE_RECORDS or time.monotonic() >= deadline or (idle and self._spec.streaming):
+                # Checkpoint: end this bundle so the sink flushes and the
+                # offsets commit, and let other restrictions have a turn.
+                self._advance_watermark(watermark, self._watermark(policy, cursors, latest, positions))
+                tracker.defer_remainder()
+                break
+        self._log_progress(expected)
+        advanced = {p: expected[p] for p, c in cursors.items() if (epochs[p], expected[p]) != c.position}
+        if advanced:
+            finalizer.register(lambda: self._commit(advanced))
+
+    def _watermark(self, policy: TimestampPolicy, cursors, latest, positions) -> Timestamp | None:
+        marks = []
+        for partition in cursors:
+            highwater = self._consumer.highwater(partition)
+            caught_up = highwater is not None and positions[partition] >= highwater
+            mark = policy.watermark(latest.get(partition), caught_up)
+            if mark is None:
+                return None  # a partition with unread records and no time yet holds the watermark
+            marks.append(mark)
+        return min(marks)
+
+    @staticmethod
+    def _advance_watermark(estimator, candidate: Timestamp | None) -> None:
+        current = estimator.current_watermark()
+        if candidate is not None and (current is None or candidate > current):
+            estimator.set_watermark(candidate)
 
     def teardown(self):
         self._consumer.close()
@@ -299,19 +617,9 @@ def _source_record(record) -> SourceRecord:
     )
 
 
-def _event_time(record) -> Timestamp:
-    # Records from old clients may carry no timestamp (-1).
-    return Timestamp.now() if record.timestamp < 0 else Timestamp(micros=record.timestamp * 1000)
-
-
-def _watermark_after(current: Timestamp | None, batch) -> Timestamp:
-    """Never backwards; idle partitions advance to now so they do not hold the pipeline."""
-    candidate = Timestamp.now() if not batch else min(_event_time(r) for r in batch)
-    return candidate if current is None or candidate > current else current
-
-
 class ReadFromKafka(beam.PTransform):
-    """Reads a topic as `SourceRecord`s, timestamped with the record's timestamp."""
+    """Reads a topic as `SourceRecord`s (topic, partition, offset, timestamp,
+    key, headers and value), timestamped by the spec's timestamp policy."""
 
     def __init__(self, spec: KafkaReadSpec):
         super().__init__()
@@ -321,19 +629,45 @@ class ReadFromKafka(beam.PTransform):
         return (
             pbegin
             | "Impulse" >> beam.Impulse()
-            | "ListPartitions" >> beam.ParDo(_ListPartitionsFn(self._spec))
-            | "ReadPartitions" >> beam.ParDo(_ReadPartitionsFn(self._spec))
+            | "PlanRead" >> beam.ParDo(_PlanReadFn(self._spec))
+            | "ReadPartitions" >> beam.ParDo(_ReadFn(self._spec))
         )
+
+    def display_data(self):
+        spec = self._spec
+        return {
+            "bootstrap_servers": spec.bootstrap_servers,
+            "topic": spec.topic,
+            "group_id": spec.group_id,
+            "streaming": spec.streaming,
+            "consumer_config": DisplayDataItem(repr(redacted(spec.consumer_config)), label="consumer config"),
+        }
+
+
+# ----------------------------------------------------------------- sink
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaMessage:
+    """One record for the sink to write."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
 
 
 class _WriteFn(beam.DoFn):
-    def __init__(self, bootstrap_servers: str, producer_config: Mapping[str, Any]):
+    def __init__(self, bootstrap_servers: str, producer_config: Mapping[str, Any], delivery_attempts: int):
         self._bootstrap_servers = bootstrap_servers
         self._producer_config = producer_config
-        self._written = Metrics.counter("wirecopy", "kafka_records_written")
+        self._delivery_attempts = delivery_attempts
 
     def setup(self):
-        self._producer = KafkaProducer(
+        self._producer = self._new_producer()
+        self._counters: dict[str, tuple] = {}
+
+    def _new_producer(self) -> KafkaProducer:
+        return KafkaProducer(
             bootstrap_servers=self._bootstrap_servers,
             acks="all",
             enable_idempotence=True,
@@ -343,39 +677,87 @@ class _WriteFn(beam.DoFn):
         )
 
     def start_bundle(self):
-        self._pending = []
+        self._pending: list[tuple[KafkaMessage, Any]] = []
 
     def process(self, message: KafkaMessage):
-        self._pending.append(self._producer.send(message.topic, key=message.key, value=message.value))
+        self._pending.append((message, self._send(message)))
+
+    def _send(self, message: KafkaMessage):
+        try:
+            return self._producer.send(message.topic, key=message.key, value=message.value)
+        except KafkaError as error:
+            return error
 
     def finish_bundle(self):
-        self._producer.flush()
-        failures = [future.exception for future in self._pending if future.failed()]
-        written = len(self._pending) - len(failures)
-        self._pending = []
-        self._written.inc(written)
-        if failures:
-            # Failing the bundle makes the runner retry it (or stop the job)
-            # before any offset is committed: never a silent loss.
-            raise RuntimeError(f"{len(failures)} of {written + len(failures)} records were not delivered: {failures[0]!r}")
+        pending, self._pending = self._pending, []
+        for attempt in range(1, self._delivery_attempts + 1):
+            self._producer.flush()
+            failed = [(message, _failure(outcome)) for message, outcome in pending if _failure(outcome) is not None]
+            self._count_delivered([m for m, outcome in pending if _failure(outcome) is None])
+            if not failed:
+                return
+            retriable = all(getattr(error, "retriable", False) for _, error in failed)
+            if not retriable or attempt == self._delivery_attempts:
+                # Failing the bundle makes the runner retry it (or stop the
+                # job) before any offset is committed: never a silent loss.
+                raise RuntimeError(f"{len(failed)} records were not delivered after {attempt} attempt(s): {failed[0][1]!r}")
+            _LOG.warning("%d records not delivered (%r); retrying with a new producer", len(failed), failed[0][1])
+            time.sleep(min(2 ** attempt, 10))
+            # A broker that lost its state no longer knows this idempotent
+            # producer's id; a new producer starts a clean sequence.
+            self._producer.close(timeout=5)
+            self._producer = self._new_producer()
+            pending = [(message, self._send(message)) for message, _ in failed]
+
+    def _count_delivered(self, messages: list[KafkaMessage]) -> None:
+        for message in messages:
+            if message.topic not in self._counters:
+                self._counters[message.topic] = (
+                    Metrics.counter("wirecopy", f"records_written.{message.topic}"),
+                    Metrics.counter("wirecopy", f"bytes_written.{message.topic}"),
+                )
+            records, size = self._counters[message.topic]
+            records.inc()
+            size.inc(len(message.value))
 
     def teardown(self):
         self._producer.close()
 
 
+def _failure(outcome) -> Exception | None:
+    if isinstance(outcome, Exception):
+        return outcome
+    return outcome.exception if outcome.failed() else None
+
+
 class WriteToKafka(beam.PTransform):
     """Writes `KafkaMessage`s with an idempotent producer, `acks=all`.
 
-    Flushes at the end of every bundle, so a bundle (and the input offsets its
-    finalizer commits) is complete only once every record is acknowledged.
+    Flushes at the end of every bundle and retries retriable failures, so a
+    bundle (and the input offsets its finalizer commits) is complete only once
+    every record is acknowledged.
     """
 
-    def __init__(self, bootstrap_servers: str, producer_config: Mapping[str, Any] | None = None):
+    def __init__(self, bootstrap_servers: str, producer_config: Mapping[str, Any] | None = None,
+                 delivery_attempts: int = 5):
         super().__init__()
         if not bootstrap_servers:
             raise ValueError("bootstrap_servers is required")
+        unknown = set(producer_config or {}) - set(KafkaProducer.DEFAULT_CONFIG)
+        if unknown:
+            raise ValueError(f"unknown kafka-python producer settings: {', '.join(sorted(unknown))}")
+        if delivery_attempts < 1:
+            raise ValueError("delivery_attempts must be at least 1")
         self._bootstrap_servers = bootstrap_servers
         self._producer_config = dict(producer_config or {})
+        self._delivery_attempts = delivery_attempts
 
     def expand(self, messages):
-        return messages | "Write" >> beam.ParDo(_WriteFn(self._bootstrap_servers, self._producer_config))
+        return messages | "Write" >> beam.ParDo(
+            _WriteFn(self._bootstrap_servers, self._producer_config, self._delivery_attempts))
+
+    def display_data(self):
+        return {
+            "bootstrap_servers": self._bootstrap_servers,
+            "producer_config": DisplayDataItem(repr(redacted(self._producer_config)), label="producer config"),
+        }
