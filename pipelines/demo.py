@@ -88,7 +88,7 @@ def summary(produced: int, result: RunResult, articles: list[dict], cluster_even
     out += [
         "",
         "Counts:",
-        f"    records read {result.counters.get('kafka_records_read', 0)}, enriched articles written {len(articles)}, "
+        f"    records read {result.counters.get(f'records_read.{INPUT_TOPIC}', 0)}, enriched articles written {len(articles)}, "
         f"dead letters {len(dead_letters)}",
         "    languages " + ", ".join(f"{code} {n}" for code, n in languages.most_common()),
         f"    clusters {len(members)} ({len(syndicated)} with copies); cluster events "

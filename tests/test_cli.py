@@ -1,0 +1,182 @@
+"""End to end through the `wirecopy` CLI: files and Kafka, over the seed pages and the samples."""
+
+import base64
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from pipelines.demo import sample_lines
+from pipelines.local_broker import produce, read_topic
+from schemas import codec
+
+REPO = Path(__file__).resolve().parents[1]
+EXPECTED = json.loads((REPO / "pipelines" / "samples" / "expected.json").read_text())
+
+
+def wirecopy(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def input_lines(seed_pages) -> list[bytes]:
+    """The two seed pages as raw articles, then every bundled sample line."""
+    seeds = [orjson.dumps({"id": stem, "text": text}) for stem, text in seed_pages.items()]
+    return seeds + sample_lines()
+
+
+def expected_dead_letters(lines: list[bytes]) -> dict[int, str]:
+    """Line number → reason, from the samples' ground truth (seeds come first and are valid)."""
+    by_id, offset = {}, len(lines) - len(sample_lines())
+    for number, line in enumerate(lines):
+        try:
+            by_id[orjson.loads(line).get("id")] = number
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
+    expected = {}
+    for key, reason in EXPECTED["dead_letters"].items():
+        number = offset + int(key.removeprefix("line:")) if key.startswith("line:") else by_id[key]
+        expected[number] = reason
+    return expected
+
+
+def check_outputs(lines, articles, dead_letters, cluster_events):
+    expected_dead = expected_dead_letters(lines)
+    assert sorted((d["offset"], d["reason"]) for d in dead_letters) == sorted(expected_dead.items())
+    for letter in dead_letters:
+        codec.validator(codec.DEAD_LETTER)(letter)
+        assert base64.b64decode(letter["payload"]) == lines[letter["offset"]], "dead letters keep the original bytes"
+    valid_ids = {orjson.loads(line)["id"] for number, line in enumerate(lines) if number not in expected_dead}
+    assert sorted(a["article_id"] for a in articles) == sorted(valid_ids), "one enriched event per valid article"
+    for article in articles:
+        codec.validator(codec.ENRICHED_ARTICLE)(article)
+    for event in cluster_events:
+        codec.validator(codec.CLUSTER_EVENT)(event)
+    created = Counter(e["cluster_id"] for e in cluster_events if e["type"] == "created")
+    assert set(created) == {a["cluster"]["id"] for a in articles}, "every cluster announced exactly once"
+    assert max(created.values()) == 1
+    languages = {a["article_id"]: a["language"]["code"] for a in articles}
+    for article_id, code in EXPECTED["languages"].items():
+        assert languages[article_id] == code, article_id
+
+
+def test_file_mode_end_to_end(tmp_path, input_lines):
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join(input_lines) + b"\n")
+    output, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
+    finished = wirecopy("run", "--input-jsonl", str(source), "--output-jsonl", str(output),
+                        "--dead-letter-jsonl", str(dead))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "running on FnApiRunner" in finished.stderr
+    read = lambda path: [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    dead_letters = read(dead)
+    assert {d["topic"] for d in dead_letters} == {str(source)}
+    check_outputs(input_lines, read(output), dead_letters, read(tmp_path / "out.clusters.jsonl"))
+
+
+def test_file_mode_rejects_kafka_only_options(tmp_path):
+    finished = wirecopy("run", "--input-jsonl", "x.jsonl", "--output-jsonl", "y.jsonl", "--streaming")
+    assert finished.returncode == 2 and "Kafka mode only" in finished.stderr
+
+
+@pytest.fixture
+def kafka_topics(broker, topic_name, input_lines):
+    topics = {role: topic_name(role) for role in ("in", "out", "clusters", "dead")}
+    broker.create_topics([topics["in"]], partitions=3)
+    broker.create_topics([topics["out"], topics["clusters"], topics["dead"]])
+    return topics
+
+
+def kafka_args(broker, topics, group):
+    return ["--bootstrap-servers", broker.bootstrap_servers, "--input-topic", topics["in"],
+            "--output-topic", topics["out"], "--cluster-topic", topics["clusters"],
+            "--dead-letter-topic", topics["dead"], "--group-id", group]
+
+
+def read_outputs(broker, topics):
+    read = lambda role: [orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics[role])]
+    return read("out"), read("dead"), read("clusters")
+
+
+def committed_total(broker, topic, group) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=group, enable_auto_commit=False)
+    try:
+        return sum(consumer.committed(TopicPartition(topic, n)) or 0 for n in consumer.partitions_for_topic(topic))
+    finally:
+        consumer.close()
+
+
+def with_line_numbers(dead_letters, records_in):
+    """Kafka spreads the lines over partitions; put each dead letter's line number (the record key) in `offset`."""
+    line_of = {(r.partition, r.offset): int(r.key) for r in records_in}
+    return [{**letter, "offset": line_of[(letter["partition"], letter["offset"])]} for letter in dead_letters]
+
+
+@pytest.mark.broker
+def test_kafka_bounded_end_to_end(broker, kafka_topics, topic_name, input_lines):
+    keys = [str(number).encode() for number in range(len(input_lines))]
+    produce(broker.bootstrap_servers, kafka_topics["in"], input_lines, keys)
+    group = topic_name("group")
+    finished = wirecopy("run", *kafka_args(broker, kafka_topics, group))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "running on FnApiRunner (bounded)" in finished.stderr
+    articles, dead_letters, cluster_events = read_outputs(broker, kafka_topics)
+    dead_letters = with_line_numbers(dead_letters, read_topic(broker.bootstrap_servers, kafka_topics["in"]))
+    check_outputs(input_lines, articles, dead_letters, cluster_events)
+    assert committed_total(broker, kafka_topics["in"], group) == len(input_lines)
+
+
+@pytest.mark.broker
+def test_kafka_streaming_reads_live_and_stops_at_max_records(broker, kafka_topics, topic_name, input_lines):
+    group = topic_name("group")
+    half = len(input_lines) // 2
+    keys = [str(number).encode() for number in range(len(input_lines))]
+    produce(broker.bootstrap_servers, kafka_topics["in"], input_lines[:half], keys[:half])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "run", *kafka_args(broker, kafka_topics, group), "--streaming",
+         "--max-records", str(len(input_lines)), "--max-read-time", "180"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(5)
+    produce(broker.bootstrap_servers, kafka_topics["in"], input_lines[half:], keys[half:])
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "running on FnApiRunner (streaming)" in stderr
+    articles, dead_letters, cluster_events = read_outputs(broker, kafka_topics)
+    dead_letters = with_line_numbers(dead_letters, read_topic(broker.bootstrap_servers, kafka_topics["in"]))
+    check_outputs(input_lines, articles, dead_letters, cluster_events)
+    assert committed_total(broker, kafka_topics["in"], group) == len(input_lines)
+
+
+@pytest.mark.broker
+def test_sigterm_stops_streaming_gracefully(broker, kafka_topics, topic_name, input_lines):
+    group = topic_name("group")
+    keys = [str(number).encode() for number in range(len(input_lines))]
+    produce(broker.bootstrap_servers, kafka_topics["in"], input_lines, keys)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "run", *kafka_args(broker, kafka_topics, group), "--streaming"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while committed_total(broker, kafka_topics["in"], group) < len(input_lines) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "SIGTERM received" in stderr
+    articles, dead_letters, _ = read_outputs(broker, kafka_topics)
+    assert len(articles) + len(dead_letters) == len(input_lines)
+
+
+def test_demo_runs_and_shows_clusters_and_dead_letters():
+    finished = wirecopy("demo")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "Syndicated clusters" in finished.stdout and "Dead letters" in finished.stdout
+    for reason in set(EXPECTED["dead_letters"].values()):
+        assert reason in finished.stdout
