@@ -1,7 +1,9 @@
-"""Normalise stage: pure cleaning and metadata functions, and the Normalise transform."""
+"""Normalise stage: cleaning, boilerplate removal (patterns and per-source learning), metadata, the transform."""
 
 from __future__ import annotations
 
+import csv
+import sys
 from pathlib import Path
 
 import apache_beam as beam
@@ -13,33 +15,58 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas.codec import ENRICHED_ARTICLE, load_schema
 from schemas.records import Article, DeadLetterReason, Rejected, SourceRecord
 from transforms.normalise import (
+    MAX_HISTORY_BYTES,
+    RECENT_ARTICLES,
     Normalise,
+    boilerplate_reason,
     canonical_url,
     clean_text,
+    clean_title,
+    decode_history,
+    draft_article,
+    encode_history,
+    extract_html,
+    finish,
     fingerprint,
-    normalise_fields,
     normalise_published_at,
+    registrable_domain,
+    remember,
+    remove_boilerplate,
+    seen_article,
+    template_paragraphs,
 )
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SEEDS = SHARED / "seeds"
+SCRAPER_SEED = SEEDS / "002_b140fbe8e2273e7d.txt"  # politmaster.com's copy of the wire story
+BLOG_SEED = SEEDS / "000_08082de8ad36f634.txt"  # publictechnology's copy
 
 _enriched = load_schema(ENRICHED_ARTICLE)
-_NORMALISED_PROPERTIES = (
-    "article_id url canonical_url source title byline text word_count boilerplate_removed published_at".split()
-)
+_NORMALISED = "article_id url canonical_url source title byline text word_count boilerplate_removed published_at".split()
 validate_normalised = fastjsonschema.compile(
     {
         "type": "object",
         "additionalProperties": False,
-        "required": _NORMALISED_PROPERTIES,
-        "properties": {name: _enriched["properties"][name] for name in _NORMALISED_PROPERTIES},
+        "required": _NORMALISED,
+        "properties": {name: _enriched["properties"][name] for name in _NORMALISED},
     }
 )
 
 
 def article(raw: dict, offset: int = 0) -> Article:
     return Article(SourceRecord("raw", 0, offset, b"{}"), raw)
+
+
+def normalised(raw: dict) -> Article:
+    """One article through the generic patterns alone (no per-source history)."""
+    return finish(draft_article(article(raw)))
+
+
+def corpus_bodies(count: int) -> list[str]:
+    csv.field_size_limit(sys.maxsize)
+    with open(SHARED / "corpus/masakhanews/data/eng/test.tsv", encoding="utf-8", newline="") as handle:
+        rows = csv.DictReader(handle, delimiter="\t")
+        return [row["text"] for row, _ in zip((row for row in rows if len(row["text"]) > 1500), range(count))]
 
 
 # --- readable text ----------------------------------------------------------
@@ -51,8 +78,7 @@ def test_clean_text_keeps_paragraphs_and_typography():
 
 
 def test_clean_text_removes_invisible_and_control_characters():
-    text = "soft\u00adhy\u200bphen\u00a0and\u202fnbsp\x07\ufeff"
-    assert clean_text(text) == ["softhyphen and nbsp"]
+    assert clean_text("soft\u00adhy\u200bphen\u00a0and\u202fnbsp\x07\ufeff") == ["softhyphen and nbsp"]
 
 
 def test_clean_text_restores_wire_typography_and_drops_line_end_markers():
@@ -89,9 +115,8 @@ def test_fingerprint_unifies_typographic_variants():
 
 
 def test_fingerprint_keeps_letters_marks_and_digits_of_every_script():
-    assert fingerprint("\u0939\u093f\u0928\u094d\u0926\u0940 \u1243\u120d\u1363 \u0627\u0644\u062e\u0628\u0631\u061f \u4e2d\u6587\uff01 \uff11\uff12") == (
-        "\u0939\u093f\u0928\u094d\u0926\u0940 \u1243\u120d \u0627\u0644\u062e\u0628\u0631 \u4e2d\u6587 12"
-    )
+    text = "\u0939\u093f\u0928\u094d\u0926\u0940 \u1243\u120d\u1363 \u0627\u0644\u062e\u0628\u0631\u061f \u4e2d\u6587\uff01 \uff11\uff12"
+    assert fingerprint(text) == "\u0939\u093f\u0928\u094d\u0926\u0940 \u1243\u120d \u0627\u0644\u062e\u0628\u0631 \u4e2d\u6587 12"
 
 
 def test_fingerprint_removes_format_characters_inside_words():
@@ -100,6 +125,148 @@ def test_fingerprint_removes_format_characters_inside_words():
 
 def test_fingerprint_drops_paragraphs_with_no_words():
     assert fingerprint("One.\n\n* * *\n\nTwo.") == "one\ntwo"
+
+
+def test_article_fingerprint_is_the_fingerprint_of_its_text():
+    result = normalised({"id": "a", "text": "One \u2014 “two”.\n\n* * *\n\nThree\u2026\nLeave a Reply"})
+    assert result.fingerprint == fingerprint(result.fields["text"]) == "one two\nthree"
+
+
+# --- the seeds --------------------------------------------------------------
+
+SCRAPER_BOILERPLATE = [
+    "PolitMaster.com is a comprehensive online platform providing insightful coverage",
+    "Contacts",
+    "Owner: SNOWLAND s.r.o.",
+    "Registration certificate 06691200",
+    "16200, Na okraji 381/41, Veleslavín, 162 00 Praha 6",
+    "Czech Republic",
+    "Read more on politicshome.com",
+]
+BLOG_BOILERPLATE = [
+    "Related content",
+    "Versions of this story originally appeared on PublicTechnology sister publications",
+    "Zoe Crowther",
+    "Learn More",
+    "Leave a Reply",
+    "Your email address will not be published",
+    "Required fields are marked",
+]
+
+
+def _seed_paragraphs(path: Path, boilerplate: list[str]) -> list[str]:
+    """The seed's article paragraphs: every paragraph that holds none of the listed boilerplate."""
+    return [p for p in clean_text(path.read_text(encoding="utf-8")) if not any(b in p for b in boilerplate)]
+
+
+@pytest.mark.parametrize(
+    "path, boilerplate, removed, byline",
+    [
+        (SCRAPER_SEED, SCRAPER_BOILERPLATE, {"site_description": 1, "contact": 5, "read_more": 1}, None),
+        (BLOG_SEED, BLOG_BOILERPLATE, {"related": 1, "attribution": 1, "byline": 1, "learn_more": 1, "comment_form": 2}, "Zoe Crowther"),
+    ],
+    ids=["politmaster", "publictechnology"],
+)
+def test_seed_pages_lose_every_boilerplate_line_and_keep_every_article_paragraph(path, boilerplate, removed, byline):
+    result = normalised({"id": path.stem, "text": path.read_text(encoding="utf-8")})
+    text = result.fields["text"]
+    for line in boilerplate:
+        assert line not in text
+    assert text.split("\n\n") == _seed_paragraphs(path, boilerplate)
+    assert result.fields["boilerplate_removed"] == removed
+    assert result.fields["byline"] == byline
+
+
+def test_the_two_seed_copies_match_despite_their_typography():
+    scraper, blog = (normalised({"id": p.stem, "text": p.read_text(encoding="utf-8")}) for p in (SCRAPER_SEED, BLOG_SEED))
+    assert scraper.fingerprint.split("\n")[0] == "home secretary meeting big tech to collaborate on election year challenges"
+    # One copy writes “acid test” and the other "acid test"; one edited "will vote" to "vote".
+    election = [line for line in scraper.fingerprint.split("\n") if line.startswith("a general election")]
+    assert election and election[0] in blog.fingerprint.replace("will vote", "vote").split("\n")
+
+
+# --- generic patterns -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "paragraph, reason",
+    [
+        ("Read more at theguardian.com", "read_more"),
+        ("READ MORE: Ministers face backlash over plan", "read_more"),
+        ("Lire la suite sur lemonde.fr", "read_more"),
+        ("Weiterlesen", "read_more"),
+        ("Soma zaidi", "read_more"),
+        ("À lire aussi : Le gouvernement recule", "related"),
+        ("Mehr zum Thema", "related"),
+        ("Habari zinazohusiana", "related"),
+        ("You may also like", "related"),
+        ("Laisser un commentaire", "comment_form"),
+        ("Deine E-Mail-Adresse wird nicht veröffentlicht. Erforderliche Felder sind mit * markiert", "comment_form"),
+        ("Share this article", "share"),
+        ("Facebook Twitter WhatsApp Email", "share"),
+        ("Partager sur Facebook", "share"),
+        ("Sign up for our daily newsletter", "subscribe"),
+        ("Abonnez-vous à notre newsletter pour recevoir l'essentiel de l'actualité", "subscribe"),
+        ("We use cookies to improve your experience. By continuing to browse you accept our cookie policy.", "cookie"),
+        ("Wir verwenden Cookies, um Ihnen ein optimales Nutzererlebnis zu bieten.", "cookie"),
+        ("© 2024 Example Media Ltd", "copyright"),
+        ("Copyright 2024 The Associated Press. All rights reserved. This material may not be published, broadcast, rewritten or redistributed.", "copyright"),
+        ("Tous droits réservés", "copyright"),
+        ("Haki zote zimehifadhiwa", "copyright"),
+        ("Home | World | Politics", "navigation"),
+        ("Accueil › Politique › International", "navigation"),
+        ("Skip to main content", "navigation"),
+        ("Tel: +44 20 7946 0000", "contact"),
+        ("This article was originally published on The Conversation.", "attribution"),
+        ("By Jane Doe and John Smith", "byline"),
+        ("Par Marie Dupont, correspondante à Dakar", "byline"),
+        ("(Reporting by Jane Doe; Editing by John Smith)", "byline"),
+        ("Learn more \u2192", "learn_more"),
+        ("En savoir plus", "learn_more"),
+    ],
+)
+def test_generic_boilerplate_patterns(paragraph, reason):
+    assert boilerplate_reason(paragraph) == reason
+
+
+@pytest.mark.parametrize(
+    "paragraph",
+    [
+        "Read more about the plans in the council's published report, which runs to 300 pages.",
+        "By the end of the year, the company expects to have hired 200 more staff.",
+        "By March the price had risen by a third.",
+        "The regulator said the site used cookies to track children without consent, and fined it \u00a32m, the largest penalty of its kind.",
+        "Copyright lawyers say the ruling could change how artists are paid.",
+        "The home secretary will meet technology giants in the US to discuss how the UK government and tech players can work together.",
+        "Ministers engage with big tech to tackle threat to democracy",
+        "He said: \u201cShare the burden, share the reward.\u201d",
+        "Contacts between the two governments have been frequent since the summit, officials said.",
+        "Google.com is a search engine used by billions of people, the court heard.",
+        "The price rose 24/7 during the crisis.",
+    ],
+)
+def test_article_sentences_are_not_boilerplate(paragraph):
+    assert boilerplate_reason(paragraph) is None
+
+
+def test_a_related_heading_takes_its_link_list_along_and_stops_at_prose():
+    paragraphs = [
+        "The council approved the budget on Tuesday after a long debate.",
+        "It will fund new schools and roads across the county from next year.",
+        "Related articles",
+        "Council tax to rise by 5% next year",
+        "New school opens in Leeds",
+        "The leader of the council said the plan was the best available option for residents.",
+    ]
+    kept, removed, _ = remove_boilerplate(paragraphs)
+    assert kept == [paragraphs[0], paragraphs[1], paragraphs[5]]
+    assert removed == {"related": 3}
+
+
+def test_a_name_alone_at_the_end_is_the_byline_only_after_an_article():
+    body = ["First paragraph of the story.", "Second paragraph of the story.", "Third paragraph of the story."]
+    assert remove_boilerplate([*body, "Zoe Crowther"]) == (body, {"byline": 1}, "Zoe Crowther")
+    assert remove_boilerplate(["Short item.", "Jane Doe"])[0] == ["Short item.", "Jane Doe"]
 
 
 # --- metadata ---------------------------------------------------------------
@@ -123,10 +290,41 @@ def test_canonical_url(url, expected):
 
 
 @pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("https://news.bbc.co.uk/a", "bbc.co.uk"),
+        ("https://WWW.PolitMaster.com/x", "politmaster.com"),
+        ("https://someone.blogspot.com/2024/post", "someone.blogspot.com"),
+        ("http://127.0.0.1:8080/a", "127.0.0.1"),
+        ("not a url", None),
+    ],
+)
+def test_registrable_domain(url, expected):
+    assert registrable_domain(url) == expected
+
+
+@pytest.mark.parametrize(
+    "title, sites, expected",
+    [
+        ("Ministers meet big tech | PoliticsHome", [], "Ministers meet big tech"),
+        ("Ministers meet big tech | Politics | PoliticsHome", [], "Ministers meet big tech"),
+        ("Ministers meet big tech - BBC News", ["bbc.co.uk", "bbc"], "Ministers meet big tech"),
+        ("BBC News - Ministers meet big tech", ["bbc"], "Ministers meet big tech"),
+        ("Ukraine - Russia talks resume", ["bbc"], "Ukraine - Russia talks resume"),
+        ("  A \u00a0title\n", [], "A title"),
+        ("", [], None),
+    ],
+)
+def test_clean_title(title, sites, expected):
+    assert clean_title(title, sites) == expected
+
+
+@pytest.mark.parametrize(
     "value, expected",
     [
         ("2024-03-01T10:00:00+01:00", "2024-03-01T09:00:00.000Z"),
         ("2024-03-01T10:00:00Z", "2024-03-01T10:00:00.000Z"),
+        ("2024-03-01T10:00:00+0100", "2024-03-01T09:00:00.000Z"),
         ("2024-03-01T10:00:00", "2024-03-01T10:00:00.000Z"),
         ("yesterday", None),
         (None, None),
@@ -137,52 +335,206 @@ def test_normalise_published_at(value, expected):
 
 
 def test_fields_satisfy_the_output_contract():
-    fields, matching_form = normalise_fields(
+    result = normalised(
         {
             "id": "a1",
             "url": "https://www.Example.com/story?utm_campaign=x",
-            "title": " A  title ",
-            "text": "First paragraph.\nSecond paragraph here.",
+            "title": " A  title | Example ",
+            "text": "By Jane Doe\nFirst paragraph.\nSecond paragraph here.",
             "published_at": "2024-03-01T10:00:00+01:00",
         }
     )
-    validate_normalised(fields)
-    assert fields["text"] == "First paragraph.\n\nSecond paragraph here."
-    assert fields["title"] == "A title"
-    assert fields["word_count"] == 5
-    assert fields["canonical_url"] == "https://www.example.com/story"
-    assert fields["source"] == "example.com"
-    assert fields["published_at"] == "2024-03-01T09:00:00.000Z"
-    assert matching_form == "first paragraph\nsecond paragraph here"
+    validate_normalised(result.fields)
+    assert result.fields == {
+        "article_id": "a1",
+        "url": "https://www.Example.com/story?utm_campaign=x",
+        "canonical_url": "https://www.example.com/story",
+        "source": "example.com",
+        "title": "A title",
+        "byline": "Jane Doe",
+        "text": "First paragraph.\n\nSecond paragraph here.",
+        "word_count": 5,
+        "published_at": "2024-03-01T09:00:00.000Z",
+        "boilerplate_removed": {"byline": 1},
+    }
+    assert result.fingerprint == "first paragraph\nsecond paragraph here"
 
 
-def test_raw_source_wins_over_the_url_host():
-    fields, _ = normalise_fields({"id": "a", "url": "https://example.com/x", "source": " Example  News ", "text": "Body."})
-    assert fields["source"] == "Example News"
+def test_raw_source_wins_over_the_url_domain():
+    result = normalised({"id": "a", "url": "https://example.com/x", "source": " Example  News ", "text": "Body."})
+    assert result.fields["source"] == "Example News"
 
 
-@pytest.mark.parametrize("raw", [{"id": "a"}, {"id": "a", "text": " \n\t "}, {"id": "a", "text": "\u200b\u00ad\x07"}])
-def test_empty_text_is_rejected(raw):
+# --- bad input --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ({"id": "a"}, DeadLetterReason.EMPTY_TEXT),
+        ({"id": "a", "text": " \n\t "}, DeadLetterReason.EMPTY_TEXT),
+        ({"id": "a", "text": "\u200b\u00ad\x07"}, DeadLetterReason.EMPTY_TEXT),
+        ({"id": "a", "text": "Leave a Reply\n\nShare this article"}, DeadLetterReason.EMPTY_TEXT),
+        ({"id": "a", "text": "%PDF-1.4\n" + "\x00\x01\x02\x03\x04\x05\x06" * 200}, DeadLetterReason.BINARY_CONTENT),
+        ({"id": "a", "html": "\x89PNG\r\n\x1a\n" + "\x00\x10\x02" * 300}, DeadLetterReason.BINARY_CONTENT),
+        ({"id": "a", "html": "<html><body><p>" + "\ufffd\ufffd word " * 200 + "</p></body></html>"}, DeadLetterReason.UNDECODABLE_HTML),
+        ({"id": "a", "html": "<html><body><nav><a href='/'>Home</a></nav></body></html>"}, DeadLetterReason.EMPTY_TEXT),
+    ],
+    ids=["no-body", "blank", "invisible", "only-boilerplate", "pdf", "png", "mojibake", "no-content"],
+)
+def test_bad_input_is_rejected_with_a_reason(raw, reason):
     with pytest.raises(Rejected) as rejection:
-        normalise_fields(raw)
-    assert rejection.value.reason is DeadLetterReason.EMPTY_TEXT
+        normalised(raw)
+    assert rejection.value.reason is reason
+
+
+# --- HTML ---------------------------------------------------------------------
+
+STORY = [
+    f"Paragraph {n} of the story has enough words for the extractor to treat it as the article's content, and it goes on."
+    for n in range(6)
+]
+PAGE = (
+    "<html><head><title>Ministers meet big tech | PoliticsHome</title>"
+    "<meta property='og:site_name' content='PoliticsHome'><meta name='author' content='Zoe Crowther'>"
+    "<meta property='article:published_time' content='2024-03-01T10:00:00+01:00'></head><body>"
+    "<nav><a href='/'>Home</a> | <a href='/world'>World</a> | <a href='/politics'>Politics</a></nav>"
+    "<main><article><h1>Ministers meet big tech</h1>" + "".join(f"<p>{p}</p>" for p in STORY)
+    + "<p>Read more on politicshome.com</p></article></main>"
+    "<aside><h3>Related content</h3><ul><li><a href='/x'>Another story entirely</a></li></ul></aside>"
+    "<div id='comments'><h3>Leave a Reply</h3><p>Your email address will not be published.</p></div>"
+    "<footer>\u00a9 2024 PoliticsHome. All rights reserved.</footer></body></html>"
+)
+
+
+def test_html_article_keeps_the_story_and_reads_its_metadata():
+    result = normalised({"id": "h", "url": "https://www.politicshome.com/news/x?utm_source=tw", "html": PAGE})
+    validate_normalised(result.fields)
+    assert result.fields["text"].split("\n\n") == ["Ministers meet big tech", *STORY]
+    assert result.fields["title"] == "Ministers meet big tech"
+    assert result.fields["byline"] == "Zoe Crowther"
+    assert result.fields["published_at"] == "2024-03-01T09:00:00.000Z"
+    assert result.fields["source"] == "politicshome.com"
+
+
+def test_raw_title_and_date_win_over_the_page():
+    result = normalised({"id": "h", "title": "Given", "published_at": "2024-05-05T00:00:00Z", "html": PAGE})
+    assert (result.fields["title"], result.fields["published_at"]) == ("Given", "2024-05-05T00:00:00.000Z")
+
+
+def test_html_fragment_is_extracted():
+    page = extract_html("<div>" + "".join(f"<p>{p}</p>" for p in STORY) + "</div>")
+    assert clean_text(page.text) == STORY
+
+
+# --- per-source template learning -------------------------------------------
+
+# A site template that no generic pattern knows: only recurrence gives it away.
+HEADER = "Acme Daily brings you hand-picked stories every morning, chosen by our editors in Leeds and Bradford."
+FOOTER = "Acme Daily is printed on recycled paper by Northern Presses of Halifax."
+
+
+def acme(article_id: str, body: str, offset: int = 0) -> Article:
+    url = f"https://www.acme-daily.co.uk/news/{article_id}"
+    return article({"id": article_id, "url": url, "text": f"{HEADER}\n\n{body}\n\n{FOOTER}"}, offset)
+
+
+class SourceState:
+    """What the stateful DoFn does for one key, without Beam."""
+
+    def __init__(self):
+        self.history: list = []
+
+    def normalise(self, raw_article: Article) -> Article:
+        draft = draft_article(raw_article)
+        seen, indices = seen_article(draft)
+        template = frozenset(indices[p] for p in template_paragraphs(self.history, seen))
+        self.history = decode_history(encode_history(remember(self.history, seen)))
+        return finish(draft, template)
+
+
+@pytest.fixture(scope="module")
+def bodies():
+    return corpus_bodies(40)
+
+
+def test_template_is_learned_from_the_second_distinct_article(bodies):
+    source = SourceState()
+    results = [source.normalise(acme(f"a{n}", body)) for n, body in enumerate(bodies[:4])]
+    assert HEADER in results[0].fields["text"] and FOOTER in results[0].fields["text"]
+    for result in results[1:]:
+        assert HEADER not in result.fields["text"] and FOOTER not in result.fields["text"]
+        assert result.fields["boilerplate_removed"] == {"source_template": 2}
+    for result, body in zip(results, bodies):
+        assert all(paragraph in result.fields["text"] for paragraph in clean_text(body))
+
+
+def test_copies_of_one_article_do_not_make_its_paragraphs_template(bodies):
+    source = SourceState()
+    source.normalise(acme("first", bodies[0]))
+    again = source.normalise(acme("first", bodies[0]))  # redelivered
+    copy = source.normalise(acme("first-amp", bodies[0]))  # the same story under another id
+    near_copy = source.normalise(acme("first-updated", bodies[0] + "\nUpdate: the minister has since resigned."))
+    for result in (again, copy, near_copy):
+        assert all(paragraph in result.fields["text"] for paragraph in clean_text(bodies[0]))
+        assert HEADER in result.fields["text"]  # nothing distinct has shown the template yet
+    other = source.normalise(acme("second", bodies[1]))
+    assert HEADER not in other.fields["text"]
+    assert all(paragraph in other.fields["text"] for paragraph in clean_text(bodies[1]))
+
+
+def test_a_paragraph_in_a_few_of_many_recent_articles_is_not_template(bodies):
+    quote = "\u201cWe will not comment on individual cases,\u201d a Home Office spokesperson said."
+    source = SourceState()
+    for n, body in enumerate(bodies[:RECENT_ARTICLES]):
+        source.normalise(acme(f"a{n}", body + (f"\n{quote}" if n % 8 == 0 else "")))
+    result = source.normalise(acme("late", bodies[RECENT_ARTICLES] + f"\n{quote}"))
+    assert quote in result.fields["text"]
+    assert HEADER not in result.fields["text"]
+
+
+def test_source_history_is_bounded():
+    source = SourceState()
+    long_body = "\n".join(f"Paragraph number {n} of a very long article about many things." for n in range(500))
+    for n in range(RECENT_ARTICLES + 10):
+        source.normalise(acme(f"long{n}", f"Unique opening {n}.\n{long_body}"))
+    assert len(source.history) == RECENT_ARTICLES
+    assert len(encode_history(source.history)) <= MAX_HISTORY_BYTES
 
 
 # --- the transform ----------------------------------------------------------
 
 
-def test_normalise_transform_emits_articles_and_dead_letters():
-    seed = (SEEDS / "000_08082de8ad36f634.txt").read_text(encoding="utf-8")
+def _summary(result: Article) -> tuple:
+    return (
+        result.article_id,
+        result.fields["source"],
+        result.fields["boilerplate_removed"].get("source_template", 0),
+        result.fingerprint == fingerprint(result.fields["text"]),
+    )
+
+
+def test_normalise_transform(bodies):
     inputs = [
-        article({"id": "seed", "text": seed}, 0),
-        article({"id": "empty", "text": "   "}, 1),
-        article({"id": "published", "text": "Body.", "published_at": "not a date"}, 2),
+        article({"id": SCRAPER_SEED.stem, "text": SCRAPER_SEED.read_text(encoding="utf-8")}, 0),
+        article({"id": "page", "url": "https://politicshome.com/news/x", "html": PAGE}, 1),
+        article({"id": "empty", "text": "   "}, 2),
+        article({"id": "binary", "html": "\x00\x01\x02\x03" * 100}, 3),
+        article({"id": "undated", "text": "Body.", "published_at": "not a date"}, 4),
+        *(acme(f"acme{n}", body, 10 + n) for n, body in enumerate(bodies[:5])),
     ]
     with TestPipeline(runner="FnApiRunner") as pipeline:
         good, dead = pipeline | beam.Create(inputs) | Normalise()
-        summaries = good | "Summarise" >> beam.Map(
-            lambda a: (a.article_id, a.fields["published_at"], a.fingerprint.startswith("ministers engage"), a.fields["text"] != "")
+        fields = good | "Fields" >> beam.Map(lambda a: validate_normalised(a.fields) and a.article_id)
+        assert_that(fields, equal_to([SCRAPER_SEED.stem, "page", "undated", *(f"acme{n}" for n in range(5))]), label="valid")
+        # The first acme article processed shows the template for the first time; every later one loses it.
+        learned = good | "Learned" >> beam.Map(_summary) | beam.Filter(lambda s: s[1] == "acme-daily.co.uk")
+        assert_that(
+            learned | beam.Map(lambda s: (s[2], s[3])), equal_to([(0, True)] + [(2, True)] * 4), label="learned"
         )
-        assert_that(summaries, equal_to([("seed", None, True, True), ("published", None, False, True)]), label="good")
         reasons = dead | beam.Map(lambda letter: (letter.article_id, letter.reason, letter.stage))
-        assert_that(reasons, equal_to([("empty", DeadLetterReason.EMPTY_TEXT, "Normalise")]), label="dead")
+        assert_that(
+            reasons,
+            equal_to([("empty", DeadLetterReason.EMPTY_TEXT, "Normalise"), ("binary", DeadLetterReason.BINARY_CONTENT, "Normalise")]),
+            label="dead",
+        )

@@ -1,9 +1,36 @@
-"""Normalise stage: clean text, metadata and the matching fingerprint.
+"""Normalise stage: the article and nothing else, its metadata, and its fingerprint.
 
-`text` stays readable: Unicode NFC, typography kept, control characters,
-soft hyphens, zero-width characters and non-breaking spaces cleaned,
+Input is a raw article with plain `text` or `html`. HTML goes through
+trafilatura, chosen for extraction quality: it scores best (F1 0.924) on its
+public extraction benchmark, also reads the title, author and date, and drops
+comment sections; resiliparse is faster there but extracts less accurately
+and reads no metadata. Plain text is the fast path (see
+`benchmarks/bench_normalise.py` for both speeds).
+
+`text` stays readable: Unicode NFC, typography kept; control characters,
+soft hyphens, zero-width characters and non-breaking spaces cleaned;
 paragraphs separated by exactly one blank line. `fingerprint(text)` is the
 separate matching form the syndication stage consumes.
+
+Boilerplate is removed paragraph by paragraph, and counted per reason in
+`boilerplate_removed`:
+
+* generic multilingual patterns ("Read more on X", comment forms, related
+  links, share/subscribe/cookie lines, copyright, navigation, contact blocks,
+  site self-descriptions, syndication notes, bylines) in every article;
+* `source_template`: paragraphs learned per source. Articles are keyed by
+  their source domain and a stateful DoFn keeps, per source, the paragraph
+  hashes of its `RECENT_ARTICLES` most recent articles (at most
+  `MAX_HISTORY_BYTES` per source, typically under 10 KB). A paragraph is
+  template when it recurs in at least `MIN_DISTINCT_ARTICLES` articles of
+  the source, and in at least `TEMPLATE_SHARE` of the recent ones, counting
+  copies of one article (at-least-once redelivery, or the same story filed
+  twice) once. All of a source's state lives under its key, so the result
+  does not depend on which worker holds which source. The first article of a
+  new source is emitted at once with pattern removal only: holding it back
+  until its template recurs would need a timer or an unbounded wait for a
+  source that never publishes again, so its template paragraphs leak until
+  the second article shows them.
 
 An unparsable `published_at` is not worth losing an article over: it becomes
 None and the `normalise_published_at_unparsable` counter counts it.
@@ -11,22 +38,44 @@ None and the `normalise_published_at_unparsable` counter counts it.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import datetime as dt
+import hashlib
 import itertools
+import math
 import re
+import struct
 import sys
 import unicodedata
 import urllib.parse
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
+import courlan  # trafilatura's own URL library: registrable domains from its bundled public suffix list
+import trafilatura
+from apache_beam.coders import BytesCoder
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from schemas.codec import utc_timestamp
 from schemas.records import Article, DeadLetterReason, Rejected
 from transforms.stage import apply_stage, reject
 
 STAGE = "Normalise"
+TEMPLATE_STAGE = "NormaliseSourceTemplate"
+UNSOURCED_STAGE = "NormaliseUnsourced"
+
+# Per-source memory: the paragraph hashes of this many recent articles...
+RECENT_ARTICLES = 32
+# ...of at most this many paragraphs each (the first and last halves: templates sit at the ends).
+TRACKED_PARAGRAPHS = 96
+# A template paragraph recurs in this many distinct articles of a source...
+MIN_DISTINCT_ARTICLES = 2
+# ...and in at least this share of its recent articles.
+TEMPLATE_SHARE = 0.25
+# Two articles whose non-template paragraphs (by characters) overlap this much are copies.
+COPY_OVERLAP = 0.5
 
 # --- readable text ----------------------------------------------------------
 
@@ -59,7 +108,7 @@ def _cleanup_map() -> dict[str, str]:
 _CLEANUP = _cleanup_map()
 _CLEANUP_CHARS = re.compile("[" + "".join(re.escape(char) for char in _CLEANUP) + "]")
 _SPACES = re.compile(r"[ ]{2,}")
-# Wire feeds end each line with a `<` marker.
+# Wire feeds end each paragraph with a `<` marker.
 _WIRE_LINE_END = re.compile(r"\s*<+\s*$")
 _SENTENCE_END = tuple(".!?:;…。！？\"”»)]’'")
 
@@ -94,11 +143,6 @@ def clean_text(text: str) -> list[str]:
     return paragraphs
 
 
-def word_count(paragraphs: list[str]) -> int:
-    """Whitespace-separated tokens that hold at least one letter or digit."""
-    return sum(1 for paragraph in paragraphs for token in paragraph.split() if not _NO_WORD.fullmatch(token))
-
-
 # --- fingerprint ------------------------------------------------------------
 
 
@@ -131,23 +175,330 @@ _APOSTROPHE_LETTERS = str.maketrans({"\u02bc": "'", "\u02bb": "'", "\u02bd": "'"
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
 
 
-def fingerprint(text: str) -> str:
-    """The matching form of `text` (the contract the syndication stage relies on).
-
-    NFKC, case-folded; every punctuation, symbol and format character
-    (quotes, apostrophes, dashes and ellipses included, so their variants all
-    unify) becomes a space; letters, marks and digits of every script stay;
-    whitespace collapses to single spaces inside a paragraph; paragraphs
-    (separated by a blank line in `text`) are joined with "\\n", empty ones
-    dropped.
-    """
+def _fold(text: str) -> str:
     if not unicodedata.is_normalized("NFKC", text):
         text = unicodedata.normalize("NFKC", text)
     if _FORMAT.search(text):
         text = _FORMAT.sub("", text)
-    text = _NON_WORD.sub(" ", text.casefold().translate(_APOSTROPHE_LETTERS))
-    paragraphs = (" ".join(paragraph.split()) for paragraph in _PARAGRAPH_BREAK.split(text))
+    return _NON_WORD.sub(" ", text.casefold().translate(_APOSTROPHE_LETTERS))
+
+
+def fingerprint(text: str) -> str:
+    """The matching form of `text` (the contract the syndication stage relies on).
+
+    NFKC, case-folded; every punctuation, symbol and control character
+    (quotes, apostrophes, dashes and ellipses included, so their variants all
+    unify) becomes a space; format characters (zero-width, soft hyphen) go;
+    letters, marks and digits of every script stay; whitespace collapses to
+    single spaces inside a paragraph; paragraphs (separated by a blank line in
+    `text`) are joined with "\\n", empty ones dropped.
+    """
+    paragraphs = (" ".join(paragraph.split()) for paragraph in _PARAGRAPH_BREAK.split(_fold(text)))
     return "\n".join(paragraph for paragraph in paragraphs if paragraph)
+
+
+def paragraph_fingerprints(paragraphs: list[str]) -> list[str]:
+    """`fingerprint` of each one-line paragraph, aligned with the input (empty where no word is left)."""
+    return [" ".join(line.split()) for line in _fold("\n".join(paragraphs)).split("\n")]
+
+
+def word_count(paragraphs: Iterable[str]) -> int:
+    """Whitespace-separated tokens that hold at least one letter, mark or digit."""
+    return sum(1 for paragraph in paragraphs for token in paragraph.split() if not _NO_WORD.fullmatch(token))
+
+
+# --- boilerplate patterns ---------------------------------------------------
+
+
+def _phrases(*phrases: str) -> str:
+    return "(?:" + "|".join(phrases) + ")"
+
+
+# Whole-paragraph headings and chrome, matched on the lower-cased paragraph
+# stripped of decoration (arrows, bullets, colons). One named group per reason.
+_CHROME = re.compile(
+    "(?:"
+    + "|".join(
+        f"(?P<{reason}>{pattern})"
+        for reason, pattern in [
+            (
+                "related",
+                _phrases(
+                    r"related(?: content| articles?| stories| news| posts?| coverage| topics| links| reading)?",
+                    r"you (?:may|might) (?:also )?(?:like|enjoy|be interested in)", r"recommended(?: for you| stories| articles| reading)?",
+                    r"more (?:stories|news|articles|headlines)", r"more (?:from|on|in) [^.!?]{1,40}", r"most (?:read|popular|viewed|shared)",
+                    r"trending(?: now| stories)?", r"top stories", r"latest (?:news|stories|articles)", r"editor[’']?s picks",
+                    r"see also", r"also read", r"read also", r"articles (?:similaires|liés)", r"sur le même sujet",
+                    r"(?:à|a) (?:lire|voir) (?:aussi|également)", r"lire (?:aussi|également)", r"voir aussi", r"les plus lus",
+                    r"dans la même rubrique", r"vous (?:aimerez|pourriez aimer) aussi", r"(?:ähnliche|verwandte|weitere) artikel",
+                    r"mehr zum thema", r"das könnte sie auch interessieren", r"auch interessant", r"meistgelesen(?:e artikel)?",
+                    r"lesen sie auch", r"siehe auch", r"(?:artículos|noticias) relacionad[oa]s", r"(?:también )?te puede interesar",
+                    r"lo más leído", r"más noticias", r"lee también", r"ver también", r"(?:artigos|notícias) relacionad[oa]s",
+                    r"leia também", r"veja também", r"você também pode gostar", r"mais lidas", r"articoli correlati",
+                    r"potrebbe interessarti", r"leggi anche", r"gerelateerde artikelen", r"lees ook",
+                    r"habari (?:zinazohusiana|nyingine|zaidi)", r"makala zinazohusiana", r"soma pia",
+                    r"labarai masu ala(?:ƙ|k)a", r"karanta kuma", r"wasu labarai", r"ተዛማጅ (?:ዜናዎች|ጽሁፎች)", r"ተጨማሪ ዜናዎች",
+                )
+                + r"(?:\s*[:：\-–—]\s+.{1,200})?$",
+            ),
+            (
+                "read_more",
+                _phrases(
+                    r"read more", r"read the (?:full|whole|rest of the|original) (?:story|article)", r"read (?:the )?full (?:story|article)",
+                    r"continue reading", r"keep reading", r"click here to read", r"full story", r"lire la suite", r"lire plus",
+                    r"lisez la suite", r"la suite (?:sur|de l[’']article)", r"weiterlesen", r"mehr lesen",
+                    r"lesen sie (?:hier )?(?:mehr|weiter|den ganzen artikel)", r"zum (?:ganzen|vollständigen) artikel", r"leer más",
+                    r"seguir leyendo", r"sigue leyendo", r"leia mais", r"continu(?:e|ar) lendo", r"leggi (?:di più|tutto)",
+                    r"continua a leggere", r"lees (?:meer|verder)", r"soma zaidi", r"endelea kusoma", r"soma habari kamili",
+                    r"karanta (?:karin bayani|cikakken labarin)", r"ተጨማሪ ያንብቡ", r"ሙሉውን ያንብቡ",
+                )
+                # alone, before a colon or dash and a headline, or before where to read it
+                + r"(?:$|\s*[:：|\-–—]\s*.{0,200}$|\s+(?:on|at|in|from|sur|dans|auf|bei|en|em|su|op|kwenye)\s+\S+(?:\s+\S+){0,5}$)",
+            ),
+            (
+                "learn_more",
+                _phrases(
+                    r"learn more", r"find out more", r"more info(?:rmation)?", r"click here", r"en savoir plus", r"plus d[’']infos?",
+                    r"mehr erfahren", r"mehr infos?", r"más información", r"saber más", r"saiba mais", r"scopri di più",
+                    r"meer informatie", r"(?:pata )?maelezo zaidi", r"(?:ƙ|k)arin bayani", r"ተጨማሪ መረጃ",
+                )
+                + "$",
+            ),
+            (
+                "comment_form",
+                _phrases(
+                    r"leave a (?:reply|comment)", r"post a comment", r"add (?:a|your) comment", r"(?:\d+ )?comments?(?: \(\d+\))?$",
+                    r"notify me of (?:follow-up comments|new posts|new comments)", r"save my name,? email,? and website",
+                    r"cancel reply$", r"you must be (?:logged|signed) in to (?:post|leave) a comment", r"join the (?:conversation|discussion)",
+                    r"comments are closed", r"be the first to comment", r"(?:name|email|e-mail|website|comment) ?\*$",
+                    r"(?:submit|post|show|view) comments?$", r"laisser un commentaire", r"laisser une réponse", r"commentaires?$",
+                    r"ajouter un commentaire", r"annuler la réponse$", r"schreiben? (?:sie )?einen kommentar",
+                    r"kommentar (?:schreiben|verfassen|hinterlassen|abschicken)", r"kommentare?$", r"antworten abbrechen$",
+                    r"posting (?:schreiben|verfassen)", r"deja (?:un comentario|una respuesta)", r"dejar un comentario", r"comentarios?$",
+                    r"cancelar respuesta$", r"deixe (?:um comentário|uma resposta)", r"comentários?$", r"lascia un commento",
+                    r"commenti$", r"acha (?:maoni|jibu)", r"toa maoni(?: yako)?$", r"maoni$",
+                ),
+            ),
+            (
+                "share",
+                _phrases(
+                    r"share(?: this| on| via| the| article| story| post|$|:)", r"click to share", r"tweet$",
+                    r"(?:follow us|follow|like us) on (?:facebook|twitter|x|instagram|linkedin|youtube|tiktok|telegram|whatsapp)",
+                    r"suivez-nous", r"partager(?: sur| cet article| l[’']article|$)", r"folgen sie uns", r"(?:artikel |auf \w+ )?teilen$",
+                    r"compartir(?: en| este|$)", r"síguenos", r"compartilh(?:e|ar)", r"siga-nos", r"condividi", r"seguici",
+                    r"delen$", r"shiriki(?: habari hii| makala hii| kwenye|$)", r"tufuate", r"raba wannan", r"ይህንን ያጋሩ", r"ያጋሩ$",
+                ),
+            ),
+            (
+                "subscribe",
+                _phrases(
+                    r"subscribe(?: now| today| to| for|$)", r"sign up (?:for|to) (?:our|the|free)", r"sign up for free",
+                    r"get (?:our|the) (?:free )?(?:daily |weekly )?newsletter", r"(?:join|get) our newsletter", r"newsletter$",
+                    r"enter your e-?mail", r"s[’']abonner", r"abonnez-vous", r"inscrivez-vous (?:à|a) (?:notre|la) newsletter",
+                    r"recevez (?:notre|la) newsletter", r"(?:jetzt )?abonnieren", r"newsletter abonnieren",
+                    r"melden sie sich (?:jetzt )?für (?:unseren|den) newsletter an", r"zum newsletter anmelden", r"suscr[ií]b(?:ete|irse)",
+                    r"assine", r"inscreva-se", r"iscriviti", r"abbonati", r"abonneer", r"jiandikishe", r"jisajili", r"yi rijista",
+                    r"(?:ደንበኝነት )?ይመዝገቡ",
+                ),
+            ),
+            ("copyright", r"(?:©|\(c\)\s|℗|copyright\s*(?:©|\(c\)|\d{4}))"),
+            (
+                "navigation",
+                _phrases(
+                    r"skip to (?:main )?(?:content|navigation)", r"(?:main )?menu", r"toggle navigation", r"search", r"back to top",
+                    r"home(?:page)?", r"(?:previous|next) (?:article|post|story)", r"article (?:précédent|suivant)", r"accueil",
+                    r"startseite", r"(?:nächster|vorheriger) artikel", r"inicio", r"página inicial", r"nyumbani", r"(?:ዋና|መነሻ) ገጽ",
+                    r"you are here:? .{1,150}",
+                )
+                + "$",
+            ),
+            (
+                "contact",
+                _phrases(
+                    r"contacts?(?: us| information| info| details)?$", r"get in touch$", r"contact the (?:newsroom|editor|author)$",
+                    r"kontakte?$", r"contactez-nous$", r"nous contacter$", r"cont(?:a|á)ct(?:o|os|enos)$", r"fale conosco$", r"contatti$",
+                    r"wasiliana nasi$", r"mawasiliano$", r"አግኙን$",
+                    r"(?:tel(?:ephone)?|phone|fax|e-?mail|mobile|whatsapp|address|adresse|anschrift|téléphone|telefon|telefono|teléfono"
+                    r"|simu|barua pepe|owner|registration|reg\. no|vat)\.?\s*(?:no\.?\s*)?[:：]",
+                ),
+            ),
+        ]
+    )
+    + ")"
+)
+# Phrases that mark boilerplate wherever they stand in a short paragraph.
+_MARKERS = re.compile(
+    "(?:"
+    + "|".join(
+        f"(?P<{reason}>{pattern})"
+        for reason, pattern in [
+            (
+                "comment_form",
+                _phrases(
+                    r"your email address will not be published", r"required fields are marked",
+                    r"votre adresse (?:e-mail|email|de messagerie|courriel) ne sera pas publiée",
+                    r"e-mail-adresse wird nicht veröffentlicht", r"correo electrónico no será publicad[oa]",
+                    r"endereço de e-?mail não será publicado", r"indirizzo email non sarà pubblicato",
+                    r"barua pepe yako haitachapishwa",
+                ),
+            ),
+            (
+                "copyright",
+                _phrases(
+                    r"all rights reserved", r"tous droits réservés", r"alle rechte vorbehalten", r"todos los derechos reservados",
+                    r"todos os direitos reservados", r"tutti i diritti riservati", r"alle rechten voorbehouden",
+                    r"haki zote zimehifadhiwa", r"ha(?:ƙ|k)(?:ƙ|k)in mallaka", r"መብቱ በ(?:ሕ|ህ)ግ የተጠበቀ",
+                    r"may not be (?:published|reproduced), broadcast",
+                ),
+            ),
+            (
+                "attribution",
+                _phrases(
+                    r"originally (?:appeared|published|ran) (?:on|in|at|by)", r"(?:first|originally) published (?:on|in|at|by)",
+                    r"republished (?:with permission|from)", r"(?:initialement|originellement|d[’']abord) publié", r"erschien (?:zuerst|ursprünglich)",
+                    r"publicado originalmente", r"originalmente publicado", r"ilichapishwa kwa mara ya kwanza",
+                ),
+            ),
+            (
+                "subscribe",
+                r"newsletter.{0,80}(?:sign up|subscribe|inbox|abonn|anmeld|inscri|suscr|assin|iscriv|jiandikishe)"
+                r"|(?:sign up|subscribe|abonn|anmeld|inscri|suscr|assin|iscriv|jiandikishe).{0,80}newsletter",
+            ),
+            ("byline", r"^\((?:additional )?(?:reporting|writing|editing) by .{1,200}\)$"),
+        ]
+    )
+    + ")"
+)
+_COOKIE_CONSENT = re.compile(
+    r"cookie.{0,200}(?:use|using|accept|consent|policy|settings|preferences|browsing|experience|utilis|akzept|verwend|einstellung"
+    r"|datenschutz|acept|utiliz|aceit|accett|tumia)|(?:use|using|accept|utilis|verwend|utiliz).{0,80}cookie"
+)
+# A consent notice speaks to the reader; a news story about cookies does not.
+_TO_THE_READER = re.compile(
+    r"\b(?:we|our|you|your|this (?:site|website)|nous|notre|vous|votre|wir|unser\w*|sie|ihr\w*|usamos|utilizamos|nuestr[oa]s?"
+    r"|usted|você|seu|sua|noi|tunatumia|yako)\b"
+)
+_SITE_DESCRIPTION = re.compile(r"(?:[\w-]+\.)+[a-z]{2,}\s+(?:is|est|ist|es|é|è|ni)\s+")
+_SITE_WORDS = re.compile(
+    r"\b(?:platform|website|web site|site|portal|outlet|plateforme|plattform|plataforma|portail|tovuti|we|our|nous|notre|wir|unser|nuestro)\b"
+)
+_NAVIGATION_SEPARATORS = ("|", "»", "›", ">", "/", "•", "·", "::")
+_SOCIAL = frozenset(
+    "facebook twitter x instagram linkedin whatsapp telegram pinterest reddit tiktok youtube email e-mail mail print copy link "
+    "messenger share tweet flipboard threads bluesky".split()
+)
+_DECORATION = " \t→←»«›‹>:|•·▪*…-–—.!▶►▸#"
+_BULLETS = tuple("•·▪‣◦*-–—")
+_BYLINE_PREFIX = re.compile(
+    r"(?i:by|von|par|por|di|door|written by|words by|reporting by|story by|text:|texte\s?:|author:|auteur\s?:|autor(?:in)?:|mwandishi:)\s+"
+)
+# After the names a byline may give a role or the site: "By Jane Doe, Paris correspondent".
+_BYLINE_ROLE = re.compile(r"\s*(?:,|\||\s[–—-]\s)\s*")
+_NAME_CONNECTORS = frozenset({"and", "und", "et", "y", "e", "na", "&", "de", "van", "von", "da", "di", "du", "del", "bin", "al"})
+_LONGEST_BOILERPLATE = 1200  # characters; a site self-description can run this long
+_LONGEST_CONSENT = 500
+_LONGEST_LINE = 300
+
+
+def _name_like(name: str, most_words: int) -> bool:
+    words = name.replace(",", " ").split()
+    named = [word for word in words if word.lower() not in _NAME_CONNECTORS]
+    return 0 < len(named) <= most_words and all(word[0].isupper() and not any(c.isdigit() for c in word) for word in named)
+
+
+def _is_navigation(paragraph: str) -> bool:
+    for separator in _NAVIGATION_SEPARATORS:
+        if paragraph.count(separator) >= 2:
+            items = [item.strip() for item in paragraph.split(separator)]
+            return all(
+                0 < len(item) <= 30 and len(item.split()) <= 4 and any(c.isalpha() for c in item) and not item.endswith(".")
+                for item in items
+            )
+    return False
+
+
+def boilerplate_reason(paragraph: str) -> str | None:
+    """Why `paragraph` is boilerplate by the generic patterns, or None."""
+    if len(paragraph) > _LONGEST_BOILERPLATE:
+        return None
+    lowered = paragraph.lower()
+    if _SITE_DESCRIPTION.match(lowered) and _SITE_WORDS.search(lowered):
+        return "site_description"
+    if len(paragraph) > _LONGEST_CONSENT:
+        return None
+    if "cookie" in lowered and _COOKIE_CONSENT.search(lowered) and _TO_THE_READER.search(lowered):
+        return "cookie"
+    if len(paragraph) > _LONGEST_LINE:
+        return None
+    core = lowered.strip(_DECORATION)
+    chrome = _CHROME.match(core)
+    if chrome:
+        return chrome.lastgroup
+    marker = _MARKERS.search(lowered)
+    if marker:
+        return marker.lastgroup
+    if len(paragraph) <= 100 and _byline_name(paragraph):
+        return "byline"
+    if len(paragraph) <= 200 and _is_navigation(paragraph):
+        return "navigation"
+    words = core.replace(",", " ").split()
+    if words and all(word in _SOCIAL for word in words):
+        return "share"
+    return None
+
+
+def _continues_block(reason: str, paragraph: str) -> bool:
+    """Whether `paragraph` is an item of the related-links or contact block above it."""
+    if len(paragraph) > 160:
+        return False
+    if paragraph.startswith(_BULLETS):
+        return True
+    if reason == "related":
+        return len(paragraph.split()) <= 16 and not paragraph.endswith(".")
+    return len(paragraph.split()) <= 3 or any(char.isdigit() for char in paragraph) or "@" in paragraph
+
+
+def _byline_name(paragraph: str) -> str | None:
+    """The names in a "By Jane Doe, Paris correspondent" line, or None when it is no byline."""
+    prefix = _BYLINE_PREFIX.match(paragraph)
+    if not prefix:
+        return None
+    names = paragraph[prefix.end():]
+    for role in _BYLINE_ROLE.finditer(names):
+        head, tail = names[: role.start()], names[role.end():]
+        if _name_like(head, 6) and len(tail) <= 40 and not tail.endswith((".", "!", "?")):
+            if not (role.group().strip() == "," and _name_like(tail, 6)):  # "Jane Doe, John Smith" is two names
+                names = head
+                break
+    return names if _name_like(names, 6) else None
+
+
+def remove_boilerplate(paragraphs: list[str]) -> tuple[list[str], dict[str, int], str | None]:
+    """(kept paragraphs, removed paragraphs per reason, byline) by the generic patterns.
+
+    A related-links or contact heading takes the list items below it along.
+    A name alone as the last paragraph of an article is its byline.
+    """
+    kept: list[str] = []
+    removed: collections.Counter[str] = collections.Counter()
+    byline = None
+    block = None
+    for paragraph in paragraphs:
+        reason = boilerplate_reason(paragraph)
+        if reason is None and block is not None and _continues_block(block, paragraph):
+            reason = block
+        block = reason if reason in ("related", "contact") else None
+        if reason is None:
+            kept.append(paragraph)
+            continue
+        removed[reason] += 1
+        if reason == "byline" and byline is None:
+            byline = _byline_name(paragraph)
+    if len(kept) >= 3 and len(kept[-1]) <= 40 and 2 <= len(kept[-1].split()) <= 4 and _name_like(kept[-1], 4):
+        name = kept.pop()
+        byline = byline or name
+        removed["byline"] += 1
+    return kept, dict(removed), byline
 
 
 # --- metadata ---------------------------------------------------------------
@@ -190,21 +541,53 @@ def canonical_url(url: str | None) -> str | None:
     return urllib.parse.urlunsplit((scheme, netloc, path, query, ""))
 
 
-def url_host(url: str | None) -> str | None:
-    """The URL's host, lower-case, without a leading `www.`."""
-    if not url:
+def registrable_domain(url: str | None) -> str | None:
+    """The domain a publisher registered (`news.bbc.co.uk` -> `bbc.co.uk`), else the bare host."""
+    canonical = canonical_url(url)
+    if canonical is None:
         return None
-    try:
-        host = (urllib.parse.urlsplit(url.strip()).hostname or "").rstrip(".")
-    except ValueError:
-        return None
+    domain = courlan.extract_domain(canonical)
+    if domain:
+        return domain.lower()
+    host = urllib.parse.urlsplit(canonical).hostname or ""
     return host.removeprefix("www.") or None
 
 
-def article_source(raw: dict[str, Any]) -> str | None:
-    """The publisher: the raw `source`, else the URL's host."""
-    source = " ".join((raw.get("source") or "").split())
-    return source or url_host(raw.get("url"))
+def _squashed(name: str) -> str:
+    return re.sub(r"[\W_]+", "", name.casefold())
+
+
+def _names_site(segment: str, site_names: tuple[str, ...]) -> bool:
+    segment = _squashed(segment)
+    return bool(segment) and any(name and (name in segment or segment in name) for name in site_names)
+
+
+_TITLE_SEPARATORS = (" | ", " - ", " – ", " — ", " :: ", " · ", " • ", " » ", " « ")
+
+
+def clean_title(title: str | None, site_names: Iterable[str] = ()) -> str | None:
+    """One readable line, without the site's name after (or before) a separator.
+
+    A segment after " | " of a few words is always a site or section name; after
+    a dash or other separator only when it names the site.
+    """
+    if not title:
+        return None
+    title = " ".join(clean_text(title))
+    names = tuple(_squashed(name) for name in site_names if name and len(_squashed(name)) >= 3)
+    for _ in range(2):
+        for separator in _TITLE_SEPARATORS:
+            head, found, tail = title.rpartition(separator)
+            if found and head and len(tail.split()) <= 5 and (separator == " | " or _names_site(tail, names)):
+                title = head.strip()
+                break
+            first, found, rest = title.partition(separator)
+            if found and rest and len(first.split()) <= 5 and _names_site(first, names):
+                title = rest.strip()
+                break
+        else:
+            break
+    return title or None
 
 
 def normalise_published_at(value: str | None) -> str | None:
@@ -223,59 +606,305 @@ def normalise_published_at(value: str | None) -> str | None:
     return utc_timestamp(when)
 
 
-def clean_title(title: str | None) -> str | None:
-    if not title:
-        return None
-    paragraphs = clean_text(title)
-    return " ".join(paragraphs) or None
+# --- bad input and HTML -----------------------------------------------------
+
+_SAMPLE = 4096
+_BINARY_SHARE = 0.05
+_FEWEST_BINARY_CHARACTERS = 16  # a stray control character or two is noise, not binary data
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x12\x15-\x17\x1a\x1b\x1e\x1f\x7f\ufffe\uffff]")
+
+
+def check_not_binary(body: str) -> None:
+    """Reject a body that is binary data rather than text."""
+    sample = body[:_SAMPLE]
+    junk = len(_CONTROL.findall(sample)) + sample.count("\ufffd")
+    if junk > max(_BINARY_SHARE * len(sample), _FEWEST_BINARY_CHARACTERS):
+        raise Rejected(DeadLetterReason.BINARY_CONTENT, f"{junk} of the first {len(sample)} characters are control or replacement characters")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExtractedPage:
+    text: str
+    title: str | None
+    byline: str | None
+    published_at: str | None
+    site_name: str | None
+
+
+_UNDECODABLE_SHARE = 0.01
+_HTML_DATE = {"outputformat": "%Y-%m-%dT%H:%M:%S%z", "original_date": True, "extensive_search": False}
+
+
+def extract_html(html: str, url: str | None = None) -> ExtractedPage:
+    """The main content and metadata of an HTML page or fragment; raises `Rejected`."""
+    replacement = html.count("\ufffd")
+    if replacement > _UNDECODABLE_SHARE * len(html):
+        raise Rejected(DeadLetterReason.UNDECODABLE_HTML, f"{replacement} replacement characters: the page was decoded with the wrong charset")
+    check_not_binary(html)
+    if "html" not in html[:50].lower():
+        html = f"<html><body>{html}</body></html>"  # trafilatura parses whole documents only
+    tree = trafilatura.load_html(html)
+    if tree is None:
+        raise Rejected(DeadLetterReason.UNDECODABLE_HTML, "the markup could not be parsed as HTML")
+    document = trafilatura.bare_extraction(
+        tree, url=url, with_metadata=True, include_comments=False, date_extraction_params=_HTML_DATE
+    )
+    if document is None or not (document.text or "").strip():
+        raise Rejected(DeadLetterReason.EMPTY_TEXT, "no main content found in the HTML")
+    return ExtractedPage(document.text, document.title, document.author, document.date, document.sitename)
+
+
+# --- the article before and after per-source learning -----------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Draft:
+    """An article cleaned by the generic patterns, before per-source template removal."""
+
+    article: Article
+    paragraphs: tuple[str, ...]
+    matching: tuple[str, ...]  # fingerprint of each paragraph
+    fields: dict[str, Any]  # every normalised field but text, word_count and boilerplate_removed
+    removed: dict[str, int]
+    source_key: str | None  # the source domain whose template state this article reads and feeds
+
+
+def draft_article(article: Article) -> Draft:
+    """Clean one raw article with the generic patterns; raises `Rejected`."""
+    raw = article.raw
+    url = raw.get("url")
+    page = None
+    if (raw.get("text") or "").strip():
+        check_not_binary(raw["text"])
+        paragraphs = clean_text(raw["text"])
+    elif (raw.get("html") or "").strip():
+        page = extract_html(raw["html"], url)
+        paragraphs = clean_text(page.text)
+    else:
+        raise Rejected(DeadLetterReason.EMPTY_TEXT, "the record has neither text nor html")
+    kept, removed, byline = remove_boilerplate(paragraphs)
+    if not kept:
+        raise Rejected(DeadLetterReason.EMPTY_TEXT, f"no text left after cleaning (boilerplate removed: {removed})")
+    given_source = " ".join((raw.get("source") or "").split()) or None
+    domain = registrable_domain(url)
+    site_names = [name for name in (given_source, domain and domain.split(".")[0], page and page.site_name) if name]
+    page_byline = page and page.byline and " ".join(page.byline.split())
+    fields = {
+        "article_id": raw["id"],
+        "url": url,
+        "canonical_url": canonical_url(url),
+        "source": given_source or domain,
+        "title": clean_title(raw.get("title") or (page and page.title), site_names),
+        "byline": page_byline or byline,
+        "published_at": normalise_published_at(raw.get("published_at") or (page and page.published_at)),
+    }
+    source_key = domain or (given_source.casefold() if given_source else None)
+    return Draft(article, tuple(kept), tuple(paragraph_fingerprints(kept)), fields, removed, source_key)
+
+
+def finish(draft: Draft, template: frozenset[int] = frozenset()) -> Article:
+    """The normalised article without the paragraphs at indices `template`; raises `Rejected`."""
+    keep = [index for index in range(len(draft.paragraphs)) if index not in template]
+    if not keep:
+        raise Rejected(DeadLetterReason.EMPTY_TEXT, "nothing but the source's template was left")
+    removed = dict(draft.removed)
+    if template:
+        removed["source_template"] = len(template)
+    paragraphs = [draft.paragraphs[index] for index in keep]
+    matching_form = "\n".join(draft.matching[index] for index in keep if draft.matching[index])
+    return draft.article.with_fields(
+        fingerprint=matching_form,
+        **draft.fields,
+        text="\n\n".join(paragraphs),
+        word_count=word_count(paragraphs),
+        boilerplate_removed=removed,
+    )
+
+
+# --- per-source template learning -------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SeenArticle:
+    """What a source's state remembers of one article: its id and paragraph hashes and lengths."""
+
+    article: int
+    paragraphs: tuple[int, ...]
+    lengths: tuple[int, ...]
+
+
+_DIGITS = re.compile(r"\d+")
+_ENTRY_HEADER = struct.Struct("<QH")
+MAX_HISTORY_BYTES = RECENT_ARTICLES * (_ENTRY_HEADER.size + TRACKED_PARAGRAPHS * 10)
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _tracked(count: int) -> list[int]:
+    half = TRACKED_PARAGRAPHS // 2
+    return list(range(count)) if count <= TRACKED_PARAGRAPHS else [*range(half), *range(count - half, count)]
+
+
+def seen_article(draft: Draft) -> tuple[SeenArticle, list[int]]:
+    """The draft as the state remembers it, and the paragraph index of each remembered hash.
+
+    Paragraphs are compared by their fingerprint with digits masked, so a
+    template line with a date or a counter still recurs.
+    """
+    indices = _tracked(len(draft.paragraphs))
+    hashes = tuple(
+        _hash64(_DIGITS.sub("0", draft.matching[index]) or draft.paragraphs[index]) for index in indices
+    )
+    lengths = tuple(min(len(draft.paragraphs[index]), 0xFFFF) for index in indices)
+    return SeenArticle(_hash64(draft.article.article_id), hashes, lengths), indices
+
+
+def encode_history(history: list[SeenArticle]) -> bytes:
+    parts = []
+    for seen in history:
+        count = len(seen.paragraphs)
+        parts.append(_ENTRY_HEADER.pack(seen.article, count))
+        parts.append(struct.pack(f"<{count}Q{count}H", *seen.paragraphs, *seen.lengths))
+    return b"".join(parts)
+
+
+def decode_history(data: bytes | None) -> list[SeenArticle]:
+    history = []
+    offset = 0
+    while data and offset < len(data):
+        article, count = _ENTRY_HEADER.unpack_from(data, offset)
+        offset += _ENTRY_HEADER.size
+        values = struct.unpack_from(f"<{count}Q{count}H", data, offset)
+        offset += count * 10
+        history.append(SeenArticle(article, values[:count], values[count:]))
+    return history
+
+
+def remember(history: list[SeenArticle], seen: SeenArticle) -> list[SeenArticle]:
+    """The history with `seen` as the latest article (a redelivered article replaces its earlier self)."""
+    return [*(other for other in history if other.article != seen.article), seen][-RECENT_ARTICLES:]
+
+
+def template_paragraphs(history: list[SeenArticle], seen: SeenArticle) -> set[int]:
+    """Positions in `seen.paragraphs` of the paragraphs that are the source's template.
+
+    A paragraph is template when it recurs in `needed` distinct articles: this
+    one and earlier ones that are copies neither of it nor of each other.
+    Copies are told apart by the paragraphs that are not widely shared (in two
+    or more earlier articles): distinct articles share almost none of those,
+    copies share most of them, by characters.
+    """
+    others = [other for other in history if other.article != seen.article]
+    if not others:
+        return set()
+    needed = max(MIN_DISTINCT_ARTICLES, math.ceil(TEMPLATE_SHARE * (len(others) + 1)))
+    carried = [frozenset(other.paragraphs) for other in others]
+    frequency = collections.Counter(itertools.chain.from_iterable(carried))
+    carriers_of: dict[tuple[int, ...], list[int]] = collections.defaultdict(list)
+    for position, paragraph in enumerate(seen.paragraphs):
+        if frequency[paragraph] >= needed - 1:
+            carriers_of[tuple(i for i, paragraphs in enumerate(carried) if paragraph in paragraphs)].append(position)
+    if not carriers_of:
+        return set()
+    widely_shared = {paragraph for paragraph, count in frequency.items() if count >= 2}
+
+    def own_part(article: SeenArticle) -> dict[int, int]:
+        return {p: n for p, n in zip(article.paragraphs, article.lengths) if p not in widely_shared}
+
+    own = {-1: own_part(seen)}
+    copies: dict[tuple[int, int], bool] = {}
+
+    def are_copies(a: int, b: int) -> bool:
+        if (a, b) not in copies:
+            for index in (a, b):
+                if index not in own:
+                    own[index] = own_part(others[index])
+            first, second = own[a], own[b]
+            smaller = min(sum(first.values()), sum(second.values()))
+            shared = sum(n for p, n in first.items() if p in second)
+            copies[(a, b)] = smaller == 0 or shared >= COPY_OVERLAP * smaller
+        return copies[(a, b)]
+
+    template: set[int] = set()
+    for carriers, positions in carriers_of.items():
+        distinct = [-1]
+        for candidate in reversed(carriers):
+            if not any(are_copies(accepted, candidate) for accepted in distinct):
+                distinct.append(candidate)
+                if len(distinct) >= needed:
+                    template.update(positions)
+                    break
+    return template
 
 
 # --- the stage --------------------------------------------------------------
 
 
-def normalise_fields(raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The enriched fields and fingerprint of a raw article; raises `Rejected`."""
-    body = raw.get("text") or ""
-    if not body.strip():
-        raise Rejected(DeadLetterReason.EMPTY_TEXT, "the record has no text")
-    paragraphs = clean_text(body)
-    if not paragraphs:
-        raise Rejected(DeadLetterReason.EMPTY_TEXT, "no text left after cleaning")
-    text = "\n\n".join(paragraphs)
-    fields = {
-        "article_id": raw["id"],
-        "url": raw.get("url"),
-        "canonical_url": canonical_url(raw.get("url")),
-        "source": article_source(raw),
-        "title": clean_title(raw.get("title")),
-        "byline": None,
-        "text": text,
-        "word_count": word_count(paragraphs),
-        "published_at": normalise_published_at(raw.get("published_at")),
-        "boilerplate_removed": {},
-    }
-    return fields, fingerprint(text)
-
-
-class _NormaliseFn(beam.DoFn):
+class _DraftFn(beam.DoFn):
     def __init__(self):
-        self._normalised = Metrics.counter("wirecopy", "normalise_articles")
+        self._html = Metrics.counter("wirecopy", "normalise_html_articles")
         self._unparsable_dates = Metrics.counter("wirecopy", "normalise_published_at_unparsable")
 
     def process(self, article: Article) -> Iterator[Any]:
         try:
-            fields, matching_form = normalise_fields(article.raw)
+            draft = draft_article(article)
         except Rejected as rejection:
             yield reject(STAGE, article, rejection)
             return
-        if fields["published_at"] is None and article.raw.get("published_at"):
+        if not (article.raw.get("text") or "").strip():
+            self._html.inc()
+        if draft.fields["published_at"] is None and article.raw.get("published_at"):
             self._unparsable_dates.inc()
-        self._normalised.inc()
-        yield article.with_fields(fingerprint=matching_form, **fields)
+        yield draft.source_key or "", draft
+
+
+class _SourceTemplateFn(beam.DoFn):
+    """Removes the paragraphs that recur across a source's articles; state keyed by source domain."""
+
+    HISTORY = ReadModifyWriteStateSpec("recent_articles", BytesCoder())
+
+    def __init__(self):
+        self._removed = Metrics.counter("wirecopy", "normalise_source_template_paragraphs")
+        self._sources = Metrics.counter("wirecopy", "normalise_new_sources")
+
+    def process(self, keyed: tuple[str, Draft], history_state=beam.DoFn.StateParam(HISTORY)) -> Iterator[Any]:
+        _, draft = keyed
+        history = decode_history(history_state.read())
+        seen, indices = seen_article(draft)
+        template = frozenset(indices[position] for position in template_paragraphs(history, seen))
+        try:
+            result = finish(draft, template)
+        except Rejected as rejection:
+            result = reject(TEMPLATE_STAGE, draft.article, rejection)
+        # State changes only after the last step that can raise (see transforms.stage).
+        history_state.write(encode_history(remember(history, seen)))
+        if not history:
+            self._sources.inc()
+        self._removed.inc(len(template))
+        yield result
+
+
+class _UnsourcedFn(beam.DoFn):
+    """Finishes articles with neither URL nor source: there is no template to learn for them."""
+
+    def process(self, keyed: tuple[str, Draft]) -> Iterator[Any]:
+        _, draft = keyed
+        try:
+            yield finish(draft)
+        except Rejected as rejection:
+            yield reject(UNSOURCED_STAGE, draft.article, rejection)
 
 
 class Normalise(beam.PTransform):
     """Validated raw articles in; (normalised articles, dead letters) out."""
 
     def expand(self, articles):
-        return apply_stage(articles, STAGE, _NormaliseFn())
+        drafts, draft_dead = apply_stage(articles, STAGE, _DraftFn())
+        sourced, unsourced = drafts | "BySource" >> beam.Partition(lambda keyed, _: 0 if keyed[0] else 1, 2)
+        learned, template_dead = apply_stage(sourced, TEMPLATE_STAGE, _SourceTemplateFn(), stateful=True)
+        plain, unsourced_dead = apply_stage(unsourced, UNSOURCED_STAGE, _UnsourcedFn())
+        normalised = (learned, plain) | "NormalisedArticles" >> beam.Flatten()
+        dead_letters = (draft_dead, template_dead, unsourced_dead) | "DeadLetters" >> beam.Flatten()
+        return normalised, dead_letters
