@@ -11,10 +11,17 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any, Mapping
+
+import datetime as dt
+
+from apache_beam.utils.timestamp import Duration
+from kafka import KafkaConsumer, KafkaProducer
 
 from schemas import codec
-from pipelines.enrich import LOCAL_RUNNER, FileIO, KafkaIO, RunConfig, run
+from pipelines.enrich import LOCAL_RUNNER, FileIO, KafkaIO, RunConfig, SetupError, run
 from transforms import kafkaio
+from transforms.kafkaio import StartPosition, TimestampKind, TimestampPolicy
 
 _LOG = logging.getLogger("wirecopy")
 
@@ -51,6 +58,22 @@ def _parser() -> argparse.ArgumentParser:
     kafka.add_argument("--streaming", action="store_true", help="keep reading new records until stopped (default: stop at the high watermark taken at start)")
     kafka.add_argument("--max-records", type=_positive_int, help="stop after reading this many records")
     kafka.add_argument("--max-read-time", type=_positive_float, metavar="SECONDS", help="stop reading after this long")
+    kafka.add_argument("--start-from", choices=[p.value for p in StartPosition], default=StartPosition.COMMITTED.value,
+                       help="committed (default): the group's committed offsets, else the earliest; or earliest, latest")
+    kafka.add_argument("--start-time", type=_rfc3339, metavar="RFC3339",
+                       help="start at the first record at or after this time (overrides --start-from)")
+    kafka.add_argument("--timestamp-policy", choices=[k.value for k in TimestampKind], default=TimestampKind.CREATE_TIME.value,
+                       help="event time of a record: its create time (default), log-append time, processing time, "
+                            "or the article's published_at (record time when absent)")
+    kafka.add_argument("--max-event-delay", type=float, default=0.0, metavar="SECONDS",
+                       help="how far behind the newest event time the watermark stays (for out-of-order event times)")
+    kafka.add_argument("--partition-discovery-interval", type=_positive_float, default=30.0, metavar="SECONDS",
+                       help="streaming: how often to look for partitions added to the input topic (default 30)")
+    kafka.add_argument("--kafka-config", type=Path, metavar="FILE",
+                       help="client settings for consumer and producer, one KEY=VALUE per line "
+                            "(Java or kafka-python names, e.g. security.protocol=SASL_SSL)")
+    kafka.add_argument("--consumer-config", action="append", default=[], metavar="KEY=VALUE", help="a consumer setting (repeatable)")
+    kafka.add_argument("--producer-config", action="append", default=[], metavar="KEY=VALUE", help="a producer setting (repeatable)")
     files = run_command.add_argument_group("file mode")
     files.add_argument("--input-jsonl", metavar="PATH", help="input file or glob, one raw article per line")
     files.add_argument("--output-jsonl", metavar="PATH", help="enriched articles, one per line")
@@ -63,6 +86,55 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="start a local broker, load the sample articles, run the pipeline, show the results")
     demo.add_argument("--show-text", action="store_true", help="also print the start of each article's normalised text")
     return parser
+
+
+def _rfc3339(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a time zone (e.g. Z or +01:00): {text!r}")
+    return moment
+
+
+def parse_setting(line: str) -> tuple[str, str]:
+    """`security.protocol = SASL_SSL` → ("security_protocol", "SASL_SSL"): Java names become kafka-python names."""
+    key, separator, value = line.partition("=")
+    if not separator or not key.strip():
+        raise ValueError(f"expected KEY=VALUE, got {line!r}")
+    return key.strip().replace(".", "_"), value.strip()
+
+
+def typed_setting(key: str, value: str, defaults: Mapping[str, Any]) -> Any:
+    """The value in the type of the client's own default (strings stay strings: passwords may be digits)."""
+    default = defaults[key]
+    if isinstance(default, bool):
+        if value.lower() not in ("true", "false"):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+        return value.lower() == "true"
+    if isinstance(default, (int, float)):
+        return type(default)(value)
+    return value
+
+
+def client_configs(config_file: Path | None, consumer_lines: list[str], producer_lines: list[str]) -> tuple[dict, dict]:
+    """Consumer and producer settings: each setting of the file goes to whichever clients know it."""
+    settings = []
+    if config_file is not None:
+        settings += [(line, ("consumer", "producer")) for line in config_file.read_text().splitlines()
+                     if line.strip() and not line.lstrip().startswith(("#", "!"))]
+    settings += [(line, ("consumer",)) for line in consumer_lines] + [(line, ("producer",)) for line in producer_lines]
+    defaults = {"consumer": KafkaConsumer.DEFAULT_CONFIG, "producer": KafkaProducer.DEFAULT_CONFIG}
+    configs: dict[str, dict] = {"consumer": {}, "producer": {}}
+    for line, clients in settings:
+        key, value = parse_setting(line)
+        known_by = [client for client in clients if key in defaults[client]]
+        if not known_by:
+            raise ValueError(f"{key!r} is not a kafka-python {' or '.join(clients)} setting")
+        for client in known_by:
+            configs[client][key] = typed_setting(key, value, defaults[client])
+    return configs["consumer"], configs["producer"]
 
 
 def _sibling(path: str, suffix: str) -> str:
@@ -78,7 +150,17 @@ def run_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Run
     if args.bootstrap_servers:
         if not all(kafka_topics):
             parser.error("Kafka mode needs --input-topic, --output-topic, --cluster-topic and --dead-letter-topic")
-        io = KafkaIO(args.bootstrap_servers, *kafka_topics, group_id=args.group_id)
+        try:
+            consumer_config, producer_config = client_configs(args.kafka_config, args.consumer_config, args.producer_config)
+        except (OSError, ValueError) as error:
+            parser.error(str(error))
+        io = KafkaIO(
+            args.bootstrap_servers, *kafka_topics, group_id=args.group_id,
+            start_position=StartPosition(args.start_from), start_time=args.start_time,
+            timestamp_policy=TimestampPolicy(TimestampKind(args.timestamp_policy), Duration(seconds=args.max_event_delay)),
+            partition_discovery_interval_s=args.partition_discovery_interval,
+            consumer_config=consumer_config, producer_config=producer_config,
+        )
     elif args.input_jsonl:
         if not args.output_jsonl:
             parser.error("file mode needs --output-jsonl")
@@ -120,6 +202,7 @@ def configure_logging() -> None:
     logging.getLogger().handlers[0].addFilter(_not_exception_handling_noise)
     # kafka-python logs every reconnect attempt at WARNING; its errors still show.
     logging.getLogger("kafka").setLevel(logging.ERROR)
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     _stop_on_signals()
     try:
         result = run(config, beam_args)
-    except ValueError as error:
+    except SetupError as error:
         _LOG.error("%s", error)
         return 2
     return 0 if result.state.endswith("DONE") else 1

@@ -11,6 +11,7 @@ sink has flushed (at-least-once).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import time
 from typing import Any, Mapping
@@ -22,7 +23,11 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from schemas import codec
 from transforms.events import DecodeArticles, EncodeEvents, EventKind, OutputEvent
 from transforms.jsonlio import ReadJsonLines, WriteJsonLines
-from transforms.kafkaio import KafkaMessage, KafkaReadSpec, ReadFromKafka, WriteToKafka
+from kafka import KafkaConsumer
+from kafka.errors import KafkaError
+
+from transforms.kafkaio import (KafkaMessage, KafkaReadSpec, ReadFromKafka, StartPosition, TimestampPolicy,
+                                WriteToKafka)
 from transforms.language import DetectLanguage
 from transforms.normalise import Normalise
 from transforms.syndication import ClusterSyndicated
@@ -30,6 +35,10 @@ from transforms.syndication import ClusterSyndicated
 _LOG = logging.getLogger(__name__)
 
 LOCAL_RUNNER = "FnApiRunner"
+
+
+class SetupError(Exception):
+    """The pipeline cannot start as configured; the message says why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +49,10 @@ class KafkaIO:
     cluster_topic: str
     dead_letter_topic: str
     group_id: str = "wirecopy"
+    start_position: StartPosition = StartPosition.COMMITTED
+    start_time: dt.datetime | None = None
+    timestamp_policy: TimestampPolicy = TimestampPolicy()
+    partition_discovery_interval_s: float = 30.0
     consumer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     producer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -67,7 +80,7 @@ class RunConfig:
 
     def __post_init__(self):
         if isinstance(self.io, FileIO) and (self.streaming or self.max_records or self.max_read_time_s):
-            raise ValueError("--streaming, --max-records and --max-read-time apply to Kafka input only")
+            raise SetupError("--streaming, --max-records and --max-read-time apply to Kafka input only")
 
 
 def enrich(records: beam.PCollection, config: RunConfig) -> beam.PCollection:
@@ -85,8 +98,9 @@ def build(pipeline: beam.Pipeline, config: RunConfig) -> None:
     if isinstance(io, KafkaIO):
         spec = KafkaReadSpec(
             bootstrap_servers=io.bootstrap_servers, topic=io.input_topic, group_id=io.group_id,
-            streaming=config.streaming, max_records=config.max_records, max_read_time_s=config.max_read_time_s,
-            consumer_config=io.consumer_config,
+            streaming=config.streaming, start_position=io.start_position, start_time=io.start_time,
+            timestamp_policy=io.timestamp_policy, partition_discovery_interval_s=io.partition_discovery_interval_s,
+            max_records=config.max_records, max_read_time_s=config.max_read_time_s, consumer_config=io.consumer_config,
         )
         events = enrich(pipeline | "ReadKafka" >> ReadFromKafka(spec), config)
         (events
@@ -115,8 +129,25 @@ def pipeline_options(config: RunConfig, beam_args: list[str]) -> PipelineOptions
     if isinstance(config.io, KafkaIO) and workers not in (None, 0, 1):
         # Verified: with several local workers, FnApiRunner drops the unbounded
         # reader's deferred remainder (9,544 of 100,000 records read).
-        raise ValueError("--direct_num_workers > 1 loses Kafka records on the local runner; leave it at 1")
+        raise SetupError("--direct_num_workers > 1 loses Kafka records on the local runner; leave it at 1")
     return options
+
+
+def check_kafka(io: KafkaIO) -> None:
+    """Fail fast, in seconds and with a plain message, when Kafka is unreachable or a topic is missing."""
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=io.bootstrap_servers, **{"bootstrap_timeout_ms": 5000, **io.consumer_config})
+    except KafkaError as error:
+        raise SetupError(f"cannot reach Kafka at {io.bootstrap_servers}: {error}") from None
+    try:
+        existing = consumer.topics()
+    except KafkaError as error:
+        raise SetupError(f"cannot list topics on {io.bootstrap_servers}: {error}") from None
+    finally:
+        consumer.close()
+    missing = [t for t in (io.input_topic, io.output_topic, io.cluster_topic, io.dead_letter_topic) if t not in existing]
+    if missing:
+        raise SetupError(f"topics missing on {io.bootstrap_servers}: {', '.join(missing)} (create them first)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +160,8 @@ class RunResult:
 
 def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
     options = pipeline_options(config, beam_args or [])
+    if isinstance(config.io, KafkaIO):
+        check_kafka(config.io)
     runner = FnApiRunner() if config.runner == LOCAL_RUNNER else None
     runner_name = type(runner).__name__ if runner else options.view_as(StandardOptions).runner
     pipeline = beam.Pipeline(runner=runner, options=options)

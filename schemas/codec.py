@@ -113,6 +113,7 @@ def dead_letter(letter: DeadLetter, failed_at: str) -> dict[str, Any]:
         "partition": source.partition,
         "offset": source.offset,
         "timestamp": source.timestamp_ms,
+        "headers": [{"key": name, "value": base64.b64encode(value).decode("ascii")} for name, value in source.headers],
         "article_id": letter.article_id,
         "failed_at": failed_at,
     }
