@@ -1,5 +1,6 @@
 """Integration tests of the Kafka source and sink against a real broker (Tansu)."""
 
+import datetime as dt
 import threading
 import time
 
@@ -7,11 +8,16 @@ import apache_beam as beam
 import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.options.pipeline_options import PipelineOptions
-from kafka import KafkaConsumer, TopicPartition
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
+from apache_beam.utils.timestamp import Timestamp
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from pipelines.local_broker import produce, read_topic
 from transforms import kafkaio
-from transforms.kafkaio import KafkaMessage, KafkaReadSpec, ReadFromKafka, WriteToKafka, high_watermarks
+from transforms.kafkaio import (KafkaMessage, KafkaReadSpec, PartitionCursor, PartitionSet, PartitionSetTracker,
+                                ReadFromKafka, StartPosition, TimestampKind, TimestampPolicy, WriteToKafka,
+                                high_watermarks)
 
 pytestmark = pytest.mark.broker
 
@@ -134,3 +140,120 @@ def test_spec_validation():
         KafkaReadSpec("localhost:9092", "t", "")
     with pytest.raises(ValueError, match="max_records"):
         KafkaReadSpec("localhost:9092", "t", "g", max_records=0)
+
+
+def read_with_timestamps(broker, spec: KafkaReadSpec, sink: str) -> list[tuple[bytes, int]]:
+    """(key, event time in ms) of every record the source emits, carried through the sink topic `sink`."""
+    broker.create_topics([sink])
+    with beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions()) as pipeline:
+        (pipeline
+         | ReadFromKafka(spec)
+         | beam.Map(lambda record, ts=beam.DoFn.TimestampParam:
+                    KafkaMessage(sink, record.key, str(ts.micros // 1000).encode()))
+         | WriteToKafka(spec.bootstrap_servers))
+    return [(record.key, int(record.value)) for record in read_topic(broker.bootstrap_servers, sink)]
+
+
+def produce_timed(broker, topic: str, count: int, first_ms: int, values=None) -> None:
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    for n in range(count):
+        producer.send(topic, key=str(n).encode(), value=values[n] if values else b"{}", timestamp_ms=first_ms + n * 1000)
+    producer.flush()
+    producer.close()
+
+
+def test_start_positions(broker, topic_name):
+    topic = topic_name("in")
+    broker.create_topics([topic])
+    first_ms = 1_700_000_000_000
+    produce_timed(broker, topic, 30, first_ms)
+    keys = lambda spec: sorted(int(key) for key, _ in read_with_timestamps(broker, spec, topic_name("out")))
+
+    assert keys(KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), start_position=StartPosition.EARLIEST)) == list(range(30))
+    assert keys(KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), start_position=StartPosition.LATEST)) == []
+    from_time = dt.datetime.fromtimestamp((first_ms + 20_000) / 1000, dt.timezone.utc)
+    assert keys(KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), start_time=from_time)) == list(range(20, 30))
+
+    group = topic_name("g")
+    assert keys(KafkaReadSpec(broker.bootstrap_servers, topic, group)) == list(range(30))
+    assert keys(KafkaReadSpec(broker.bootstrap_servers, topic, group)) == [], "the group resumes after its commit"
+
+
+def test_timestamp_policies(broker, topic_name):
+    topic = topic_name("in")
+    broker.create_topics([topic])
+    first_ms = 1_700_000_000_000
+    values = [b'{"id": "a", "published_at": "2024-05-01T12:00:00+02:00"}', b"not json", b'{"id": "c"}']
+    produce_timed(broker, topic, 3, first_ms, values)
+    spec = lambda kind: KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), timestamp_policy=TimestampPolicy(kind))
+
+    read = lambda kind: read_with_timestamps(broker, spec(kind), topic_name("out"))
+    assert sorted(read(TimestampKind.CREATE_TIME)) == [(b"0", first_ms), (b"1", first_ms + 1000), (b"2", first_ms + 2000)]
+    published = dict(read(TimestampKind.PUBLISHED_AT))
+    assert published[b"0"] == int(dt.datetime(2024, 5, 1, 10, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    assert published[b"1"] == first_ms + 1000 and published[b"2"] == first_ms + 2000, "record time when published_at is absent"
+    before = time.time() * 1000
+    assert all(ts >= before for _, ts in read(TimestampKind.PROCESSING_TIME))
+
+
+class _Finalizer:
+    def __init__(self):
+        self.callbacks = []
+
+    def register(self, callback):
+        self.callbacks.append(callback)
+
+
+class ReaderOutsideARunner:
+    """The reader's process() called directly on a real broker, the way a runner calls it."""
+
+    def __init__(self, spec: KafkaReadSpec):
+        self._reader = kafkaio._ReadFn(spec)
+        self._reader.setup()
+
+    def process(self, restriction: PartitionSet, estimator: ManualWatermarkEstimator) -> list:
+        tracker = RestrictionTrackerView(ThreadsafeRestrictionTracker(PartitionSetTracker(restriction)))
+        return list(self._reader.process(restriction, finalizer=_Finalizer(), tracker=tracker, watermark=estimator))
+
+    def close(self):
+        self._reader.teardown()
+
+
+def test_idle_partition_watermark_advances_and_never_goes_back(broker, topic_name):
+    topic = topic_name("in")
+    broker.create_topics([topic], partitions=2)
+    hour_ago_ms = int((time.time() - 3600) * 1000)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    for n in range(5):
+        producer.send(topic, key=b"%d" % n, value=b"{}", partition=0, timestamp_ms=hour_ago_ms + n)
+    producer.flush()
+    spec = KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), streaming=True)
+
+    reader = ReaderOutsideARunner(spec)
+    idle = ManualWatermarkEstimator(None)
+    assert reader.process(PartitionSet(topic, (PartitionCursor(1, 0),)), idle) == []
+    assert idle.current_watermark() > Timestamp.now() - 60, "an idle partition's watermark follows the clock"
+
+    busy = ManualWatermarkEstimator(Timestamp.now())
+    outputs = reader.process(PartitionSet(topic, (PartitionCursor(0, 0),)), busy)
+    reader.close()
+    assert len(outputs) == 5 and all(o.timestamp.micros // 1000 < hour_ago_ms + 5 for o in outputs)
+    assert busy.current_watermark() > Timestamp.now() - 60, "old records never move the watermark backwards"
+
+
+def test_client_config_reaches_the_clients_and_secrets_stay_out_of_sight(broker, topic_name, caplog):
+    source, sink = topic_name("in"), topic_name("out")
+    broker.create_topics([source])
+    broker.create_topics([sink])
+    produce_numbered(broker, source, 0, 20)
+    secret = "hunter2-do-not-log"
+    spec = KafkaReadSpec(broker.bootstrap_servers, source, topic_name("g"),
+                         consumer_config={"client_id": "wirecopy-test-reader", "fetch_max_bytes": 1024,
+                                          "sasl_plain_password": secret})
+    copy_topic(spec, sink, producer_config={"client_id": "wirecopy-test-writer", "sasl_plain_password": secret})
+    assert len(read_topic(broker.bootstrap_servers, sink)) == 20, "tiny fetches still read everything"
+    displayed = str(ReadFromKafka(spec).display_data()) + str(WriteToKafka(broker.bootstrap_servers, {"sasl_plain_password": secret}).display_data())
+    assert "wirecopy-test-reader" in displayed and secret not in displayed
+    assert secret not in repr(spec) and secret not in caplog.text
+    with pytest.raises(ValueError, match="unknown kafka-python consumer settings: no_such_setting"):
+        KafkaReadSpec(broker.bootstrap_servers, source, "g", consumer_config={"no_such_setting": 1})

@@ -172,6 +172,9 @@ class KafkaReadSpec:
             "auto_offset_reset": "earliest",
             # Metadata refreshes at the discovery interval, so new partitions show up.
             "metadata_max_age_ms": int(self.partition_discovery_interval_s * 1000),
+            # The broker answers an idle partition's fetch within one poll, so the
+            # reader learns it has caught up (and advances the watermark) at once.
+            "fetch_max_wait_ms": _POLL_TIMEOUT_MS // 2,
             **self.consumer_config,
         }
         return KafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=self.group_id, **settings)
@@ -340,9 +343,7 @@ def start_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition], pos
     """Where a read begins in each partition."""
     earliest = consumer.beginning_offsets(partitions)
     if start_time is not None:
-        found = consumer.offsets_for_times({p: int(start_time.timestamp() * 1000) for p in partitions})
-        latest = high_watermarks(consumer, partitions)
-        return {p: latest[p] if found[p] is None else found[p].offset for p in partitions}
+        return offsets_at_time(consumer, partitions, int(start_time.timestamp() * 1000))
     if position is StartPosition.EARLIEST:
         return earliest
     if position is StartPosition.LATEST:
@@ -357,6 +358,40 @@ def start_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition], pos
             starts[partition] = fallback[partition]
         else:
             starts[partition] = max(committed, earliest[partition])
+    return starts
+
+
+def offsets_at_time(consumer: KafkaConsumer, partitions: list[TopicPartition], time_ms: int,
+                    timeout_s: float = 30.0) -> dict[TopicPartition, int]:
+    """The first offset of each partition whose record is at or after `time_ms`, else the end.
+
+    Asks the broker (ListOffsets by time), then confirms by reading from the
+    offset it gave until a record really is at or after the time: some
+    brokers (Tansu) answer with an earlier offset. On Kafka the first fetched
+    record confirms the answer.
+    """
+    ends = high_watermarks(consumer, partitions)
+    hints = consumer.offsets_for_times({p: time_ms for p in partitions})
+    starts = {p: ends[p] if hints[p] is None else hints[p].offset for p in partitions}
+    unconfirmed = {p for p in partitions if starts[p] < ends[p]}
+    if not unconfirmed:
+        return starts
+    consumer.assign(sorted(unconfirmed))
+    for partition in unconfirmed:
+        consumer.seek(partition, starts[partition])
+    deadline = time.monotonic() + timeout_s
+    while unconfirmed and time.monotonic() < deadline:
+        for partition, records in consumer.poll(timeout_ms=_POLL_TIMEOUT_MS).items():
+            if partition not in unconfirmed:
+                continue
+            confirmed = next((r.offset for r in records if r.timestamp >= time_ms), None)
+            if confirmed is not None or consumer.position(partition) >= ends[partition]:
+                starts[partition] = ends[partition] if confirmed is None else confirmed
+                unconfirmed.discard(partition)
+                consumer.pause(partition)
+    consumer.unsubscribe()
+    if unconfirmed:
+        raise TimeoutError(f"could not find the offsets at {time_ms} ms in {sorted(unconfirmed)} within {timeout_s} s")
     return starts
 
 
