@@ -34,6 +34,7 @@ from transforms.normalise import (
     remove_boilerplate,
     seen_article,
     template_paragraphs,
+    word_count,
 )
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -100,6 +101,11 @@ def test_clean_text_composes_to_nfc():
 
 
 # --- fingerprint ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, count", [("", 0), ("One", 1), ("a \u2013 b", 2), ("One.\n\n* * *\n\nTwo.", 2), ("don\u2019t  stop\n\nnow", 3)])
+def test_word_count_counts_tokens_with_a_letter_or_digit(text, count):
+    assert word_count(text) == count
 
 
 def test_fingerprint_contract():

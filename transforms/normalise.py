@@ -39,6 +39,7 @@ None and the `normalise_published_at_unparsable` counter counts it.
 from __future__ import annotations
 
 import array
+import bisect
 import collections
 import dataclasses
 import datetime as dt
@@ -172,8 +173,8 @@ _NON_WORD_BMP = re.compile(_NON_WORD_BMP_CLASS + "+")
 _NON_WORD_ASTRAL = re.compile(
     _character_class(("P", "S", "Co", "Cf"), itertools.chain(range(0x10000, 0x30000), range(0xE0000, sys.maxunicode + 1))) + "+"
 )
-# Whitespace-separated tokens without a letter, mark or digit ("–", "*", "…").
-_NON_WORD_TOKEN = re.compile(r"(?<!\S)" + _NON_WORD_BMP_CLASS + r"+(?!\S)")
+# A token without a letter, mark or digit ("–", "*", "…") in text whose only whitespace is single spaces.
+_NON_WORD_TOKEN = re.compile(" " + _NON_WORD_BMP_CLASS + "+(?= )")
 # Format characters (zero-width joiners, soft hyphens) sit inside words.
 _FORMAT_CLASS = _character_class(("Cf",), range(0x10000))
 _FORMAT = re.compile(_FORMAT_CLASS + "+")
@@ -215,8 +216,9 @@ def paragraph_fingerprints(paragraphs: list[str]) -> list[str]:
 
 
 def word_count(text: str) -> int:
-    """Whitespace-separated tokens that hold at least one letter, mark or digit (BMP punctuation tokens aside)."""
-    return len(text.split()) - len(_NON_WORD_TOKEN.findall(text))
+    """Whitespace-separated tokens that hold at least one letter, mark or digit."""
+    tokens = text.split()
+    return len(tokens) - len(_NON_WORD_TOKEN.findall(" " + " ".join(tokens) + " "))
 
 
 # --- boilerplate patterns ---------------------------------------------------
@@ -381,11 +383,12 @@ _MARKERS = re.compile(
     )
     + ")"
 )
-# Every marker above holds one of these; testing them first is 5x faster than searching for every marker.
+# Every marker above holds one of these; finding them first spares searching each paragraph for every marker.
 _MARKER_TRIGGERS = (
-    "publi", "pubbl", "veröffentlicht", "required fields", "haitachapishwa", "reserv", "réserv", "riservati", "vorbehalten",
-    "voorbehouden", "zimehifadhiwa", "mallaka", "የተጠበቀ", "broadcast", "originally", "erschien", "originalmente",
-    "mara ya kwanza", "newsletter",
+    "not be published", "required fields", "ne sera pas publi", "nicht veröffentlicht", "no será publicad", "não será publicad",
+    "non sarà pubblicat", "haitachapishwa", "reserved", "réservés", "reservados", "riservati", "vorbehalten", "voorbehouden",
+    "zimehifadhiwa", "mallaka", "የተጠበቀ", "broadcast", "originally", "published on", "published in", "published at",
+    "published by", "republished", "publié", "erschien", "originalmente", "mara ya kwanza", "newsletter",
 )
 _COOKIE_CONSENT = re.compile(
     r"cookie.{0,200}(?:use|using|accept|consent|policy|settings|preferences|browsing|experience|utilis|akzept|verwend|einstellung"
@@ -401,6 +404,7 @@ _SITE_WORDS = re.compile(
     r"\b(?:platform|website|web site|site|portal|outlet|plateforme|plattform|plataforma|portail|tovuti|we|our|nous|notre|wir|unser|nuestro)\b"
 )
 _NAVIGATION_SEPARATORS = ("|", "»", "›", ">", "/", "•", "·", "::")
+_NAVIGATION_SEPARATOR = re.compile("[|»›>/•·]|::")
 _SOCIAL = frozenset(
     "facebook twitter x instagram linkedin whatsapp telegram pinterest reddit tiktok youtube email e-mail mail print copy link "
     "messenger share tweet flipboard threads bluesky".split()
@@ -431,6 +435,8 @@ def _name_like(name: str, most_words: int) -> bool:
 
 
 def _is_navigation(paragraph: str) -> bool:
+    if not _NAVIGATION_SEPARATOR.search(paragraph):
+        return False
     for separator in _NAVIGATION_SEPARATORS:
         if paragraph.count(separator) >= 2:
             items = [item.strip() for item in paragraph.split(separator)]
@@ -443,32 +449,49 @@ def _is_navigation(paragraph: str) -> bool:
 
 def boilerplate_reason(paragraph: str) -> str | None:
     """Why `paragraph` is boilerplate by the generic patterns, or None."""
-    if len(paragraph) > _LONGEST_BOILERPLATE:
+    return _reason(paragraph, paragraph.lower(), may_hold_marker=True, may_hold_cookie=True)
+
+
+def _reason(paragraph: str, lowered: str, may_hold_marker: bool, may_hold_cookie: bool) -> str | None:
+    """`boilerplate_reason`, told whether a marker phrase or "cookie" can occur in the paragraph at all."""
+    length = len(paragraph)
+    if length > _LONGEST_BOILERPLATE:
         return None
-    lowered = paragraph.lower()
     if _SITE_DESCRIPTION.match(lowered) and _SITE_WORDS.search(lowered):
         return "site_description"
-    if len(paragraph) > _LONGEST_CONSENT:
+    if length > _LONGEST_CONSENT:
         return None
-    if "cookie" in lowered and _COOKIE_CONSENT.search(lowered) and _TO_THE_READER.search(lowered):
+    if may_hold_cookie and "cookie" in lowered and _COOKIE_CONSENT.search(lowered) and _TO_THE_READER.search(lowered):
         return "cookie"
-    if len(paragraph) > _LONGEST_LINE:
+    if length > _LONGEST_LINE:
         return None
     core = lowered.strip(_DECORATION)
     chrome = _CHROME.match(core)
     if chrome:
         return chrome.lastgroup
-    if lowered.startswith("(") or any(trigger in lowered for trigger in _MARKER_TRIGGERS):
+    if may_hold_marker or lowered.startswith("("):
         marker = _MARKERS.search(lowered)
         if marker:
             return marker.lastgroup
-    if len(paragraph) <= 100 and _byline_name(paragraph):
+    if length <= 100 and _byline_name(paragraph):
         return "byline"
-    if len(paragraph) <= 200 and _is_navigation(paragraph):
+    if length <= 200 and not paragraph.endswith(".") and _is_navigation(paragraph):
         return "navigation"
-    if len(core) <= 100 and all(word in _SOCIAL for word in core.replace(",", " ").split()) and core:
-        return "share"
+    if core and len(core) <= 100 and core.split(None, 1)[0].rstrip(",") in _SOCIAL:
+        if all(word in _SOCIAL for word in core.replace(",", " ").split()):
+            return "share"
     return None
+
+
+def _lines_holding(text: str, line_starts: list[int], needles: Iterable[str]) -> set[int]:
+    """Indices of the lines of `text` (starting at `line_starts`) that hold any of `needles`."""
+    lines = set()
+    for needle in needles:
+        found = text.find(needle)
+        while found != -1:
+            lines.add(bisect.bisect_right(line_starts, found) - 1)
+            found = text.find(needle, found + 1)
+    return lines
 
 
 def _continues_block(reason: str, paragraph: str) -> bool:
@@ -507,8 +530,16 @@ def remove_boilerplate(paragraphs: list[str]) -> tuple[list[str], dict[str, int]
     removed: collections.Counter[str] = collections.Counter()
     byline = None
     block = None
-    for paragraph in paragraphs:
-        reason = boilerplate_reason(paragraph)
+    lowered = "\n".join(paragraphs).lower().split("\n")
+    # Searching the short paragraphs together once for the marker phrases is much
+    # faster than searching each paragraph for each phrase.
+    short = [index for index, paragraph in enumerate(paragraphs) if len(paragraph) <= _LONGEST_CONSENT]
+    short_text = "\n".join(lowered[index] for index in short)
+    line_starts = list(itertools.accumulate((len(lowered[index]) + 1 for index in short[:-1]), initial=0))
+    marked = {short[line] for line in _lines_holding(short_text, line_starts, _MARKER_TRIGGERS)}
+    cookies = {short[line] for line in _lines_holding(short_text, line_starts, ("cookie",))}
+    for index, paragraph in enumerate(paragraphs):
+        reason = _reason(paragraph, lowered[index], index in marked, index in cookies)
         if reason is None and block is not None and _continues_block(block, paragraph):
             reason = block
         block = reason if reason in ("related", "contact") else None
@@ -567,7 +598,10 @@ def canonical_url(url: str | None) -> str | None:
 
 def registrable_domain(url: str | None) -> str | None:
     """The domain a publisher registered (`news.bbc.co.uk` -> `bbc.co.uk`), else the bare host."""
-    canonical = canonical_url(url)
+    return _registrable_domain(canonical_url(url))
+
+
+def _registrable_domain(canonical: str | None) -> str | None:
     if canonical is None:
         return None
     domain = courlan.extract_domain(canonical)
@@ -577,8 +611,11 @@ def registrable_domain(url: str | None) -> str | None:
     return host.removeprefix("www.") or None
 
 
+_NOT_ALPHANUMERIC = re.compile(r"[\W_]+")
+
+
 def _squashed(name: str) -> str:
-    return re.sub(r"[\W_]+", "", name.casefold())
+    return _NOT_ALPHANUMERIC.sub("", name.casefold())
 
 
 def _names_site(segment: str, site_names: tuple[str, ...]) -> bool:
@@ -598,9 +635,11 @@ def clean_title(title: str | None, site_names: Iterable[str] = ()) -> str | None
     if not title:
         return None
     title = " ".join(clean_text(title))
-    names = tuple(_squashed(name) for name in site_names if name and len(_squashed(name)) >= 3)
+    names = tuple(name for name in map(_squashed, site_names) if len(name) >= 3)
     for _ in range(2):
         for separator in _TITLE_SEPARATORS:
+            if separator not in title:
+                continue
             head, found, tail = title.rpartition(separator)
             if found and head and len(tail.split()) <= 5 and (separator == " | " or _names_site(tail, names)):
                 title = head.strip()
@@ -641,6 +680,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0e-\x12\x15-\x17\x1a\x1b\x1e\x1f\x7f\ufffe\u
 def check_not_binary(body: str) -> None:
     """Reject a body that is binary data rather than text."""
     sample = body[:_SAMPLE]
+    if not _CONTROL.search(sample) and "\ufffd" not in sample:
+        return
     junk = len(_CONTROL.findall(sample)) + sample.count("\ufffd")
     if junk > max(_BINARY_SHARE * len(sample), _FEWEST_BINARY_CHARACTERS):
         raise Rejected(DeadLetterReason.BINARY_CONTENT, f"{junk} of the first {len(sample)} characters are control or replacement characters")
@@ -710,13 +751,14 @@ def draft_article(article: Article) -> Draft:
     if not kept:
         raise Rejected(DeadLetterReason.EMPTY_TEXT, f"no text left after cleaning (boilerplate removed: {removed})")
     given_source = " ".join((raw.get("source") or "").split()) or None
-    domain = registrable_domain(url)
+    canonical = canonical_url(url)
+    domain = _registrable_domain(canonical)
     site_names = [name for name in (given_source, domain and domain.split(".")[0], page and page.site_name) if name]
     page_byline = page and page.byline and " ".join(page.byline.split())
     fields = {
         "article_id": raw["id"],
         "url": url,
-        "canonical_url": canonical_url(url),
+        "canonical_url": canonical,
         "source": given_source or domain,
         "title": clean_title(raw.get("title") or (page and page.title), site_names),
         "byline": page_byline or byline,
