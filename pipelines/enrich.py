@@ -2,10 +2,10 @@
 
     records → decode → normalise → language → syndication → encode → sink
 
-From the reader to the sink there is no shuffle: on the local runner
-(FnApiRunner) a GroupByKey after an unbounded read stalls until the read ends,
-and the reader's bundle finalizer commits Kafka offsets only after the fused
-sink has flushed (at-least-once).
+One stream from the reader to the sink, with no shuffle and no Flatten: on
+the local runner (FnApiRunner) either one stalls after an unbounded read until
+the read ends. Fused, the sink flushes before the reader's bundle finalizer
+commits the Kafka offsets (at-least-once). See `transforms/stage.py`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from schemas import codec
-from transforms.events import DecodeArticles, EncodeEvents, EventKind, OutputEvent
+from transforms.events import DecodeArticles, EncodeEvents, EventKind
 from transforms.jsonlio import ReadJsonLines, WriteJsonLines
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
@@ -84,13 +84,15 @@ class RunConfig:
 
 
 def enrich(records: beam.PCollection, config: RunConfig) -> beam.PCollection:
-    """`SourceRecord`s → `OutputEvent`s (enriched articles, cluster events, dead letters)."""
-    articles, decode_dead = records | "Decode" >> DecodeArticles(config.max_record_bytes)
-    articles, normalise_dead = articles | "Normalise" >> Normalise()
-    articles, language_dead = articles | "Language" >> DetectLanguage()
-    articles, cluster_events, syndication_dead = articles | "Syndication" >> ClusterSyndicated()
-    dead_letters = (decode_dead, normalise_dead, language_dead, syndication_dead) | "DeadLetters" >> beam.Flatten()
-    return (articles, cluster_events, dead_letters) | "Encode" >> EncodeEvents()
+    """`SourceRecord`s → `OutputEvent`s (enriched articles, cluster events, dead letters), in one stream."""
+    return (
+        records
+        | "Decode" >> DecodeArticles(config.max_record_bytes)
+        | "Normalise" >> Normalise()
+        | "Language" >> DetectLanguage()
+        | "Syndication" >> ClusterSyndicated()
+        | "Encode" >> EncodeEvents()
+    )
 
 
 def build(pipeline: beam.Pipeline, config: RunConfig) -> None:
@@ -102,22 +104,19 @@ def build(pipeline: beam.Pipeline, config: RunConfig) -> None:
             timestamp_policy=io.timestamp_policy, partition_discovery_interval_s=io.partition_discovery_interval_s,
             max_records=config.max_records, max_read_time_s=config.max_read_time_s, consumer_config=io.consumer_config,
         )
-        events = enrich(pipeline | "ReadKafka" >> ReadFromKafka(spec), config)
-        (events
+        (enrich(pipeline | "ReadKafka" >> ReadFromKafka(spec), config)
          | "ToMessages" >> beam.Map(lambda e: KafkaMessage(io.topic_for(e.kind), e.key, e.value))
          | "WriteKafka" >> WriteToKafka(io.bootstrap_servers, io.producer_config))
     else:
-        events = enrich(pipeline | "ReadFiles" >> ReadJsonLines(io.input_path), config)
-        for kind, path in ((EventKind.ARTICLE, io.output_path), (EventKind.CLUSTER, io.cluster_path),
-                           (EventKind.DEAD_LETTER, io.dead_letter_path)):
+        kinds = list(EventKind)
+        by_kind = (enrich(pipeline | "ReadFiles" >> ReadJsonLines(io.input_path), config)
+                   | "ByKind" >> beam.Partition(lambda event, _: kinds.index(event.kind), len(kinds)))
+        paths = {EventKind.ARTICLE: io.output_path, EventKind.CLUSTER: io.cluster_path,
+                 EventKind.DEAD_LETTER: io.dead_letter_path}
+        for kind, events in zip(kinds, by_kind):
             (events
-             | f"Only{kind.name.title()}" >> beam.Filter(_is_kind, kind)
              | f"{kind.name.title()}Values" >> beam.Map(lambda e: e.value)
-             | f"Write{kind.name.title()}" >> WriteJsonLines(path))
-
-
-def _is_kind(event: OutputEvent, kind: EventKind) -> bool:
-    return event.kind == kind
+             | f"Write{kind.name.title()}" >> WriteJsonLines(paths[kind]))
 
 
 def pipeline_options(config: RunConfig, beam_args: list[str]) -> PipelineOptions:

@@ -144,7 +144,13 @@ def test_kafka_streaming_reads_live_and_stops_at_max_records(broker, kafka_topic
         [sys.executable, "-m", "pipelines.cli", "run", *kafka_args(broker, kafka_topics, group), "--streaming",
          "--max-records", str(len(input_lines)), "--max-read-time", "180"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(5)
+    # Live: the first half comes out while the reader is still running (no stop condition met yet).
+    deadline = time.monotonic() + 120
+    while len(read_topic(broker.bootstrap_servers, kafka_topics["out"])) + len(
+            read_topic(broker.bootstrap_servers, kafka_topics["dead"])) < half:
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "no output while streaming: something after the reader is not fused"
+        time.sleep(0.5)
     produce(broker.bootstrap_servers, kafka_topics["in"], input_lines[half:], keys[half:])
     _, stderr = process.communicate(timeout=240)
     assert process.returncode == 0, stderr[-3000:]

@@ -12,6 +12,7 @@ from schemas import codec
 from schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord
 from transforms.events import DecodeArticles, EncodeEvents, EventKind
 from transforms.jsonlio import records_from_lines
+from transforms.stage import run_stage
 
 
 def record(value: bytes, offset: int = 0) -> SourceRecord:
@@ -78,23 +79,20 @@ def complete_article(article_id: str, offset: int) -> Article:
     return Article(source=record(b"{}", offset), raw={"id": article_id}, fields=fields)
 
 
-def test_decode_and_encode_stages_route_every_record():
+def test_decode_and_encode_stages_route_every_record_in_one_stream():
     records = [record(b'{"id": "good", "text": "hello"}', 0), record(b"{oops", 1), record(b'{"id": 3}', 2)]
     with TestPipeline(runner="FnApiRunner") as pipeline:
-        articles, dead = pipeline | beam.Create(records) | DecodeArticles()
-        assert_that(articles | "Ids" >> beam.Map(lambda a: a.article_id), equal_to(["good"]), label="Articles")
-        assert_that(dead | "Reasons" >> beam.Map(lambda d: (d.source.offset, d.reason.value)),
-                    equal_to([(1, "invalid_json"), (2, "schema_violation")]), label="DeadLetters")
+        outcomes = pipeline | beam.Create(records) | DecodeArticles()
+        summary = outcomes | beam.Map(lambda o: (type(o).__name__, o.source.offset, getattr(o, "reason", None)))
+        assert_that(summary, equal_to([("Article", 0, None), ("DeadLetter", 1, DeadLetterReason.INVALID_JSON),
+                                       ("DeadLetter", 2, DeadLetterReason.SCHEMA_VIOLATION)]))
 
     broken = complete_article("broken", 5)
     broken.fields["language"] = {"code": "english", "confidence": 2}
     letter = DeadLetter(DeadLetterReason.EMPTY_TEXT, "nothing left", "normalise", record(b'{"id":"e"}', 3), "e")
+    outcomes = [complete_article("a1", 4), broken, ClusterEvent("created", "c1", "a1", "a1", 1.0, "new"), letter]
     with TestPipeline(runner="FnApiRunner") as pipeline:
-        events = (
-            pipeline | "Articles" >> beam.Create([complete_article("a1", 4), broken]),
-            pipeline | "Clusters" >> beam.Create([ClusterEvent("created", "c1", "a1", "a1", 1.0, "new")]),
-            pipeline | "Dead" >> beam.Create([letter]),
-        ) | EncodeEvents()
+        events = pipeline | beam.Create(outcomes) | EncodeEvents()
         summary = events | beam.Map(lambda e: (e.kind, e.key, _reason_or_id(e.value)))
         assert_that(summary, equal_to([
             (EventKind.ARTICLE, b"a1", "a1"),
@@ -103,6 +101,23 @@ def test_decode_and_encode_stages_route_every_record():
             # An enriched event that breaks the output schema is a stage bug: dead-lettered, not written.
             (EventKind.DEAD_LETTER, b"raw/1/5", "stage_error"),
         ]))
+
+
+def test_run_stage_turns_rejections_and_bugs_into_dead_letters():
+    article = complete_article("a", 7)
+
+    def reject(_):
+        raise Rejected(DeadLetterReason.EMPTY_TEXT, "nothing left")
+
+    def crash(_):
+        yield article
+        raise KeyError("bug")
+
+    assert run_stage("s", article, lambda a: [a]) == [article]
+    [rejected] = run_stage("s", article, reject)
+    assert (rejected.reason, rejected.stage, rejected.article_id, rejected.source.offset) == (DeadLetterReason.EMPTY_TEXT, "s", "a", 7)
+    [crashed] = run_stage("s", article, crash)
+    assert crashed.reason is DeadLetterReason.STAGE_ERROR and "KeyError('bug')" in crashed.detail, "no partial output"
 
 
 def _reason_or_id(value: bytes) -> str:

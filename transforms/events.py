@@ -1,25 +1,28 @@
 """The pipeline's edges: raw records in, encoded output events out.
 
 `DecodeArticles` turns source records into validated `Article`s (bad input
-goes to the dead letters with its reason); `EncodeEvents` turns the stages'
-results into `OutputEvent`s, each validated against its schema and keyed so
-consumers can deduplicate (articles by article id, cluster events by cluster
-id, dead letters by source coordinates).
+becomes a `DeadLetter` with its reason, in the same stream: see
+`transforms/stage.py`); `EncodeEvents` turns every outcome into an
+`OutputEvent`, validated against its schema and keyed so consumers can
+deduplicate (articles by article id, cluster events by cluster id, dead
+letters by source coordinates).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import Iterable
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas import codec
 from schemas.records import Article, ClusterEvent, DeadLetter, Rejected, SourceRecord
-from transforms.stage import apply_stage, reject
+from transforms.stage import Outcome, run_stage
 
 STAGE = "decode"
+ENCODE_STAGE = "encode"
 
 
 class EventKind(str, enum.Enum):
@@ -44,18 +47,18 @@ class _DecodeFn(beam.DoFn):
         self._max_record_bytes = max_record_bytes
         self._decoded = Metrics.counter("wirecopy", "articles_decoded")
 
-    def process(self, record: SourceRecord):
+    def process(self, record: SourceRecord) -> Iterable[Outcome]:
         try:
             article = decode_article(record, self._max_record_bytes)
         except Rejected as rejection:
-            yield reject(STAGE, record, rejection)
+            yield DeadLetter(rejection.reason, rejection.detail, STAGE, record)
             return
         self._decoded.inc()
         yield article
 
 
 class DecodeArticles(beam.PTransform):
-    """`SourceRecord`s → (`Article`s, `DeadLetter`s)."""
+    """`SourceRecord`s → outcomes: `Article`s, and `DeadLetter`s for records that are not raw articles."""
 
     def __init__(self, max_record_bytes: int = codec.DEFAULT_MAX_RECORD_BYTES):
         super().__init__()
@@ -64,7 +67,7 @@ class DecodeArticles(beam.PTransform):
         self._max_record_bytes = max_record_bytes
 
     def expand(self, records):
-        return apply_stage(records, "Decode", _DecodeFn(self._max_record_bytes))
+        return records | "Decode" >> beam.ParDo(_DecodeFn(self._max_record_bytes))
 
 
 def encode_article(article: Article, processed_at: str) -> OutputEvent:
@@ -83,37 +86,29 @@ def encode_dead_letter(letter: DeadLetter, failed_at: str) -> OutputEvent:
     return OutputEvent(EventKind.DEAD_LETTER, key, codec.encode(codec.dead_letter(letter, failed_at), codec.DEAD_LETTER))
 
 
-class _CountDeadLetterFn(beam.DoFn):
-    def process(self, letter: DeadLetter):
-        Metrics.counter("wirecopy", f"dead_letter_{letter.reason.value}").inc()
-        yield letter
+class _EncodeFn(beam.DoFn):
+    def __init__(self):
+        self._enriched = Metrics.counter("wirecopy", "articles_enriched")
+
+    def process(self, outcome: Outcome) -> Iterable[OutputEvent]:
+        now = codec.now_timestamp()
+        if isinstance(outcome, Article):
+            encoded = run_stage(ENCODE_STAGE, outcome, lambda article: [encode_article(article, now)])
+            if isinstance(encoded[0], OutputEvent):
+                self._enriched.inc()
+                yield encoded[0]
+                return
+            # The enriched event broke its schema: a stage's bug, dead-lettered rather than written.
+            outcome = encoded[0]
+        if isinstance(outcome, ClusterEvent):
+            yield encode_cluster_event(outcome, now)
+        else:
+            Metrics.counter("wirecopy", f"dead_letter_{outcome.reason.value}").inc()
+            yield encode_dead_letter(outcome, now)
 
 
 class EncodeEvents(beam.PTransform):
-    """(articles, cluster events, dead letters) → `OutputEvent`s.
+    """Outcomes → `OutputEvent`s, each validated against its schema and keyed for consumers."""
 
-    An article whose enriched event fails its schema is a bug in a stage; it is
-    dead-lettered as `stage_error` rather than written or dropped.
-    """
-
-    def expand(self, outputs):
-        articles, cluster_events, dead_letters = outputs
-        encoded_articles, broken = apply_stage(articles, "EncodeArticles", _EncodeArticleFn())
-        all_dead = (dead_letters, broken) | "AllDeadLetters" >> beam.Flatten()
-        return (
-            encoded_articles,
-            cluster_events | "EncodeClusterEvents" >> beam.Map(lambda e: encode_cluster_event(e, codec.now_timestamp())),
-            all_dead
-            | "CountDeadLetters" >> beam.ParDo(_CountDeadLetterFn())
-            | "EncodeDeadLetters" >> beam.Map(lambda d: encode_dead_letter(d, codec.now_timestamp())),
-        ) | "AllEvents" >> beam.Flatten()
-
-
-class _EncodeArticleFn(beam.DoFn):
-    def __init__(self):
-        self._written = Metrics.counter("wirecopy", "articles_enriched")
-
-    def process(self, article: Article):
-        event = encode_article(article, codec.now_timestamp())
-        self._written.inc()
-        yield event
+    def expand(self, outcomes):
+        return outcomes | "Encode" >> beam.ParDo(_EncodeFn())

@@ -1,20 +1,66 @@
-"""How a stage hands bad input to the dead-letter output.
+"""How stages pass work along: one stream from the reader to the sink.
 
-A stage's DoFn yields good elements on its main output and, for input its pure
-functions reject (`Rejected`), a `DeadLetter` tagged `DEAD_LETTERS`. Anything
-else a DoFn raises is a bug; `apply_stage` still turns it into a
-`stage_error` dead letter carrying the traceback, so one bad record never stops
-the pipeline and nothing is dropped.
+On the local runner (FnApiRunner) a Flatten of several PCollections runs in
+the runner, outside the fused stages: after an unbounded Kafka read it stalls
+until the read ends, while the reader keeps committing offsets. So nothing in
+the streaming path merges streams: every stage takes and returns ONE
+PCollection of outcomes (`Article`, `DeadLetter`, `ClusterEvent`), works on
+the Articles and passes everything else through untouched, and the sink at the
+end writes each outcome to its topic.
+
+A stage's pure functions raise `Rejected` for input they cannot use;
+`run_stage` turns that, and any unexpected exception (a bug), into a
+`DeadLetter` in the same stream, so one bad record never stops the pipeline
+and nothing is dropped.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import traceback
+from typing import Callable, Iterable, Union
 
 import apache_beam as beam
-from apache_beam import pvalue
 
-from schemas.records import Article, DeadLetter, DeadLetterReason, Rejected, SourceRecord
+from schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected
+
+Outcome = Union[Article, DeadLetter, ClusterEvent]
+
+
+def run_stage(stage: str, article: Article, work: Callable[[Article], Iterable[Outcome]]) -> list[Outcome]:
+    """The outcomes of one stage's work on one article; failures become dead letters.
+
+    The outcomes are collected before any is emitted, so a failure halfway
+    never emits part of an article's results. A stateful stage must update its
+    state only after the last step that can raise.
+    """
+    try:
+        return list(work(article))
+    except Rejected as rejection:
+        return [DeadLetter(rejection.reason, rejection.detail, stage, article.source, article.article_id)]
+    except Exception as error:  # a stage's bug costs one record a dead letter, never the pipeline
+        trace = "".join(traceback.format_exception(error)[-3:])
+        return [DeadLetter(DeadLetterReason.STAGE_ERROR, f"{error!r}\n{trace}", stage, article.source, article.article_id)]
+
+
+class ArticleFn(beam.DoFn):
+    """A stateless stage: subclasses name their `stage` and implement `transform`."""
+
+    stage: str
+
+    def transform(self, article: Article) -> Iterable[Outcome]:
+        raise NotImplementedError
+
+    def process(self, element: Outcome) -> Iterable[Outcome]:
+        if isinstance(element, Article):
+            yield from run_stage(self.stage, element, self.transform)
+        else:
+            yield element
+
+
+# ---- Transitional: the two-stream stage helpers, removed once every stage module uses the one-stream contract above.
+from apache_beam import pvalue  # noqa: E402
+from typing import Any  # noqa: E402
+from schemas.records import SourceRecord  # noqa: E402
 
 DEAD_LETTERS = "dead_letters"
 _GOOD = "good"

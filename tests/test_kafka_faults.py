@@ -1,0 +1,222 @@
+"""The pipeline as a separate process against a real broker, under crashes, signals and broker faults."""
+
+import base64
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+
+from pipelines.local_broker import LocalBroker, read_topic
+
+pytestmark = pytest.mark.broker
+
+REPO = Path(__file__).resolve().parents[1]
+_WORDS = ("council budget river harbour minister election rail ticket storm coast farmers drought water price "
+          "school teachers union strike hospital doctors patients bridge repair traffic city mayor museum "
+          "festival music artists energy solar wind grid workers factory jobs exports port ships cargo").split()
+
+
+def synthetic_articles(count: int, prefix: str, seed: int = 7) -> list[dict]:
+    """Distinct English-like articles (each its own story), long enough for every stage."""
+    rng = random.Random(seed)
+    articles = []
+    for n in range(count):
+        paragraphs = ["The " + " ".join(rng.choice(_WORDS) for _ in range(40)) + "." for _ in range(3)]
+        articles.append({"id": f"{prefix}-{n}", "url": f"https://news.example/{prefix}/{n}?utm_source=feed",
+                         "source": "news.example", "title": f"Story {n} about the {rng.choice(_WORDS)}",
+                         "text": "\n\n".join(paragraphs), "published_at": "2026-11-20T10:00:00Z"})
+    return articles
+
+
+def produce_articles(bootstrap: str, topic: str, articles: list[dict], partition: int | None = None) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
+    for article in articles:
+        producer.send(topic, key=article["id"].encode(), value=orjson.dumps(article), partition=partition)
+    producer.flush()
+    producer.close()
+
+
+class Topics:
+    def __init__(self, topic_name):
+        self.input, self.output = topic_name("in"), topic_name("out")
+        self.clusters, self.dead = topic_name("clusters"), topic_name("dead")
+
+    def create(self, broker: LocalBroker, partitions: int = 3) -> None:
+        broker.create_topics([self.input], partitions=partitions)
+        broker.create_topics([self.output, self.clusters, self.dead])
+
+    def args(self, bootstrap: str, group: str) -> list[str]:
+        return ["--bootstrap-servers", bootstrap, "--input-topic", self.input, "--output-topic", self.output,
+                "--cluster-topic", self.clusters, "--dead-letter-topic", self.dead, "--group-id", group]
+
+
+def start_pipeline(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def article_ids(bootstrap: str, topic: str) -> list[str]:
+    return [orjson.loads(record.value)["article_id"] for record in read_topic(bootstrap, topic)]
+
+
+def wait_until(condition, timeout_s: float, what: str, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the pipeline exited ({process.returncode}) while waiting for {what}:\n{process.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def committed_total(bootstrap: str, topic: str, group: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        return sum(consumer.committed(TopicPartition(topic, n)) or 0 for n in consumer.partitions_for_topic(topic))
+    finally:
+        consumer.close()
+
+
+def stop(process: subprocess.Popen, sig=signal.SIGTERM) -> str:
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=90)
+    assert process.returncode == 0, stderr[-3000:]
+    return stderr
+
+
+def test_at_least_once_across_sigkill(broker, topic_name):
+    """5,000 articles, 3 partitions: SIGKILL mid-stream, restart with the same group, nothing lost."""
+    topics, group = Topics(topic_name), topic_name("group")
+    topics.create(broker)
+    articles = synthetic_articles(5000, "crash")
+    produce_articles(broker.bootstrap_servers, topics.input, articles)
+
+    first = start_pipeline(*topics.args(broker.bootstrap_servers, group), "--streaming")
+    wait_until(lambda: committed_total(broker.bootstrap_servers, topics.input, group) >= 1000, 240,
+               "the first 1,000 commits", first)
+    first.kill()
+    first.wait()
+    committed_at_kill = committed_total(broker.bootstrap_servers, topics.input, group)
+    written_at_kill = len(article_ids(broker.bootstrap_servers, topics.output))
+    assert committed_at_kill < 5000, "the kill must land mid-stream for this test to mean anything"
+
+    second = start_pipeline(*topics.args(broker.bootstrap_servers, group), "--streaming")
+    wait_until(lambda: committed_total(broker.bootstrap_servers, topics.input, group) >= 5000, 300,
+               "every record committed after the restart", second)
+    stop(second)
+
+    written = Counter(article_ids(broker.bootstrap_servers, topics.output))
+    assert set(written) == {a["id"] for a in articles}, "every article reaches the output"
+    duplicates = sum(written.values()) - len(written)
+    assert duplicates <= written_at_kill - committed_at_kill, (
+        f"{duplicates} duplicates, but only {written_at_kill - committed_at_kill} outputs were uncommitted at the kill")
+
+
+def test_ctrl_c_stops_gracefully(broker, topic_name):
+    topics, group = Topics(topic_name), topic_name("group")
+    topics.create(broker)
+    articles = synthetic_articles(300, "sigint")
+    produce_articles(broker.bootstrap_servers, topics.input, articles)
+    process = start_pipeline(*topics.args(broker.bootstrap_servers, group), "--streaming")
+    wait_until(lambda: committed_total(broker.bootstrap_servers, topics.input, group) >= 300, 120, "all commits", process)
+    stderr = stop(process, signal.SIGINT)
+    assert "SIGINT received" in stderr and "finished on FnApiRunner" in stderr
+    assert sorted(article_ids(broker.bootstrap_servers, topics.output)) == sorted(a["id"] for a in articles)
+
+
+def test_broker_restart_mid_stream(topic_name):
+    """Stop the broker, start it again on the same port: the pipeline reconnects and loses nothing produced after."""
+    topics, group = Topics(topic_name), topic_name("group")
+    with LocalBroker() as broker:
+        topics.create(broker)
+        produce_articles(broker.bootstrap_servers, topics.input, synthetic_articles(150, "before"))
+        process = start_pipeline(*topics.args(broker.bootstrap_servers, group), "--streaming")
+        wait_until(lambda: len(article_ids(broker.bootstrap_servers, topics.output)) >= 150, 120,
+                   "the articles produced before the restart", process)
+
+        broker.restart()  # memory storage: topics, records and offsets are gone
+        topics.create(broker)
+        after = synthetic_articles(60, "after", seed=11)
+        produce_articles(broker.bootstrap_servers, topics.input, after)
+        wait_until(lambda: {a["id"] for a in after} <= set(article_ids(broker.bootstrap_servers, topics.output)), 180,
+                   "the articles produced after the restart", process)
+        stop(process)
+
+
+def test_partitions_added_while_streaming_are_read(topic_name):
+    """The input topic grows from 1 to 3 partitions (re-created: the test broker cannot add partitions in place)."""
+    topics, group = Topics(topic_name), topic_name("group")
+    with LocalBroker() as broker:
+        topics.create(broker, partitions=1)
+        first = synthetic_articles(40, "one")
+        produce_articles(broker.bootstrap_servers, topics.input, first)
+        process = start_pipeline(*topics.args(broker.bootstrap_servers, group), "--streaming",
+                                 "--partition-discovery-interval", "1")
+        wait_until(lambda: len(article_ids(broker.bootstrap_servers, topics.output)) >= 40, 120, "the first articles", process)
+
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+        admin.delete_topics([topics.input])
+        admin.create_topics([NewTopic(topics.input, 3, 1)])
+        admin.close()
+        later = {partition: synthetic_articles(10, f"p{partition}", seed=partition) for partition in range(3)}
+        for partition, articles in later.items():
+            produce_articles(broker.bootstrap_servers, topics.input, articles, partition=partition)
+        expected = {a["id"] for articles in later.values() for a in articles}
+        wait_until(lambda: expected <= set(article_ids(broker.bootstrap_servers, topics.output)), 120,
+                   "the articles of the new partitions", process)
+        stderr = stop(process)
+        assert "new partition" in stderr
+
+
+def test_poison_records_are_dead_lettered_with_their_metadata(broker, topic_name):
+    topics, group = Topics(topic_name), topic_name("group")
+    topics.create(broker, partitions=1)
+    good = synthetic_articles(2, "good")
+    huge = synthetic_articles(1, "huge")[0]
+    huge["text"] = "\n\n".join([huge["text"]] * 20)
+    poison = [
+        (b"\xff\xfe\x00\x81 not text", "invalid_encoding"),
+        (b'{"id": "x", "text": ', "invalid_json"),
+        (b'{"id": ["not", "a", "string"], "text": "t"}', "schema_violation"),
+        (orjson.dumps(huge), "payload_too_large"),
+        (orjson.dumps({"id": "blank", "text": " \u200b\t "}), "empty_text"),
+    ]
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    for number, (value, _) in enumerate(poison):
+        producer.send(topics.input, key=b"key-%d" % number, value=value, headers=[("trace", b"t-%d" % number)],
+                      timestamp_ms=1_700_000_000_000 + number)
+    for article in good:
+        producer.send(topics.input, key=article["id"].encode(), value=orjson.dumps(article))
+    producer.flush()
+
+    finished = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", *topics.args(broker.bootstrap_servers, group),
+                               "--max-record-bytes", "8000"], cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    letters = sorted((orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics.dead)),
+                     key=lambda letter: letter["offset"])
+    assert [(letter["offset"], letter["reason"]) for letter in letters] == [(n, reason) for n, (_, reason) in enumerate(poison)]
+    for number, letter in enumerate(letters):
+        assert base64.b64decode(letter["payload"]) == poison[number][0]
+        assert base64.b64decode(letter["key"]) == b"key-%d" % number
+        assert letter["headers"] == [{"key": "trace", "value": base64.b64encode(b"t-%d" % number).decode()}]
+        assert letter["timestamp"] == 1_700_000_000_000 + number and letter["topic"] == topics.input
+    assert sorted(article_ids(broker.bootstrap_servers, topics.output)) == sorted(a["id"] for a in good)
+    keys = {record.key for record in read_topic(broker.bootstrap_servers, topics.output)}
+    assert keys == {a["id"].encode() for a in good}, "enriched articles are keyed by article id"
+
+
+def test_unreachable_broker_is_a_clear_error_within_seconds(topic_name):
+    started = time.monotonic()
+    finished = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", *Topics(topic_name).args("127.0.0.1:1", "g")],
+                              cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 2
+    assert "cannot reach Kafka at 127.0.0.1:1" in finished.stderr and "Traceback" not in finished.stderr
+    assert time.monotonic() - started < 20
