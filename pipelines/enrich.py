@@ -154,7 +154,7 @@ class RunResult:
     runner: str
     state: str
     seconds: float
-    counters: dict[str, int]
+    counters: dict[str, int]  # Beam counters, and gauges at their last value
 
 
 def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
@@ -169,11 +169,15 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
     started = time.monotonic()
     result = pipeline.run()
     state = result.wait_until_finish()
+    metrics = result.metrics().query()
     counters: dict[str, int] = {}
-    for counter in result.metrics().query()["counters"]:
+    for counter in metrics["counters"]:
         if counter.key.metric.namespace == "wirecopy":
             name = counter.key.metric.name
             counters[name] = counters.get(name, 0) + (counter.committed or counter.attempted or 0)
+    for gauge in metrics["gauges"]:
+        if gauge.key.metric.namespace == "wirecopy":
+            counters[gauge.key.metric.name] = (gauge.committed or gauge.attempted).value
     outcome = RunResult(runner_name, str(state), time.monotonic() - started, dict(sorted(counters.items())))
     _LOG.info("finished on %s: %s in %.1f s; %s", outcome.runner, outcome.state, outcome.seconds,
               ", ".join(f"{name}={value}" for name, value in outcome.counters.items()))
