@@ -186,3 +186,9 @@ def test_demo_runs_and_shows_clusters_and_dead_letters():
     assert "Syndicated clusters" in finished.stdout and "Dead letters" in finished.stdout
     for reason in set(EXPECTED["dead_letters"].values()):
         assert reason in finished.stdout
+
+
+def test_several_local_workers_are_refused_for_kafka():
+    finished = wirecopy("run", "--bootstrap-servers", "127.0.0.1:1", "--input-topic", "a", "--output-topic", "b",
+                        "--cluster-topic", "c", "--dead-letter-topic", "d", "--direct_num_workers", "2")
+    assert finished.returncode == 2 and "--direct_num_workers > 1 loses Kafka records" in finished.stderr
