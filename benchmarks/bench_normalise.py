@@ -183,6 +183,14 @@ def speed(shared: Path, count: int) -> None:
     html_rate = _rate(normalise_stream, pages, repeat=1)
     print(f"HTML: {len(pages)} pages of {page_size / 1000:.1f} KB on average, full path with trafilatura: {html_rate:,.0f} pages/s "
           f"({full / html_rate:.0f}x slower than the same articles as plain text in this run)")
+    kept = total = chrome_left = 0
+    for labelled, result in zip(stream, normalise_stream(pages)):
+        output = result.fingerprint.split("\n") if isinstance(result, Article) else []
+        story = {fingerprint(text) for text, label, _ in labelled.paragraphs if label == ARTICLE}
+        total += len(story)
+        kept += len(story & set(output))
+        chrome_left += sum(1 for line in output if line not in story and line != fingerprint(labelled.raw["title"]))
+    print(f"  article paragraphs kept {kept / total:.4f}; page chrome lines left in the text: {chrome_left} over {len(pages)} pages")
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.codec import ENRICHED_ARTICLE, load_schema
-from schemas.records import Article, DeadLetterReason, Rejected, SourceRecord
+from schemas.records import Article, DeadLetter, DeadLetterReason, Rejected, SourceRecord
 from transforms.normalise import (
     MAX_HISTORY_BYTES,
     RECENT_ARTICLES,
@@ -381,12 +381,13 @@ def test_raw_source_wins_over_the_url_domain():
         ({"id": "a", "text": " \n\t "}, DeadLetterReason.EMPTY_TEXT),
         ({"id": "a", "text": "\u200b\u00ad\x07"}, DeadLetterReason.EMPTY_TEXT),
         ({"id": "a", "text": "Leave a Reply\n\nShare this article"}, DeadLetterReason.EMPTY_TEXT),
+        ({"id": "a", "text": "* * *\n\n\u2014 \u2026"}, DeadLetterReason.EMPTY_TEXT),
         ({"id": "a", "text": "%PDF-1.4\n" + "\x00\x01\x02\x03\x04\x05\x06" * 200}, DeadLetterReason.BINARY_CONTENT),
         ({"id": "a", "html": "\x89PNG\r\n\x1a\n" + "\x00\x10\x02" * 300}, DeadLetterReason.BINARY_CONTENT),
         ({"id": "a", "html": "<html><body><p>" + "\ufffd\ufffd word " * 200 + "</p></body></html>"}, DeadLetterReason.UNDECODABLE_HTML),
         ({"id": "a", "html": "<html><body><nav><a href='/'>Home</a></nav></body></html>"}, DeadLetterReason.EMPTY_TEXT),
     ],
-    ids=["no-body", "blank", "invisible", "only-boilerplate", "pdf", "png", "mojibake", "no-content"],
+    ids=["no-body", "blank", "invisible", "only-boilerplate", "no-words", "pdf", "png", "mojibake", "no-content"],
 )
 def test_bad_input_is_rejected_with_a_reason(raw, reason):
     with pytest.raises(Rejected) as rejection:
@@ -521,7 +522,9 @@ def _summary(result: Article) -> tuple:
 
 
 def test_normalise_transform(bodies):
+    earlier = DeadLetter(DeadLetterReason.INVALID_JSON, "not JSON", "Decode", SourceRecord("raw", 0, 99, b"{"))
     inputs = [
+        earlier,
         article({"id": SCRAPER_SEED.stem, "text": SCRAPER_SEED.read_text(encoding="utf-8")}, 0),
         article({"id": "page", "url": "https://politicshome.com/news/x", "html": PAGE}, 1),
         article({"id": "empty", "text": "   "}, 2),
@@ -530,17 +533,30 @@ def test_normalise_transform(bodies):
         *(acme(f"acme{n}", body, 10 + n) for n, body in enumerate(bodies[:5])),
     ]
     with TestPipeline(runner="FnApiRunner") as pipeline:
-        good, dead = pipeline | beam.Create(inputs) | Normalise()
-        fields = good | "Fields" >> beam.Map(lambda a: validate_normalised(a.fields) and a.article_id)
+        outcomes = pipeline | beam.Create(inputs) | Normalise()
+        articles = outcomes | "Articles" >> beam.Filter(lambda outcome: isinstance(outcome, Article))
+        fields = articles | "Fields" >> beam.Map(lambda a: validate_normalised(a.fields) and a.article_id)
         assert_that(fields, equal_to([SCRAPER_SEED.stem, "page", "undated", *(f"acme{n}" for n in range(5))]), label="valid")
         # The first acme article processed shows the template for the first time; every later one loses it.
-        learned = good | "Learned" >> beam.Map(_summary) | beam.Filter(lambda s: s[1] == "acme-daily.co.uk")
+        learned = articles | "Learned" >> beam.Map(_summary) | beam.Filter(lambda s: s[1] == "acme-daily.co.uk")
         assert_that(
             learned | beam.Map(lambda s: (s[2], s[3])), equal_to([(0, True)] + [(2, True)] * 4), label="learned"
         )
-        reasons = dead | beam.Map(lambda letter: (letter.article_id, letter.reason, letter.stage))
+        letters = outcomes | "Letters" >> beam.Filter(lambda outcome: isinstance(outcome, DeadLetter))
+        reasons = letters | beam.Map(lambda letter: (letter.article_id, letter.reason, letter.stage))
         assert_that(
             reasons,
-            equal_to([("empty", DeadLetterReason.EMPTY_TEXT, "Normalise"), ("binary", DeadLetterReason.BINARY_CONTENT, "Normalise")]),
+            equal_to(
+                [
+                    (None, DeadLetterReason.INVALID_JSON, "Decode"),
+                    ("empty", DeadLetterReason.EMPTY_TEXT, "Normalise"),
+                    ("binary", DeadLetterReason.BINARY_CONTENT, "Normalise"),
+                ]
+            ),
             label="dead",
+        )
+        assert_that(
+            outcomes | "Kinds" >> beam.Map(lambda outcome: type(outcome).__name__),
+            equal_to(["DeadLetter"] * 3 + ["Article"] * 8),
+            label="one stream",
         )

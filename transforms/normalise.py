@@ -60,12 +60,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from schemas.codec import utc_timestamp
-from schemas.records import Article, DeadLetterReason, Rejected
-from transforms.stage import apply_stage, reject
+from schemas.records import Article, DeadLetterReason, Rejected, SourceRecord
+from transforms.stage import Outcome, run_stage
 
 STAGE = "Normalise"
-TEMPLATE_STAGE = "NormaliseSourceTemplate"
-UNSOURCED_STAGE = "NormaliseUnsourced"
 
 # Per-source memory: the paragraph hashes of this many recent articles...
 RECENT_ARTICLES = 32
@@ -776,8 +774,10 @@ def finish(draft: Draft, template: frozenset[int] = frozenset()) -> Article:
     removed = dict(draft.removed)
     if template:
         removed["source_template"] = len(template)
-    text = "\n\n".join(draft.paragraphs[index] for index in keep)
     matching_form = "\n".join(draft.matching[index] for index in keep if draft.matching[index])
+    if not matching_form:
+        raise Rejected(DeadLetterReason.EMPTY_TEXT, "no letter or digit left after cleaning")
+    text = "\n\n".join(draft.paragraphs[index] for index in keep)
     return draft.article.with_fields(
         fingerprint=matching_form,
         **draft.fields,
@@ -797,6 +797,10 @@ class SeenArticle:
     article: int
     paragraphs: tuple[int, ...]
     lengths: tuple[int, ...]
+    paragraph_set: frozenset[int] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "paragraph_set", frozenset(self.paragraphs))
 
 
 _DIGITS = re.compile(r"\d+")
@@ -872,8 +876,12 @@ def decode_history(data: bytes | None) -> list[SeenArticle]:
 
 
 class HistoryCoder(beam.coders.Coder):
-    """State coder for a source's history. The SDK's state cache keeps the decoded
-    list between elements of a key, so bytes are decoded only on a cache miss."""
+    """State coder for a source's history.
+
+    When the runner hands out state cache tokens (the portable runners do), the
+    SDK's state cache keeps the decoded list between elements and bundles:
+    bytes are decoded only on a cache miss and encoded once per bundle.
+    """
 
     def encode(self, history: list[SeenArticle]) -> bytes:
         return encode_history(history)
@@ -903,7 +911,7 @@ def template_paragraphs(history: list[SeenArticle], seen: SeenArticle) -> set[in
     if not others:
         return set()
     needed = max(MIN_DISTINCT_ARTICLES, math.ceil(TEMPLATE_SHARE * (len(others) + 1)))
-    carried = [frozenset(other.paragraphs) for other in others]
+    carried = [other.paragraph_set for other in others]
     frequency = collections.Counter(itertools.chain.from_iterable(carried))
     carriers_of: dict[tuple[int, ...], list[int]] = collections.defaultdict(list)
     for position, paragraph in enumerate(seen.paragraphs):
@@ -945,26 +953,42 @@ def template_paragraphs(history: list[SeenArticle], seen: SeenArticle) -> set[in
 # --- the stage --------------------------------------------------------------
 
 
+def _stage_key(element: Any) -> str:
+    """The key an outcome travels under to the stateful step: its source domain, else its own record.
+
+    Only source keys ever hold state; keying everything else by its record
+    spreads it over the workers instead of piling it on one key.
+    """
+    if isinstance(element, Draft) and element.source_key is not None:
+        return f"source:{element.source_key}"
+    record = element.article.source if isinstance(element, Draft) else getattr(element, "source", None)
+    if isinstance(record, SourceRecord):
+        return f"record:{record.topic}/{record.partition}/{record.offset}"
+    return "record:"
+
+
 class _DraftFn(beam.DoFn):
+    """Articles become drafts cleaned by the generic patterns; other outcomes pass through."""
+
     def __init__(self):
         self._html = Metrics.counter("wirecopy", "normalise_html_articles")
         self._unparsable_dates = Metrics.counter("wirecopy", "normalise_published_at_unparsable")
 
-    def process(self, article: Article) -> Iterator[Any]:
-        try:
-            draft = draft_article(article)
-        except Rejected as rejection:
-            yield reject(STAGE, article, rejection)
+    def process(self, element: Outcome) -> Iterator[tuple[str, Any]]:
+        if not isinstance(element, Article):
+            yield _stage_key(element), element
             return
-        if not (article.raw.get("text") or "").strip():
-            self._html.inc()
-        if draft.fields["published_at"] is None and article.raw.get("published_at"):
-            self._unparsable_dates.inc()
-        yield draft.source_key or "", draft
+        for outcome in run_stage(STAGE, element, lambda article: [draft_article(article)]):
+            if isinstance(outcome, Draft):
+                if not (element.raw.get("text") or "").strip():
+                    self._html.inc()
+                if outcome.fields["published_at"] is None and element.raw.get("published_at"):
+                    self._unparsable_dates.inc()
+            yield _stage_key(outcome), outcome
 
 
 class _SourceTemplateFn(beam.DoFn):
-    """Removes the paragraphs that recur across a source's articles; state keyed by source domain."""
+    """Finishes drafts, removing the paragraphs that recur across a source's articles; state keyed by source domain."""
 
     HISTORY = ReadModifyWriteStateSpec("recent_articles", HistoryCoder())
 
@@ -972,42 +996,41 @@ class _SourceTemplateFn(beam.DoFn):
         self._removed = Metrics.counter("wirecopy", "normalise_source_template_paragraphs")
         self._sources = Metrics.counter("wirecopy", "normalise_new_sources")
 
-    def process(self, keyed: tuple[str, Draft], history_state=beam.DoFn.StateParam(HISTORY)) -> Iterator[Any]:
-        _, draft = keyed
+    def process(self, keyed: tuple[str, Any], history_state=beam.DoFn.StateParam(HISTORY)) -> Iterator[Outcome]:
+        _, element = keyed
+        if not isinstance(element, Draft):
+            yield element
+        elif element.source_key is None:  # neither URL nor source: no template to learn
+            yield from run_stage(STAGE, element.article, lambda _: [finish(element)])
+        else:
+            yield from self._finish_learning(element, history_state)
+
+    def _finish_learning(self, draft: Draft, history_state) -> list[Outcome]:
         history = history_state.read() or []
-        seen, indices = seen_article(draft)
-        template = frozenset(indices[position] for position in template_paragraphs(history, seen))
-        try:
-            result = finish(draft, template)
-        except Rejected as rejection:
-            result = reject(TEMPLATE_STAGE, draft.article, rejection)
-        # State changes only after the last step that can raise (see transforms.stage).
-        history_state.write(remember(history, seen))
-        if not history:
-            self._sources.inc()
-        self._removed.inc(len(template))
-        yield result
+        learned: list[list[SeenArticle]] = []
 
+        def work(_: Article) -> list[Outcome]:
+            seen, indices = seen_article(draft)
+            template = frozenset(indices[position] for position in template_paragraphs(history, seen))
+            learned.append(remember(history, seen))
+            self._removed.inc(len(template))
+            return [finish(draft, template)]  # may reject an article that was all template; it is still remembered
 
-class _UnsourcedFn(beam.DoFn):
-    """Finishes articles with neither URL nor source: there is no template to learn for them."""
-
-    def process(self, keyed: tuple[str, Draft]) -> Iterator[Any]:
-        _, draft = keyed
-        try:
-            yield finish(draft)
-        except Rejected as rejection:
-            yield reject(UNSOURCED_STAGE, draft.article, rejection)
+        outcomes = run_stage(STAGE, draft.article, work)
+        # State changes only after the last step that can fail (see transforms.stage).
+        if learned:
+            history_state.write(learned[0])
+            if not history:
+                self._sources.inc()
+        return outcomes
 
 
 class Normalise(beam.PTransform):
-    """Validated raw articles in; (normalised articles, dead letters) out."""
+    """Outcomes in, outcomes out: articles normalised (or dead-lettered), everything else passed through."""
 
-    def expand(self, articles):
-        drafts, draft_dead = apply_stage(articles, STAGE, _DraftFn())
-        sourced, unsourced = drafts | "BySource" >> beam.Partition(lambda keyed, _: 0 if keyed[0] else 1, 2)
-        learned, template_dead = apply_stage(sourced, TEMPLATE_STAGE, _SourceTemplateFn(), stateful=True)
-        plain, unsourced_dead = apply_stage(unsourced, UNSOURCED_STAGE, _UnsourcedFn())
-        normalised = (learned, plain) | "NormalisedArticles" >> beam.Flatten()
-        dead_letters = (draft_dead, template_dead, unsourced_dead) | "DeadLetters" >> beam.Flatten()
-        return normalised, dead_letters
+    def expand(self, outcomes):
+        return (
+            outcomes
+            | "Draft" >> beam.ParDo(_DraftFn())
+            | "SourceTemplate" >> beam.ParDo(_SourceTemplateFn())
+        )
