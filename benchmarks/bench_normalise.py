@@ -20,6 +20,7 @@ import collections
 import html
 import statistics
 import time
+import timeit
 from pathlib import Path
 
 from normalise_labelled import ARTICLE, BOILERPLATE, build
@@ -167,6 +168,8 @@ def speed(shared: Path, count: int) -> None:
         for offset, raw in enumerate(raws):
             finish(draft_article(Article(SourceRecord("bench", 0, offset, b""), raw)))
 
+    reference = min(timeit.repeat("sum(range(10**6))", number=20, repeat=5)) / 20
+    print(f"reference loop on this machine now: sum(range(10**6)) in {reference * 1000:.1f} ms (compare runs by it)")
     print("plain text, best of 3 runs, articles per CPU second of this process (goal >= 5,000):")
     for name, texts in (("articles as published", plain), ("wrapped in site templates", wrapped)):
         size = statistics.mean(len(raw["text"].encode("utf-8")) for raw in texts)

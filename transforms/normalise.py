@@ -19,21 +19,27 @@ Boilerplate is removed paragraph by paragraph, and counted per reason in
   links, share/subscribe/cookie lines, copyright, navigation, contact blocks,
   site self-descriptions, syndication notes, bylines) in every article;
 * `source_template`: paragraphs learned per source. Articles are keyed by
-  their source domain and a stateful DoFn keeps, per source, the paragraph
-  hashes of its `RECENT_ARTICLES` most recent articles (at most
-  `MAX_HISTORY_BYTES` per source, typically under 10 KB). A paragraph is
-  template when it recurs in at least `MIN_DISTINCT_ARTICLES` articles of
-  the source, and in at least `TEMPLATE_SHARE` of the recent ones, counting
-  copies of one article (at-least-once redelivery, or the same story filed
-  twice) once. All of a source's state lives under its key, so the result
-  does not depend on which worker holds which source. The first article of a
-  new source is emitted at once with pattern removal only: holding it back
-  until its template recurs would need a timer or an unbounded wait for a
-  source that never publishes again, so its template paragraphs leak until
-  the second article shows them.
+  their source domain (the URL's registrable domain, else the raw `source`;
+  articles with neither skip this step) and a stateful DoFn keeps, per
+  source, the paragraph hashes of its `RECENT_ARTICLES` most recent articles
+  (at most `MAX_HISTORY_BYTES`, 31 KB, per source; typically under 10 KB).
+  A paragraph is template when it recurs in at least `MIN_DISTINCT_ARTICLES`
+  articles of the source, and in at least `TEMPLATE_SHARE` of the recent
+  ones, counting copies of one article (at-least-once redelivery, or the same
+  story filed twice) once. All of a source's state lives under its key, so
+  the result does not depend on which worker holds which source. The first
+  article of a new source is emitted at once with pattern removal only:
+  holding it back until its template recurs would need a timer or an
+  unbounded wait for a source that may never publish again, so its template
+  paragraphs leak until the second article shows them (the third, when the
+  template outweighs the articles' own text, since two such articles look
+  like copies).
 
-An unparsable `published_at` is not worth losing an article over: it becomes
-None and the `normalise_published_at_unparsable` counter counts it.
+Bad input never stops the pipeline: no text, nothing left after cleaning,
+binary data and undecodable HTML become `empty_text`, `binary_content` and
+`undecodable_html` dead letters. An unparsable `published_at` is not worth
+losing an article over: it becomes None and the
+`normalise_published_at_unparsable` counter counts it.
 """
 
 from __future__ import annotations
