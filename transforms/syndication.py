@@ -1,49 +1,128 @@
-"""Syndication stage (foundation): cluster exact copies of the same text.
+"""Syndication stage: cluster every copy of the same story as articles stream in.
 
-Every article is keyed by a hash of its fingerprint (the normalised matching
-form), and one stateful DoFn per content hash keeps the cluster of that text:
-its id (derived from the article that founded it, so it never changes), its
-canonical article (earliest by `published_at`, then arrival) and the
-assignment of every article id it has seen, so a redelivered article gets the
-same assignment again and no second `joined` event.
+How it works
+------------
+1. **Sketch** (stateless, per article): the fingerprint's shingles give a
+   `Signature` (a content-defined sample of shingle hashes; see
+   `transforms.syndication_sketch`) and winnowed index keys. The article goes
+   to its home shard (`hash(article_id) % HOME_SHARDS`) to wait, and one
+   query goes to every index bucket its keys fall in (`key % BUCKETS`, plus
+   the bucket of its exact content hash).
+2. **Index** (stateful, keyed by bucket): a bucket keeps the recent articles
+   whose keys fell in it, each with its signature and its *label*: the root
+   of the cluster this bucket put it in. A query is verified against the
+   entries with the same key (containment-aware: a truncated excerpt is a
+   copy), the article is added with its label (the earliest-founded root
+   among its verified matches here, else its own root), and the bucket
+   replies to the article's home shard with its verified matches.
+3. **Decide** (stateful, keyed by home shard): when the article and exactly
+   the replies of all its buckets are in (no timer), the article joins the
+   earliest-founded of all roots it saw (its matches' labels and its own
+   labels), `merged` events union the others into it, and it is emitted.
 
-This is the foundation for issue 7 (near and contained copies); the interface
-(`ClusterSyndicated`, its outputs and the cluster field) stays as it is.
+Roots are ordered by their founder's arrival (record timestamp, offset,
+article id), which every worker computes the same way; a cluster's id is
+derived from its founder's article id.
+
+What holds under any interleaving
+---------------------------------
+Production runners process buckets and home shards on different workers in
+any order; near-simultaneous copies race. Nothing below relies on order:
+
+* `cluster.id` of an article never changes: the home shard stores the
+  assignment and a redelivered article (same id, within the horizon) gets it
+  again, with no second `created`/`joined` event.
+* Every verified pair that met in a bucket ends up in one cluster for a
+  consumer that unions `merged` events (union-find): whichever of the two
+  reached the bucket second reports the other with its label there; the
+  first article's home merged all its own labels into its cluster, the
+  second's merges all roots it saw into its own. Two copies racing through
+  different buckets in opposite orders both pick the earliest root, so they
+  usually agree without a merge.
+* `merged` events may repeat and may name an id that no `created` event
+  introduced: a bucket where an article had no match yet records the
+  article's own root, so its home announces `merged(from=own, into=cluster)`
+  when it joined another cluster. Unions are idempotent; consumers union.
+* `canonical_id` is the earliest (published_at, then arrival) of the article
+  and its verified matches, as known when the event is emitted.
+
+Boilerplate
+-----------
+A key that many unrelated stories share (site header, footer, stock phrase)
+proves nothing: a bucket whose live entries carry `COMMON_LABELS` or more
+distinct labels stops verifying and stops labelling (it still counts), so
+two stories that share only a site's chrome never match through it.
+
+Bounded state and cost
+----------------------
+Keys are folded into `BUCKETS` buckets and articles into `HOME_SHARDS`
+shards, so every key is revisited and pruned on access: entries whose event
+time (published_at, never later than the record timestamp) is more than
+`horizon` behind the newest one in the bucket or shard are dropped, and a
+bucket keeps at most `MAX_BUCKET_ENTRIES`. Per article: one entry per bucket
+(~`ENTRY_OVERHEAD_BYTES` plus its signature, up to
+`syndication_sketch.MAX_SAMPLE` x 4 bytes) and ~100 bytes of decided
+assignment in its home shard; see the benchmark for measured figures.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from schemas.records import Article, ClusterEvent
-from transforms.stage import apply_stage
+from schemas.records import Article, ClusterEvent, DeadLetter, SourceRecord
+from transforms import syndication_sketch as sketching
+from transforms.stage import Outcome, run_stage
 
-STAGE = "Syndication"
+SKETCH_STAGE = "SyndicationSketch"
+INDEX_STAGE = "SyndicationIndex"
+DECIDE_STAGE = "SyndicationDecide"
+DAY_MS = 24 * 3600 * 1000
+DEFAULT_HORIZON_MS = 7 * DAY_MS
+BUCKETS = 1 << 22
+HOME_SHARDS = 1 << 16
+MAX_BUCKET_ENTRIES = 48
+COMMON_CONFLICTS = 2
+ENTRY_OVERHEAD_BYTES = 120
+
+# Verification (chosen on the labelled set; see benchmarks/bench_syndication.py).
+NEAR_RESEMBLANCE = 0.6
+MIN_CONTAINMENT = 0.45
+MIN_SHARED_SAMPLE = 4
+MIN_SHARED_SHINGLES = 20
 
 
-def content_hash(fingerprint: str) -> str:
-    return hashlib.blake2b(fingerprint.encode("utf-8"), digest_size=16).hexdigest()
+class Root(NamedTuple):
+    """A cluster as a bucket knows it: ordered by its founder's arrival."""
 
+    arrival_ms: int
+    offset: int
+    founder_id: str
 
-def cluster_id_for(founder_id: str) -> str:
-    """The id of the cluster an article founds: deterministic, so redelivery and replays agree."""
-    return "c-" + hashlib.blake2b(founder_id.encode("utf-8"), digest_size=10).hexdigest()
+    @property
+    def cluster_id(self) -> str:
+        return cluster_id_for(self.founder_id)
 
 
 class SortKey(NamedTuple):
-    """Orders articles by `published_at`, then arrival (record timestamp, then offset), then id."""
+    """Orders articles for `canonical_id`: published_at, then arrival, then id."""
 
-    event_ms: int
+    published_ms: int
     arrival_ms: int
     offset: int
     article_id: str
+
+
+def cluster_id_for(founder_id: str) -> str:
+    """The id of the cluster an article founds: deterministic, so replays and redeliveries agree."""
+    return "c-" + hashlib.blake2b(founder_id.encode("utf-8"), digest_size=10).hexdigest()
 
 
 def _epoch_ms(timestamp: str) -> int:
@@ -53,78 +132,440 @@ def _epoch_ms(timestamp: str) -> int:
 def sort_key(article: Article) -> SortKey:
     arrival_ms = article.source.timestamp_ms or 0
     published_at = article.fields.get("published_at")
-    event_ms = _epoch_ms(published_at) if published_at else arrival_ms
-    return SortKey(event_ms, arrival_ms, article.source.offset, article.article_id)
+    published_ms = _epoch_ms(published_at) if published_at else arrival_ms
+    return SortKey(published_ms, arrival_ms, article.source.offset, article.article_id)
 
 
-def assign_exact(cluster: dict[str, Any] | None, article: Article) -> tuple[dict[str, Any], dict[str, Any], list[ClusterEvent]]:
-    """(new cluster state, the article's cluster field, events) for one article of one content hash.
+def own_root(article: Article) -> Root:
+    return Root(article.source.timestamp_ms or 0, article.source.offset, article.article_id)
 
-    `cluster` is the state of this content hash's cluster, None for unseen text.
+
+def event_ms(key: SortKey) -> int:
+    """The article's time for the horizon: published_at, but never after its record's timestamp.
+
+    A wrong future date would otherwise push a bucket's clock ahead and prune
+    everything in it.
     """
-    key = sort_key(article)
-    if cluster is None:
-        cluster = {"id": cluster_id_for(article.article_id), "canonical": key, "members": {}}
-    known = cluster["members"].get(article.article_id)
-    if known is not None:
-        return cluster, known, []
-    founding = not cluster["members"]
-    canonical = min(cluster["canonical"], key)
-    assignment = {
-        "id": cluster["id"],
-        "canonical_id": canonical.article_id,
-        "similarity": 1.0,
-        "match": "new" if founding else "exact",
-    }
-    event = ClusterEvent(
-        type="created" if founding else "joined",
-        cluster_id=cluster["id"],
-        article_id=article.article_id,
-        canonical_id=canonical.article_id,
-        similarity=1.0,
-        match=assignment["match"],
-    )
-    updated = {"id": cluster["id"], "canonical": canonical,
-               "members": {**cluster["members"], article.article_id: assignment}}
-    return updated, assignment, [event]
+    return min(key.published_ms, key.arrival_ms) if key.arrival_ms else key.published_ms
 
 
-class _ExactClusterFn(beam.DoFn):
-    CLUSTER = ReadModifyWriteStateSpec("cluster", PickleCoder())
+# --- verification -----------------------------------------------------------
 
-    def __init__(self):
-        self._created = Metrics.counter("wirecopy", "syndication_clusters_created")
-        self._joined = Metrics.counter("wirecopy", "syndication_clusters_joined")
-        self._redelivered = Metrics.counter("wirecopy", "syndication_redelivered")
 
-    def process(self, keyed: tuple[str, Article], cluster_state=beam.DoFn.StateParam(CLUSTER)) -> Iterator[Any]:
-        _, article = keyed
-        updated, assignment, events = assign_exact(cluster_state.read(), article)
-        if events:
-            cluster_state.write(updated)
+class Verdict(NamedTuple):
+    similarity: float
+    match: str  # exact | near | contained
+
+
+def verify(a: sketching.Signature, b: sketching.Signature, same_publisher: bool = False) -> Verdict | None:
+    """Whether two signatures are copies of one text, and how.
+
+    Syndication republishes a story on other sites; what one site's articles
+    share with each other is mostly its own template. So between two
+    articles of the same publisher only an exact or near copy (a correction,
+    a re-post) counts, never mere containment.
+    """
+    if a.content_hash == b.content_hash:
+        return Verdict(1.0, "exact")
+    similarity = sketching.compare(a, b)
+    if similarity.shared < MIN_SHARED_SAMPLE or similarity.shared_shingles < MIN_SHARED_SHINGLES:
+        return None
+    if similarity.resemblance >= NEAR_RESEMBLANCE:
+        return Verdict(round(similarity.resemblance, 4), "near")
+    if similarity.containment >= MIN_CONTAINMENT and not same_publisher:
+        return Verdict(round(similarity.containment, 4), "contained")
+    return None
+
+
+def publisher_id(article: Article) -> int | None:
+    """A compact id of the article's publisher (`source`), None when unknown."""
+    publisher = " ".join((article.fields.get("source") or "").casefold().split())
+    if not publisher:
+        return None
+    return int.from_bytes(hashlib.blake2b(publisher.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+# --- messages -----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pending:
+    """An article waiting in its home shard for the replies of `buckets`."""
+
+    article: Article
+    sort_key: SortKey
+    root: Root
+    buckets: frozenset[int]
+
+    @property
+    def source(self) -> SourceRecord:
+        return self.article.source
+
+    @property
+    def article_id(self) -> str:
+        return self.article.article_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IndexQuery:
+    """One article's keys that fall in one bucket."""
+
+    article_id: str
+    source: SourceRecord  # for a dead letter, should the index fail on it
+    keys: frozenset[int]
+    signature: sketching.Signature
+    sort_key: SortKey
+    root: Root
+    content_only: bool  # the only key here is the article's exact-content hash
+    publisher: int | None
+
+
+class Label(NamedTuple):
+    """The cluster an index bucket put an article in.
+
+    `confirmed`: the article matched something in this bucket. Otherwise the
+    root is the article's own, provisional until its home shard decides.
+    """
+
+    root: Root
+    confirmed: bool
+
+
+class Match(NamedTuple):
+    article_id: str
+    sort_key: SortKey
+    label: Label
+    similarity: float
+    match: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IndexReply:
+    article_id: str
+    source: SourceRecord
+    bucket: int
+    matches: tuple[Match, ...]
+    label: Label | None  # the article's own label in this bucket; None where its keys are common here
+    content_only: bool  # the bucket holds only the article's exact-content key
+
+
+# --- index buckets ------------------------------------------------------------
+
+
+class Entry(NamedTuple):
+    keys: frozenset[int]
+    article_id: str
+    sort_key: SortKey
+    event_ms: int
+    label: Label | None  # None where its keys were common: never matched against
+    signature: sketching.Signature | None
+    publisher: int | None
+
+
+class Bucket(NamedTuple):
+    entries: tuple[Entry, ...]
+    # Per key, the event times of verifications that failed between two
+    # articles sharing it (at most COMMON_CONFLICTS): different stories share
+    # that span, so it is boilerplate or a stock phrase and proves nothing.
+    conflicts: dict[int, tuple[int, ...]]
+    newest_ms: int
+
+
+def index_step(bucket: Bucket | None, query: IndexQuery, bucket_id: int,
+               horizon_ms: int = DEFAULT_HORIZON_MS) -> tuple[Bucket, IndexReply]:
+    """The bucket after `query`, and its reply to the article's home shard."""
+    query_ms = event_ms(query.sort_key)
+    newest_ms = max(bucket.newest_ms, query_ms) if bucket else query_ms
+    oldest_ms = newest_ms - horizon_ms
+    live = [e for e in (bucket.entries if bucket else ()) if e.event_ms >= oldest_ms]
+    conflicts = {key: kept for key, times in (bucket.conflicts if bucket else {}).items()
+                 if (kept := tuple(t for t in times if t >= oldest_ms))}
+    position = next((i for i, e in enumerate(live) if e.article_id == query.article_id), None)
+    earlier = live if position is None else live[:position]
+    open_keys = {key for key in query.keys if len(conflicts.get(key, ())) < COMMON_CONFLICTS}
+    matches, failed = _verify_against([e for e in earlier if e.keys & open_keys], query)
+
+    def reply(found: tuple[Match, ...], label: Label | None) -> IndexReply:
+        return IndexReply(query.article_id, query.source, bucket_id, found, label, query.content_only)
+
+    if position is not None:  # redelivered: the same answer as the first time
+        label = live[position].label
+        return Bucket(tuple(live), conflicts, newest_ms), reply(matches if label else (), label)
+    for entry in failed:
+        for key in entry.keys & open_keys:
+            conflicts[key] = (conflicts.get(key, ()) + (query_ms,))[-COMMON_CONFLICTS:]
+    if not any(len(conflicts.get(key, ())) < COMMON_CONFLICTS for key in open_keys):
+        matches, label = (), None
+    elif matches:
+        label = Label(min(m.label.root for m in matches), True)
+    else:
+        label = Label(query.root, False)
+    live.append(Entry(query.keys, query.article_id, query.sort_key, query_ms, label,
+                      query.signature if label else None, query.publisher))
+    if len(live) > MAX_BUCKET_ENTRIES:
+        live.remove(min(live, key=lambda e: e.event_ms))
+    return Bucket(tuple(live), conflicts, newest_ms), reply(matches, label)
+
+
+def _verify_against(entries: Iterable[Entry], query: IndexQuery) -> tuple[tuple[Match, ...], list[Entry]]:
+    """(verified matches, entries that failed verification) among `entries`."""
+    matches, failed = [], []
+    for entry in entries:
+        if entry.label is None or entry.signature is None:
+            continue
+        same_publisher = query.publisher is not None and query.publisher == entry.publisher
+        verdict = verify(query.signature, entry.signature, same_publisher)
+        if verdict is None:
+            failed.append(entry)
         else:
+            matches.append(Match(entry.article_id, entry.sort_key, entry.label, verdict.similarity, verdict.match))
+    return tuple(matches), failed
+
+
+# --- home shards --------------------------------------------------------------
+
+
+class Decided(NamedTuple):
+    cluster: dict[str, Any]
+    roots: frozenset[Root]
+    event_ms: int
+
+
+class Waiting(NamedTuple):
+    pending: Pending | None
+    replies: dict[int, IndexReply]
+    event_ms: int
+
+
+class Shard(NamedTuple):
+    decided: dict[str, Decided]
+    waiting: dict[str, Waiting]
+    newest_ms: int
+
+
+def home_step(shard: Shard | None, message: Pending | IndexReply,
+              horizon_ms: int = DEFAULT_HORIZON_MS) -> tuple[Shard, list[Article | ClusterEvent]]:
+    """The shard after `message`, and what it emits: the decided article and its events, if complete."""
+    decided = dict(shard.decided) if shard else {}
+    waiting = dict(shard.waiting) if shard else {}
+    newest_ms = shard.newest_ms if shard else 0
+    article_id = message.article_id
+    if article_id in decided:
+        return _redelivered(Shard(decided, waiting, newest_ms), message)
+    before = waiting.get(article_id, Waiting(None, {}, 0))
+    if isinstance(message, Pending):
+        message_ms = event_ms(message.sort_key)
+        now = Waiting(message, before.replies, message_ms)
+        newest_ms = max(newest_ms, message_ms)
+    else:
+        now = Waiting(before.pending, {**before.replies, message.bucket: message}, before.event_ms)
+    if now.pending is None or not now.pending.buckets <= now.replies.keys():
+        waiting[article_id] = now
+        return _pruned(decided, waiting, newest_ms, horizon_ms), []
+    cluster, roots, outputs = decide(now.pending, [now.replies[b] for b in sorted(now.pending.buckets)])
+    waiting.pop(article_id, None)
+    decided[article_id] = Decided(cluster, roots, now.event_ms)
+    return _pruned(decided, waiting, newest_ms, horizon_ms), outputs
+
+
+def _pruned(decided: dict[str, Decided], waiting: dict[str, Waiting], newest_ms: int, horizon_ms: int) -> Shard:
+    oldest = newest_ms - horizon_ms
+    return Shard({k: v for k, v in decided.items() if v.event_ms >= oldest},
+                 {k: v for k, v in waiting.items() if v.pending is None or v.event_ms >= oldest}, newest_ms)
+
+
+def _redelivered(shard: Shard, message: Pending | IndexReply) -> tuple[Shard, list[Article | ClusterEvent]]:
+    """A decided article again: the same assignment; `merged` only for roots it had not seen."""
+    known = shard.decided[message.article_id]
+    if isinstance(message, Pending):
+        return shard, [message.article.with_fields(cluster=known.cluster)]
+    new_roots = _seen_roots([message])[0] - known.roots
+    if not new_roots:
+        return shard, []
+    cluster_id = known.cluster["id"]
+    events = [ClusterEvent("merged", cluster_id, message.article_id, known.cluster["canonical_id"],
+                           merged_from=root.cluster_id, merged_into=cluster_id)
+              for root in sorted(new_roots) if root.cluster_id != cluster_id]
+    decided = {**shard.decided, message.article_id: known._replace(roots=known.roots | new_roots)}
+    return shard._replace(decided=decided), events
+
+
+def _seen_roots(replies: list[IndexReply]) -> tuple[set[Root], dict[str, Match]]:
+    """(roots the replies tie the article to, its best match per matched article).
+
+    A matched article's root is taken from its confirmed labels; only where
+    none is known, from its provisional (own) root, which its home shard
+    merges into its cluster.
+    """
+    best: dict[str, Match] = {}
+    labels: dict[str, set[Label]] = {}
+    roots = set()
+    for reply in replies:
+        if reply.label is not None and reply.label.confirmed:
+            roots.add(reply.label.root)
+        for match in reply.matches:
+            labels.setdefault(match.article_id, set()).add(match.label)
+            if match.article_id not in best or match.similarity > best[match.article_id].similarity:
+                best[match.article_id] = match
+    for found in labels.values():
+        confirmed = {label.root for label in found if label.confirmed}
+        roots |= confirmed or {label.root for label in found}
+    return roots, best
+
+
+def decide(pending: Pending, replies: list[IndexReply]) -> tuple[dict[str, Any], frozenset[Root], list[Any]]:
+    """The article's cluster field, the roots it is tied to, and the article plus its events."""
+    roots, best = _seen_roots(replies)
+    # Where a bucket holds the article under its own root (it matched nothing
+    # there yet), a later copy may find it only there: that root must end up
+    # in the article's cluster too. The exact-content bucket needs no such
+    # care: an exact copy shares every other bucket as well.
+    exposed = any(r.label is not None and not r.label.confirmed and not r.content_only for r in replies)
+    if exposed or not roots:
+        roots.add(pending.root)
+    chosen = min(roots)
+    canonical = min([pending.sort_key] + [m.sort_key for m in best.values()])
+    strongest = max(best.values(), key=lambda m: m.similarity, default=None)
+    if canonical == pending.sort_key:
+        similarity, kind = 1.0, strongest.match if strongest else "new"
+    else:
+        similarity, kind = best[canonical.article_id].similarity, best[canonical.article_id].match
+    cluster = {"id": chosen.cluster_id, "canonical_id": canonical.article_id, "similarity": similarity, "match": kind}
+    founded = chosen == pending.root
+    events: list[Any] = [ClusterEvent("created" if founded else "joined", chosen.cluster_id, pending.article_id,
+                                      canonical.article_id, similarity, kind)]
+    events += [ClusterEvent("merged", chosen.cluster_id, pending.article_id, canonical.article_id,
+                            merged_from=root.cluster_id, merged_into=chosen.cluster_id)
+               for root in sorted(roots) if root != chosen]
+    return cluster, frozenset(roots), [pending.article.with_fields(cluster=cluster), *events]
+
+
+# --- the stage ----------------------------------------------------------------
+
+
+def fan_out(article: Article, seed: int = sketching.DEFAULT_SEED) -> list[tuple[int, Pending | IndexQuery]]:
+    """The article's messages: itself to its home shard, one query to each index bucket of its keys.
+
+    An empty fingerprint has no keys: the article founds a cluster of its own.
+    """
+    fingerprint = article.fingerprint or ""
+    key, root = sort_key(article), own_root(article)
+    by_bucket: dict[int, set[int]] = {}
+    queries = []
+    if fingerprint:
+        signature, keys = sketching.sketch(fingerprint, seed)
+        content_key = int.from_bytes(signature.content_hash, "little")
+        for index_key in (content_key, *keys):
+            by_bucket.setdefault(index_key % BUCKETS, set()).add(index_key)
+        publisher = publisher_id(article)
+        queries = [(bucket, IndexQuery(article.article_id, article.source, frozenset(bucket_keys), signature, key,
+                                       root, bucket_keys == {content_key}, publisher))
+                   for bucket, bucket_keys in by_bucket.items()]
+    return [(home_shard(article.article_id), Pending(article, key, root, frozenset(by_bucket))), *queries]
+
+
+def home_shard(article_id: str) -> int:
+    digest = hashlib.blake2b(article_id.encode("utf-8"), digest_size=8).digest()
+    return BUCKETS + int.from_bytes(digest, "little") % HOME_SHARDS
+
+
+def _passing_key(outcome: Any) -> int:
+    """A home-shard key for an outcome of an earlier stage, which this stage passes through untouched."""
+    article_id = getattr(outcome, "article_id", None)
+    if article_id:
+        return home_shard(article_id)
+    source = getattr(outcome, "source", None)
+    return home_shard(f"{source.topic}/{source.partition}/{source.offset}" if source else repr(outcome))
+
+
+class _SketchFn(beam.DoFn):
+    """Articles → keyed messages (home shard and index buckets); every other outcome keyed to pass through."""
+
+    def process(self, element: Outcome) -> Iterator[tuple[int, Any]]:
+        if not isinstance(element, Article):
+            yield _passing_key(element), element
+            return
+        for outcome in run_stage(SKETCH_STAGE, element, fan_out):
+            if isinstance(outcome, DeadLetter):
+                yield _passing_key(outcome), outcome
+            else:
+                yield outcome
+
+
+class _IndexFn(beam.DoFn):
+    """Index buckets: verify and record each query; everything else passes to the home shards."""
+
+    BUCKET = ReadModifyWriteStateSpec("bucket", PickleCoder())
+
+    def __init__(self, horizon_ms: int):
+        self._horizon_ms = horizon_ms
+
+    def process(self, keyed: tuple[int, Any], bucket_state=beam.DoFn.StateParam(BUCKET)):
+        bucket_id, message = keyed
+        if not isinstance(message, IndexQuery):
+            yield keyed
+            return
+        [result] = run_stage(INDEX_STAGE, message,
+                             lambda query: [index_step(bucket_state.read(), query, bucket_id, self._horizon_ms)])
+        if isinstance(result, DeadLetter):
+            yield home_shard(message.article_id), result
+            return
+        bucket, reply = result
+        bucket_state.write(bucket)
+        yield home_shard(message.article_id), reply
+
+
+class _DecideFn(beam.DoFn):
+    """Home shards: collect an article's replies, decide its cluster, emit it and its events."""
+
+    SHARD = ReadModifyWriteStateSpec("shard", PickleCoder())
+
+    def __init__(self, horizon_ms: int):
+        self._horizon_ms = horizon_ms
+        self._events = {kind: Metrics.counter("wirecopy", f"syndication_clusters_{kind}")
+                        for kind in ("created", "joined", "merged")}
+        self._matches = {kind: Metrics.counter("wirecopy", f"syndication_articles_{kind}")
+                         for kind in ("new", "exact", "near", "contained")}
+        self._redelivered = Metrics.counter("wirecopy", "syndication_articles_redelivered")
+
+    def process(self, keyed: tuple[int, Any], shard_state=beam.DoFn.StateParam(SHARD)) -> Iterator[Outcome]:
+        _, message = keyed
+        if not isinstance(message, (Pending, IndexReply)):
+            yield message
+            return
+        [result] = run_stage(DECIDE_STAGE, message,
+                             lambda pending_or_reply: [home_step(shard_state.read(), pending_or_reply,
+                                                                 self._horizon_ms)])
+        if isinstance(result, DeadLetter):
+            yield result
+            return
+        shard, outputs = result
+        shard_state.write(shard)
+        decided = [o for o in outputs if isinstance(o, ClusterEvent) and o.type != "merged"]
+        for output in outputs:
+            if isinstance(output, ClusterEvent):
+                self._events[output.type].inc()
+            yield output
+        for event in decided:
+            self._matches[event.match].inc()
+        if isinstance(message, Pending) and outputs and not decided:
             self._redelivered.inc()
-        for event in events:
-            (self._created if event.type == "created" else self._joined).inc()
-            Metrics.counter("wirecopy", f"syndication_match_{event.match}").inc()
-            yield event
-        yield article.with_fields(cluster=assignment)
-
-
-def _key_by_content(article: Article) -> tuple[str, Article]:
-    return content_hash(article.fingerprint or ""), article
 
 
 class ClusterSyndicated(beam.PTransform):
-    """Articles in; (articles with `cluster`, cluster events, dead letters) out."""
+    """Outcomes in, outcomes out: each Article gets its `cluster`, `ClusterEvent`s join the stream.
 
-    def expand(self, articles):
-        keyed = articles | "KeyByContent" >> beam.Map(_key_by_content)
-        outputs, dead_letters = apply_stage(keyed, STAGE, _ExactClusterFn(), stateful=True)
-        # apply_stage keeps one main output, so articles and events share it.
-        clustered, events = outputs | "SplitEvents" >> beam.Partition(_article_or_event, 2)
-        return clustered, events, dead_letters
+    Every other outcome (dead letters, events of earlier stages) passes through.
+    `horizon`: how long, in event time, an article stays matchable.
+    """
 
+    def __init__(self, horizon: dt.timedelta = dt.timedelta(milliseconds=DEFAULT_HORIZON_MS)):
+        super().__init__()
+        self._horizon_ms = int(horizon.total_seconds() * 1000)
 
-def _article_or_event(element: Article | ClusterEvent, _partitions: int) -> int:
-    return 0 if isinstance(element, Article) else 1
+    def expand(self, outcomes):
+        # Integer keys: a deterministic key coder, as stateful DoFns need.
+        return (outcomes
+                | SKETCH_STAGE >> beam.ParDo(_SketchFn()).with_output_types(tuple[int, Any])
+                | INDEX_STAGE >> beam.ParDo(_IndexFn(self._horizon_ms)).with_output_types(tuple[int, Any])
+                | DECIDE_STAGE >> beam.ParDo(_DecideFn(self._horizon_ms)))
