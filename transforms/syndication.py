@@ -1,68 +1,80 @@
 """Syndication stage: cluster every copy of the same story as articles stream in.
 
-How it works
-------------
-1. **Sketch** (stateless, per article): the fingerprint's shingles give a
-   `Signature` (a content-defined sample of shingle hashes; see
-   `transforms.syndication_sketch`) and winnowed index keys. The article goes
-   to its home shard (`hash(article_id) % HOME_SHARDS`) to wait, and one
-   query goes to every index bucket its keys fall in (`key % BUCKETS`, plus
-   the bucket of its exact content hash).
+Outcomes in, outcomes out (see `transforms.stage`): each `Article` leaves
+with `cluster` = {id, canonical_id, similarity, match}, `ClusterEvent`s
+(`created`, `joined`, `merged`) join the stream, anything else passes through.
+
+How it works: three chained steps, no Flatten, GroupByKey or timer
+-------------------------------------------------------------------
+1. **Sketch** (per article): the fingerprint's shingles give a `Signature`
+   (a content-defined sample of shingle hashes, so containment of a truncated
+   excerpt is estimated as well as resemblance; `transforms.syndication_sketch`)
+   and winnowed index keys (any passage of ~30 words two texts share gives
+   them a common key). The article goes to its home shard, and one query to
+   each index bucket its keys fall in, plus the bucket of its exact-content hash.
 2. **Index** (stateful, keyed by bucket): a bucket keeps the recent articles
-   whose keys fell in it, each with its signature and its *label*: the root
-   of the cluster this bucket put it in. A query is verified against the
-   entries with the same key (containment-aware: a truncated excerpt is a
-   copy), the article is added with its label (the earliest-founded root
-   among its verified matches here, else its own root), and the bucket
-   replies to the article's home shard with its verified matches.
+   whose keys fell in it, each with its signature and its *label*, the
+   cluster root the bucket put it in. A query is verified against the entries
+   sharing its key, recorded with its label (the earliest-founded root of its
+   verified matches here, else its own root, provisionally), and the bucket
+   replies to the article's home shard.
 3. **Decide** (stateful, keyed by home shard): when the article and exactly
-   the replies of all its buckets are in (no timer), the article joins the
-   earliest-founded of all roots it saw (its matches' labels and its own
-   labels), `merged` events union the others into it, and it is emitted.
+   the replies of all its buckets are in, the article joins the
+   earliest-founded root it is tied to (its matches' labels, its own labels),
+   a `merged` event unions each other root into that one, and the article
+   and its events are emitted. The assignment is kept for redelivery.
 
 Roots are ordered by their founder's arrival (record timestamp, offset,
-article id), which every worker computes the same way; a cluster's id is
-derived from its founder's article id.
+article id), computed the same way on every worker; a cluster's id derives
+from its founder's article id.
 
 What holds under any interleaving
 ---------------------------------
-Production runners process buckets and home shards on different workers in
-any order; near-simultaneous copies race. Nothing below relies on order:
+Production runners run buckets and home shards on different workers in any
+order; near-simultaneous copies race. Nothing below relies on order:
 
-* `cluster.id` of an article never changes: the home shard stores the
-  assignment and a redelivered article (same id, within the horizon) gets it
-  again, with no second `created`/`joined` event.
-* Every verified pair that met in a bucket ends up in one cluster for a
-  consumer that unions `merged` events (union-find): whichever of the two
-  reached the bucket second reports the other with its label there; the
-  first article's home merged all its own labels into its cluster, the
-  second's merges all roots it saw into its own. Two copies racing through
-  different buckets in opposite orders both pick the earliest root, so they
-  usually agree without a merge.
-* `merged` events may repeat and may name an id that no `created` event
-  introduced: a bucket where an article had no match yet records the
-  article's own root, so its home announces `merged(from=own, into=cluster)`
-  when it joined another cluster. Unions are idempotent; consumers union.
+* `cluster.id` of an article never changes: its home shard keeps the
+  assignment, and a redelivered article (same id, within the horizon) gets
+  it again with no second `created`/`joined` event.
+* Every verified pair that met in a bucket is in one cluster for a consumer
+  that unions `merged` events: whichever reached the bucket second reports
+  the other with its label there, and every label an article got is merged
+  into its cluster by its own home shard. Racing copies that meet in
+  opposite orders in different buckets both pick the earliest root, so they
+  agree on the id.
+* `merged` may repeat, and may name an id no `created` introduced: where an
+  article matched nothing in a bucket it is recorded under its own root, and
+  when it joins another cluster its home announces `merged(from=own root,
+  into=cluster)`, since a later copy may find it only there. (Not for its
+  exact-content bucket: an exact copy shares all its other buckets too.)
+  Unions are idempotent.
 * `canonical_id` is the earliest (published_at, then arrival) of the article
-  and its verified matches, as known when the event is emitted.
+  and its verified matches when the event is emitted; `similarity` is to
+  that article (1.0 when it is the article itself).
 
-Boilerplate
------------
-A key that many unrelated stories share (site header, footer, stock phrase)
-proves nothing: a bucket whose live entries carry `COMMON_LABELS` or more
-distinct labels stops verifying and stops labelling (it still counts), so
-two stories that share only a site's chrome never match through it.
+Copies and non-copies
+---------------------
+A match is an exact copy (same fingerprint), a near copy (resemblance >=
+`NEAR_RESEMBLANCE`) or a contained one (at least `MIN_CONTAINMENT` of the
+text with fewer shingles is in the other; not between two articles of the
+same publisher, whose shared text is mostly their own template), with at
+least `MIN_SHARED_SHINGLES` shingles in common. Boilerplate is learned per
+key: when two articles sharing a key fail verification, different stories
+share that span (a site's header or footer, a stock phrase); after
+`COMMON_CONFLICTS` such failures within the horizon the key proves nothing
+and its bucket neither matches nor labels through it.
 
 Bounded state and cost
 ----------------------
-Keys are folded into `BUCKETS` buckets and articles into `HOME_SHARDS`
-shards, so every key is revisited and pruned on access: entries whose event
-time (published_at, never later than the record timestamp) is more than
-`horizon` behind the newest one in the bucket or shard are dropped, and a
-bucket keeps at most `MAX_BUCKET_ENTRIES`. Per article: one entry per bucket
-(~`ENTRY_OVERHEAD_BYTES` plus its signature, up to
-`syndication_sketch.MAX_SAMPLE` x 4 bytes) and ~100 bytes of decided
-assignment in its home shard; see the benchmark for measured figures.
+Keys fold into `BUCKETS` buckets and articles into `HOME_SHARDS` shards, so
+every key is revisited and pruned on access, on any runner: entries more
+than `horizon` (event time: published_at, never later than the record
+timestamp) behind the newest in their bucket or shard are dropped, and a
+bucket keeps at most `MAX_BUCKET_ENTRIES`. An article costs one bucket entry
+per key (about 24 for a 2 KB article; signature of at most
+`syndication_sketch.MAX_SAMPLE` 32-bit values plus ids) and a few hundred
+bytes in its home shard; `benchmarks/bench_syndication.py` prints the
+measured bytes and the per-article lookup cost at 10k and 500k articles.
 """
 
 from __future__ import annotations
@@ -70,6 +82,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import pickle
 from typing import Any, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
@@ -86,13 +99,12 @@ INDEX_STAGE = "SyndicationIndex"
 DECIDE_STAGE = "SyndicationDecide"
 DAY_MS = 24 * 3600 * 1000
 DEFAULT_HORIZON_MS = 7 * DAY_MS
-BUCKETS = 1 << 22
+BUCKETS = 1 << 24
 HOME_SHARDS = 1 << 16
 MAX_BUCKET_ENTRIES = 48
 COMMON_CONFLICTS = 2
-ENTRY_OVERHEAD_BYTES = 120
 
-# Verification (chosen on the labelled set; see benchmarks/bench_syndication.py).
+# Verification thresholds: see benchmarks/bench_syndication.py for how they fare.
 NEAR_RESEMBLANCE = 0.6
 MIN_CONTAINMENT = 0.45
 MIN_SHARED_SAMPLE = 4
@@ -269,6 +281,35 @@ class Bucket(NamedTuple):
     # that span, so it is boilerplate or a stock phrase and proves nothing.
     conflicts: dict[int, tuple[int, ...]]
     newest_ms: int
+
+
+class BucketCoder(beam.coders.Coder):
+    """A bucket as plain tuples: no class names per stored state, about half the bytes of pickling it as is."""
+
+    def encode(self, bucket: Bucket) -> bytes:
+        return pickle.dumps(([_plain_entry(e) for e in bucket.entries], bucket.conflicts, bucket.newest_ms),
+                            protocol=pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, data: bytes) -> Bucket:
+        entries, conflicts, newest_ms = pickle.loads(data)
+        return Bucket(tuple(_entry_from_plain(e) for e in entries), conflicts, newest_ms)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+
+def _plain_entry(entry: Entry) -> tuple:
+    label = entry.label and (*entry.label.root, entry.label.confirmed)
+    signature = entry.signature and dataclasses.astuple(entry.signature)
+    return (tuple(entry.keys), entry.article_id, entry.sort_key[:3], entry.event_ms, label, signature,
+            entry.publisher)
+
+
+def _entry_from_plain(plain: tuple) -> Entry:
+    keys, article_id, sort_key, at_ms, label, signature, publisher = plain
+    return Entry(frozenset(keys), article_id, SortKey(*sort_key, article_id), at_ms,
+                 label and Label(Root(*label[:3]), label[3]), signature and sketching.Signature(*signature),
+                 publisher)
 
 
 def index_step(bucket: Bucket | None, query: IndexQuery, bucket_id: int,
@@ -495,7 +536,7 @@ class _SketchFn(beam.DoFn):
 class _IndexFn(beam.DoFn):
     """Index buckets: verify and record each query; everything else passes to the home shards."""
 
-    BUCKET = ReadModifyWriteStateSpec("bucket", PickleCoder())
+    BUCKET = ReadModifyWriteStateSpec("bucket", BucketCoder())
 
     def __init__(self, horizon_ms: int):
         self._horizon_ms = horizon_ms

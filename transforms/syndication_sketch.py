@@ -37,12 +37,12 @@ CJK_CHARACTERS = 5
 SOUTHEAST_ASIAN_CHARACTERS = 10
 # One shingle in SAMPLE_RATE is kept (on average), at least MIN_SAMPLE (short
 # texts get a dense sample) and at most MAX_SAMPLE (long texts a thinner one).
-SAMPLE_RATE = 4
+SAMPLE_RATE = 6
 MIN_SAMPLE = 32
-MAX_SAMPLE = 160
+MAX_SAMPLE = 96
 KEY_SPAN_SHINGLES = SHINGLE_TOKENS
 KEY_WINDOW = 24
-MAX_KEYS = 40
+MAX_KEYS = 32
 DEFAULT_SEED = 1
 
 _U64 = np.uint64
