@@ -12,7 +12,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.codec import ENRICHED_ARTICLE, load_schema
-from schemas.records import Article, SourceRecord
+from schemas.records import Article, DeadLetter, DeadLetterReason, SourceRecord
 from transforms.language import (
     DEFAULT_THRESHOLD,
     UNDETERMINED,
@@ -116,11 +116,14 @@ def test_detect_language_transform():
         _article("a2", GERMAN, hint="en"),
         _article("a3", "", title=None),
     ]
+    passing = DeadLetter(DeadLetterReason.INVALID_JSON, "not json", "Decode", articles[0].source)
     with TestPipeline(runner="FnApiRunner") as pipeline:
-        tagged, dead_letters = pipeline | beam.Create(articles) | DetectLanguage()
-        codes = tagged | beam.Map(lambda a: (a.article_id, a.fields["language"]["code"], a.fields["language"]["hint"]))
-        assert_that(codes, equal_to([("a1", "en", None), ("a2", "de", "en"), ("a3", UNDETERMINED, None)]))
-        assert_that(dead_letters, equal_to([]), label="NoDeadLetters")
+        outcomes = pipeline | beam.Create([*articles, passing]) | DetectLanguage()
+        codes = outcomes | beam.Map(
+            lambda o: (o.article_id, o.fields["language"]["code"], o.fields["language"]["hint"])
+            if isinstance(o, Article) else o
+        )
+        assert_that(codes, equal_to([("a1", "en", None), ("a2", "de", "en"), ("a3", UNDETERMINED, None), passing]))
     metrics = pipeline.result.metrics().query()["counters"]
     counts = {m.key.metric.name: m.committed for m in metrics}
     assert counts["language_en"] == 1

@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas.records import Article
-from transforms.stage import apply_stage
+from transforms.stage import ArticleFn
 
 STAGE = "DetectLanguage"
 UNDETERMINED = "und"
@@ -112,7 +112,9 @@ class LangdetectDetector:
         return LanguageResult(code, min(confidence, 1.0), alternatives, hint, self.name)
 
 
-class _DetectLanguageFn(beam.DoFn):
+class _DetectLanguageFn(ArticleFn):
+    stage = STAGE
+
     def __init__(self, threshold: float):
         self._threshold = threshold
         self._detector: LangdetectDetector | None = None
@@ -127,7 +129,7 @@ class _DetectLanguageFn(beam.DoFn):
             self._counters[code] = Metrics.counter("wirecopy", f"language_{code}")
         self._counters[code].inc()
 
-    def process(self, article: Article) -> Iterator[Article]:
+    def transform(self, article: Article) -> Iterator[Article]:
         result = self._detector.detect(
             article.fields.get("text"),
             title=article.fields.get("title"),
@@ -141,7 +143,7 @@ class _DetectLanguageFn(beam.DoFn):
 
 
 class DetectLanguage(beam.PTransform):
-    """Articles in, (articles with `language`, dead letters) out.
+    """Outcomes in, outcomes out: every Article gets `language`; everything else passes through.
 
     `threshold`: the confidence below which the code is `und`.
     """
@@ -152,5 +154,5 @@ class DetectLanguage(beam.PTransform):
             raise ValueError(f"threshold must be within [0, 1], got {threshold}")
         self._threshold = threshold
 
-    def expand(self, articles):
-        return apply_stage(articles, STAGE, _DetectLanguageFn(self._threshold))
+    def expand(self, outcomes):
+        return outcomes | beam.ParDo(_DetectLanguageFn(self._threshold))
