@@ -1,6 +1,7 @@
 """Syndication benchmark: clustering quality, sketch speed and lookup cost (prints figures).
 
-    .venv/bin/python benchmarks/bench_syndication.py [--shared ../shared] [--pipeline]
+    .venv/bin/pip install -e '.[bench]'     # datasketch, the comparison baseline
+    .venv/bin/python benchmarks/bench_syndication.py [--shared ../shared] [--seed 7] [--pipeline]
 
 Quality is measured on the labelled set of `benchmarks/syndication_labelled.py`
 (base articles from the real corpus, randomised copies in every language,
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.syndication_labelled import LabelledArticle, build  # noqa: E402
-from schemas.records import Article, ClusterEvent, SourceRecord  # noqa: E402
+from schemas.records import Article, Rejected, SourceRecord  # noqa: E402
 from transforms import syndication as syn  # noqa: E402
 from transforms import syndication_sketch as sketching  # noqa: E402
 from transforms.normalise import draft_article, finish, fingerprint  # noqa: E402
@@ -60,23 +61,12 @@ def to_article(labelled: LabelledArticle, position: int, start_ms: int, boilerpl
 # --- our stage, in process --------------------------------------------------
 
 
-def run_stage(articles: list[Article]) -> tuple[dict[str, dict], list[ClusterEvent]]:
-    """Every article through fan-out, index buckets and home shards, in arrival order."""
-    buckets: dict[int, syn.Bucket] = {}
-    shards: dict[int, syn.Shard] = {}
-    assignments, events = {}, []
+def run_stage(articles: list[Article]) -> syn.InOrder:
+    """Every article through the stage's steps in arrival order."""
+    run = syn.InOrder()
     for article in articles:
-        for key, message in syn.fan_out(article):
-            if isinstance(message, syn.IndexQuery):
-                buckets[key], message = syn.index_step(buckets.get(key), message, key)
-                key = syn.home_shard(message.article_id)
-            shards[key], outputs = syn.home_step(shards.get(key), message)
-            for output in outputs:
-                if isinstance(output, ClusterEvent):
-                    events.append(output)
-                else:
-                    assignments[output.article_id] = output.fields["cluster"]
-    return assignments, events
+        run.send(article)
+    return run
 
 
 class UnionFind:
@@ -92,14 +82,6 @@ class UnionFind:
 
     def union(self, a: str, b: str) -> None:
         self.parent[self.find(a)] = self.find(b)
-
-
-def consumer_clusters(assignments: dict[str, dict], events: list[ClusterEvent]) -> dict[str, str]:
-    ids = UnionFind()
-    for event in events:
-        if event.type == "merged":
-            ids.union(event.merged_from, event.merged_into)
-    return {article_id: ids.find(cluster["id"]) for article_id, cluster in assignments.items()}
 
 
 # --- metrics -------------------------------------------------------------------
@@ -148,9 +130,9 @@ def datasketch_minhashes(fingerprints: list[str]):
     from datasketch import MinHash
 
     hashes = []
-    for fingerprint in fingerprints:
+    for text in fingerprints:
         minhash = MinHash(num_perm=128, seed=1)
-        minhash.update_batch(word_shingles(fingerprint))
+        minhash.update_batch(word_shingles(text))
         hashes.append(minhash)
     return hashes
 
@@ -175,13 +157,13 @@ def time_sketches(fingerprints: list[str], rounds: int = 5) -> tuple[float, floa
     from datasketch import MinHash
 
     def ours():
-        for fingerprint in fingerprints:
-            sketching.sketch(fingerprint)
+        for text in fingerprints:
+            sketching.sketch(text)
 
     def theirs():
-        for fingerprint in fingerprints:
+        for text in fingerprints:
             minhash = MinHash(num_perm=128, seed=1)
-            minhash.update_batch(word_shingles(fingerprint))
+            minhash.update_batch(word_shingles(text))
 
     results = []
     for run in (ours, theirs):
@@ -292,18 +274,29 @@ def main(argv: list[str] | None = None) -> int:
           f"({' '.join(languages)}); corpus near-copies skipped as bases/negatives: {sum(skipped.values())} "
           f"(built in {time.perf_counter() - started:.0f} s)")
 
+    rejected = set()
+    for position, item in enumerate(labelled):
+        try:
+            to_article(item, position, start_ms, True)
+        except Rejected:
+            rejected.add(item.article_id)
+    if rejected:
+        print(f"Left out: {len(rejected)} articles the normalise stage rejects (nothing left but boilerplate)")
+        labelled = [item for item in labelled if item.article_id not in rejected]
+        truth = {item.article_id: item.story for item in labelled}
     modes = {"boilerplate removed by the normalise stage's generic patterns": True,
              "no boilerplate removal at all (site chrome left in)": False}
     for mode, removed in modes.items():
         articles = [to_article(item, position, start_ms, removed) for position, item in enumerate(labelled)]
         print(f"\n=== Fingerprints: {mode}")
         started = time.perf_counter()
-        assignments, events = run_stage(articles)
+        run = run_stage(articles)
+        assignments, events = run.clusters, run.events
         elapsed = time.perf_counter() - started
         kinds = collections.Counter(e.type for e in events)
         print(f"Our stage ({elapsed * 1000 / len(articles):.2f} ms per article in process; events: "
               + ", ".join(f"{kinds[k]} {k}" for k in ("created", "joined", "merged")) + ")")
-        consumer = consumer_clusters(assignments, events)
+        consumer = run.unions()
         print(_row("cluster.id + merged events (consumer)", scores(truth, consumer)))
         print(_row("cluster.id alone", scores(truth, {i: c["id"] for i, c in assignments.items()})))
         by_kind = collections.Counter(c["match"] for c in assignments.values())

@@ -24,47 +24,6 @@ def make_article(article_id: str, text: str, published_at: str | None = None, of
     return finish(draft_article(Article(record, raw))).with_fields(language={"code": "en", "confidence": 1.0})
 
 
-class Stream:
-    """The stage's pure functions driven in arrival order, as the local runner's fused stages run them."""
-
-    def __init__(self):
-        self.buckets: dict[int, syn.Bucket] = {}
-        self.shards: dict[int, syn.Shard] = {}
-        self.clusters: dict[str, dict] = {}
-        self.events: list[ClusterEvent] = []
-
-    def send(self, article: Article) -> dict:
-        messages = syn.fan_out(article)
-        for key, message in messages:
-            self.deliver(key, message)
-        return self.clusters.get(article.article_id)
-
-    def deliver(self, key: int, message) -> None:
-        if isinstance(message, syn.IndexQuery):
-            self.buckets[key], message = syn.index_step(self.buckets.get(key), message, key)
-            key = syn.home_shard(message.article_id)
-        self.shards[key], outputs = syn.home_step(self.shards.get(key), message)
-        for output in outputs:
-            if isinstance(output, ClusterEvent):
-                self.events.append(output)
-            else:
-                self.clusters[output.article_id] = output.fields["cluster"]
-
-    def unions(self) -> dict[str, str]:
-        """Each article's cluster as a consumer sees it after applying `merged` events."""
-        parent: dict[str, str] = {}
-
-        def find(item):
-            while parent.get(item, item) != item:
-                item = parent[item]
-            return item
-
-        for event in self.events:
-            if event.type == "merged":
-                parent[find(event.merged_from)] = find(event.merged_into)
-        return {article_id: find(cluster["id"]) for article_id, cluster in self.clusters.items()}
-
-
 STORY = ("The transport ministers of nineteen countries agreed on Tuesday to build a single booking system for "
          "cross-border train journeys, letting passengers buy one ticket from Lisbon to Helsinki by 2028.\n\n"
          "The agreement, reached after two days of talks, commits national rail operators to publish their "
@@ -131,19 +90,18 @@ def test_scripts_without_spaces_are_shingled_by_characters(text, cut):
 
 
 def test_the_seed_pages_are_one_story(seeds):
-    stream = Stream()
+    stream = syn.InOrder()
     long_page, short_page = seeds
     founded = stream.send(long_page)
     joined = stream.send(short_page)
     assert founded["match"] == "new"
     assert joined["id"] == founded["id"] and joined["match"] in ("near", "contained")
     assert joined["canonical_id"] == "seed-long"
-    assert [(e.type, e.article_id) for e in stream.events if e.type != "merged"] == [
-        ("created", "seed-long"), ("joined", "seed-short")]
+    assert [(e.type, e.article_id) for e in stream.events] == [("created", "seed-long"), ("joined", "seed-short")]
 
 
 def test_the_seed_pages_meet_whichever_arrives_first(seeds):
-    stream = Stream()
+    stream = syn.InOrder()
     long_page, short_page = seeds
     stream.send(short_page)
     stream.send(long_page)
@@ -194,7 +152,7 @@ def test_sample_stories_cluster_and_same_topic_articles_stay_apart():
 
 
 def test_exact_copy_joins_and_the_earliest_published_is_canonical():
-    stream = Stream()
+    stream = syn.InOrder()
     later = stream.send(make_article("late", STORY, "2024-03-02T00:00:00Z", offset=0, timestamp_ms=1))
     earlier = stream.send(make_article("early", "“" + STORY + "”", "2024-03-01T00:00:00Z", offset=1, timestamp_ms=2))
     assert later["match"] == "new" and later["canonical_id"] == "late"
@@ -202,7 +160,7 @@ def test_exact_copy_joins_and_the_earliest_published_is_canonical():
 
 
 def test_redelivery_gives_the_same_assignment_and_no_second_event():
-    stream = Stream()
+    stream = syn.InOrder()
     stream.send(make_article("a", STORY, offset=0, timestamp_ms=1))
     copy = make_article("b", STORY.replace("Tuesday", "Wednesday"), offset=1, timestamp_ms=2)
     first = stream.send(copy)
@@ -214,13 +172,25 @@ def test_redelivery_gives_the_same_assignment_and_no_second_event():
 
 def test_an_article_bridging_two_clusters_merges_them():
     first_half, second_half = STORY[: len(STORY) // 2], STORY[len(STORY) // 2:]
-    stream = Stream()
+    stream = syn.InOrder()
     one = stream.send(make_article("one", first_half, offset=0, timestamp_ms=1))
     two = stream.send(make_article("two", second_half, offset=1, timestamp_ms=2))
     assert one["id"] != two["id"]
     bridge = stream.send(make_article("both", STORY, offset=2, timestamp_ms=3))
     merges = [(e.merged_from, e.merged_into) for e in stream.events if e.type == "merged"]
     assert bridge["id"] == one["id"] and (two["id"], one["id"]) in merges
+    assert len(set(stream.unions().values())) == 1
+
+
+def test_a_copy_found_only_where_its_source_was_new_is_announced_into_its_cluster():
+    """B joined A's cluster through A's text; C copies only B's other text, where B was recorded under its own root."""
+    stream = syn.InOrder()
+    a = stream.send(make_article("A", STORY, offset=0, timestamp_ms=1, source="one.example"))
+    b = stream.send(make_article("B", STORY + "\n\n" + OTHER, offset=1, timestamp_ms=2, source="two.example"))
+    c = stream.send(make_article("C", OTHER, offset=2, timestamp_ms=3, source="three.example"))
+    assert b["id"] == a["id"] and c["id"] == syn.cluster_id_for("B")
+    merged = [(e.merged_from, e.merged_into) for e in stream.events if e.type == "merged"]
+    assert merged == [(syn.cluster_id_for("B"), a["id"])]
     assert len(set(stream.unions().values())) == 1
 
 
@@ -231,7 +201,7 @@ def test_any_interleaving_of_racing_copies_ends_in_one_cluster():
     other = make_article("other", OTHER, offset=9, timestamp_ms=9)
     for seed in range(20):
         rng = random.Random(seed)
-        stream = Stream()
+        stream = syn.InOrder()
         messages = [message for article in copies + [other] for message in syn.fan_out(article)]
         rng.shuffle(messages)
         for key, message in messages:
@@ -247,7 +217,7 @@ def test_different_stories_sharing_a_site_footer_stop_matching_through_it():
               "because the Daily Example publishes the best news analysis and opinion around the clock every day")
     words = OTHER.split()
     stories = [" ".join(random.Random(i).sample(words, len(words))) for i in range(6)]
-    stream = Stream()
+    stream = syn.InOrder()
     for i, story in enumerate(stories):
         stream.send(make_article(f"s{i}", story + "\n\n" + footer, offset=i, timestamp_ms=i))
     assert len(set(stream.unions().values())) >= 4
@@ -256,7 +226,7 @@ def test_different_stories_sharing_a_site_footer_stop_matching_through_it():
 def test_entries_older_than_the_horizon_are_pruned_on_access():
     old = make_article("old", STORY, "2024-03-01T00:00:00Z", offset=0, timestamp_ms=1_709_251_200_000)
     new = make_article("new", STORY, "2024-03-20T00:00:00Z", offset=1, timestamp_ms=1_710_892_800_000)
-    stream = Stream()
+    stream = syn.InOrder()
     stream.send(old)
     assert stream.send(new)["match"] == "new"
     touched = [key for key, message in syn.fan_out(new) if isinstance(message, syn.IndexQuery)]

@@ -4,8 +4,8 @@ Outcomes in, outcomes out (see `transforms.stage`): each `Article` leaves
 with `cluster` = {id, canonical_id, similarity, match}, `ClusterEvent`s
 (`created`, `joined`, `merged`) join the stream, anything else passes through.
 
-How it works: three chained steps, no Flatten, GroupByKey or timer
--------------------------------------------------------------------
+How it works: four chained steps, no Flatten, GroupByKey or timer
+------------------------------------------------------------------
 1. **Sketch** (per article): the fingerprint's shingles give a `Signature`
    (a content-defined sample of shingle hashes, so containment of a truncated
    excerpt is estimated as well as resemblance; `transforms.syndication_sketch`)
@@ -23,6 +23,7 @@ How it works: three chained steps, no Flatten, GroupByKey or timer
    earliest-founded root it is tied to (its matches' labels, its own labels),
    a `merged` event unions each other root into that one, and the article
    and its events are emitted. The assignment is kept for redelivery.
+4. **Announce** (stateful, keyed by home shard): see the third guarantee below.
 
 Roots are ordered by their founder's arrival (record timestamp, offset,
 article id), computed the same way on every worker; a cluster's id derives
@@ -43,11 +44,12 @@ order; near-simultaneous copies race. Nothing below relies on order:
   opposite orders in different buckets both pick the earliest root, so they
   agree on the id.
 * `merged` may repeat, and may name an id no `created` introduced: where an
-  article matched nothing in a bucket it is recorded under its own root, and
-  when it joins another cluster its home announces `merged(from=own root,
-  into=cluster)`, since a later copy may find it only there. (Not for its
-  exact-content bucket: an exact copy shares all its other buckets too.)
-  Unions are idempotent.
+  article matched nothing in a bucket it is recorded under its own root. If
+  it joined another cluster and a later article finds it only there, that
+  later article uses the own root, and the announcer emits
+  `merged(from=own root, into=its cluster)` once both facts have reached it,
+  in whichever order. (The exact-content bucket never counts: an exact copy
+  shares all the other buckets too.) Unions are idempotent.
 * `canonical_id` is the earliest (published_at, then arrival) of the article
   and its verified matches when the event is emitted; `similarity` is to
   that article (1.0 when it is the article itself).
@@ -97,6 +99,7 @@ from transforms.stage import Outcome, run_stage
 SKETCH_STAGE = "SyndicationSketch"
 INDEX_STAGE = "SyndicationIndex"
 DECIDE_STAGE = "SyndicationDecide"
+ANNOUNCE_STAGE = "SyndicationAnnounce"
 DAY_MS = 24 * 3600 * 1000
 DEFAULT_HORIZON_MS = 7 * DAY_MS
 BUCKETS = 1 << 24
@@ -415,28 +418,34 @@ def _pruned(decided: dict[str, Decided], waiting: dict[str, Waiting], newest_ms:
                  {k: v for k, v in waiting.items() if v.pending is None or v.event_ms >= oldest}, newest_ms)
 
 
-def _redelivered(shard: Shard, message: Pending | IndexReply) -> tuple[Shard, list[Article | ClusterEvent]]:
-    """A decided article again: the same assignment; `merged` only for roots it had not seen."""
+def _redelivered(shard: Shard, message: Pending | IndexReply) -> tuple[Shard, list[Any]]:
+    """A decided article again: the same assignment; `merged` only for roots it had not seen yet.
+
+    (A bucket that had pruned or evicted its entry records it anew and may
+    report matches that arrived after it.)
+    """
     known = shard.decided[message.article_id]
     if isinstance(message, Pending):
         return shard, [message.article.with_fields(cluster=known.cluster)]
-    new_roots = _seen_roots([message])[0] - known.roots
-    if not new_roots:
-        return shard, []
+    roots, _, provisional = _seen_roots([message])
+    new_roots = roots - known.roots
     cluster_id = known.cluster["id"]
-    events = [ClusterEvent("merged", cluster_id, message.article_id, known.cluster["canonical_id"],
-                           merged_from=root.cluster_id, merged_into=cluster_id)
-              for root in sorted(new_roots) if root.cluster_id != cluster_id]
+    outputs: list[Any] = [
+        ClusterEvent("merged", cluster_id, message.article_id, known.cluster["canonical_id"],
+                     merged_from=root.cluster_id, merged_into=cluster_id)
+        for root in sorted(new_roots) if root.cluster_id != cluster_id]
+    outputs += [Use(article_id, message.source, known.event_ms) for article_id, root in sorted(provisional.items())
+                if root in new_roots]
     decided = {**shard.decided, message.article_id: known._replace(roots=known.roots | new_roots)}
-    return shard._replace(decided=decided), events
+    return shard._replace(decided=decided), outputs
 
 
-def _seen_roots(replies: list[IndexReply]) -> tuple[set[Root], dict[str, Match]]:
-    """(roots the replies tie the article to, its best match per matched article).
+def _seen_roots(replies: list[IndexReply]) -> tuple[set[Root], dict[str, Match], dict[str, Root]]:
+    """(roots the replies tie the article to, its best match per matched article, provisional roots it used).
 
-    A matched article's root is taken from its confirmed labels; only where
-    none is known, from its provisional (own) root, which its home shard
-    merges into its cluster.
+    A matched article's root comes from its confirmed labels; only where none
+    is known, from its provisional (own) root: the third result, per matched
+    article, so that its home can be told the id was used.
     """
     best: dict[str, Match] = {}
     labels: dict[str, set[Label]] = {}
@@ -448,19 +457,27 @@ def _seen_roots(replies: list[IndexReply]) -> tuple[set[Root], dict[str, Match]]
             labels.setdefault(match.article_id, set()).add(match.label)
             if match.article_id not in best or match.similarity > best[match.article_id].similarity:
                 best[match.article_id] = match
-    for found in labels.values():
+    provisional = {}
+    for article_id, found in labels.items():
         confirmed = {label.root for label in found if label.confirmed}
-        roots |= confirmed or {label.root for label in found}
-    return roots, best
+        if confirmed:
+            roots |= confirmed
+        else:
+            provisional[article_id] = min(label.root for label in found)
+            roots.add(provisional[article_id])
+    return roots, best, provisional
 
 
 def decide(pending: Pending, replies: list[IndexReply]) -> tuple[dict[str, Any], frozenset[Root], list[Any]]:
-    """The article's cluster field, the roots it is tied to, and the article plus its events."""
-    roots, best = _seen_roots(replies)
-    # Where a bucket holds the article under its own root (it matched nothing
-    # there yet), a later copy may find it only there: that root must end up
-    # in the article's cluster too. The exact-content bucket needs no such
-    # care: an exact copy shares every other bucket as well.
+    """The article's cluster field, the roots it is tied to, and its outputs.
+
+    Outputs: the article, its `created`/`joined` event, a `merged` event per
+    other root it ties to its cluster, an `Exposure` when buckets still hold
+    it under its own root though it joined another cluster, and a `Use` per
+    matched article known to it only under that article's own root.
+    """
+    roots, best, provisional = _seen_roots(replies)
+    # The exact-content bucket never exposes: an exact copy shares every other bucket as well.
     exposed = any(r.label is not None and not r.label.confirmed and not r.content_only for r in replies)
     if exposed or not roots:
         roots.add(pending.root)
@@ -473,12 +490,130 @@ def decide(pending: Pending, replies: list[IndexReply]) -> tuple[dict[str, Any],
         similarity, kind = best[canonical.article_id].similarity, best[canonical.article_id].match
     cluster = {"id": chosen.cluster_id, "canonical_id": canonical.article_id, "similarity": similarity, "match": kind}
     founded = chosen == pending.root
-    events: list[Any] = [ClusterEvent("created" if founded else "joined", chosen.cluster_id, pending.article_id,
-                                      canonical.article_id, similarity, kind)]
-    events += [ClusterEvent("merged", chosen.cluster_id, pending.article_id, canonical.article_id,
-                            merged_from=root.cluster_id, merged_into=chosen.cluster_id)
-               for root in sorted(roots) if root != chosen]
-    return cluster, frozenset(roots), [pending.article.with_fields(cluster=cluster), *events]
+    outputs: list[Any] = [
+        pending.article.with_fields(cluster=cluster),
+        ClusterEvent("created" if founded else "joined", chosen.cluster_id, pending.article_id,
+                     canonical.article_id, similarity, kind),
+    ]
+    outputs += [ClusterEvent("merged", chosen.cluster_id, pending.article_id, canonical.article_id,
+                             merged_from=root.cluster_id, merged_into=chosen.cluster_id)
+                for root in sorted(roots) if root not in (chosen, pending.root)]
+    if exposed and not founded:
+        outputs.append(Exposure(pending.article_id, pending.source, pending.root.cluster_id, cluster,
+                                event_ms(pending.sort_key)))
+    outputs += [Use(article_id, pending.source, event_ms(pending.sort_key)) for article_id in sorted(provisional)]
+    return cluster, frozenset(roots), outputs
+
+
+# --- announcements --------------------------------------------------------------
+#
+# An article that joined another cluster but is still recorded under its own
+# root in some bucket needs `merged(from=own root, into=its cluster)` only if
+# a later article finds it there and nowhere else. Its home shard sends an
+# `Exposure`; the later article's home sends a `Use`; whichever arrives
+# second at the announcer (keyed by the exposed article's home shard) emits
+# the `merged` event, once.
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Exposure:
+    article_id: str
+    source: SourceRecord
+    own_cluster_id: str
+    cluster: dict[str, Any]
+    event_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Use:
+    article_id: str  # the article found under its own root
+    source: SourceRecord  # the finder's record, for a dead letter
+    event_ms: int
+
+
+class Announcement(NamedTuple):
+    exposure: Exposure | None
+    used: bool
+    announced: bool
+    event_ms: int
+
+
+class Announcements(NamedTuple):
+    articles: dict[str, Announcement]
+    newest_ms: int
+
+
+def announce_step(state: Announcements | None, message: Exposure | Use,
+                  horizon_ms: int = DEFAULT_HORIZON_MS) -> tuple[Announcements, list[ClusterEvent]]:
+    """The announcer's state after `message`, and the `merged` event it completes, if any."""
+    articles = dict(state.articles) if state else {}
+    newest_ms = max(state.newest_ms if state else 0, message.event_ms)
+    known = articles.get(message.article_id, Announcement(None, False, False, message.event_ms))
+    if isinstance(message, Exposure):
+        known = known._replace(exposure=message, event_ms=message.event_ms)
+    else:
+        known = known._replace(used=True)
+    events = []
+    if known.exposure is not None and known.used and not known.announced:
+        cluster = known.exposure.cluster
+        events.append(ClusterEvent("merged", cluster["id"], message.article_id, cluster["canonical_id"],
+                                   merged_from=known.exposure.own_cluster_id, merged_into=cluster["id"]))
+        known = known._replace(announced=True)
+    articles[message.article_id] = known
+    oldest_ms = newest_ms - horizon_ms
+    return Announcements({k: v for k, v in articles.items() if v.event_ms >= oldest_ms}, newest_ms), events
+
+
+class InOrder:
+    """The stage's pure functions in arrival order, as the local runner's fused steps run them.
+
+    For tests and benchmarks: `deliver` also takes single messages in any
+    order, to play workers racing on a production runner.
+    """
+
+    def __init__(self, horizon_ms: int = DEFAULT_HORIZON_MS):
+        self.horizon_ms = horizon_ms
+        self.buckets: dict[int, Bucket] = {}
+        self.shards: dict[int, Shard] = {}
+        self.announcers: dict[int, Announcements] = {}
+        self.clusters: dict[str, dict[str, Any]] = {}
+        self.events: list[ClusterEvent] = []
+
+    def send(self, article: Article) -> dict[str, Any] | None:
+        """Process one article completely; its cluster field."""
+        for key, message in fan_out(article):
+            self.deliver(key, message)
+        return self.clusters.get(article.article_id)
+
+    def deliver(self, key: int, message: Pending | IndexQuery) -> None:
+        if isinstance(message, IndexQuery):
+            self.buckets[key], message = index_step(self.buckets.get(key), message, key, self.horizon_ms)
+            key = home_shard(message.article_id)
+        self.shards[key], outputs = home_step(self.shards.get(key), message, self.horizon_ms)
+        for output in outputs:
+            if isinstance(output, (Exposure, Use)):
+                announcer = home_shard(output.article_id)
+                self.announcers[announcer], events = announce_step(self.announcers.get(announcer), output,
+                                                                   self.horizon_ms)
+                self.events += events
+            elif isinstance(output, ClusterEvent):
+                self.events.append(output)
+            else:
+                self.clusters[output.article_id] = output.fields["cluster"]
+
+    def unions(self) -> dict[str, str]:
+        """Each article's cluster as a consumer sees it after applying every `merged` event (union-find)."""
+        parent: dict[str, str] = {}
+
+        def find(cluster_id: str) -> str:
+            while parent.get(cluster_id, cluster_id) != cluster_id:
+                cluster_id = parent[cluster_id]
+            return cluster_id
+
+        for event in self.events:
+            if event.type == "merged" and find(event.merged_from) != find(event.merged_into):
+                parent[find(event.merged_from)] = find(event.merged_into)
+        return {article_id: find(cluster["id"]) for article_id, cluster in self.clusters.items()}
 
 
 # --- the stage ----------------------------------------------------------------
@@ -556,41 +691,65 @@ class _IndexFn(beam.DoFn):
         yield home_shard(message.article_id), reply
 
 
+def _count_events(outputs: list[Any]) -> None:
+    for output in outputs:
+        if isinstance(output, ClusterEvent):
+            Metrics.counter("wirecopy", f"syndication_clusters_{output.type}").inc()
+            if output.type != "merged":
+                Metrics.counter("wirecopy", f"syndication_articles_{output.match}").inc()
+
+
 class _DecideFn(beam.DoFn):
-    """Home shards: collect an article's replies, decide its cluster, emit it and its events."""
+    """Home shards: collect an article's replies, decide its cluster; everything keyed on for the announcer."""
 
     SHARD = ReadModifyWriteStateSpec("shard", PickleCoder())
 
     def __init__(self, horizon_ms: int):
         self._horizon_ms = horizon_ms
-        self._events = {kind: Metrics.counter("wirecopy", f"syndication_clusters_{kind}")
-                        for kind in ("created", "joined", "merged")}
-        self._matches = {kind: Metrics.counter("wirecopy", f"syndication_articles_{kind}")
-                         for kind in ("new", "exact", "near", "contained")}
         self._redelivered = Metrics.counter("wirecopy", "syndication_articles_redelivered")
 
-    def process(self, keyed: tuple[int, Any], shard_state=beam.DoFn.StateParam(SHARD)) -> Iterator[Outcome]:
-        _, message = keyed
+    def process(self, keyed: tuple[int, Any], shard_state=beam.DoFn.StateParam(SHARD)) -> Iterator[tuple[int, Any]]:
+        key, message = keyed
         if not isinstance(message, (Pending, IndexReply)):
-            yield message
+            yield keyed
             return
         [result] = run_stage(DECIDE_STAGE, message,
                              lambda pending_or_reply: [home_step(shard_state.read(), pending_or_reply,
                                                                  self._horizon_ms)])
         if isinstance(result, DeadLetter):
-            yield result
+            yield key, result
             return
         shard, outputs = result
         shard_state.write(shard)
-        decided = [o for o in outputs if isinstance(o, ClusterEvent) and o.type != "merged"]
-        for output in outputs:
-            if isinstance(output, ClusterEvent):
-                self._events[output.type].inc()
-            yield output
-        for event in decided:
-            self._matches[event.match].inc()
-        if isinstance(message, Pending) and outputs and not decided:
+        _count_events(outputs)
+        if isinstance(message, Pending) and len(outputs) == 1:  # a decision emits its event too
             self._redelivered.inc()
+        for output in outputs:
+            yield (home_shard(output.article_id) if isinstance(output, (Exposure, Use)) else key), output
+
+
+class _AnnounceFn(beam.DoFn):
+    """Announcers: `merged` for an article's own root once it is both exposed and used; the rest passes."""
+
+    ANNOUNCEMENTS = ReadModifyWriteStateSpec("announcements", PickleCoder())
+
+    def __init__(self, horizon_ms: int):
+        self._horizon_ms = horizon_ms
+
+    def process(self, keyed: tuple[int, Any], state=beam.DoFn.StateParam(ANNOUNCEMENTS)) -> Iterator[Outcome]:
+        _, message = keyed
+        if not isinstance(message, (Exposure, Use)):
+            yield message
+            return
+        [result] = run_stage(ANNOUNCE_STAGE, message,
+                             lambda exposure_or_use: [announce_step(state.read(), exposure_or_use, self._horizon_ms)])
+        if isinstance(result, DeadLetter):
+            yield result
+            return
+        announcements, events = result
+        state.write(announcements)
+        _count_events(events)
+        yield from events
 
 
 class ClusterSyndicated(beam.PTransform):
@@ -609,4 +768,5 @@ class ClusterSyndicated(beam.PTransform):
         return (outcomes
                 | SKETCH_STAGE >> beam.ParDo(_SketchFn()).with_output_types(tuple[int, Any])
                 | INDEX_STAGE >> beam.ParDo(_IndexFn(self._horizon_ms)).with_output_types(tuple[int, Any])
-                | DECIDE_STAGE >> beam.ParDo(_DecideFn(self._horizon_ms)))
+                | DECIDE_STAGE >> beam.ParDo(_DecideFn(self._horizon_ms)).with_output_types(tuple[int, Any])
+                | ANNOUNCE_STAGE >> beam.ParDo(_AnnounceFn(self._horizon_ms)))
