@@ -48,8 +48,10 @@ order; near-simultaneous copies race. Nothing below relies on order:
   it joined another cluster and a later article finds it only there, that
   later article uses the own root, and the announcer emits
   `merged(from=own root, into=its cluster)` once both facts have reached it,
-  in whichever order. (The exact-content bucket never counts: an exact copy
-  shares all the other buckets too.) Unions are idempotent.
+  in whichever order; the later article's `joined` then names that own root,
+  which no `created` introduced. (The exact-content bucket never counts: an
+  exact copy shares all the other buckets too, unless every one of them has
+  turned common since.) Unions are idempotent.
 * `canonical_id` is the earliest (published_at, then arrival) of the article
   and its verified matches when the event is emitted; `similarity` is to
   that article (1.0 when it is the article itself).
