@@ -462,6 +462,7 @@ class _ReadFn(beam.DoFn):
         # finalizer (commit) from another thread than process() (poll).
         self._consumer_lock = threading.Lock()
         self._records_read = 0
+        self._next_offsets: dict[TopicPartition, int] = {}
         self._started_at: float | None = None
         self._last_progress_log = time.monotonic()
         self._last_discovery = 0.0
@@ -469,13 +470,31 @@ class _ReadFn(beam.DoFn):
         self._bytes = Metrics.counter("wirecopy", f"bytes_read.{spec.topic}")
         self._resets = Metrics.counter("wirecopy", f"log_resets.{spec.topic}")
 
+    def _budget(self) -> int | None:
+        """Records this reader may still read under `max_records` (None: no limit)."""
+        return None if self._spec.max_records is None else max(self._spec.max_records - self._records_read, 0)
+
     def _should_stop(self) -> bool:
         spec = self._spec
-        if _stop_requested.is_set():
-            return True
-        if spec.max_records is not None and self._records_read >= spec.max_records:
+        if _stop_requested.is_set() or self._budget() == 0:
             return True
         return spec.max_read_time_s is not None and time.monotonic() - self._started_at >= spec.max_read_time_s
+
+    def _fetch_only(self, cursors: dict[TopicPartition, PartitionCursor]) -> None:
+        """Fetch exactly these partitions, from their cursors.
+
+        Re-assigning the same partitions is a no-op that keeps what was
+        prefetched, so a partition is re-positioned only when its cursor is
+        not where this consumer left it. (Pausing the other partitions instead
+        would keep their prefetched data too, but kafka-python 3.0 can then
+        stop fetching a resumed partition for good.)
+        """
+        with self._consumer_lock:
+            previous = self._consumer.assignment()
+            self._consumer.assign(list(cursors))
+            for partition, cursor in cursors.items():
+                if partition not in previous or self._next_offsets.get(partition) != cursor.offset:
+                    self._consumer.seek(partition, cursor.offset)
 
     def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
@@ -552,10 +571,7 @@ class _ReadFn(beam.DoFn):
             self._advance_watermark(watermark, policy.watermark(None, caught_up=True))
             tracker.defer_remainder(Duration(seconds=self._spec.partition_discovery_interval_s))
             return
-        with self._consumer_lock:
-            self._consumer.assign(list(cursors))
-            for partition, cursor in cursors.items():
-                self._consumer.seek(partition, cursor.offset)
+        self._fetch_only(cursors)
         expected = {p: c.offset for p, c in cursors.items()}
         epochs = {p: c.epoch for p, c in cursors.items()}
         latest: dict[TopicPartition, Timestamp] = {}
@@ -568,32 +584,39 @@ class _ReadFn(beam.DoFn):
             for partition, records in batches.items():
                 if partition in done:
                     continue
-                for record in records:
-                    if self._should_stop():
-                        tracker.try_claim(END_OF_READ)
-                        stopping = True
-                        break
-                    if record.offset < expected[partition]:
-                        # The broker's log restarted below our position (it lost
-                        # its data): go on from the new log in a new epoch.
-                        epochs[partition] += 1
-                        self._resets.inc()
-                        _LOG.warning("%s restarted at offset %d, below our position %d: reading on from there",
-                                     partition, record.offset, expected[partition])
-                    if not tracker.try_claim(Claim(partition.partition, epochs[partition], record.offset)):
-                        done.add(partition)
-                        break
-                    expected[partition] = record.offset + 1
-                    claimed += 1
-                    self._records_read += 1
-                    self._records.inc()
-                    self._bytes.inc(len(record.value or b""))
-                    event_time = policy.timestamp(record)
-                    latest[partition] = max(latest.get(partition, event_time), event_time)
-                    yield beam.window.TimestampedValue(_source_record(record), event_time)
+                if self._should_stop():
+                    stopping = True
+                    break
+                if records[0].offset < expected[partition]:
+                    # The broker's log restarted below our position (it lost
+                    # its data): go on from the new log in a new epoch.
+                    epochs[partition] += 1
+                    self._resets.inc()
+                    _LOG.warning("%s restarted at offset %d, below our position %d: reading on from there",
+                                 partition, records[0].offset, expected[partition])
+                stop = cursors[partition].stop
+                if stop is not None and records[-1].offset >= stop:
+                    records = [record for record in records if record.offset < stop]
+                budget = self._budget()
+                if budget is not None and len(records) >= budget:
+                    records, stopping = records[:budget], True
+                # One claim per batch: claiming an offset claims every offset before it.
+                if records and tracker.try_claim(Claim(partition.partition, epochs[partition], records[-1].offset)):
+                    expected[partition] = records[-1].offset + 1
+                    claimed += len(records)
+                    self._records_read += len(records)
+                    self._records.inc(len(records))
+                    self._bytes.inc(sum(len(record.value or b"") for record in records))
+                    event_times = [policy.timestamp(record) for record in records]
+                    latest[partition] = max(latest.get(partition, event_times[0]), max(event_times))
+                    for record, event_time in zip(records, event_times):
+                        yield beam.window.TimestampedValue(_source_record(record), event_time)
                 if stopping:
                     break
             if stopping:
+                # Claiming the end finishes the restriction; what was not read
+                # is not committed, so the next run starts there.
+                tracker.try_claim(END_OF_READ)
                 break
             with self._consumer_lock:
                 positions = {p: self._consumer.position(p) for p in cursors}
@@ -614,6 +637,7 @@ class _ReadFn(beam.DoFn):
                 self._advance_watermark(watermark, self._watermark(policy, cursors, latest, positions))
                 tracker.defer_remainder()
                 break
+        self._next_offsets.update(expected)
         self._log_progress(expected)
         advanced = {p: expected[p] for p, c in cursors.items() if (epochs[p], expected[p]) != c.position}
         if advanced:
@@ -699,7 +723,6 @@ class _WriteFn(beam.DoFn):
 
     def setup(self):
         self._producer = self._new_producer()
-        self._counters: dict[str, tuple] = {}
 
     def _new_producer(self) -> KafkaProducer:
         return KafkaProducer(
@@ -712,25 +735,33 @@ class _WriteFn(beam.DoFn):
         )
 
     def start_bundle(self):
-        self._pending: list[tuple[KafkaMessage, Any]] = []
+        self._sent: dict[str, list[int]] = {}  # topic -> [records, bytes]
+        self._failed: list[tuple[KafkaMessage, Exception]] = []
 
     def process(self, message: KafkaMessage):
-        self._pending.append((message, self._send(message)))
+        counts = self._sent.setdefault(message.topic, [0, 0])
+        counts[0] += 1
+        counts[1] += len(message.value)
+        self._send(message)
 
-    def _send(self, message: KafkaMessage):
+    def _send(self, message: KafkaMessage) -> None:
         try:
-            return self._producer.send(message.topic, key=message.key, value=message.value)
+            future = self._producer.send(message.topic, key=message.key, value=message.value)
         except KafkaError as error:
-            return error
+            self._failed.append((message, error))
+        else:
+            # Runs on the producer's I/O thread; list.append is atomic.
+            future.add_errback(self._record_failure, message)
+
+    def _record_failure(self, message: KafkaMessage, error: Exception) -> None:
+        self._failed.append((message, error))
 
     def finish_bundle(self):
-        pending, self._pending = self._pending, []
         for attempt in range(1, self._delivery_attempts + 1):
             self._producer.flush()
-            failed = [(message, _failure(outcome)) for message, outcome in pending if _failure(outcome) is not None]
-            self._count_delivered([m for m, outcome in pending if _failure(outcome) is None])
+            failed, self._failed = self._failed, []
             if not failed:
-                return
+                break
             retriable = all(getattr(error, "retriable", False) for _, error in failed)
             if not retriable or attempt == self._delivery_attempts:
                 # Failing the bundle makes the runner retry it (or stop the
@@ -742,27 +773,14 @@ class _WriteFn(beam.DoFn):
             # producer's id; a new producer starts a clean sequence.
             self._producer.close(timeout=5)
             self._producer = self._new_producer()
-            pending = [(message, self._send(message)) for message, _ in failed]
-
-    def _count_delivered(self, messages: list[KafkaMessage]) -> None:
-        for message in messages:
-            if message.topic not in self._counters:
-                self._counters[message.topic] = (
-                    Metrics.counter("wirecopy", f"records_written.{message.topic}"),
-                    Metrics.counter("wirecopy", f"bytes_written.{message.topic}"),
-                )
-            records, size = self._counters[message.topic]
-            records.inc()
-            size.inc(len(message.value))
+            for message, _ in failed:
+                self._send(message)
+        for topic, (records, size) in self._sent.items():
+            Metrics.counter("wirecopy", f"records_written.{topic}").inc(records)
+            Metrics.counter("wirecopy", f"bytes_written.{topic}").inc(size)
 
     def teardown(self):
         self._producer.close()
-
-
-def _failure(outcome) -> Exception | None:
-    if isinstance(outcome, Exception):
-        return outcome
-    return outcome.exception if outcome.failed() else None
 
 
 class WriteToKafka(beam.PTransform):
