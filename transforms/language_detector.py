@@ -1,0 +1,423 @@
+"""Language identification on langdetect's own profiles: exact, vectorised, calibrated.
+
+langdetect estimates a naive-Bayes posterior over its 55 character 1-3-gram
+profiles by random sampling (7 trials of up to 1000 draws), which is slow
+and, unseeded, changes between runs. Here every n-gram of a bounded sample of
+the text is looked up in one sorted key array and the log-probabilities are
+summed in a single numpy gather: exact, deterministic and an order of
+magnitude faster.
+
+On top of the plain model:
+- Scripts first. Letters are counted per script; a script that belongs to one
+  language (Greek, Hangul, kana, Thai, Hebrew, Armenian, Georgian, the Indic
+  scripts but Devanagari) decides on its own, and only the profiles written in
+  the text's dominant script compete (so Latin names in a Russian article or
+  kanji in a Japanese one cannot pull the answer elsewhere).
+- Case is folded in the profiles and the text: langdetect's profiles are
+  case-sensitive, which penalises lowercase German nouns, for example.
+- Calibration (`language_calibration`, fitted on development data by
+  `language_fit`): per profile, a weight for each n-gram order, the score of an
+  n-gram the profile lacks (profiles were pruned very differently, so absence
+  means different things), and a bias. The softmax of the calibrated scores is
+  a probability, not naive Bayes' near-certain 1.0.
+- Unknown languages: the share of the text's trigrams missing from the
+  winning profile is compared with what that language's own text shows; a
+  text far off (Hausa scored as Indonesian, say) loses its confidence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import math
+import pathlib
+import re
+import unicodedata
+from typing import Any
+
+import numpy as np
+
+from transforms import language_calibration
+
+DETECTOR_VERSION = "1"
+UNDETERMINED = "und"
+# Confidence below which the code is `und`; measured in benchmarks/bench_language.py.
+DEFAULT_THRESHOLD = 0.5
+MAX_ALTERNATIVES = 3
+# A long text is scored on this many characters, taken as evenly spaced
+# windows so that a lead paragraph in another language cannot decide alone.
+SAMPLE_CHARS = 1200
+SAMPLE_WINDOWS = 4
+# Fewer letters than this carry too little evidence in an alphabetic script;
+# one syllable or ideograph is already a word.
+MIN_LETTERS = 3
+# A text is `ja` rather than `zh` when at least this share of its CJK letters is kana.
+KANA_SHARE_FOR_JAPANESE = 0.1
+# Goodness of fit: z-scores of the trigram miss rate up to this are what a
+# language's own texts show (the tails are heavier than a normal's, hence
+# not 3); beyond it confidence decays like a normal tail.
+MISS_Z_ALLOWED = 4.0
+# The Chinese profiles keep ~200 trigrams, so nearly every trigram of Chinese
+# text is missing from them: the test says nothing there.
+MAX_TESTABLE_MISS_RATE = 0.5
+
+# Letters are grouped into scripts by code-point range (other characters are
+# not letters for this purpose).
+_SCRIPT_RANGES = (
+    ("latin", 0x0041, 0x024F),
+    ("latin", 0x1E00, 0x1EFF),
+    ("greek", 0x0370, 0x03FF),
+    ("greek", 0x1F00, 0x1FFF),
+    ("cyrillic", 0x0400, 0x052F),
+    ("armenian", 0x0530, 0x058F),
+    ("hebrew", 0x0590, 0x05FF),
+    ("arabic", 0x0600, 0x06FF),
+    ("arabic", 0x0750, 0x077F),
+    ("arabic", 0xFB50, 0xFDFF),
+    ("arabic", 0xFE70, 0xFEFF),
+    ("devanagari", 0x0900, 0x097F),
+    ("bengali", 0x0980, 0x09FF),
+    ("gurmukhi", 0x0A00, 0x0A7F),
+    ("gujarati", 0x0A80, 0x0AFF),
+    ("oriya", 0x0B00, 0x0B7F),
+    ("tamil", 0x0B80, 0x0BFF),
+    ("telugu", 0x0C00, 0x0C7F),
+    ("kannada", 0x0C80, 0x0CFF),
+    ("malayalam", 0x0D00, 0x0D7F),
+    ("sinhala", 0x0D80, 0x0DFF),
+    ("thai", 0x0E00, 0x0E7F),
+    ("georgian", 0x10A0, 0x10FF),
+    ("hangul", 0x1100, 0x11FF),
+    ("hangul", 0x3130, 0x318F),
+    ("hangul", 0xAC00, 0xD7AF),
+    ("ethiopic", 0x1200, 0x139F),
+    ("kana", 0x3040, 0x30FF),
+    ("kana", 0x31F0, 0x31FF),
+    ("han", 0x3400, 0x4DBF),
+    ("han", 0x4E00, 0x9FFF),
+    ("han", 0xF900, 0xFAFF),
+)
+_SCRIPTS = ("none",) + tuple(dict.fromkeys(name for name, _, _ in _SCRIPT_RANGES))
+# Japanese mixes kanji and kana, so the two compete as one group.
+_GROUP = {"han": "cjk", "kana": "cjk"}
+_GROUP_SCRIPTS = {"cjk": ("han", "kana")}
+# Scripts written by one language (in news, at least): the script decides.
+SCRIPT_LANGUAGE = {
+    "greek": "el",
+    "armenian": "hy",
+    "hebrew": "he",
+    "bengali": "bn",
+    "gurmukhi": "pa",
+    "gujarati": "gu",
+    "oriya": "or",
+    "tamil": "ta",
+    "telugu": "te",
+    "kannada": "kn",
+    "malayalam": "ml",
+    "sinhala": "si",
+    "thai": "th",
+    "georgian": "ka",
+    "hangul": "ko",
+}
+_SYLLABIC = frozenset({"cjk", "hangul"})
+
+_URL_OR_EMAIL = re.compile(r"(?:https?://|www\.)\S+|[-_.0-9A-Za-z]+@[-_0-9A-Za-z]+\.[-_.0-9A-Za-z]+")
+_SPACE = ord(" ")
+_BMP = 0x10000
+# Every character is in the BMP by then, so an n-gram packs into 16 bits a
+# character; bit 62 marks a trigram of an ordinary (lowercase) word.
+_CODE_BITS = 16
+_ORDINARY = np.int64(1) << 62
+
+
+def normalise_code(code: str | None) -> str | None:
+    """ISO 639-1 from a langdetect profile name or a raw hint (`zh-cn` -> `zh`, `en_US` -> `en`)."""
+    if not code:
+        return None
+    return code.strip().lower().replace("_", "-").split("-")[0] or None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LanguageResult:
+    code: str
+    confidence: float
+    alternatives: tuple[tuple[str, float], ...]
+    hint: str | None
+    detector: str
+
+    @property
+    def hint_disagrees(self) -> bool:
+        """A hint was given and the evidence, strong enough for a label, says otherwise."""
+        hinted = normalise_code(self.hint)
+        return hinted is not None and self.code != UNDETERMINED and hinted != self.code
+
+    def to_event(self) -> dict[str, Any]:
+        """The `language` object of `enriched_article.v1.json`."""
+        return {
+            "code": self.code,
+            "confidence": round(self.confidence, 4),
+            "alternatives": [{"code": code, "probability": round(p, 4)} for code, p in self.alternatives],
+            "hint": self.hint,
+            "detector": self.detector,
+        }
+
+
+def representative_sample(text: str | None, title: str | None = None, max_chars: int = SAMPLE_CHARS) -> str:
+    """The title and, of a long body, `SAMPLE_WINDOWS` evenly spaced windows
+    cut at whitespace, `max_chars` in all."""
+    body = text or ""
+    if len(body) > max_chars:
+        window = max_chars // SAMPLE_WINDOWS
+        stride = (len(body) - window) / (SAMPLE_WINDOWS - 1)
+        windows = []
+        for i in range(SAMPLE_WINDOWS):
+            start = round(i * stride)
+            piece = body[start : start + window]
+            if start > 0 and not body[start - 1].isspace():
+                piece = piece.split(None, 1)[-1] if " " in piece else piece
+            windows.append(piece.rsplit(None, 1)[0] if start + window < len(body) else piece)
+        body = "\n".join(windows)
+    return "\n\n".join(part for part in (title, body) if part)
+
+
+def _key(gram: str) -> int:
+    key = 0
+    for ch in gram:
+        key = (key << _CODE_BITS) | ord(ch)
+    return key
+
+
+def _fold(gram: str) -> str:
+    lower = gram.lower()
+    return lower if len(lower) == len(gram) else gram
+
+
+@dataclasses.dataclass(frozen=True)
+class TextEvidence:
+    """What one text offers the model."""
+
+    script: str  # dominant script group
+    letters: int  # all letters, any script
+    script_letters: int  # letters in the dominant group
+    competing_letters: int  # letters of other scripts that count against the dominant one
+    kana_share: float
+    candidates: np.ndarray  # profile columns written in the dominant script
+    rows: np.ndarray  # vocabulary rows of the text's n-grams that some profile has
+    counts: np.ndarray  # how often each occurs (a row may repeat, see `ordinary`)
+    # For the goodness-of-fit test: trigrams of words that do not start with a
+    # capital (names are international; ordinary words show the language).
+    ordinary: np.ndarray  # per entry of `rows`: such a trigram
+    ordinary_trigrams: int  # all of them, in a profile or not
+
+
+class NgramTables:
+    """langdetect's profiles as arrays: one row per n-gram any profile has, one column per profile.
+
+    `log_prob[g, l]` is log P(g | l) for a case-folded n-gram the profile
+    keeps and, for one it lacks, a floor one tenth of the profile's pruning
+    cut-off for that order (the floor calibration starts from).
+    """
+
+    def __init__(self, profiles_directory: pathlib.Path):
+        profiles = [json.loads(path.read_text(encoding="utf-8")) for path in sorted(profiles_directory.iterdir())]
+        self.languages = tuple(profile["name"] for profile in profiles)
+        folded = []
+        for profile in profiles:
+            counts: dict[str, int] = {}
+            for gram, count in profile["freq"].items():
+                if 1 <= len(gram) <= 3:
+                    counts[_fold(gram)] = counts.get(_fold(gram), 0) + count
+            folded.append(counts)
+
+        vocabulary = sorted({gram for counts in folded for gram in counts}, key=_key)
+        row = {gram: i for i, gram in enumerate(vocabulary)}
+        self.keys = np.array([_key(gram) for gram in vocabulary], dtype=np.int64)
+        self.order = np.array([len(gram) for gram in vocabulary], dtype=np.int8)
+        self.log_prob = np.empty((len(vocabulary), len(profiles)), dtype=np.float32)
+        self.seen = np.zeros((len(vocabulary), len(profiles)), dtype=bool)
+        self.log_floor = np.empty((len(profiles), 3))
+        for column, (profile, counts) in enumerate(zip(profiles, folded)):
+            totals = profile["n_words"]
+            for n in (1, 2, 3):
+                cut_off = min(c for g, c in counts.items() if len(g) == n) / totals[n - 1]
+                self.log_floor[column, n - 1] = math.log(cut_off / 10)
+            self.log_prob[:, column] = self.log_floor[column, self.order - 1]
+            rows = np.array([row[gram] for gram in counts])
+            self.log_prob[rows, column] = np.log([c / totals[len(g) - 1] for g, c in counts.items()])
+            self.seen[rows, column] = True
+
+        self._normalise = self._normalisation_table()
+        code_points = [chr(cp) for cp in range(_BMP)]
+        self._upper = np.array([ch.isupper() for ch in code_points])
+        self._lower = np.array([ord(_fold(ch)) for ch in code_points], dtype=np.int64)
+        self._script_of = np.zeros(_BMP, dtype=np.uint8)
+        for name, start, end in _SCRIPT_RANGES:
+            self._script_of[start : end + 1] = _SCRIPTS.index(name)
+        self._script_of[~np.array([ch.isalpha() for ch in code_points])] = 0
+        self._group_members = {
+            group: np.array([_SCRIPTS.index(s) for s in _GROUP_SCRIPTS.get(group, (group,))])
+            for group in {_GROUP.get(s, s) for s in _SCRIPTS[1:]}
+        }
+        self.profile_script = tuple(self._script_of_profile(counts) for counts in folded)
+
+    @staticmethod
+    def _normalisation_table() -> np.ndarray:
+        """langdetect's per-character normalisation (digits and most punctuation to
+        space, kana and Hangul to one symbol each, kanji to class representatives),
+        precomputed for the BMP so that our n-grams are the profiles' n-grams."""
+        from langdetect.utils.ngram import NGram
+
+        return np.array([ord(NGram.normalize(chr(cp))) for cp in range(_BMP)], dtype=np.int64)
+
+    def _script_of_profile(self, counts: dict[str, int]) -> str:
+        mass = np.zeros(len(_SCRIPTS))
+        for gram, count in counts.items():
+            if len(gram) == 1 and ord(gram) < _BMP:
+                mass[self._script_of[ord(gram)]] += count
+        dominant = _SCRIPTS[int(np.argmax(mass[1:])) + 1]
+        return _GROUP.get(dominant, dominant)
+
+    def evidence(self, text: str) -> TextEvidence:
+        text = _URL_OR_EMAIL.sub(" ", unicodedata.normalize("NFC", text))
+        raw = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        raw = raw[raw < _BMP].astype(np.int64)
+        scripts = self._script_of[raw]
+        per_script = np.bincount(scripts, minlength=len(_SCRIPTS))
+        per_script[0] = 0
+        letters = int(per_script.sum())
+        groups: dict[str, int] = {}
+        for index in np.flatnonzero(per_script):
+            group = _GROUP.get(_SCRIPTS[index], _SCRIPTS[index])
+            groups[group] = groups.get(group, 0) + int(per_script[index])
+        if not groups:
+            nothing = np.zeros(0, dtype=np.intp)
+            return TextEvidence("none", 0, 0, 0, 0.0, nothing, nothing, nothing, nothing.astype(bool), 0)
+        # Ties go to the alphabetically first group, so the answer never depends on dict order.
+        script = min(groups, key=lambda g: (-groups[g], g))
+        # Latin names, brands and URLs turn up in every script's news; only
+        # letters of a third script count against a non-Latin one.
+        competing = letters - groups[script] - (groups.get("latin", 0) if script != "latin" else 0)
+        kana = int(per_script[_SCRIPTS.index("kana")])
+        kana_share = kana / groups[script] if script == "cjk" else 0.0
+        candidates = np.array([i for i, s in enumerate(self.profile_script) if s == script], dtype=np.intp)
+
+        in_script = np.isin(scripts, self._group_members[script])
+        # Keep the dominant script's letters and langdetect's punctuation
+        # classes; letters of other scripts become word breaks.
+        chars = np.where(in_script | (scripts == 0), self._normalise[raw], _SPACE)
+        upper = self._upper[chars]
+        keep = np.ones(len(chars), dtype=bool)
+        keep[1:] = (chars[1:] != _SPACE) | (chars[:-1] != _SPACE)
+        chars = np.concatenate(([_SPACE], self._lower[chars[keep]], [_SPACE]))
+        upper = np.concatenate(([False], upper[keep], [False]))
+        # Like langdetect, skip the n-grams ending in the second or later
+        # capital of an all-caps run: acronyms carry no language evidence.
+        valid = np.ones(len(chars), dtype=bool)
+        valid[1:] = ~(upper[1:] & upper[:-1])
+
+        unigrams = chars[(chars != _SPACE) & valid]
+        end = np.arange(1, len(chars))
+        bigrams = ((chars[end - 1] << _CODE_BITS) | chars[end])[valid[end]]
+        end = np.arange(2, len(chars))
+        trigram_ends = end[valid[end] & (chars[end - 1] != _SPACE)]
+        trigrams = (chars[trigram_ends - 2] << (2 * _CODE_BITS)) | (chars[trigram_ends - 1] << _CODE_BITS) | chars[trigram_ends]
+        word_start = np.zeros(len(chars), dtype=bool)
+        word_start[1:] = (chars[:-1] == _SPACE) & (chars[1:] != _SPACE)
+        word = np.cumsum(word_start)
+        capitalised = np.concatenate(([False], upper[word_start]))
+        ordinary_trigram = ~capitalised[word[trigram_ends - 1]]
+
+        grams = np.concatenate((unigrams, bigrams, np.where(ordinary_trigram, trigrams | _ORDINARY, trigrams)))
+        # Looking up each distinct n-gram once, in sorted order, is the cheap way round.
+        distinct, counts = np.unique(grams, return_counts=True)
+        ordinary = distinct >= _ORDINARY
+        plain = np.where(ordinary, distinct ^ _ORDINARY, distinct)
+        rows = np.searchsorted(self.keys, plain)
+        rows[rows == len(self.keys)] = 0
+        hit = self.keys[rows] == plain
+        return TextEvidence(
+            script, letters, groups[script], competing, kana_share, candidates,
+            rows[hit], counts[hit], ordinary[hit], int(ordinary_trigram.sum()),
+        )
+
+
+class LanguageDetector:
+    """Builds its tables from the profiles once (about a second); then `detect` is pure."""
+
+    def __init__(self, profiles_directory: pathlib.Path | None = None, calibration: Any = language_calibration):
+        if profiles_directory is None:
+            from langdetect.detector_factory import PROFILES_DIRECTORY
+
+            profiles_directory = pathlib.Path(PROFILES_DIRECTORY)
+        tables = NgramTables(profiles_directory)
+        self._tables = tables
+        self.name = f"wirecopy-ngram-{DETECTOR_VERSION}+langdetect-{importlib.metadata.version('langdetect')}-profiles"
+        self._codes = tuple(normalise_code(language) for language in tables.languages)
+        # Codes the profiles cover; the scripts in SCRIPT_LANGUAGE add a few more.
+        self.profile_codes = frozenset(self._codes)
+
+        weight = np.array([calibration.SEEN_WEIGHT.get(l, calibration.SHARED_SEEN_WEIGHT) for l in tables.languages])
+        offset = np.array([calibration.UNSEEN_OFFSET.get(l, calibration.SHARED_UNSEEN_OFFSET) for l in tables.languages])
+        order = tables.order.astype(np.intp) - 1
+        unseen = tables.log_floor + offset
+        scores = np.where(tables.seen, tables.log_prob * weight[:, order].T, unseen[:, order].T).astype(np.float32)
+        # One contiguous matrix per script, of just the profiles that compete in it.
+        self._script_scores = {
+            script: np.ascontiguousarray(scores[:, [i for i, s in enumerate(tables.profile_script) if s == script]])
+            for script in set(tables.profile_script)
+        }
+        self._bias = np.array([calibration.BIAS.get(l, 0.0) for l in tables.languages])
+        self._seen = tables.seen
+        self._expected_miss = np.array(
+            [calibration.TRIGRAM_MISS_RATE.get(l, calibration.SHARED_TRIGRAM_MISS_RATE) for l in tables.languages]
+        )
+        self._dispersion = calibration.TRIGRAM_MISS_DISPERSION
+
+    def detect(
+        self, text: str | None, title: str | None = None, hint: str | None = None, threshold: float = DEFAULT_THRESHOLD
+    ) -> LanguageResult:
+        ranked = self.rank(representative_sample(text, title))
+        alternatives = tuple(ranked[:MAX_ALTERNATIVES])
+        code, confidence = ranked[0] if ranked else (UNDETERMINED, 0.0)
+        if confidence < threshold or not ranked:
+            code = UNDETERMINED
+        return LanguageResult(code, confidence, alternatives, hint, self.name)
+
+    def rank(self, sample: str) -> list[tuple[str, float]]:
+        """(ISO 639-1 code, probability) best first; empty when there is too little evidence."""
+        evidence = self._tables.evidence(sample)
+        if evidence.script_letters < (1 if evidence.script in _SYLLABIC else MIN_LETTERS):
+            return []
+        purity = evidence.script_letters / (evidence.script_letters + evidence.competing_letters)
+        if evidence.script in SCRIPT_LANGUAGE:
+            return [(SCRIPT_LANGUAGE[evidence.script], purity)]
+        if evidence.script == "cjk" and evidence.kana_share >= KANA_SHARE_FOR_JAPANESE:
+            return [("ja", purity)]
+        candidates = evidence.candidates
+        if candidates.size == 0 or evidence.rows.size == 0:
+            return []
+        scores = evidence.counts.astype(np.float32) @ self._script_scores[evidence.script][evidence.rows]
+        scores = scores.astype(np.float64) + self._bias[candidates]
+        probabilities = np.exp(scores - scores.max())
+        probabilities /= probabilities.sum()
+        best = candidates[int(np.argmax(probabilities))]
+        fit = self._fit(evidence, best)
+        merged: dict[str, float] = {}
+        for column, p in zip(candidates, probabilities):
+            code = self._codes[column]
+            merged[code] = merged.get(code, 0.0) + float(p) * fit * purity
+        return sorted(merged.items(), key=lambda item: (-item[1], item[0]))
+
+    def _fit(self, evidence: TextEvidence, column: int) -> float:
+        """How plausible it is that the text is in `column`'s language at all,
+        judged by the share of its trigrams that the profile lacks."""
+        expected = self._expected_miss[column]
+        total = evidence.ordinary_trigrams
+        if total == 0 or expected > MAX_TESTABLE_MISS_RATE:
+            return 1.0
+        seen = evidence.counts[evidence.ordinary] @ self._seen[evidence.rows[evidence.ordinary], column]
+        missing = 1.0 - seen / total
+        spread = math.sqrt(self._dispersion * expected * (1.0 - expected) / total)
+        excess = (missing - expected) / spread - MISS_Z_ALLOWED
+        return math.exp(-0.5 * excess * excess) if excess > 0 else 1.0
