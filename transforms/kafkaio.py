@@ -38,7 +38,8 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.display import DisplayDataItem
 from apache_beam.utils.timestamp import Duration, Timestamp
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import (ClusterAuthorizationFailedError, InvalidRecordError, InvalidTopicError, KafkaError,
+                          MessageSizeTooLargeError, RecordListTooLargeError, TopicAuthorizationFailedError)
 from kafka.structs import OffsetAndMetadata
 
 from schemas.records import SourceRecord
@@ -51,6 +52,10 @@ _BUNDLE_SECONDS = 1.0
 _BUNDLE_RECORDS = 5_000
 _POLL_TIMEOUT_MS = 200
 _PROGRESS_LOG_SECONDS = 10.0
+# Delivery failures no retry can fix; every other one is retried with a new
+# producer before the bundle fails.
+_UNDELIVERABLE = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError, InvalidRecordError,
+                  TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
 _SECRET_MARKERS = ("password", "secret", "token", "jaas", "keyfile")
 
 # Signals are process-wide, so the stop request is too: the CLI's SIGINT and
@@ -620,6 +625,21 @@ class _ReadFn(beam.DoFn):
                 break
             with self._consumer_lock:
                 positions = {p: self._consumer.position(p) for p in cursors}
+                for partition in cursors:
+                    highwater = self._consumer.highwater(partition)
+                    if highwater is not None and highwater < expected[partition]:
+                        # The log now ends below what we have read: the broker
+                        # lost or truncated it. Read the new log from its start,
+                        # in a new epoch; claiming the offset before that start
+                        # records the rewind in the restriction itself.
+                        start = self._consumer.beginning_offsets([partition])[partition]
+                        _LOG.warning("%s now ends at %d, below our position %d: reading it again from offset %d",
+                                     partition, highwater, expected[partition], start)
+                        epochs[partition] += 1
+                        self._resets.inc()
+                        tracker.try_claim(Claim(partition.partition, epochs[partition], start - 1))
+                        expected[partition] = start
+                        self._consumer.seek(partition, start)
             for partition, cursor in cursors.items():
                 if partition not in done and cursor.stop is not None and positions[partition] >= cursor.stop:
                     # Bounded end reached (offsets may have gaps): claiming the stop finishes it.
@@ -762,15 +782,16 @@ class _WriteFn(beam.DoFn):
             failed, self._failed = self._failed, []
             if not failed:
                 break
-            retriable = all(getattr(error, "retriable", False) for _, error in failed)
-            if not retriable or attempt == self._delivery_attempts:
+            permanent = next((error for _, error in failed if isinstance(error, _UNDELIVERABLE)), None)
+            if permanent is not None or attempt == self._delivery_attempts:
                 # Failing the bundle makes the runner retry it (or stop the
                 # job) before any offset is committed: never a silent loss.
-                raise RuntimeError(f"{len(failed)} records were not delivered after {attempt} attempt(s): {failed[0][1]!r}")
+                raise RuntimeError(f"{len(failed)} records were not delivered after {attempt} attempt(s): "
+                                   f"{permanent or failed[0][1]!r}")
             _LOG.warning("%d records not delivered (%r); retrying with a new producer", len(failed), failed[0][1])
             time.sleep(min(2 ** attempt, 10))
-            # A broker that lost its state no longer knows this idempotent
-            # producer's id; a new producer starts a clean sequence.
+            # A new producer: a broker that lost its state no longer knows the
+            # old one's id and sequence numbers.
             self._producer.close(timeout=5)
             self._producer = self._new_producer()
             for message, _ in failed:
@@ -786,9 +807,10 @@ class _WriteFn(beam.DoFn):
 class WriteToKafka(beam.PTransform):
     """Writes `KafkaMessage`s with an idempotent producer, `acks=all`.
 
-    Flushes at the end of every bundle and retries retriable failures, so a
-    bundle (and the input offsets its finalizer commits) is complete only once
-    every record is acknowledged.
+    Flushes at the end of every bundle and retries failed deliveries (except
+    those no retry can fix) with a new producer, so a bundle (and the input
+    offsets its finalizer commits) is complete only once every record is
+    acknowledged.
     """
 
     def __init__(self, bootstrap_servers: str, producer_config: Mapping[str, Any] | None = None,
