@@ -61,11 +61,40 @@ def check_outputs(lines, articles, dead_letters, cluster_events):
     for event in cluster_events:
         codec.validator(codec.CLUSTER_EVENT)(event)
     created = Counter(e["cluster_id"] for e in cluster_events if e["type"] == "created")
-    assert set(created) == {a["cluster"]["id"] for a in articles}, "every cluster announced exactly once"
-    assert max(created.values()) == 1
+    merged_from = {e["from"] for e in cluster_events if e["type"] == "merged"}
+    assert max(created.values()) == 1, "a cluster is created once"
+    assert {a["cluster"]["id"] for a in articles} <= set(created) | merged_from, "every cluster id is announced"
+    check_clusters(articles, cluster_events)
     languages = {a["article_id"]: a["language"]["code"] for a in articles}
     for article_id, code in EXPECTED["languages"].items():
         assert languages[article_id] == code, article_id
+
+
+def cluster_roots(articles, cluster_events) -> dict[str, str]:
+    """Article id → cluster, after unioning `merged` events as a consumer does."""
+    parent: dict[str, str] = {}
+
+    def root(cluster_id: str) -> str:
+        while parent.get(cluster_id, cluster_id) != cluster_id:
+            cluster_id = parent[cluster_id]
+        return cluster_id
+
+    for event in cluster_events:
+        if event["type"] == "merged":
+            parent[root(event["from"])] = root(event["into"])
+    return {a["article_id"]: root(a["cluster"]["id"]) for a in articles}
+
+
+def check_clusters(articles, cluster_events):
+    clusters = cluster_roots(articles, cluster_events)
+    by_id = {a["article_id"]: a for a in articles}
+    seeds = sorted(stem for stem in clusters if stem[:3].isdigit())
+    assert len(seeds) == 2 and clusters[seeds[0]] == clusters[seeds[1]], "the two seed pages are one story"
+    assert {by_id[s]["cluster"]["match"] for s in seeds} & {"near", "contained"}
+    for members in EXPECTED["clusters"]:
+        assert len({clusters[m] for m in members}) == 1, f"one cluster expected: {members}"
+    for first, second in EXPECTED["apart"]:
+        assert clusters[first] != clusters[second], f"different stories: {first} / {second}"
 
 
 def test_file_mode_end_to_end(tmp_path, input_lines):
