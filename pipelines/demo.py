@@ -51,21 +51,24 @@ def run_demo(show_text: bool = False) -> int:
 def summary(produced: int, result: RunResult, articles: list[dict], cluster_events: list[dict],
             dead_letters: list[dict], show_text: bool = False) -> str:
     """A readable report of one run: clusters with their members, dead letters, counts."""
+    story_of = stories(cluster_events)
     members = collections.defaultdict(list)
     for article in articles:
-        members[article["cluster"]["id"]].append(article)
+        members[story_of(article["cluster"]["id"])].append(article)
     syndicated = {cid: group for cid, group in members.items() if len(group) > 1}
     out = [
         "",
         f"wirecopy demo: {produced} sample records through the pipeline on {result.runner} "
         f"({result.state}, {result.seconds:.1f} s)",
         "",
-        f"Syndicated clusters ({len(syndicated)}): each copy of one story, canonical first",
+        f"Syndicated clusters ({len(syndicated)}): each copy of one story, earliest first "
+        "(clusters joined by `merged` events shown as one, as consumers see them)",
     ]
     for cluster_id, group in sorted(syndicated.items(), key=lambda item: -len(item[1])):
-        canonical_id = max(group, key=lambda a: a["processed_at"])["cluster"]["canonical_id"]
-        group.sort(key=lambda a: (a["article_id"] != canonical_id, a["published_at"] or "", a["article_id"]))
-        out.append(f"  cluster {cluster_id}: {len(group)} articles")
+        group.sort(key=lambda a: (a["published_at"] or "", a["article_id"]))
+        canonical_id = group[0]["article_id"]
+        ids = sorted({a["cluster"]["id"] for a in group})
+        out.append(f"  cluster {cluster_id}: {len(group)} articles" + (f" (merged from {', '.join(ids)})" if len(ids) > 1 else ""))
         for article in group:
             cluster = article["cluster"]
             match = "canonical" if article["article_id"] == canonical_id else f"{cluster['match']} {cluster['similarity']:.2f}"
@@ -91,12 +94,31 @@ def summary(produced: int, result: RunResult, articles: list[dict], cluster_even
         f"    records read {result.counters.get(f'records_read.{INPUT_TOPIC}', 0)}, enriched articles written {len(articles)}, "
         f"dead letters {len(dead_letters)}",
         "    languages " + ", ".join(f"{code} {n}" for code, n in languages.most_common()),
-        f"    clusters {len(members)} ({len(syndicated)} with copies); cluster events "
+        f"    stories {len(members)} ({len(syndicated)} with copies); cluster events "
         + ", ".join(f"{kind} {n}" for kind, n in sorted(event_types.items())),
         "    Beam metrics " + ", ".join(f"{name}={value}" for name, value in result.counters.items()),
         "",
     ]
     return "\n".join(out)
+
+
+def stories(cluster_events: list[dict]):
+    """Cluster id → the id it ends up under once `merged` events are applied (union-find)."""
+    into: dict[str, str] = {}
+
+    def final(cluster_id: str) -> str:
+        path = []
+        while cluster_id in into:
+            path.append(cluster_id)
+            cluster_id = into[cluster_id]
+        for step in path:
+            into[step] = cluster_id
+        return cluster_id
+
+    for event in cluster_events:
+        if event["type"] == "merged" and final(event["from"]) != final(event["into"]):
+            into[final(event["from"])] = final(event["into"])
+    return final
 
 
 def _shorten(text: str, width: int) -> str:
