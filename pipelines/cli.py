@@ -20,7 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from schemas import codec
 from pipelines.enrich import LOCAL_RUNNER, FileIO, KafkaIO, RunConfig, SetupError, run
-from transforms import kafkaio
+from transforms import kafkaio, language
 from transforms.kafkaio import StartPosition, TimestampKind, TimestampPolicy
 
 _LOG = logging.getLogger("wirecopy")
@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     files.add_argument("--dead-letter-jsonl", metavar="PATH", help="dead letters (default: OUTPUT with .dead-letters.jsonl)")
     run_command.add_argument("--max-record-bytes", type=_positive_int, default=codec.DEFAULT_MAX_RECORD_BYTES,
                              help="records larger than this are dead-lettered (default: 10 MiB)")
+    run_command.add_argument("--language-threshold", type=float, default=language.DEFAULT_THRESHOLD, metavar="P",
+                             help=f"language confidence below which the code is `und` (default {language.DEFAULT_THRESHOLD})")
+    run_command.add_argument("--syndication-horizon-days", type=_positive_float, default=7.0, metavar="DAYS",
+                             help="how long, in event time, an article stays matchable by later copies (default 7)")
     run_command.add_argument("--runner", default=LOCAL_RUNNER, help=f"Beam runner (default: {LOCAL_RUNNER}, the local runner)")
 
     demo = commands.add_parser("demo", help="start a local broker, load the sample articles, run the pipeline, show the results")
@@ -171,8 +175,12 @@ def run_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Run
                     args.dead_letter_jsonl or _sibling(args.output_jsonl, ".dead-letters.jsonl"))
     else:
         parser.error("give --bootstrap-servers (Kafka mode) or --input-jsonl (file mode)")
+    if not 0.0 <= args.language_threshold <= 1.0:
+        parser.error("--language-threshold must be within [0, 1]")
     return RunConfig(io=io, streaming=args.streaming, max_records=args.max_records,
-                     max_read_time_s=args.max_read_time, max_record_bytes=args.max_record_bytes, runner=args.runner)
+                     max_read_time_s=args.max_read_time, max_record_bytes=args.max_record_bytes,
+                     language_threshold=args.language_threshold,
+                     syndication_horizon=dt.timedelta(days=args.syndication_horizon_days), runner=args.runner)
 
 
 def _stop_on_signals() -> None:

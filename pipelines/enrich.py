@@ -28,6 +28,7 @@ from kafka.errors import KafkaError
 
 from transforms.kafkaio import (KafkaMessage, KafkaReadSpec, ReadFromKafka, StartPosition, TimestampPolicy,
                                 WriteToKafka)
+from transforms import language
 from transforms.language import DetectLanguage
 from transforms.normalise import Normalise
 from transforms.syndication import ClusterSyndicated
@@ -76,6 +77,8 @@ class RunConfig:
     max_records: int | None = None
     max_read_time_s: float | None = None
     max_record_bytes: int = codec.DEFAULT_MAX_RECORD_BYTES
+    language_threshold: float = language.DEFAULT_THRESHOLD
+    syndication_horizon: dt.timedelta = dt.timedelta(days=7)
     runner: str = LOCAL_RUNNER
 
     def __post_init__(self):
@@ -89,8 +92,8 @@ def enrich(records: beam.PCollection, config: RunConfig) -> beam.PCollection:
         records
         | "Decode" >> DecodeArticles(config.max_record_bytes)
         | "Normalise" >> Normalise()
-        | "Language" >> DetectLanguage()
-        | "Syndication" >> ClusterSyndicated()
+        | "Language" >> DetectLanguage(config.language_threshold)
+        | "Syndication" >> ClusterSyndicated(config.syndication_horizon)
         | "Encode" >> EncodeEvents()
     )
 
