@@ -14,8 +14,9 @@ towards the shared values):
 - per profile and order, the score of an n-gram the profile lacks, as an
   offset from a tenth of the profile's pruning cut-off;
 - per profile, a bias.
-And, from each language's own sentences, the share of trigrams its profile
-lacks, with the dispersion of that share across sentences beyond binomial.
+And, from each language's own sentences, the share of trigrams (of words not
+starting with a capital) its profile lacks, with how much it varies beyond
+binomial.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ import pprint
 
 import numpy as np
 
-from transforms.language_detector import SCRIPT_LANGUAGE, NgramTables, TextEvidence, normalise_code
+from transforms.language_detector import (
+    MAX_TESTABLE_MISS_RATE,
+    SCRIPT_LANGUAGE,
+    NgramTables,
+    TextEvidence,
+    normalise_code,
+)
 
 KINDS = ("sentences", "word-pairs", "single-words")
 # The langdetect profile `no` is Norwegian; the data has its two written standards.
@@ -139,7 +146,7 @@ def miss_rates(miss: dict[str, list[tuple[int, int]]]) -> tuple[dict[str, float]
         missing, total = np.array(pairs).T
         rate = missing.sum() / total.sum()
         rates[language] = float(rate)
-        if 0 < rate < 1:
+        if 0 < rate < MAX_TESTABLE_MISS_RATE:
             long = total >= _MIN_TRIGRAMS_FOR_DISPERSION
             z = (missing[long] / total[long] - rate) / np.sqrt(rate * (1 - rate) / total[long])
             squared_z.extend(z * z)
