@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import random
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from transforms.normalise import (
     canonical_url,
     clean_text,
     clean_title,
+    clean_word_count,
     decode_history,
     draft_article,
     encode_history,
@@ -29,6 +31,7 @@ from transforms.normalise import (
     finish,
     fingerprint,
     normalise_published_at,
+    paragraph_fingerprints,
     registrable_domain,
     remember,
     remove_boilerplate,
@@ -131,6 +134,42 @@ def test_fingerprint_removes_format_characters_inside_words():
 
 def test_fingerprint_drops_paragraphs_with_no_words():
     assert fingerprint("One.\n\n* * *\n\nTwo.") == "one\ntwo"
+
+
+# Characters that take the fast paths' shortcuts off their assumptions: every
+# kind of space and line break, NFKC-changed forms, format characters,
+# apostrophe letters, astral letters and symbols, controls, wire markers.
+_AWKWARD = (
+    [*"abcXYZ09", " ", " ", " ", "  ", ".", ",", "-", "*", "—", "“", "”", "’", "…", "(", ")", "<"]
+    + ["\n", "\n\n", "\r\n", "\t", "\u00a0", "\u1680", "\u2002", "\u3000", "\u2028", "\u2029", "\x0b", "\x85", "\x19", "\x92"]
+    + ["\u00ad", "\u200b", "\u200d", "\u200e", "\u02bc", "\u00a8", "\ufb01", "\u2460", "\uff11", "\u00df", "\u0130", "\u03a3", "e\u0301"]
+    + ["\U0001d400", "\U0001f600", "\U0001f1eb", "\u1230", "\u4e2d", "\u0627", "\ufffd"]
+)
+
+
+def _awkward_texts(count: int) -> list[str]:
+    generator = random.Random(7)
+    return ["".join(generator.choices(_AWKWARD, k=generator.randint(1, 60))) for _ in range(count)]
+
+
+def test_paragraph_fingerprints_and_word_count_of_clean_paragraphs_match_the_general_functions():
+    texts = _awkward_texts(3000) + corpus_bodies(20)
+    checked = 0
+    for text in texts:
+        paragraphs = clean_text(text)
+        if not paragraphs:
+            continue
+        checked += 1
+        assert paragraph_fingerprints(paragraphs) == [fingerprint(paragraph) for paragraph in paragraphs], repr(text)
+        assert clean_word_count(paragraphs) == word_count("\n\n".join(paragraphs)), repr(text)
+    assert checked > 2000
+
+
+def test_clean_text_leaves_single_spaces_only():
+    for text in _awkward_texts(3000):
+        for paragraph in clean_text(text):
+            assert paragraph == paragraph.strip() and "  " not in paragraph, repr(text)
+            assert all(not char.isspace() or char == " " for char in paragraph), repr(text)
 
 
 def test_article_fingerprint_is_the_fingerprint_of_its_text():

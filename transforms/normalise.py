@@ -103,7 +103,7 @@ def _cleanup_map() -> dict[str, str]:
             mapping[chr(code)] = ""
     for char in "\u00ad\u200b\u2060\ufeff\u180e":  # soft hyphen, zero-width spaces, BOM
         mapping[char] = ""
-    for char in "\u00a0\u2007\u202f\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2008\u2009\u200a\u205f\u3000":
+    for char in "\u00a0\u1680\u2007\u202f\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2008\u2009\u200a\u205f\u3000":
         mapping[char] = " "
     mapping["\u2028"] = "\n"
     mapping["\u2029"] = "\n\n"
@@ -111,28 +111,35 @@ def _cleanup_map() -> dict[str, str]:
 
 
 _CLEANUP = _cleanup_map()
-_CLEANUP_CHARS = re.compile("[" + "".join(re.escape(char) for char in _CLEANUP) + "]")
+_CLEANUP_CLASS = "".join(re.escape(char) for char in _CLEANUP)
+_CLEANUP_CHARS = re.compile(f"[{_CLEANUP_CLASS}]")
+# The cleanup characters and the rest of what `check_not_binary` counts (but U+FFFD):
+# one scan of a clean body tells both that they have nothing to do.
+_CLEANUP_OR_BINARY = re.compile(f"[{_CLEANUP_CLASS}\ufffe\uffff]")
 _SPACES = re.compile(r"  +")
 # Wire feeds end each paragraph with a `<` marker.
 _WIRE_LINE_END = re.compile(r"\s*<+\s*$")
 _SENTENCE_END = tuple(".!?:;…。！？\"”»)]’'")
 
 
-def clean_text(text: str) -> list[str]:
+def clean_text(text: str, has_no_cleanup_characters: bool = False) -> list[str]:
     """Readable paragraphs of `text`, each one line, in order.
 
     A blank line ends a paragraph. A single line break also starts one
     (feeds put one paragraph per line), except where it only wraps a
     sentence: the line does not end a sentence and the next starts lower-case.
+    A paragraph's only whitespace is single spaces between its words.
+    `has_no_cleanup_characters`: the caller has already searched `text` for them.
     """
-    text = text.replace("\r\n", "\n")
-    if _CLEANUP_CHARS.search(text):
-        text = _CLEANUP_CHARS.sub(lambda match: _CLEANUP[match.group()], text)
-    if not unicodedata.is_normalized("NFC", text):
+    if not has_no_cleanup_characters and _CLEANUP_CHARS.search(text):
+        text = _CLEANUP_CHARS.sub(lambda match: _CLEANUP[match.group()], text.replace("\r\n", "\n"))
+    if not text.isascii() and not unicodedata.is_normalized("NFC", text):  # ASCII is NFC, and isascii() costs nothing
         text = unicodedata.normalize("NFC", text)
+    if "  " in text:
+        text = _SPACES.sub(" ", text)
     paragraphs: list[str] = []
     continuable = False
-    for line in _SPACES.sub(" ", text).split("\n"):
+    for line in text.split("\n"):
         line = line.strip()
         marked_end = line.endswith("<")
         if marked_end:
@@ -174,6 +181,9 @@ def _character_class(categories: tuple[str, ...], codes: Iterable[int]) -> str:
 # Planes 3-13 hold nothing but letters or unassigned code points.
 _NON_WORD_BMP_CLASS = _character_class(("P", "S", "Cc", "Co"), range(0x10000))
 _NON_WORD_BMP = re.compile(_NON_WORD_BMP_CLASS + "+")
+# A run of non-word characters and the spaces after it (without a leading " ?",
+# which would make every space a possible start: twice as slow).
+_NON_WORD_SPAN = re.compile(_NON_WORD_BMP_CLASS + _NON_WORD_BMP_CLASS[:-1] + " ]*")
 _NON_WORD_ASTRAL = re.compile(
     _character_class(("P", "S", "Co", "Cf"), itertools.chain(range(0x10000, 0x30000), range(0xE0000, sys.maxunicode + 1))) + "+"
 )
@@ -215,14 +225,27 @@ def fingerprint(text: str) -> str:
 
 
 def paragraph_fingerprints(paragraphs: list[str]) -> list[str]:
-    """`fingerprint` of each one-line paragraph, aligned with the input (empty where no word is left)."""
-    return [" ".join(line.split()) for line in _fold("\n".join(paragraphs)).split("\n")]
+    """`fingerprint` of each paragraph of `clean_text`, aligned with the input (empty where no word is left)."""
+    text = "\n".join(paragraphs)
+    # ASCII is NFKC and holds no rare character; isascii() costs nothing.
+    if not text.isascii() and (not unicodedata.is_normalized("NFKC", text) or _RARE.search(text)):
+        return [" ".join(line.split()) for line in _fold(text).split("\n")]
+    # The words are single-spaced: a span replaced after a space leaves a double
+    # space, and a space can be left at either end of a line; nothing else.
+    folded = _NON_WORD_SPAN.sub(" ", text.casefold()).replace("  ", " ")
+    return folded.replace(" \n", "\n").replace("\n ", "\n").strip(" ").split("\n")
 
 
 def word_count(text: str) -> int:
     """Whitespace-separated tokens that hold at least one letter, mark or digit."""
     tokens = text.split()
     return len(tokens) - len(_NON_WORD_TOKEN.findall(" " + " ".join(tokens) + " "))
+
+
+def clean_word_count(paragraphs: list[str]) -> int:
+    """`word_count` of paragraphs of `clean_text`, at least one: their single spaces count the tokens without splitting."""
+    spaced = " ".join(paragraphs)
+    return spaced.count(" ") + 1 - len(_NON_WORD_TOKEN.findall(f" {spaced} "))
 
 
 # --- boilerplate patterns ---------------------------------------------------
@@ -744,8 +767,11 @@ def draft_article(article: Article) -> Draft:
     url = raw.get("url")
     page = None
     if (raw.get("text") or "").strip():
-        check_not_binary(raw["text"])
-        paragraphs = clean_text(raw["text"])
+        text = raw["text"]
+        suspect = _CLEANUP_OR_BINARY.search(text) is not None or "\ufffd" in text
+        if suspect:
+            check_not_binary(text)
+        paragraphs = clean_text(text, has_no_cleanup_characters=not suspect)
     elif (raw.get("html") or "").strip():
         page = extract_html(raw["html"], url)
         paragraphs = clean_text(page.text)
@@ -783,12 +809,12 @@ def finish(draft: Draft, template: frozenset[int] = frozenset()) -> Article:
     matching_form = "\n".join(draft.matching[index] for index in keep if draft.matching[index])
     if not matching_form:
         raise Rejected(DeadLetterReason.EMPTY_TEXT, "no letter or digit left after cleaning")
-    text = "\n\n".join(draft.paragraphs[index] for index in keep)
+    paragraphs = [draft.paragraphs[index] for index in keep]
     return draft.article.with_fields(
         fingerprint=matching_form,
         **draft.fields,
-        text=text,
-        word_count=word_count(text),
+        text="\n\n".join(paragraphs),
+        word_count=clean_word_count(paragraphs),
         boilerplate_removed=removed,
     )
 
