@@ -233,7 +233,7 @@ def paragraph_fingerprints(paragraphs: list[str]) -> list[str]:
     # The words are single-spaced: a span replaced after a space leaves a double
     # space, and a space can be left at either end of a line; nothing else.
     folded = _NON_WORD_SPAN.sub(" ", text.casefold()).replace("  ", " ")
-    return folded.replace(" \n", "\n").replace("\n ", "\n").strip(" ").split("\n")
+    return [line.strip(" ") for line in folded.split("\n")]
 
 
 def word_count(text: str) -> int:
@@ -476,11 +476,11 @@ def _is_navigation(paragraph: str) -> bool:
 
 def boilerplate_reason(paragraph: str) -> str | None:
     """Why `paragraph` is boilerplate by the generic patterns, or None."""
-    return _reason(paragraph, paragraph.lower(), may_hold_marker=True, may_hold_cookie=True)
+    return _reason(paragraph, paragraph.lower(), may_hold_marker=True)
 
 
-def _reason(paragraph: str, lowered: str, may_hold_marker: bool, may_hold_cookie: bool) -> str | None:
-    """`boilerplate_reason`, told whether a marker phrase or "cookie" can occur in the paragraph at all."""
+def _reason(paragraph: str, lowered: str, may_hold_marker: bool) -> str | None:
+    """`boilerplate_reason`, told whether a marker phrase can occur in the paragraph at all."""
     length = len(paragraph)
     if length > _LONGEST_BOILERPLATE:
         return None
@@ -488,7 +488,7 @@ def _reason(paragraph: str, lowered: str, may_hold_marker: bool, may_hold_cookie
         return "site_description"
     if length > _LONGEST_CONSENT:
         return None
-    if may_hold_cookie and "cookie" in lowered and _COOKIE_CONSENT.search(lowered) and _TO_THE_READER.search(lowered):
+    if "cookie" in lowered and _COOKIE_CONSENT.search(lowered) and _TO_THE_READER.search(lowered):
         return "cookie"
     if length > _LONGEST_LINE:
         return None
@@ -558,15 +558,14 @@ def remove_boilerplate(paragraphs: list[str]) -> tuple[list[str], dict[str, int]
     byline = None
     block = None
     lowered = "\n".join(paragraphs).lower().split("\n")
-    # Searching the short paragraphs together once for the marker phrases is much
-    # faster than searching each paragraph for each phrase.
-    short = [index for index, paragraph in enumerate(paragraphs) if len(paragraph) <= _LONGEST_CONSENT]
+    # Searching the paragraphs short enough to hold a marker together once for the
+    # marker phrases is much faster than searching each paragraph for each phrase.
+    short = [index for index, paragraph in enumerate(paragraphs) if len(paragraph) <= _LONGEST_LINE]
     short_text = "\n".join(lowered[index] for index in short)
     line_starts = list(itertools.accumulate((len(lowered[index]) + 1 for index in short[:-1]), initial=0))
     marked = {short[line] for line in _lines_holding(short_text, line_starts, _MARKER_TRIGGERS)}
-    cookies = {short[line] for line in _lines_holding(short_text, line_starts, ("cookie",))}
     for index, paragraph in enumerate(paragraphs):
-        reason = _reason(paragraph, lowered[index], index in marked, index in cookies)
+        reason = _reason(paragraph, lowered[index], index in marked)
         if reason is None and block is not None and _continues_block(block, paragraph):
             reason = block
         block = reason if reason in ("related", "contact") else None
