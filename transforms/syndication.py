@@ -233,7 +233,6 @@ class IndexQuery:
     signature: sketching.Signature
     sort_key: SortKey
     root: Root
-    content_only: bool  # the only key here is the article's exact-content hash
     publisher: int | None
 
 
@@ -263,7 +262,6 @@ class IndexReply:
     bucket: int
     matches: tuple[Match, ...]
     label: Label | None  # the article's own label in this bucket; None where its keys are common here
-    content_only: bool  # the bucket holds only the article's exact-content key
 
 
 # --- index buckets ------------------------------------------------------------
@@ -332,7 +330,7 @@ def index_step(bucket: Bucket | None, query: IndexQuery, bucket_id: int,
     matches, failed = _verify_against([e for e in earlier if e.keys & open_keys], query)
 
     def reply(found: tuple[Match, ...], label: Label | None) -> IndexReply:
-        return IndexReply(query.article_id, query.source, bucket_id, found, label, query.content_only)
+        return IndexReply(query.article_id, query.source, bucket_id, found, label)
 
     if position is not None:  # redelivered: the same answer as the first time
         label = live[position].label
@@ -479,8 +477,7 @@ def decide(pending: Pending, replies: list[IndexReply]) -> tuple[dict[str, Any],
     matched article known to it only under that article's own root.
     """
     roots, best, provisional = _seen_roots(replies)
-    # The exact-content bucket never exposes: an exact copy shares every other bucket as well.
-    exposed = any(r.label is not None and not r.label.confirmed and not r.content_only for r in replies)
+    exposed = any(r.label is not None and not r.label.confirmed for r in replies)
     if exposed or not roots:
         roots.add(pending.root)
     chosen = min(roots)
@@ -632,12 +629,13 @@ def fan_out(article: Article, seed: int = sketching.DEFAULT_SEED) -> list[tuple[
     queries = []
     if fingerprint:
         signature, keys = sketching.sketch(fingerprint, seed)
-        content_key = int.from_bytes(signature.content_hash, "little")
-        for index_key in (content_key, *keys):
+        for index_key in keys:
             by_bucket.setdefault(index_key % BUCKETS, set()).add(index_key)
+        # The exact-content key rides with the smallest winnowed key, which every exact copy has too.
+        by_bucket[keys[0] % BUCKETS].add(int.from_bytes(signature.content_hash, "little"))
         publisher = publisher_id(article)
         queries = [(bucket, IndexQuery(article.article_id, article.source, frozenset(bucket_keys), signature, key,
-                                       root, bucket_keys == {content_key}, publisher))
+                                       root, publisher))
                    for bucket, bucket_keys in by_bucket.items()]
     return [(home_shard(article.article_id), Pending(article, key, root, frozenset(by_bucket))), *queries]
 
