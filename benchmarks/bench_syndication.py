@@ -1,14 +1,18 @@
 """Syndication benchmark: clustering quality, sketch speed and lookup cost (prints figures).
 
     .venv/bin/pip install -e '.[bench]'     # datasketch, the comparison baseline
-    .venv/bin/python benchmarks/bench_syndication.py [--shared ../shared] [--seed 7] [--pipeline]
+    .venv/bin/python benchmarks/bench_syndication.py [--shared ../shared] [--seed 7] [--pipeline [--baseline REV]]
 
 Quality is measured on the labelled set of `benchmarks/syndication_labelled.py`
 (base articles from the real corpus, randomised copies in every language,
 same-topic hard negatives, site boilerplate on copies and negatives alike).
 Our stage runs its own pure functions in arrival order, exactly as the local
-runner's fused stages do (`--pipeline` also runs the Beam transform on
-FnApiRunner and checks it assigns the same clusters). Its clusters are read
+runner's fused stages do. `--pipeline` also runs the Beam transform on
+FnApiRunner, checks it assigns the same clusters, and prints the stage's cost
+per article there: (the same pipeline with the stage - without it) / articles,
+so the harness's own cost (Create, pickling, writing) is left out;
+`--baseline REV` does the same, with quality, for the stage as of a git
+revision, in the same run. Its clusters are read
 as a consumer reads them: `cluster.id` per article, with `merged` events
 applied (union-find); the raw ids are printed too. Side by side: datasketch
 MinHash (128 permutations, word 5-shingles of the same fingerprints) with
@@ -22,11 +26,16 @@ import argparse
 import collections
 import datetime as dt
 import gc
+import io
+import json
 import math
 import pickle
 import random
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -261,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bases-per-language", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--pipeline", action="store_true", help="also run the Beam transform on FnApiRunner")
+    parser.add_argument("--baseline", help="with --pipeline: also time the stage as of this git revision")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -309,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             print(_row(f"threshold {threshold}", scores(truth, datasketch_clusters(ids, minhashes, threshold))))
         if args.pipeline and removed:
             _pipeline_check(articles, assignments)
+            _pipeline_costs(articles, truth, args.baseline)
 
     articles = [to_article(item, position, start_ms, True) for position, item in enumerate(labelled)]
     sized = [a.fingerprint for a in articles if 2500 <= len(a.fingerprint.encode("utf-8")) <= 3500]
@@ -336,6 +347,79 @@ def _per_language(labelled: list[LabelledArticle], truth: dict[str, str], predic
         figures = scores({i: truth[i] for i in ids}, {i: predicted[i] for i in ids})
         rows.append(f"{language} {figures['ari']:.3f}/{figures['precision']:.3f}/{figures['recall']:.3f}")
     print("  per language ARI/P/R: " + "  ".join(rows))
+
+
+# Runs in a child process with a source tree first on sys.path, so a baseline revision's stage can be timed too.
+_STAGE_TIMER = """
+import json, pickle, sys, tempfile, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from schemas.records import Article, ClusterEvent
+from transforms.syndication import ClusterSyndicated
+
+def line(outcome):
+    if isinstance(outcome, Article) and "cluster" in outcome.fields:
+        return json.dumps(["article", outcome.article_id, outcome.fields["cluster"]["id"]])
+    if isinstance(outcome, ClusterEvent) and outcome.type == "merged":
+        return json.dumps(["merged", outcome.merged_from, outcome.merged_into])
+    return "null"
+
+def run(articles, with_stage):
+    with tempfile.TemporaryDirectory() as directory:
+        started = time.perf_counter()
+        with TestPipeline(runner="FnApiRunner") as pipeline:
+            outcomes = pipeline | beam.Create(articles, reshuffle=False)
+            if with_stage:
+                outcomes = outcomes | ClusterSyndicated()
+            outcomes | beam.Map(line) | beam.io.WriteToText(directory + "/out")
+        elapsed = time.perf_counter() - started
+        lines = [json.loads(l) for path in Path(directory).glob("out*") for l in path.read_text().splitlines()]
+    return elapsed, [l for l in lines if l]
+
+articles = pickle.loads(Path(sys.argv[2]).read_bytes())
+bare, _ = run(articles, False)
+staged, lines = run(articles, True)
+bare = min(bare, run(articles, False)[0])
+Path(sys.argv[3]).write_text(json.dumps({"bare": bare, "staged": staged, "lines": lines}))
+"""
+
+
+def time_stage_on_local_runner(articles: list[Article], tree: Path, scratch: Path) -> dict:
+    """The stage of source `tree` on FnApiRunner: seconds with and without it, and its outputs."""
+    articles_path, result_path = scratch / "articles.pickle", scratch / f"result-{tree.name}.json"
+    articles_path.write_bytes(pickle.dumps(articles, protocol=pickle.HIGHEST_PROTOCOL))
+    subprocess.run([sys.executable, "-c", _STAGE_TIMER, str(tree), str(articles_path), str(result_path)], check=True,
+                   stderr=subprocess.DEVNULL)
+    return json.loads(result_path.read_text())
+
+
+def _consumer_view(lines: list[list[str]]) -> dict[str, str]:
+    groups = UnionFind()
+    for kind, one, other in lines:
+        if kind == "merged":
+            groups.union(one, other)
+    return {article_id: groups.find(cluster_id) for kind, article_id, cluster_id in lines if kind == "article"}
+
+
+def _pipeline_costs(articles: list[Article], truth: dict[str, str], baseline: str | None) -> None:
+    """Per-article cost of the stage on FnApiRunner, and its quality there; the baseline revision's alongside."""
+    with tempfile.TemporaryDirectory() as directory:
+        scratch = Path(directory)
+        trees = [("current tree", REPO)]
+        if baseline:
+            baseline_tree = scratch / "baseline"
+            archive = subprocess.run(["git", "-C", str(REPO), "archive", baseline], check=True, capture_output=True)
+            with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+                tar.extractall(baseline_tree, filter="data")
+            trees.insert(0, (f"baseline {baseline}", baseline_tree))
+        for name, tree in trees:
+            result = time_stage_on_local_runner(articles, tree, scratch)
+            cost = (result["staged"] - result["bare"]) * 1000 / len(articles)
+            print(f"FnApiRunner, {name}: {cost:.1f} ms per article through ClusterSyndicated "
+                  f"({len(articles)} articles: {result['staged']:.1f} s with the stage, {result['bare']:.1f} s without)")
+            print(_row("  its clusters + merged events", scores(truth, _consumer_view(result["lines"]))))
 
 
 def _pipeline_check(articles: list[Article], expected: dict[str, dict]) -> None:

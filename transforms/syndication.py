@@ -9,9 +9,11 @@ How it works: four chained steps, no Flatten, GroupByKey or timer
 1. **Sketch** (per article): the fingerprint's shingles give a `Signature`
    (a content-defined sample of shingle hashes, so containment of a truncated
    excerpt is estimated as well as resemblance; `transforms.syndication_sketch`)
-   and winnowed index keys (any passage of ~30 words two texts share gives
+   and about 8 index keys (a consistent sample that near copies share, plus
+   wide-window winnowed keys: any passage of ~155 words two texts share gives
    them a common key). The article goes to its home shard, and one query to
-   each index bucket its keys fall in, plus the bucket of its exact-content hash.
+   each index bucket its keys fall in; its exact-content hash rides as an
+   extra key in the bucket of its smallest key, which every exact copy has.
 2. **Index** (stateful, keyed by bucket): a bucket keeps the recent articles
    whose keys fell in it, each with its signature and its *label*, the
    cluster root the bucket put it in. A query is verified against the entries
@@ -49,9 +51,7 @@ order; near-simultaneous copies race. Nothing below relies on order:
   later article uses the own root, and the announcer emits
   `merged(from=own root, into=its cluster)` once both facts have reached it,
   in whichever order; the later article's `joined` then names that own root,
-  which no `created` introduced. (The exact-content bucket never counts: an
-  exact copy shares all the other buckets too, unless every one of them has
-  turned common since.) Unions are idempotent.
+  which no `created` introduced. Unions are idempotent.
 * `canonical_id` is the earliest (published_at, then arrival) of the article
   and its verified matches when the event is emitted; `similarity` is to
   that article (1.0 when it is the article itself).
@@ -75,10 +75,16 @@ every key is revisited and pruned on access, on any runner: entries more
 than `horizon` (event time: published_at, never later than the record
 timestamp) behind the newest in their bucket or shard are dropped, and a
 bucket keeps at most `MAX_BUCKET_ENTRIES`. An article costs one bucket entry
-per key (about 24 for a 2 KB article; signature of at most
-`syndication_sketch.MAX_SAMPLE` 32-bit values plus ids) and a few hundred
-bytes in its home shard; `benchmarks/bench_syndication.py` prints the
-measured bytes and the per-article lookup cost at 10k and 500k articles.
+per key (about 8 for a 2 KB article, at most `syndication_sketch.MAX_KEYS`;
+signature of at most `syndication_sketch.MAX_SAMPLE` 32-bit values plus ids,
+~3 KB in all) and a few hundred bytes in its home shard;
+`benchmarks/bench_syndication.py` prints the measured bytes, the per-article
+lookup cost at 10k and 500k articles, and (`--pipeline`) the cost per
+article on FnApiRunner. There every state key a bundle touches costs about
+three deep-size walks of Beam's state cache (~1 ms together, whatever the
+value), so the number of keys per article sets the local cost: hence few
+index keys, and no batching of keys into coarser shards, which would only
+help with few enough shards to make hot keys.
 """
 
 from __future__ import annotations
