@@ -86,6 +86,17 @@ def test_scripts_without_spaces_are_shingled_by_characters(text, cut):
     assert sketching.compare(unrelated, whole).containment < 0.2
 
 
+def test_a_passage_of_key_window_spans_shared_inside_long_unrelated_texts_gives_a_common_key():
+    rng = random.Random(3)
+    vocabulary = [f"w{i}" for i in range(5000)]
+    passage = " ".join(rng.choices(vocabulary, k=sketching.KEY_WINDOW + 2 * sketching.KEY_SPAN_SHINGLES + 2))
+    pages = [" ".join(rng.choices(vocabulary, k=600)) + " " + passage + " " + " ".join(rng.choices(vocabulary, k=600))
+             for _ in range(2)]
+    keys = [set(sketching.sketch(page)[1]) for page in pages]
+    assert keys[0] & keys[1]
+    assert all(len(k) <= sketching.MAX_KEYS for k in keys)
+
+
 # --- the seeds --------------------------------------------------------------------------
 
 

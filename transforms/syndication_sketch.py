@@ -28,7 +28,8 @@ Every shingle is hashed to 64 bits with a seeded, vectorised polynomial hash
   passage two texts share that is at least `KEY_WINDOW` spans long (~155
   words) yields a common key, however little else they share (a story
   quoted inside a long page). About 8 keys for a 2 KB article, at most
-  `MAX_KEYS`: each key costs an index bucket a state access on every runner.
+  `MAX_KEYS` (the smallest: the passage guarantee holds up to ~1,700 words,
+  a consistent sample beyond): each key costs a state access on every runner.
 """
 
 from __future__ import annotations
