@@ -274,6 +274,45 @@ def test_generic_boilerplate_patterns(paragraph, reason):
     assert boilerplate_reason(paragraph) == reason
 
 
+# One paragraph per marker phrase, each with the phrase mid-sentence: found only through the trigger phrases.
+MARKER_PARAGRAPHS = [
+    ("Note: your email address will not be published here.", "comment_form"),
+    ("Note: required fields are marked with a star.", "comment_form"),
+    ("Note : votre adresse e-mail ne sera pas publiée ici.", "comment_form"),
+    ("Hinweis: Ihre E-Mail-Adresse wird nicht veröffentlicht.", "comment_form"),
+    ("Nota: tu correo electrónico no será publicado.", "comment_form"),
+    ("Nota: o seu endereço de e-mail não será publicado.", "comment_form"),
+    ("Nota: il tuo indirizzo email non sarà pubblicato.", "comment_form"),
+    ("Kumbuka: barua pepe yako haitachapishwa.", "comment_form"),
+    ("2024 Daily News Ltd. All rights reserved.", "copyright"),
+    ("2024 Le Quotidien. Tous droits réservés.", "copyright"),
+    ("2024 Die Zeitung. Alle Rechte vorbehalten.", "copyright"),
+    ("2024 El Diario. Todos los derechos reservados.", "copyright"),
+    ("2024 O Jornal. Todos os direitos reservados.", "copyright"),
+    ("2024 Il Giornale. Tutti i diritti riservati.", "copyright"),
+    ("2024 De Krant. Alle rechten voorbehouden.", "copyright"),
+    ("2024 Gazeti. Haki zote zimehifadhiwa.", "copyright"),
+    ("2024 Jarida. Haƙƙin mallaka.", "copyright"),
+    ("2024 ጋዜጣ። መብቱ በሕግ የተጠበቀ ነው።", "copyright"),
+    ("This material may not be published, broadcast or rewritten.", "copyright"),
+    ("This story originally appeared on The Conversation.", "attribution"),
+    ("This story was first published on Carbon Brief.", "attribution"),
+    ("This story is republished with permission.", "attribution"),
+    ("Cet article a été initialement publié par Le Monde.", "attribution"),
+    ("Dieser Artikel erschien zuerst bei Zeit Online.", "attribution"),
+    ("Este artículo fue publicado originalmente en El País.", "attribution"),
+    ("Este artigo foi originalmente publicado no Público.", "attribution"),
+    ("Makala hii ilichapishwa kwa mara ya kwanza na BBC.", "attribution"),
+    ("Get the best stories: sign up to our newsletter today.", "subscribe"),
+]
+
+
+@pytest.mark.parametrize("paragraph, reason", MARKER_PARAGRAPHS)
+def test_every_marker_phrase_is_found_in_an_article(paragraph, reason):
+    body = ["The council approved the budget on Tuesday after a long and heated debate in the chamber."] * 3
+    assert remove_boilerplate([*body, paragraph]) == (body, {reason: 1}, None)
+
+
 @pytest.mark.parametrize(
     "paragraph",
     [
