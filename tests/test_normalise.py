@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import csv
+import itertools
+import math
 import random
 import sys
 from pathlib import Path
@@ -16,9 +19,13 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas.codec import ENRICHED_ARTICLE, load_schema
 from schemas.records import Article, DeadLetter, DeadLetterReason, Rejected, SourceRecord
 from transforms.normalise import (
+    COPY_OVERLAP,
     MAX_HISTORY_BYTES,
+    MIN_DISTINCT_ARTICLES,
     RECENT_ARTICLES,
+    TEMPLATE_SHARE,
     Normalise,
+    SeenArticle,
     boilerplate_reason,
     canonical_url,
     clean_text,
@@ -576,6 +583,53 @@ def test_a_paragraph_in_a_few_of_many_recent_articles_is_not_template(bodies):
     result = source.normalise(acme("late", bodies[RECENT_ARTICLES] + f"\n{quote}"))
     assert quote in result.fields["text"]
     assert HEADER not in result.fields["text"]
+
+
+def _template_by_pairwise_copies(history: list[SeenArticle], seen: SeenArticle) -> set[int]:
+    """`template_paragraphs` by its definition: distinct articles picked by comparing every pair (slow)."""
+    others = [other for other in history if other.article != seen.article]
+    if not others:
+        return set()
+    needed = max(MIN_DISTINCT_ARTICLES, math.ceil(TEMPLATE_SHARE * (len(others) + 1)))
+    frequency = collections.Counter(itertools.chain.from_iterable(other.paragraph_set for other in others))
+    everyone = {-1: seen, **dict(enumerate(others))}
+    own = {
+        index: {p: n for p, n in zip(article.paragraphs, article.lengths) if frequency[p] < 2}
+        for index, article in everyone.items()
+    }
+
+    def are_copies(a: int, b: int) -> bool:
+        smaller = min(sum(own[a].values()), sum(own[b].values()))
+        return smaller == 0 or sum(n for p, n in own[a].items() if p in own[b]) >= COPY_OVERLAP * smaller
+
+    template = set()
+    for position, paragraph in enumerate(seen.paragraphs):
+        distinct = [-1]
+        for candidate in reversed([index for index, other in enumerate(others) if paragraph in other.paragraph_set]):
+            if not any(are_copies(accepted, candidate) for accepted in distinct):
+                distinct.append(candidate)
+        if len(distinct) >= needed:
+            template.add(position)
+    return template
+
+
+def test_template_paragraphs_match_their_pairwise_definition():
+    generator = random.Random(11)
+    checked = 0
+    for _ in range(400):
+        # Few paragraphs to draw from, so articles share some, copy each other, repeat one, or have no own paragraph.
+        pool = range(generator.randint(3, 40))
+
+        def article_of(number: int) -> SeenArticle:
+            paragraphs = tuple(generator.choices(pool, k=generator.randint(1, 12)))
+            return SeenArticle(number % 40, paragraphs, tuple(generator.randint(0, 300) for _ in paragraphs))
+
+        history = [article_of(number) for number in range(generator.randint(0, RECENT_ARTICLES))]
+        seen = generator.choice(history) if history and generator.random() < 0.1 else article_of(1000)
+        expected = _template_by_pairwise_copies(history, seen)
+        assert template_paragraphs(history, seen) == expected
+        checked += bool(expected)
+    assert checked > 50
 
 
 def test_source_history_is_bounded():

@@ -934,50 +934,49 @@ def template_paragraphs(history: list[SeenArticle], seen: SeenArticle) -> set[in
 
     A paragraph is template when it recurs in `needed` distinct articles: this
     one and earlier ones that are copies neither of it nor of each other.
-    Copies are told apart by the paragraphs that are not widely shared (in two
-    or more earlier articles): distinct articles share almost none of those,
-    copies share most of them, by characters.
+    Copies are told apart by their own paragraphs, those not widely shared (in
+    two or more earlier articles): distinct articles share almost none of
+    those, copies share most of them, by characters. An article with no own
+    paragraph is a copy of any other.
+
+    Two earlier articles cannot share an own paragraph (it would be in two of
+    them), so of two earlier articles with own paragraphs neither is a copy of
+    the other: an earlier article counts as distinct exactly when it is no
+    copy of this one, and no pair of earlier articles needs comparing.
     """
     others = [other for other in history if other.article != seen.article]
     if not others:
         return set()
     needed = max(MIN_DISTINCT_ARTICLES, math.ceil(TEMPLATE_SHARE * (len(others) + 1)))
-    carried = [other.paragraph_set for other in others]
-    frequency = collections.Counter(itertools.chain.from_iterable(carried))
-    carriers_of: dict[tuple[int, ...], list[int]] = collections.defaultdict(list)
-    for position, paragraph in enumerate(seen.paragraphs):
-        if frequency[paragraph] >= needed - 1:
-            carriers_of[tuple(i for i, paragraphs in enumerate(carried) if paragraph in paragraphs)].append(position)
-    if not carriers_of:
+    frequency = collections.Counter(itertools.chain.from_iterable(other.paragraph_set for other in others))
+    candidates = [position for position, paragraph in enumerate(seen.paragraphs) if frequency[paragraph] >= needed - 1]
+    if not candidates:
         return set()
-    widely_shared = {paragraph for paragraph, count in frequency.items() if count >= 2}
 
     def own_part(article: SeenArticle) -> dict[int, int]:
-        return {p: n for p, n in zip(article.paragraphs, article.lengths) if p not in widely_shared}
+        return {p: n for p, n in zip(article.paragraphs, article.lengths) if frequency[p] < 2}
 
-    own = {-1: own_part(seen)}
-    copies: dict[tuple[int, int], bool] = {}
+    own = own_part(seen)
+    own_length = sum(own.values())
+    if own_length == 0:  # this article is a copy of every earlier one
+        return set()
+    distinct: dict[int, bool] = {}
 
-    def are_copies(a: int, b: int) -> bool:
-        if (a, b) not in copies:
-            for index in (a, b):
-                if index not in own:
-                    own[index] = own_part(others[index])
-            first, second = own[a], own[b]
-            smaller = min(sum(first.values()), sum(second.values()))
-            shared = sum(n for p, n in first.items() if p in second)
-            copies[(a, b)] = smaller == 0 or shared >= COPY_OVERLAP * smaller
-        return copies[(a, b)]
+    def is_distinct(index: int) -> bool:
+        """Whether `others[index]` is no copy of this article."""
+        if index not in distinct:
+            other = others[index]
+            smaller = min(own_length, sum(own_part(other).values()))
+            shared = sum(n for p, n in own.items() if p in other.paragraph_set)
+            distinct[index] = shared < COPY_OVERLAP * smaller  # never when either has no own paragraph
+        return distinct[index]
 
     template: set[int] = set()
-    for carriers, positions in carriers_of.items():
-        distinct = [-1]
-        for candidate in reversed(carriers):
-            if not any(are_copies(accepted, candidate) for accepted in distinct):
-                distinct.append(candidate)
-                if len(distinct) >= needed:
-                    template.update(positions)
-                    break
+    for position in candidates:
+        paragraph = seen.paragraphs[position]
+        carriers = (index for index, other in enumerate(others) if paragraph in other.paragraph_set)
+        if sum(map(is_distinct, carriers)) >= needed - 1:
+            template.add(position)
     return template
 
 
