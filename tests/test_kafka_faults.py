@@ -120,15 +120,17 @@ def test_at_least_once_across_sigkill(broker, topic_name):
         f"{duplicates} duplicates, but only {written_at_kill - committed_at_kill} outputs were uncommitted at the kill")
 
 
-def test_ctrl_c_stops_gracefully(broker, topic_name):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_signals_stop_streaming_gracefully(broker, topic_name, stop_signal):
+    """Ctrl-C and SIGTERM: finish the bundle, flush, commit, exit 0."""
     topics, group = Topics(topic_name), topic_name("group")
     topics.create(broker)
-    articles = synthetic_articles(300, "sigint")
+    articles = synthetic_articles(300, f"signal-{stop_signal.name}")
     produce_articles(broker.bootstrap_servers, topics.input, articles)
     process = start_pipeline(*topics.args(broker.bootstrap_servers, group), "--streaming")
     wait_until(lambda: committed_total(broker.bootstrap_servers, topics.input, group) >= 300, 120, "all commits", process)
-    stderr = stop(process, signal.SIGINT)
-    assert "SIGINT received" in stderr and "finished on FnApiRunner" in stderr
+    stderr = stop(process, stop_signal)
+    assert f"{stop_signal.name} received" in stderr and "finished on FnApiRunner" in stderr
     assert sorted(article_ids(broker.bootstrap_servers, topics.output)) == sorted(a["id"] for a in articles)
 
 
