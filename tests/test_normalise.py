@@ -37,6 +37,7 @@ from transforms.normalise import (
     extract_html,
     finish,
     fingerprint,
+    is_plain_text,
     normalise_published_at,
     paragraph_fingerprints,
     registrable_domain,
@@ -154,22 +155,41 @@ _AWKWARD = (
 )
 
 
-def _awkward_texts(count: int) -> list[str]:
+# Characters a plain text may hold, combining marks and non-Latin scripts included.
+_PLAIN = [*"abcXYZ09", " ", " ", "  ", ".", ",", "-", "*", "\u2014", "\u201c", "\u2019", "\u2026", "<", "\n", "\n\n"]
+_PLAIN += ["\u00e9", "\u00df", "\u0130", "\u03a3", "\u0301", "\u1230", "\u4e2d", "\u0627", "\u0660", "\u0939\u093f"]
+
+
+def _awkward_texts(count: int, alphabet: list[str] = _AWKWARD) -> list[str]:
     generator = random.Random(7)
-    return ["".join(generator.choices(_AWKWARD, k=generator.randint(1, 60))) for _ in range(count)]
+    return ["".join(generator.choices(alphabet, k=generator.randint(1, 60))) for _ in range(count)]
 
 
-def test_paragraph_fingerprints_and_word_count_of_clean_paragraphs_match_the_general_functions():
-    texts = _awkward_texts(3000) + corpus_bodies(20)
-    checked = 0
+def test_the_fast_paths_match_the_general_functions():
+    texts = _awkward_texts(3000) + _awkward_texts(3000, _PLAIN) + corpus_bodies(20)
+    checked = collections.Counter()
     for text in texts:
-        paragraphs = clean_text(text)
+        plain = is_plain_text(text)
+        paragraphs = clean_text(text, plain)
+        assert paragraphs == clean_text(text), repr(text)
         if not paragraphs:
             continue
-        checked += 1
-        assert paragraph_fingerprints(paragraphs) == [fingerprint(paragraph) for paragraph in paragraphs], repr(text)
+        checked[plain] += 1
+        assert paragraph_fingerprints(paragraphs, plain) == [fingerprint(paragraph) for paragraph in paragraphs], repr(text)
         assert clean_word_count(paragraphs) == word_count("\n\n".join(paragraphs)), repr(text)
-    assert checked > 2000
+    assert checked[True] > 1000 and checked[False] > 2000
+
+
+@pytest.mark.parametrize("text", ["caf\u00e9", "\u4e2d\u6587 \u1230", "no\u00ebl"])
+def test_plain_text_is_recognised(text):
+    assert is_plain_text(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["cafe\u0301", "\ufb01ne", "a\u00a0b", "a\x07b", "\ufffd", "de\u200dmo", "it\u02bcs", "emoji \U0001f600"]
+)
+def test_text_needing_care_is_not_plain(text):
+    assert not is_plain_text(text)
 
 
 def test_clean_text_leaves_single_spaces_only():

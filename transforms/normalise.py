@@ -113,27 +113,24 @@ def _cleanup_map() -> dict[str, str]:
 _CLEANUP = _cleanup_map()
 _CLEANUP_CLASS = "".join(re.escape(char) for char in _CLEANUP)
 _CLEANUP_CHARS = re.compile(f"[{_CLEANUP_CLASS}]")
-# The cleanup characters and the rest of what `check_not_binary` counts (but U+FFFD):
-# one scan of a clean body tells both that they have nothing to do.
-_CLEANUP_OR_BINARY = re.compile(f"[{_CLEANUP_CLASS}\ufffe\uffff]")
 _SPACES = re.compile(r"  +")
 # Wire feeds end each paragraph with a `<` marker.
 _WIRE_LINE_END = re.compile(r"\s*<+\s*$")
 _SENTENCE_END = tuple(".!?:;…。！？\"”»)]’'")
 
 
-def clean_text(text: str, has_no_cleanup_characters: bool = False) -> list[str]:
+def clean_text(text: str, plain: bool = False) -> list[str]:
     """Readable paragraphs of `text`, each one line, in order.
 
     A blank line ends a paragraph. A single line break also starts one
     (feeds put one paragraph per line), except where it only wraps a
     sentence: the line does not end a sentence and the next starts lower-case.
     A paragraph's only whitespace is single spaces between its words.
-    `has_no_cleanup_characters`: the caller has already searched `text` for them.
+    `plain`: the caller found `text` plain (`is_plain_text`), so it needs neither cleanup nor NFC.
     """
-    if not has_no_cleanup_characters and _CLEANUP_CHARS.search(text):
+    if not plain and _CLEANUP_CHARS.search(text):
         text = _CLEANUP_CHARS.sub(lambda match: _CLEANUP[match.group()], text.replace("\r\n", "\n"))
-    if not text.isascii() and not unicodedata.is_normalized("NFC", text):  # ASCII is NFC, and isascii() costs nothing
+    if not plain and not text.isascii() and not unicodedata.is_normalized("NFC", text):  # ASCII is NFC; isascii() is free
         text = unicodedata.normalize("NFC", text)
     if "  " in text:
         text = _SPACES.sub(" ", text)
@@ -224,16 +221,37 @@ def fingerprint(text: str) -> str:
     return "\n".join(paragraph for paragraph in paragraphs if paragraph)
 
 
-def paragraph_fingerprints(paragraphs: list[str]) -> list[str]:
-    """`fingerprint` of each paragraph of `clean_text`, aligned with the input (empty where no word is left)."""
+def paragraph_fingerprints(paragraphs: list[str], plain: bool = False) -> list[str]:
+    """`fingerprint` of each paragraph of `clean_text`, aligned with the input (empty where no word is left).
+
+    `plain`: the paragraphs are of a text found plain (`is_plain_text`), so NFKC and free of rare characters.
+    """
     text = "\n".join(paragraphs)
     # ASCII is NFKC and holds no rare character; isascii() costs nothing.
-    if not text.isascii() and (not unicodedata.is_normalized("NFKC", text) or _RARE.search(text)):
+    if not plain and not text.isascii() and (not unicodedata.is_normalized("NFKC", text) or _RARE.search(text)):
         return [" ".join(line.split()) for line in _fold(text).split("\n")]
     # The words are single-spaced: a span replaced after a space leaves a double
     # space, and a space can be left at either end of a line; nothing else.
     folded = _NON_WORD_SPAN.sub(" ", text.casefold()).replace("  ", " ")
     return [line.strip(" ") for line in folded.split("\n")]
+
+
+# What a plain text must not hold: the characters cleanup maps, those `check_not_binary`
+# counts, and those the fingerprint drops or unifies (format characters, apostrophe letters).
+_NEEDS_CARE = re.compile(f"[{_CLEANUP_CLASS}\ufffd\ufffe\uffff{_FORMAT_CLASS[1:-1]}\u02bb-\u02bd]")
+
+
+def is_plain_text(text: str) -> bool:
+    """Whether `text` needs none of the care above: it is NFKC and holds none of those characters nor any beyond the BMP.
+
+    One scan tells cleanup, the binary check and the fingerprint that they have nothing to do.
+    """
+    return (
+        _NEEDS_CARE.search(text) is None
+        # A character beyond the BMP takes two UTF-16 code units: encoding finds one far faster than a regex.
+        and len(text.encode("utf-16-le", "surrogatepass")) == 2 * len(text)
+        and (text.isascii() or unicodedata.is_normalized("NFKC", text))
+    )
 
 
 def word_count(text: str) -> int:
@@ -765,12 +783,13 @@ def draft_article(article: Article) -> Draft:
     raw = article.raw
     url = raw.get("url")
     page = None
+    plain = False  # extracted HTML takes the careful path
     if (raw.get("text") or "").strip():
         text = raw["text"]
-        suspect = _CLEANUP_OR_BINARY.search(text) is not None or "\ufffd" in text
-        if suspect:
+        plain = is_plain_text(text)
+        if not plain:
             check_not_binary(text)
-        paragraphs = clean_text(text, has_no_cleanup_characters=not suspect)
+        paragraphs = clean_text(text, plain)
     elif (raw.get("html") or "").strip():
         page = extract_html(raw["html"], url)
         paragraphs = clean_text(page.text)
@@ -794,7 +813,7 @@ def draft_article(article: Article) -> Draft:
         "published_at": normalise_published_at(raw.get("published_at") or (page and page.published_at)),
     }
     source_key = domain or (given_source.casefold() if given_source else None)
-    return Draft(article, tuple(kept), tuple(paragraph_fingerprints(kept)), fields, removed, source_key)
+    return Draft(article, tuple(kept), tuple(paragraph_fingerprints(kept, plain)), fields, removed, source_key)
 
 
 def finish(draft: Draft, template: frozenset[int] = frozenset()) -> Article:
