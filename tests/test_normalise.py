@@ -642,7 +642,7 @@ def test_template_paragraphs_match_their_pairwise_definition():
 
         def article_of(number: int) -> SeenArticle:
             paragraphs = tuple(generator.choices(pool, k=generator.randint(1, 12)))
-            return SeenArticle(number % 40, paragraphs, tuple(generator.randint(0, 300) for _ in paragraphs))
+            return SeenArticle(number % 40, paragraphs, tuple(generator.randint(1, 300) for _ in paragraphs))
 
         history = [article_of(number) for number in range(generator.randint(0, RECENT_ARTICLES))]
         seen = generator.choice(history) if history and generator.random() < 0.1 else article_of(1000)
