@@ -9,11 +9,9 @@ How it works: four chained steps, no Flatten, GroupByKey or timer
 1. **Sketch** (per article): the fingerprint's shingles give a `Signature`
    (a content-defined sample of shingle hashes, so containment of a truncated
    excerpt is estimated as well as resemblance; `transforms.syndication_sketch`)
-   and about 8 index keys (a consistent sample that near copies share, plus
-   wide-window winnowed keys: any passage of ~155 words two texts share gives
+   and winnowed index keys (any passage of ~30 words two texts share gives
    them a common key). The article goes to its home shard, and one query to
-   each index bucket its keys fall in; its exact-content hash rides as an
-   extra key in the bucket of its smallest key, which every exact copy has.
+   each index bucket its keys fall in, plus the bucket of its exact-content hash.
 2. **Index** (stateful, keyed by bucket): a bucket keeps the recent articles
    whose keys fell in it, each with its signature and its *label*, the
    cluster root the bucket put it in. A query is verified against the entries
@@ -51,7 +49,9 @@ order; near-simultaneous copies race. Nothing below relies on order:
   later article uses the own root, and the announcer emits
   `merged(from=own root, into=its cluster)` once both facts have reached it,
   in whichever order; the later article's `joined` then names that own root,
-  which no `created` introduced. Unions are idempotent.
+  which no `created` introduced. (The exact-content bucket never counts: an
+  exact copy shares all the other buckets too, unless every one of them has
+  turned common since.) Unions are idempotent.
 * `canonical_id` is the earliest (published_at, then arrival) of the article
   and its verified matches when the event is emitted; `similarity` is to
   that article (1.0 when it is the article itself).
@@ -75,16 +75,16 @@ every key is revisited and pruned on access, on any runner: entries more
 than `horizon` (event time: published_at, never later than the record
 timestamp) behind the newest in their bucket or shard are dropped, and a
 bucket keeps at most `MAX_BUCKET_ENTRIES`. An article costs one bucket entry
-per key (about 8 for a 2 KB article, at most `syndication_sketch.MAX_KEYS`;
-signature of at most `syndication_sketch.MAX_SAMPLE` 32-bit values plus ids,
-~3 KB in all) and a few hundred bytes in its home shard;
-`benchmarks/bench_syndication.py` prints the measured bytes, the per-article
-lookup cost at 10k and 500k articles, and (`--pipeline`) the cost per
-article on FnApiRunner. There every state key a bundle touches costs about
-three deep-size walks of Beam's state cache (~1 ms together, whatever the
-value), so the number of keys per article sets the local cost: hence few
-index keys, and no batching of keys into coarser shards, which would only
-help with few enough shards to make hot keys.
+per key (about 24 for a 2 KB article; signature of at most
+`syndication_sketch.MAX_SAMPLE` 32-bit values plus ids) and a few hundred
+bytes in its home shard; `benchmarks/bench_syndication.py` prints the
+measured bytes and the per-article lookup cost at 10k and 500k articles.
+On the local runner the cost per article is set by the number of state keys
+it touches (its buckets and home shard): Beam's state cache measures a stored
+value's size on every write by walking the loaded modules' globals, ~1 ms per
+key, about 23 ms per article in all (`--pipeline` prints it). Fewer keys per
+article (tried: ~8) cut that by 2.3x but let site chrome left in the text
+merge different stories (precision 0.92 instead of 1.00), so the keys stay.
 """
 
 from __future__ import annotations
@@ -239,6 +239,7 @@ class IndexQuery:
     signature: sketching.Signature
     sort_key: SortKey
     root: Root
+    content_only: bool  # the only key here is the article's exact-content hash
     publisher: int | None
 
 
@@ -268,6 +269,7 @@ class IndexReply:
     bucket: int
     matches: tuple[Match, ...]
     label: Label | None  # the article's own label in this bucket; None where its keys are common here
+    content_only: bool  # the bucket holds only the article's exact-content key
 
 
 # --- index buckets ------------------------------------------------------------
@@ -336,7 +338,7 @@ def index_step(bucket: Bucket | None, query: IndexQuery, bucket_id: int,
     matches, failed = _verify_against([e for e in earlier if e.keys & open_keys], query)
 
     def reply(found: tuple[Match, ...], label: Label | None) -> IndexReply:
-        return IndexReply(query.article_id, query.source, bucket_id, found, label)
+        return IndexReply(query.article_id, query.source, bucket_id, found, label, query.content_only)
 
     if position is not None:  # redelivered: the same answer as the first time
         label = live[position].label
@@ -483,7 +485,8 @@ def decide(pending: Pending, replies: list[IndexReply]) -> tuple[dict[str, Any],
     matched article known to it only under that article's own root.
     """
     roots, best, provisional = _seen_roots(replies)
-    exposed = any(r.label is not None and not r.label.confirmed for r in replies)
+    # The exact-content bucket never exposes: an exact copy shares every other bucket as well.
+    exposed = any(r.label is not None and not r.label.confirmed and not r.content_only for r in replies)
     if exposed or not roots:
         roots.add(pending.root)
     chosen = min(roots)
@@ -635,13 +638,12 @@ def fan_out(article: Article, seed: int = sketching.DEFAULT_SEED) -> list[tuple[
     queries = []
     if fingerprint:
         signature, keys = sketching.sketch(fingerprint, seed)
-        for index_key in keys:
+        content_key = int.from_bytes(signature.content_hash, "little")
+        for index_key in (content_key, *keys):
             by_bucket.setdefault(index_key % BUCKETS, set()).add(index_key)
-        # The exact-content key rides with the smallest winnowed key, which every exact copy has too.
-        by_bucket[keys[0] % BUCKETS].add(int.from_bytes(signature.content_hash, "little"))
         publisher = publisher_id(article)
         queries = [(bucket, IndexQuery(article.article_id, article.source, frozenset(bucket_keys), signature, key,
-                                       root, publisher))
+                                       root, bucket_keys == {content_key}, publisher))
                    for bucket, bucket_keys in by_bucket.items()]
     return [(home_shard(article.article_id), Pending(article, key, root, frozenset(by_bucket))), *queries]
 

@@ -18,18 +18,10 @@ Every shingle is hashed to 64 bits with a seeded, vectorised polynomial hash
   `limit`, so two signatures compare exactly on the values below the smaller
   limit: containment of the shorter text in the longer, and Jaccard
   resemblance, both estimated without bias.
-* `index_keys` are hashes of spans of two shingles `KEY_SPAN_SHINGLES` apart
-  (~2x the words), chosen two ways. The `SAMPLE_KEYS` smallest minima of
-  every `SAMPLE_WINDOW` consecutive spans: a consistent sample spread over
-  the text (at most one key per window), so near copies and texts sharing
-  most of their spans share one with high probability (about 1 - (1-f)^6
-  for a text with a fraction f of its keys in the other). And the text winnowed over a
-  wide window: the minimum of every `KEY_WINDOW` consecutive spans, so any
-  passage two texts share that is at least `KEY_WINDOW` spans long (~155
-  words) yields a common key, however little else they share (a story
-  quoted inside a long page). About 8 keys for a 2 KB article, at most
-  `MAX_KEYS` (the smallest: the passage guarantee holds up to ~1,700 words,
-  a consistent sample beyond): each key costs a state access on every runner.
+* `index_keys` are winnowed over longer spans (`KEY_SPAN_SHINGLES` shingles
+  apart, ~2x the words): the minimum hash of every window of `KEY_WINDOW`
+  spans. Any passage two texts share that is at least `KEY_WINDOW` spans long
+  yields at least one common key, however little else they share.
 """
 
 from __future__ import annotations
@@ -49,10 +41,8 @@ SAMPLE_RATE = 6
 MIN_SAMPLE = 32
 MAX_SAMPLE = 96
 KEY_SPAN_SHINGLES = SHINGLE_TOKENS
-SAMPLE_KEYS = 6
-SAMPLE_WINDOW = 12
-KEY_WINDOW = 150
-MAX_KEYS = 24
+KEY_WINDOW = 24
+MAX_KEYS = 32
 DEFAULT_SEED = 1
 
 _U64 = np.uint64
@@ -232,16 +222,15 @@ def signature(fingerprint: str, hashes: np.ndarray, seed: int = DEFAULT_SEED) ->
 
 
 def index_keys(hashes: np.ndarray) -> list[int]:
-    """Sorted 64-bit keys: the smallest narrow-window and all wide-window winnowed span hashes (at most MAX_KEYS)."""
+    """Winnowed 64-bit keys of spans of two shingles `KEY_SPAN_SHINGLES` apart (at most MAX_KEYS)."""
     if not len(hashes):
         return []
     if len(hashes) > KEY_SPAN_SHINGLES:
         spans = _mix(hashes[:-KEY_SPAN_SHINGLES] * _SPAN_PRIME + hashes[KEY_SPAN_SHINGLES:])
     else:
         spans = _mix(hashes[-1:] * _SPAN_PRIME)
-    sample = _distinct_sorted(_sliding_minimum(spans, SAMPLE_WINDOW))[:SAMPLE_KEYS]
-    winnowed = _distinct_sorted(_sliding_minimum(spans, KEY_WINDOW))
-    return _distinct_sorted(np.concatenate((sample, winnowed)))[:MAX_KEYS].tolist()
+    keys = _distinct_sorted(_sliding_minimum(spans, KEY_WINDOW))
+    return keys[:MAX_KEYS].tolist()
 
 
 def _distinct_sorted(values: np.ndarray) -> np.ndarray:
