@@ -652,6 +652,18 @@ def test_template_paragraphs_match_their_pairwise_definition():
     assert checked > 50
 
 
+def test_paragraphs_differing_in_digits_of_any_script_are_one_template_line():
+    def hashes(line: str) -> tuple[int, ...]:
+        raw = {"id": line, "url": "https://example.com/a", "text": f"{line}\n\nThe story itself, told in full."}
+        return seen_article(draft_article(article(raw)))[0].paragraphs
+
+    # ASCII, Arabic-Indic and (beyond the BMP) Osmanya digits
+    assert hashes("Updated 3 March") == hashes("Updated 12 March") == hashes("Updated \u0661\u0662 March") == hashes(
+        "Updated \U000104a1\U000104a2 March"
+    )
+    assert hashes("Updated 3 March") != hashes("Updated March")
+
+
 def test_source_history_is_bounded():
     source = SourceState()
     long_body = "\n".join(f"Paragraph number {n} of a very long article about many things." for n in range(500))

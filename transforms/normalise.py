@@ -244,6 +244,11 @@ def paragraph_fingerprints(paragraphs: list[str], plain: bool = False) -> list[s
 _NEEDS_CARE = re.compile(f"[{_CLEANUP_CLASS}\ufffd\ufffe\uffff{_FORMAT_CLASS[1:-1]}\u02bb-\u02bd]")
 
 
+def _within_bmp(text: str) -> bool:
+    # A character beyond the BMP takes two UTF-16 code units: encoding finds one far faster than a regex.
+    return len(text.encode("utf-16-le", "surrogatepass")) == 2 * len(text)
+
+
 def is_plain_text(text: str) -> bool:
     """Whether `text` needs none of the care above: it is NFKC and holds none of those characters nor any beyond the BMP.
 
@@ -251,8 +256,7 @@ def is_plain_text(text: str) -> bool:
     """
     return (
         _NEEDS_CARE.search(text) is None
-        # A character beyond the BMP takes two UTF-16 code units: encoding finds one far faster than a regex.
-        and len(text.encode("utf-16-le", "surrogatepass")) == 2 * len(text)
+        and _within_bmp(text)
         and (text.isascii() or unicodedata.is_normalized("NFKC", text))
     )
 
@@ -857,6 +861,9 @@ class SeenArticle:
 
 
 _DIGITS = re.compile(r"\d\d*")  # not `\d+`: see _NON_WORD_BMP
+# `\d` looks up each character's category; the digits of the BMP as a class are one table lookup (2x faster).
+_BMP_DIGIT_CLASS = _character_class(("Nd",), range(0x10000))
+_BMP_DIGITS = re.compile(_BMP_DIGIT_CLASS + _BMP_DIGIT_CLASS + "*")
 MAX_HISTORY_BYTES = 2 + RECENT_ARTICLES * (8 + 2 + TRACKED_PARAGRAPHS * (8 + 2))
 
 
@@ -882,7 +889,8 @@ def seen_article(draft: Draft) -> tuple[SeenArticle, list[int]]:
     template line with a date or a counter still recurs.
     """
     indices = _tracked(len(draft.paragraphs))
-    masked = _DIGITS.sub("0", "\n".join(draft.matching[index] for index in indices)).split("\n")
+    forms = "\n".join(draft.matching[index] for index in indices)
+    masked = (_BMP_DIGITS if _within_bmp(forms) else _DIGITS).sub("0", forms).split("\n")
     hashes = _hashes64(form or draft.paragraphs[index] for form, index in zip(masked, indices))
     lengths = tuple(min(len(draft.paragraphs[index]), 0xFFFF) for index in indices)
     return SeenArticle(_hash64(draft.article.article_id), hashes, lengths), indices
