@@ -180,6 +180,16 @@ def test_the_fast_paths_match_the_general_functions():
     assert checked[True] > 1000 and checked[False] > 2000
 
 
+def test_text_in_blank_line_separated_blocks_cleans_as_line_by_line():
+    generator = random.Random(5)
+    line_characters = [character for character in _PLAIN + _AWKWARD if "\n" not in character and "<" not in character]
+    for _ in range(3000):
+        lines = ["".join(generator.choices(line_characters, k=generator.randint(1, 30))) for _ in range(generator.randint(1, 6))]
+        text = "\n\n".join(lines)
+        # A lone line break at the end changes nothing but sends the text through the line-by-line loop.
+        assert clean_text(text) == clean_text(text + "\n"), repr(text)
+
+
 @pytest.mark.parametrize("text", ["caf\u00e9", "\u4e2d\u6587 \u1230", "no\u00ebl"])
 def test_plain_text_is_recognised(text):
     assert is_plain_text(text)

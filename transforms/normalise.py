@@ -134,6 +134,9 @@ def clean_text(text: str, plain: bool = False) -> list[str]:
         text = unicodedata.normalize("NFC", text)
     if "  " in text:
         text = _SPACES.sub(" ", text)
+    if "<" not in text and "\n\n\n" not in text and text.count("\n") == 2 * text.count("\n\n"):
+        # Every line break is in a blank line and no line ends with a wire marker: no line to join or trim.
+        return [paragraph for paragraph in map(str.strip, text.split("\n\n")) if paragraph]
     paragraphs: list[str] = []
     continuable = False
     for line in text.split("\n"):
