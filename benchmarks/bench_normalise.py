@@ -1,6 +1,6 @@
 """Normalise stage: boilerplate precision/recall on a labelled set, and speed.
 
-    .venv/bin/python benchmarks/bench_normalise.py [--shared ../shared] [--speed-articles 3000]
+    .venv/bin/python benchmarks/bench_normalise.py [--shared ../shared] [--speed-articles 3000] [--baseline REV]
 
 Quality: the labelled stream of `normalise_labelled.py` (real news, 7
 languages, synthetic sites) goes through the stage's own functions in order,
@@ -11,6 +11,9 @@ Speed: one process, one core, counted in CPU seconds of this process. Plain text
 patterns, metadata, per-source template state encode/decode, fingerprint) on
 ~3 KB articles. HTML: the same articles rendered into pages with navigation,
 sidebar, comments and footer, through trafilatura and the same path.
+`--baseline REV` also times the plain-text path of `transforms/normalise.py`
+as of a git revision, in the same process and run: on a shared machine the
+ratio is steadier than either figure.
 """
 
 from __future__ import annotations
@@ -19,27 +22,26 @@ import argparse
 import collections
 import html
 import statistics
+import subprocess
+import sys
 import time
 import timeit
+import types
 from pathlib import Path
 
 from normalise_labelled import ARTICLE, BOILERPLATE, build
 
+import transforms.normalise
 from schemas.records import Article, Rejected, SourceRecord
-from transforms.normalise import (
-    decode_history,
-    draft_article,
-    encode_history,
-    finish,
-    fingerprint,
-    remember,
-    seen_article,
-    template_paragraphs,
-)
+from transforms.normalise import fingerprint
+
+REPO = Path(__file__).resolve().parents[1]
 
 
-def normalise_stream(raws: list[dict], state_bytes: bool = False) -> list[Article | Rejected]:
-    """What the stage emits for each raw article, in order, one template state per source.
+def normalise_stream(
+    raws: list[dict], state_bytes: bool = False, stage: types.ModuleType = transforms.normalise
+) -> list[Article | Rejected]:
+    """What the stage (the module `stage`) emits for each raw article, in order, one template state per source.
 
     The SDK's state cache hands the DoFn the decoded history; `state_bytes`
     instead encodes and decodes it for every article, as without that cache.
@@ -48,20 +50,30 @@ def normalise_stream(raws: list[dict], state_bytes: bool = False) -> list[Articl
     results: list[Article | Rejected] = []
     for offset, raw in enumerate(raws):
         try:
-            draft = draft_article(Article(SourceRecord("bench", 0, offset, b""), raw))
+            draft = stage.draft_article(Article(SourceRecord("bench", 0, offset, b""), raw))
             if draft.source_key is None:
-                results.append(finish(draft))
+                results.append(stage.finish(draft))
                 continue
             stored = states.get(draft.source_key)
-            history = decode_history(stored) if state_bytes else stored or []
-            seen, indices = seen_article(draft)
-            template = frozenset(indices[p] for p in template_paragraphs(history, seen))
-            history = remember(history, seen)
-            states[draft.source_key] = encode_history(history) if state_bytes else history
-            results.append(finish(draft, template))
+            history = stage.decode_history(stored) if state_bytes else stored or []
+            seen, indices = stage.seen_article(draft)
+            template = frozenset(indices[p] for p in stage.template_paragraphs(history, seen))
+            history = stage.remember(history, seen)
+            states[draft.source_key] = stage.encode_history(history) if state_bytes else history
+            results.append(stage.finish(draft, template))
         except Rejected as rejection:
             results.append(rejection)
     return results
+
+
+def stage_at(revision: str) -> types.ModuleType:
+    """`transforms/normalise.py` as of git `revision`, loaded beside the current one."""
+    path = "transforms/normalise.py"
+    source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:{path}"], check=True, capture_output=True, text=True).stdout
+    module = types.ModuleType(f"normalise_at_{revision}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up by name
+    exec(compile(source, f"{revision}:{path}", "exec"), module.__dict__)
+    return module
 
 
 def quality(shared: Path) -> None:
@@ -151,7 +163,7 @@ def _sized(raws: list[dict], count: int) -> list[dict]:
     return [{**raw, "id": f"{raw['id']}#{number}"} for number, raw in enumerate(cycled)]
 
 
-def speed(shared: Path, count: int) -> None:
+def speed(shared: Path, count: int, baseline: str | None) -> None:
     stream = [labelled for labelled in build(shared) if 2000 <= len(labelled.raw["text"].encode("utf-8")) <= 4500]
     wrapped = _sized([labelled.raw for labelled in stream], count)
     # The same articles as their publishers wrote them: no injected template lines.
@@ -164,9 +176,11 @@ def speed(shared: Path, count: int) -> None:
         count,
     )
 
-    def drafts_only(raws):
+    def drafts_only(raws, stage=transforms.normalise):
         for offset, raw in enumerate(raws):
-            finish(draft_article(Article(SourceRecord("bench", 0, offset, b""), raw)))
+            stage.finish(stage.draft_article(Article(SourceRecord("bench", 0, offset, b""), raw)))
+
+    old = stage_at(baseline) if baseline else None
 
     reference = min(timeit.repeat("sum(range(10**6))", number=20, repeat=5)) / 20
     print(f"reference loop on this machine now: sum(range(10**6)) in {reference * 1000:.1f} ms (compare runs by it)")
@@ -181,6 +195,11 @@ def speed(shared: Path, count: int) -> None:
         print(f"    clean + patterns + metadata + fingerprint (no source state): {stateless:,.0f}/s")
         print(f"    + per-source template step, history decoded in the SDK cache: {full:,.0f}/s")
         print(f"    + per-source template step, history coded per article:        {full_bytes:,.0f}/s")
+        if old:
+            old_stateless = _rate(lambda raws: drafts_only(raws, old), texts)
+            old_full = _rate(lambda raws: normalise_stream(raws, stage=old), texts)
+            print(f"    as of {baseline}: {old_stateless:,.0f}/s and {old_full:,.0f}/s "
+                  f"(now {stateless / old_stateless:.2f}x and {full / old_full:.2f}x that)")
     pages = [{"id": raw["id"], "url": raw["url"], "html": _page(raw, labelled)} for raw, labelled in zip(wrapped[:300], stream)]
     page_size = statistics.mean(len(page["html"].encode("utf-8")) for page in pages)
     html_rate = _rate(normalise_stream, pages, repeat=1)
@@ -200,9 +219,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
     parser.add_argument("--speed-articles", type=int, default=3000)
+    parser.add_argument("--baseline", help="also time the plain-text path as of this git revision")
     options = parser.parse_args()
     quality(options.shared)
-    speed(options.shared, options.speed_articles)
+    speed(options.shared, options.speed_articles, options.baseline)
 
 
 if __name__ == "__main__":
