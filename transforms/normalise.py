@@ -1103,6 +1103,7 @@ class Normalise(beam.PTransform):
     def expand(self, outcomes):
         return (
             outcomes
-            | "Draft" >> beam.ParDo(_DraftFn())
+            # The key type makes Beam pick a deterministic key coder, as stateful DoFns need.
+            | "Draft" >> beam.ParDo(_DraftFn()).with_output_types(tuple[str, Any])
             | "SourceTemplate" >> beam.ParDo(_SourceTemplateFn())
         )
