@@ -344,30 +344,25 @@ class _PartitionSetProvider(RestrictionProvider):
 
 
 def start_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition], position: StartPosition,
-                  start_time: dt.datetime | None = None) -> dict[TopicPartition, int]:
-    """Where a read begins in each partition."""
+                  start_time: dt.datetime | None, ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """Where a read begins in each partition; `ends` are the partitions' high watermarks."""
     earliest = consumer.beginning_offsets(partitions)
     if start_time is not None:
-        return offsets_at_time(consumer, partitions, int(start_time.timestamp() * 1000))
+        return offsets_at_time(consumer, partitions, int(start_time.timestamp() * 1000), ends)
     if position is StartPosition.EARLIEST:
         return earliest
     if position is StartPosition.LATEST:
-        return high_watermarks(consumer, partitions)
-    fallback = None
+        return ends
+    fallback = earliest if consumer.config["auto_offset_reset"] == "earliest" else ends
     starts = {}
     for partition in partitions:
         committed = consumer.committed(partition)
-        if committed is None:
-            if fallback is None:
-                fallback = earliest if consumer.config["auto_offset_reset"] == "earliest" else high_watermarks(consumer, partitions)
-            starts[partition] = fallback[partition]
-        else:
-            starts[partition] = max(committed, earliest[partition])
+        starts[partition] = fallback[partition] if committed is None else max(committed, earliest[partition])
     return starts
 
 
 def offsets_at_time(consumer: KafkaConsumer, partitions: list[TopicPartition], time_ms: int,
-                    timeout_s: float = 30.0) -> dict[TopicPartition, int]:
+                    ends: dict[TopicPartition, int], timeout_s: float = 30.0) -> dict[TopicPartition, int]:
     """The first offset of each partition whose record is at or after `time_ms`, else the end.
 
     Asks the broker (ListOffsets by time), then confirms by reading from the
@@ -375,7 +370,6 @@ def offsets_at_time(consumer: KafkaConsumer, partitions: list[TopicPartition], t
     brokers (Tansu) answer with an earlier offset. On Kafka the first fetched
     record confirms the answer.
     """
-    ends = high_watermarks(consumer, partitions)
     hints = consumer.offsets_for_times({p: time_ms for p in partitions})
     starts = {p: ends[p] if hints[p] is None else hints[p].offset for p in partitions}
     unconfirmed = {p for p in partitions if starts[p] < ends[p]}
@@ -436,8 +430,9 @@ class _PlanReadFn(beam.DoFn):
         if not numbers:
             raise ValueError(f"topic {spec.topic!r} does not exist on {spec.bootstrap_servers}")
         partitions = [TopicPartition(spec.topic, n) for n in sorted(numbers)]
-        starts = start_offsets(self._consumer, partitions, spec.start_position, spec.start_time)
-        stops = {p: None for p in partitions} if spec.streaming else high_watermarks(self._consumer, partitions)
+        ends = high_watermarks(self._consumer, partitions)
+        starts = start_offsets(self._consumer, partitions, spec.start_position, spec.start_time, ends)
+        stops = {p: None for p in partitions} if spec.streaming else ends
         for partition in partitions:
             stop = stops[partition]
             _LOG.info("reading %s[%d] from offset %d to %s", partition.topic, partition.partition,
