@@ -168,8 +168,6 @@ def run_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Run
     elif args.input_jsonl:
         if not args.output_jsonl:
             parser.error("file mode needs --output-jsonl")
-        if args.streaming or args.max_records or args.max_read_time:
-            parser.error("--streaming, --max-records and --max-read-time apply to Kafka mode only")
         io = FileIO(args.input_jsonl, args.output_jsonl,
                     args.cluster_jsonl or _sibling(args.output_jsonl, ".clusters.jsonl"),
                     args.dead_letter_jsonl or _sibling(args.output_jsonl, ".dead-letters.jsonl"))
@@ -222,10 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
         from pipelines.demo import run_demo
         return run_demo(show_text=args.show_text)
-    config = run_config(args, parser)
     _stop_on_signals()
     try:
-        result = run(config, beam_args)
+        result = run(run_config(args, parser), beam_args)
     except SetupError as error:
         _LOG.error("%s", error)
         return 2

@@ -83,7 +83,7 @@ class RunConfig:
 
     def __post_init__(self):
         if isinstance(self.io, FileIO) and (self.streaming or self.max_records or self.max_read_time_s):
-            raise SetupError("--streaming, --max-records and --max-read-time apply to Kafka input only")
+            raise SetupError("--streaming, --max-records and --max-read-time apply to Kafka mode only")
 
 
 def enrich(records: beam.PCollection, config: RunConfig) -> beam.PCollection:
