@@ -122,3 +122,12 @@ def produce(bootstrap_servers: str, topic: str, values: list[bytes], keys: list[
         producer.flush()
     finally:
         producer.close()
+
+
+def committed_offsets(bootstrap_servers: str, topic: str, group_id: str) -> dict[int, int | None]:
+    """Partition → the group's committed offset (None where it never committed)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False)
+    try:
+        return {n: consumer.committed(TopicPartition(topic, n)) for n in sorted(consumer.partitions_for_topic(topic) or ())}
+    finally:
+        consumer.close()

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from pipelines.demo import sample_lines
-from pipelines.local_broker import produce, read_topic
+from pipelines.local_broker import committed_offsets, produce, read_topic
 from schemas import codec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,11 +134,7 @@ def read_outputs(broker, topics):
 
 
 def committed_total(broker, topic, group) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=group, enable_auto_commit=False)
-    try:
-        return sum(consumer.committed(TopicPartition(topic, n)) or 0 for n in consumer.partitions_for_topic(topic))
-    finally:
-        consumer.close()
+    return sum(offset or 0 for offset in committed_offsets(broker.bootstrap_servers, topic, group).values())
 
 
 def with_line_numbers(dead_letters, records_in):

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from pipelines.local_broker import LocalBroker, read_topic
+from pipelines.local_broker import LocalBroker, committed_offsets, read_topic
 
 pytestmark = pytest.mark.broker
 
@@ -78,11 +78,7 @@ def wait_until(condition, timeout_s: float, what: str, process: subprocess.Popen
 
 
 def committed_total(bootstrap: str, topic: str, group: str) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        return sum(consumer.committed(TopicPartition(topic, n)) or 0 for n in consumer.partitions_for_topic(topic))
-    finally:
-        consumer.close()
+    return sum(offset or 0 for offset in committed_offsets(bootstrap, topic, group).values())
 
 
 def stop(process: subprocess.Popen, sig=signal.SIGTERM) -> str:

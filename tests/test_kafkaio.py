@@ -13,7 +13,7 @@ from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRest
 from apache_beam.utils.timestamp import Timestamp
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from pipelines.local_broker import produce, read_topic
+from pipelines.local_broker import committed_offsets, produce, read_topic
 from transforms import kafkaio
 from transforms.kafkaio import (KafkaMessage, KafkaReadSpec, PartitionCursor, PartitionSet, PartitionSetTracker,
                                 ReadFromKafka, StartPosition, TimestampKind, TimestampPolicy, WriteToKafka,
@@ -40,11 +40,7 @@ def copy_topic(spec: KafkaReadSpec, output_topic: str, producer_config=None) -> 
 
 
 def committed(broker, topic: str, group: str) -> dict[int, int | None]:
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=group, enable_auto_commit=False)
-    try:
-        return {n: consumer.committed(TopicPartition(topic, n)) for n in sorted(consumer.partitions_for_topic(topic))}
-    finally:
-        consumer.close()
+    return committed_offsets(broker.bootstrap_servers, topic, group)
 
 
 def produce_numbered(broker, topic: str, start: int, count: int) -> list[bytes]:
