@@ -533,20 +533,21 @@ class _ReadFn(beam.DoFn):
             return {}
 
     def _log_progress(self, positions: dict[TopicPartition, int]) -> None:
-        now = time.monotonic()
+        backlogs = {}
         for partition, position in positions.items():
             highwater = self._consumer.highwater(partition)
+            backlogs[partition] = None if highwater is None else max(highwater - position, 0)
             if highwater is not None:
-                Metrics.gauge("wirecopy", f"backlog.{partition.topic}.{partition.partition}").set(max(highwater - position, 0))
+                Metrics.gauge("wirecopy", f"backlog.{partition.topic}.{partition.partition}").set(backlogs[partition])
+        now = time.monotonic()
         if now - self._last_progress_log < _PROGRESS_LOG_SECONDS:
             return
         self._last_progress_log = now
-        backlog = ", ".join(
-            f"{p.topic}[{p.partition}] at {position} backlog "
-            f"{'?' if self._consumer.highwater(p) is None else max(self._consumer.highwater(p) - position, 0)}"
+        described = ", ".join(
+            f"{p.topic}[{p.partition}] at {position} backlog {'?' if backlogs[p] is None else backlogs[p]}"
             for p, position in sorted(positions.items()))
         rate = self._records_read / max(now - self._started_at, 1e-9)
-        _LOG.info("read %d records (%.0f/s); %s", self._records_read, rate, backlog)
+        _LOG.info("read %d records (%.0f/s); %s", self._records_read, rate, described)
 
     @beam.DoFn.unbounded_per_element()
     def process(
