@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class SourceRecord:
+class SourceRecord(NamedTuple):
     """One input record: a Kafka record, or one line of a JSONL file.
 
     For files, `topic` is the file path, `partition` is 0 and `offset` is the
-    zero-based line number.
+    zero-based line number. A named tuple rather than a frozen dataclass: the
+    reader builds one per record, and a tuple is built in half the time.
     """
 
     topic: str

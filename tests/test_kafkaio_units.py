@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import time
+
 import pytest
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.utils.timestamp import Duration, Timestamp
@@ -79,13 +81,15 @@ def test_end_of_read_finishes_an_unbounded_restriction():
 
 def test_timestamp_policies():
     record = Record(b'{"published_at": "2024-05-01T12:00:00+02:00"}')
-    assert TimestampPolicy(TimestampKind.CREATE_TIME).timestamp(record) == Timestamp(1_700_000_000)
-    assert TimestampPolicy(TimestampKind.PUBLISHED_AT).timestamp(record) == Timestamp.of(1714557600)
-    assert TimestampPolicy(TimestampKind.PUBLISHED_AT).timestamp(Record(b"\xff")) == Timestamp(1_700_000_000)
+    assert TimestampPolicy(TimestampKind.CREATE_TIME).timestamp_micros(record) == 1_700_000_000 * 10**6
+    assert TimestampPolicy(TimestampKind.PUBLISHED_AT).timestamp_micros(record) == 1714557600 * 10**6
+    assert TimestampPolicy(TimestampKind.PUBLISHED_AT).timestamp_micros(Record(b"\xff")) == 1_700_000_000 * 10**6
+    before = time.time_ns() // 1000
+    assert before <= TimestampPolicy(TimestampKind.PROCESSING_TIME).timestamp_micros(record) <= time.time_ns() // 1000
     delayed = TimestampPolicy(TimestampKind.CREATE_TIME, Duration(seconds=30))
-    assert delayed.watermark(Timestamp(1000), caught_up=False) == Timestamp(970)
+    assert delayed.watermark(1000 * 10**6, caught_up=False) == Timestamp(970)
     assert delayed.watermark(None, caught_up=False) is None, "no event time yet: hold the watermark"
-    assert delayed.watermark(Timestamp(1000), caught_up=True) > Timestamp.now() - 31, "idle: follow the clock"
+    assert delayed.watermark(1000 * 10**6, caught_up=True) > Timestamp.now() - 31, "idle: follow the clock"
 
 
 def test_watermark_never_goes_backwards():

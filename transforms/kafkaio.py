@@ -36,6 +36,8 @@ from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.display import DisplayDataItem
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils import windowed_value
 from apache_beam.utils.timestamp import Duration, Timestamp
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import (ClusterAuthorizationFailedError, InvalidRecordError, InvalidTopicError, KafkaError,
@@ -52,6 +54,7 @@ _BUNDLE_SECONDS = 1.0
 _BUNDLE_RECORDS = 5_000
 _POLL_TIMEOUT_MS = 200
 _PROGRESS_LOG_SECONDS = 10.0
+_GLOBAL_WINDOWS = (GlobalWindow(),)
 # Delivery failures no retry can fix; every other one is retried with a new
 # producer before the bundle fails.
 _UNDELIVERABLE = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError, InvalidRecordError,
@@ -92,7 +95,9 @@ class TimestampKind(str, enum.Enum):
 class TimestampPolicy:
     """Event time of each record, and the watermark of a partition.
 
-    `timestamp(record)` gives a record's event time; `watermark(latest,
+    `timestamp_micros(record)` gives a record's event time, in microseconds
+    since the epoch (an int, not a `Timestamp`: the reader calls it for every
+    record, and Beam stores event times as micros anyway); `watermark(latest,
     caught_up)` gives the partition's watermark from the latest event time
     read and whether the reader has caught up with the partition's end. An
     idle, caught-up partition advances to now (minus the allowed delay) so it
@@ -102,26 +107,28 @@ class TimestampPolicy:
     kind: TimestampKind = TimestampKind.CREATE_TIME
     max_delay: Duration = Duration(seconds=0)
 
-    def timestamp(self, record) -> Timestamp:
+    def timestamp_micros(self, record) -> int:
         if self.kind is TimestampKind.PROCESSING_TIME:
-            return Timestamp.now()
+            return time.time_ns() // 1000
         if self.kind is TimestampKind.PUBLISHED_AT:
-            published = _published_at(record.value)
+            published = _published_at_micros(record.value)
             if published is not None:
                 return published
         # Records from old clients may carry no timestamp (-1).
-        return Timestamp.now() if record.timestamp is None or record.timestamp < 0 else Timestamp(micros=record.timestamp * 1000)
+        if record.timestamp is None or record.timestamp < 0:
+            return time.time_ns() // 1000
+        return record.timestamp * 1000
 
-    def watermark(self, latest: Timestamp | None, caught_up: bool) -> Timestamp | None:
+    def watermark(self, latest_micros: int | None, caught_up: bool) -> Timestamp | None:
         if self.kind is TimestampKind.PROCESSING_TIME or caught_up:
             return Timestamp.now() - self.max_delay
-        return None if latest is None else latest - self.max_delay
+        return None if latest_micros is None else Timestamp(micros=latest_micros) - self.max_delay
 
 
-def _published_at(value: bytes | None) -> Timestamp | None:
+def _published_at_micros(value: bytes | None) -> int | None:
     try:
         text = orjson.loads(value).get("published_at")
-        return Timestamp.from_utc_datetime(dt.datetime.fromisoformat(text).astimezone(dt.timezone.utc))
+        return Timestamp.from_utc_datetime(dt.datetime.fromisoformat(text).astimezone(dt.timezone.utc)).micros
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
         return None
 
@@ -524,7 +531,7 @@ class _ReadFn(beam.DoFn):
     def _poll(self) -> dict:
         try:
             with self._consumer_lock:
-                return self._consumer.poll(timeout_ms=_POLL_TIMEOUT_MS, max_records=500)
+                return self._consumer.poll(timeout_ms=_POLL_TIMEOUT_MS, max_records=_BUNDLE_RECORDS)
         except KafkaError as error:
             if not error.retriable:
                 raise
@@ -575,7 +582,7 @@ class _ReadFn(beam.DoFn):
         self._fetch_only(cursors)
         expected = {p: c.offset for p, c in cursors.items()}
         epochs = {p: c.epoch for p, c in cursors.items()}
-        latest: dict[TopicPartition, Timestamp] = {}
+        latest: dict[TopicPartition, int] = {}  # event-time micros
         done: set[TopicPartition] = set()
         deadline = time.monotonic() + _BUNDLE_SECONDS
         claimed = 0
@@ -608,10 +615,14 @@ class _ReadFn(beam.DoFn):
                     self._records_read += len(records)
                     self._records.inc(len(records))
                     self._bytes.inc(sum(len(record.value or b"") for record in records))
-                    event_times = [policy.timestamp(record) for record in records]
+                    event_times = [policy.timestamp_micros(record) for record in records]
                     latest[partition] = max(latest.get(partition, event_times[0]), max(event_times))
+                    # Windowed values made here, not TimestampedValues: Beam
+                    # would build a new GlobalWindow for each (the reader
+                    # always runs in the global window), which costs more
+                    # than reading the record.
                     for record, event_time in zip(records, event_times):
-                        yield beam.window.TimestampedValue(_source_record(record), event_time)
+                        yield windowed_value.create(_source_record(record), event_time, _GLOBAL_WINDOWS)
                 if stopping:
                     break
             if stopping:
@@ -688,7 +699,7 @@ def _source_record(record) -> SourceRecord:
         value=record.value or b"",
         key=record.key,
         timestamp_ms=record.timestamp,
-        headers=tuple((name, value or b"") for name, value in record.headers or ()),
+        headers=tuple((name, value or b"") for name, value in record.headers) if record.headers else (),
     )
 
 
