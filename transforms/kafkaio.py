@@ -41,7 +41,8 @@ from apache_beam.utils import windowed_value
 from apache_beam.utils.timestamp import Duration, Timestamp
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import (ClusterAuthorizationFailedError, InvalidRecordError, InvalidTopicError, KafkaError,
-                          MessageSizeTooLargeError, RecordListTooLargeError, TopicAuthorizationFailedError)
+                          KafkaTimeoutError, MessageSizeTooLargeError, RecordListTooLargeError,
+                          TopicAuthorizationFailedError)
 from kafka.structs import OffsetAndMetadata
 
 from schemas.records import SourceRecord
@@ -763,7 +764,8 @@ class _WriteFn(beam.DoFn):
 
     def start_bundle(self):
         self._sent: dict[str, list[int]] = {}  # topic -> [records, bytes]
-        self._failed: list[tuple[KafkaMessage, Exception]] = []
+        self._pending: list[tuple[KafkaMessage, Any]] = []  # (message, its delivery future)
+        self._refused: list[tuple[KafkaMessage, Exception]] = []
 
     def process(self, message: KafkaMessage):
         counts = self._sent.setdefault(message.topic, [0, 0])
@@ -773,20 +775,21 @@ class _WriteFn(beam.DoFn):
 
     def _send(self, message: KafkaMessage) -> None:
         try:
-            future = self._producer.send(message.topic, key=message.key, value=message.value)
+            self._pending.append((message, self._producer.send(message.topic, key=message.key, value=message.value)))
         except KafkaError as error:
-            self._failed.append((message, error))
-        else:
-            # Runs on the producer's I/O thread; list.append is atomic.
-            future.add_errback(self._record_failure, message)
+            self._refused.append((message, error))
 
-    def _record_failure(self, message: KafkaMessage, error: Exception) -> None:
-        self._failed.append((message, error))
+    def _undelivered(self) -> list[tuple[KafkaMessage, Exception]]:
+        """The messages not acknowledged, with why (after a flush, which waits for every future)."""
+        failed = self._refused + [(message, future.exception or KafkaTimeoutError("no acknowledgement"))
+                                  for message, future in self._pending if not future.succeeded()]
+        self._pending, self._refused = [], []
+        return failed
 
     def finish_bundle(self):
         for attempt in range(1, self._delivery_attempts + 1):
             self._producer.flush()
-            failed, self._failed = self._failed, []
+            failed = self._undelivered()
             if not failed:
                 break
             permanent = next((error for _, error in failed if isinstance(error, _UNDELIVERABLE)), None)
