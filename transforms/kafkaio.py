@@ -54,6 +54,14 @@ _LOG = logging.getLogger(__name__)
 _BUNDLE_SECONDS = 1.0
 _BUNDLE_RECORDS = 5_000
 _POLL_TIMEOUT_MS = 200
+# Records asked of one poll. The bundle deadline is checked between polls, and
+# the stages fused after the reader process a poll's records before the next
+# one, so the size adapts: a poll's records should take about this long
+# downstream. Fast stages get big polls (a poll has a fixed cost: a hop to the
+# client's network thread); slow ones get small polls and bundles that still
+# end near their deadline, so offsets commit steadily.
+_POLL_SECONDS = 0.1
+_FIRST_POLL_RECORDS = 500  # kafka-python's own default
 _PROGRESS_LOG_SECONDS = 10.0
 _GLOBAL_WINDOWS = (GlobalWindow(),)
 # Delivery failures no retry can fix; every other one is retried with a new
@@ -179,7 +187,10 @@ class KafkaReadSpec:
         fields["consumer_config"] = redacted(self.consumer_config)
         return f"KafkaReadSpec({', '.join(f'{name}={value!r}' for name, value in fields.items())})"
 
-    def new_consumer(self) -> KafkaConsumer:
+    def new_consumer(self, in_group: bool = True) -> KafkaConsumer:
+        """A consumer with the spec's settings; `in_group=False` leaves out the
+        group id, for a consumer that only fetches (its polls then never wait
+        on the group coordinator)."""
         settings = {
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
@@ -190,7 +201,8 @@ class KafkaReadSpec:
             "fetch_max_wait_ms": _POLL_TIMEOUT_MS // 2,
             **self.consumer_config,
         }
-        return KafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=self.group_id, **settings)
+        return KafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=self.group_id if in_group else None,
+                             **settings)
 
 
 # ----------------------------------------------------------------- restriction
@@ -465,15 +477,21 @@ class _ReadFn(beam.DoFn):
 
     def setup(self):
         spec = self._spec
-        self._consumer = spec.new_consumer()
-        # kafka-python clients are not thread-safe; a runner may call the
-        # finalizer (commit) from another thread than process() (poll).
-        self._consumer_lock = threading.Lock()
+        # Two clients, as Java's KafkaIO has: one fetches (assigned partitions,
+        # no group), one commits the group's offsets. A runner may run the
+        # finalizer (commit) on another thread than process() (poll), and
+        # kafka-python clients are not thread-safe, so they share nothing;
+        # finalizers of several bundles may overlap, hence the committer's lock.
+        self._consumer = spec.new_consumer(in_group=False)
+        self._committer = spec.new_consumer()
+        self._committer_lock = threading.Lock()
         self._records_read = 0
         self._next_offsets: dict[TopicPartition, int] = {}
         self._started_at: float | None = None
         self._last_progress_log = time.monotonic()
         self._last_discovery = 0.0
+        self._poll_records = _FIRST_POLL_RECORDS
+        self._last_poll: tuple[float, int] | None = None  # when the last poll returned, and how many records
         self._records = Metrics.counter("wirecopy", f"records_read.{spec.topic}")
         self._bytes = Metrics.counter("wirecopy", f"bytes_read.{spec.topic}")
         self._resets = Metrics.counter("wirecopy", f"log_resets.{spec.topic}")
@@ -497,17 +515,16 @@ class _ReadFn(beam.DoFn):
         would keep their prefetched data too, but kafka-python 3.0 can then
         stop fetching a resumed partition for good.)
         """
-        with self._consumer_lock:
-            previous = self._consumer.assignment()
-            self._consumer.assign(list(cursors))
-            for partition, cursor in cursors.items():
-                if partition not in previous or self._next_offsets.get(partition) != cursor.offset:
-                    self._consumer.seek(partition, cursor.offset)
+        previous = self._consumer.assignment()
+        self._consumer.assign(list(cursors))
+        for partition, cursor in cursors.items():
+            if partition not in previous or self._next_offsets.get(partition) != cursor.offset:
+                self._consumer.seek(partition, cursor.offset)
 
     def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
-            with self._consumer_lock:
-                self._consumer.commit({p: OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
+            with self._committer_lock:
+                self._committer.commit({p: OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
         except KafkaError as error:
             # At-least-once still holds: the next run re-reads from the last
             # offsets that did commit.
@@ -519,20 +536,31 @@ class _ReadFn(beam.DoFn):
             return
         self._last_discovery = now
         known = {c.partition for c in restriction.cursors}
-        with self._consumer_lock:
-            numbers = self._consumer.partitions_for_topic(restriction.topic) or set()
-            new = [TopicPartition(restriction.topic, n) for n in sorted(numbers)
-                   if n >= restriction.discover_from and n not in known]
-            starts = self._consumer.beginning_offsets(new) if new else {}
+        numbers = self._consumer.partitions_for_topic(restriction.topic) or set()
+        new = [TopicPartition(restriction.topic, n) for n in sorted(numbers)
+               if n >= restriction.discover_from and n not in known]
+        starts = self._consumer.beginning_offsets(new) if new else {}
         for partition in new:
             if tracker.try_claim(Adopt(partition.partition, starts[partition])):
                 _LOG.info("new partition %s[%d]: reading it from offset %d", partition.topic, partition.partition,
                           starts[partition])
 
+    def _size_next_poll(self) -> None:
+        """Ask the next poll for as many records as the stages after the reader
+        get through in `_POLL_SECONDS`, judging by the last poll's records."""
+        if self._last_poll is None:
+            return
+        returned_at, records = self._last_poll
+        if records:
+            spent = max(time.monotonic() - returned_at, 1e-6)
+            self._poll_records = max(1, min(_BUNDLE_RECORDS, int(records * _POLL_SECONDS / spent)))
+
     def _poll(self) -> dict:
+        self._size_next_poll()
         try:
-            with self._consumer_lock:
-                return self._consumer.poll(timeout_ms=_POLL_TIMEOUT_MS, max_records=_BUNDLE_RECORDS)
+            batches = self._consumer.poll(timeout_ms=_POLL_TIMEOUT_MS, max_records=self._poll_records)
+            self._last_poll = (time.monotonic(), sum(len(records) for records in batches.values()))
+            return batches
         except KafkaError as error:
             if not error.retriable:
                 raise
@@ -571,6 +599,7 @@ class _ReadFn(beam.DoFn):
             tracker.try_claim(END_OF_READ)
             return
         restriction = tracker.current_restriction()
+        self._last_poll = None  # time between bundles is not the stages' processing time
         if restriction.discover_from is not None:
             self._adopt_new_partitions(tracker, restriction)
             restriction = tracker.current_restriction()
@@ -631,23 +660,22 @@ class _ReadFn(beam.DoFn):
                 # is not committed, so the next run starts there.
                 tracker.try_claim(END_OF_READ)
                 break
-            with self._consumer_lock:
-                positions = {p: self._consumer.position(p) for p in cursors}
-                for partition in cursors:
-                    highwater = self._consumer.highwater(partition)
-                    if highwater is not None and highwater < expected[partition]:
-                        # The log now ends below what we have read: the broker
-                        # lost or truncated it. Read the new log from its start,
-                        # in a new epoch; claiming the offset before that start
-                        # records the rewind in the restriction itself.
-                        start = self._consumer.beginning_offsets([partition])[partition]
-                        _LOG.warning("%s now ends at %d, below our position %d: reading it again from offset %d",
-                                     partition, highwater, expected[partition], start)
-                        epochs[partition] += 1
-                        self._resets.inc()
-                        tracker.try_claim(Claim(partition.partition, epochs[partition], start - 1))
-                        expected[partition] = start
-                        self._consumer.seek(partition, start)
+            positions = {p: self._consumer.position(p) for p in cursors}
+            for partition in cursors:
+                highwater = self._consumer.highwater(partition)
+                if highwater is not None and highwater < expected[partition]:
+                    # The log now ends below what we have read: the broker
+                    # lost or truncated it. Read the new log from its start,
+                    # in a new epoch; claiming the offset before that start
+                    # records the rewind in the restriction itself.
+                    start = self._consumer.beginning_offsets([partition])[partition]
+                    _LOG.warning("%s now ends at %d, below our position %d: reading it again from offset %d",
+                                 partition, highwater, expected[partition], start)
+                    epochs[partition] += 1
+                    self._resets.inc()
+                    tracker.try_claim(Claim(partition.partition, epochs[partition], start - 1))
+                    expected[partition] = start
+                    self._consumer.seek(partition, start)
             for partition, cursor in cursors.items():
                 if partition not in done and cursor.stop is not None and positions[partition] >= cursor.stop:
                     # Bounded end reached (offsets may have gaps): claiming the stop finishes it.
@@ -690,18 +718,14 @@ class _ReadFn(beam.DoFn):
 
     def teardown(self):
         self._consumer.close()
+        self._committer.close()
 
 
 def _source_record(record) -> SourceRecord:
-    return SourceRecord(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        value=record.value or b"",
-        key=record.key,
-        timestamp_ms=record.timestamp,
-        headers=tuple((name, value or b"") for name, value in record.headers) if record.headers else (),
-    )
+    # Positional: the reader builds one per record, and keywords cost twice as much.
+    headers = tuple((name, value or b"") for name, value in record.headers) if record.headers else ()
+    return SourceRecord(record.topic, record.partition, record.offset, record.value or b"", record.key,
+                        record.timestamp, headers)
 
 
 class ReadFromKafka(beam.PTransform):
