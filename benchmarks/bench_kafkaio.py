@@ -22,7 +22,7 @@ Each measurement reports wall time and this process's CPU time. The machine
 is shared and small, so absolute figures are noisy: the ratios measured in the
 same run are what counts. The goal is ours / raw >= 0.8.
 
-    .venv/bin/python benchmarks/bench_kafkaio.py                  # 100,000 records, 3 repeats
+    .venv/bin/python benchmarks/bench_kafkaio.py                  # 100,000 records, 5 repeats
     .venv/bin/python benchmarks/bench_kafkaio.py --records 20000  # quick run
     .venv/bin/python benchmarks/bench_kafkaio.py --profile        # plus a cProfile of the Beam read
 """
@@ -342,7 +342,7 @@ def row(label: str, seconds: list[float], count: int, payload_bytes: int, raw_se
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000, help="records per measurement (default 100,000)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (at least 2; default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each measurement (at least 2; default 5)")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of one Beam read")
     args = parser.parse_args()
     if args.records < 1 or args.repeat < 2:
