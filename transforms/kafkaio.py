@@ -41,8 +41,7 @@ from apache_beam.utils import windowed_value
 from apache_beam.utils.timestamp import Duration, Timestamp
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import (ClusterAuthorizationFailedError, InvalidRecordError, InvalidTopicError, KafkaError,
-                          KafkaTimeoutError, MessageSizeTooLargeError, RecordListTooLargeError,
-                          TopicAuthorizationFailedError)
+                          MessageSizeTooLargeError, RecordListTooLargeError, TopicAuthorizationFailedError)
 from kafka.structs import OffsetAndMetadata
 
 from schemas.records import SourceRecord
@@ -788,8 +787,7 @@ class _WriteFn(beam.DoFn):
 
     def start_bundle(self):
         self._sent: dict[str, list[int]] = {}  # topic -> [records, bytes]
-        self._pending: list[tuple[KafkaMessage, Any]] = []  # (message, its delivery future)
-        self._refused: list[tuple[KafkaMessage, Exception]] = []
+        self._failed: list[tuple[KafkaMessage, Exception]] = []
 
     def process(self, message: KafkaMessage):
         counts = self._sent.setdefault(message.topic, [0, 0])
@@ -799,21 +797,20 @@ class _WriteFn(beam.DoFn):
 
     def _send(self, message: KafkaMessage) -> None:
         try:
-            self._pending.append((message, self._producer.send(message.topic, key=message.key, value=message.value)))
+            future = self._producer.send(message.topic, key=message.key, value=message.value)
         except KafkaError as error:
-            self._refused.append((message, error))
+            self._failed.append((message, error))
+        else:
+            # Runs on the producer's I/O thread; list.append is atomic.
+            future.add_errback(self._record_failure, message)
 
-    def _undelivered(self) -> list[tuple[KafkaMessage, Exception]]:
-        """The messages not acknowledged, with why (after a flush, which waits for every future)."""
-        failed = self._refused + [(message, future.exception or KafkaTimeoutError("no acknowledgement"))
-                                  for message, future in self._pending if not future.succeeded()]
-        self._pending, self._refused = [], []
-        return failed
+    def _record_failure(self, message: KafkaMessage, error: Exception) -> None:
+        self._failed.append((message, error))
 
     def finish_bundle(self):
         for attempt in range(1, self._delivery_attempts + 1):
             self._producer.flush()
-            failed = self._undelivered()
+            failed, self._failed = self._failed, []
             if not failed:
                 break
             permanent = next((error for _, error in failed if isinstance(error, _UNDELIVERABLE)), None)
