@@ -162,6 +162,7 @@ def test_partitions_added_while_streaming_are_read(topic_name):
 
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
         admin.delete_topics([topics.input])
+        wait_until(lambda: topics.input not in admin.list_topics(), 30, "the deletion to complete")
         admin.create_topics([NewTopic(topics.input, 3, 1)])
         admin.close()
         later = {partition: synthetic_articles(10, f"p{partition}", seed=partition) for partition in range(3)}

@@ -136,6 +136,9 @@ def test_spec_validation():
         KafkaReadSpec("localhost:9092", "t", "")
     with pytest.raises(ValueError, match="max_records"):
         KafkaReadSpec("localhost:9092", "t", "g", max_records=0)
+    with pytest.raises(ValueError, match="acks=all"):
+        WriteToKafka("localhost:9092", {"acks": 1, "linger_ms": 5})
+    WriteToKafka("localhost:9092", {"acks": "all", "linger_ms": 5})  # restating a guarantee is fine
 
 
 def read_with_timestamps(broker, spec: KafkaReadSpec, sink: str) -> list[tuple[bytes, int]]:

@@ -63,6 +63,8 @@ _POLL_SECONDS = 0.1
 _FIRST_POLL_RECORDS = 500  # kafka-python's own default
 _PROGRESS_LOG_SECONDS = 10.0
 _GLOBAL_WINDOWS = (GlobalWindow(),)
+# What at-least-once output rests on; producer_config may not weaken it.
+_SINK_GUARANTEES = {"acks": "all", "enable_idempotence": True}
 # Delivery failures no retry can fix; every other one is retried with a new
 # producer before the bundle fails.
 _UNDELIVERABLE = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError, InvalidRecordError,
@@ -192,6 +194,9 @@ class KafkaReadSpec:
         on the group coordinator)."""
         settings = {
             "enable_auto_commit": False,
+            # Never create a topic by asking for it: a deleted input topic
+            # would come back with the broker's default partitions.
+            "allow_auto_create_topics": False,
             "auto_offset_reset": "earliest",
             # Metadata refreshes at the discovery interval, so new partitions show up.
             "metadata_max_age_ms": int(self.partition_discovery_interval_s * 1000),
@@ -776,14 +781,9 @@ class _WriteFn(beam.DoFn):
         self._producer = self._new_producer()
 
     def _new_producer(self) -> KafkaProducer:
-        return KafkaProducer(
-            bootstrap_servers=self._bootstrap_servers,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=20,
-            batch_size=256 * 1024,
-            **self._producer_config,
-        )
+        settings = {"linger_ms": 20, "batch_size": 256 * 1024, "allow_auto_create_topics": False,
+                    **self._producer_config, **_SINK_GUARANTEES}
+        return KafkaProducer(bootstrap_servers=self._bootstrap_servers, **settings)
 
     def start_bundle(self):
         self._sent: dict[str, list[int]] = {}  # topic -> [records, bytes]
@@ -854,6 +854,11 @@ class WriteToKafka(beam.PTransform):
             raise ValueError(f"unknown kafka-python producer settings: {', '.join(sorted(unknown))}")
         if delivery_attempts < 1:
             raise ValueError("delivery_attempts must be at least 1")
+        weakened = [key for key, value in _SINK_GUARANTEES.items()
+                    if key in (producer_config or {}) and producer_config[key] != value]
+        if weakened:
+            raise ValueError(f"the sink needs {', '.join(f'{k}={_SINK_GUARANTEES[k]}' for k in weakened)} "
+                             "(at-least-once delivery); leave them out of producer_config")
         self._bootstrap_servers = bootstrap_servers
         self._producer_config = dict(producer_config or {})
         self._delivery_attempts = delivery_attempts
