@@ -12,14 +12,24 @@ On top of the plain model:
   language (Greek, Hangul, kana, Thai, Hebrew, Armenian, Georgian, the Indic
   scripts but Devanagari) decides on its own, and only the profiles written in
   the text's dominant script compete (so Latin names in a Russian article or
-  kanji in a Japanese one cannot pull the answer elsewhere).
+  kanji in a Japanese one cannot pull the answer elsewhere). Latin letters
+  count half towards dominance: Latin boilerplate around text in another
+  script is common, the reverse is not.
 - Case is folded in the profiles and the text: langdetect's profiles are
   case-sensitive, which penalises lowercase German nouns, for example.
+- Word boundaries: like langdetect, the text is padded with a space around
+  each word, so " ab" (a word's start) and "ab " (its end) are n-grams of the
+  profiles. They get their own weights (beginnings and endings of words
+  weigh differently from their insides), which helps short texts most:
+  cross-validated on the development data, word pairs gain 0.6 points and
+  single words 0.8 over weights per n-gram order alone; sentences do not
+  change.
 - Calibration (`language_calibration`, fitted on development data by
-  `language_fit`): per profile, a weight for each n-gram order, the score of an
-  n-gram the profile lacks (profiles were pruned very differently, so absence
-  means different things), and a bias. The softmax of the calibrated scores is
-  a probability, not naive Bayes' near-certain 1.0.
+  `language_fit`): per profile, a weight for each class of n-gram (unigrams;
+  bigrams and trigrams at a word's start, at its end, inside it), the score of
+  an n-gram the profile lacks, per class (profiles were pruned very
+  differently, so absence means different things), and a bias. The softmax of
+  the calibrated scores is a probability, not naive Bayes' near-certain 1.0.
 - Unknown languages: the share of the text's trigrams (of ordinary, not
   capitalised, words) missing from the winning profile is compared with what
   that language's own texts show; a text far off (Igbo scored as Vietnamese,
@@ -41,7 +51,7 @@ import numpy as np
 
 from transforms import language_calibration
 
-DETECTOR_VERSION = "1"
+DETECTOR_VERSION = "2"
 UNDETERMINED = "und"
 # Confidence below which the code is `und`. Confidence is calibrated (about
 # the probability of being right), so 0.5 labels what is more likely right
@@ -125,6 +135,11 @@ SCRIPT_LANGUAGE = {
     "hangul": "ko",
 }
 _SYLLABIC = frozenset({"cjk", "hangul"})
+# When choosing the dominant script, Latin letters count half: web and news
+# text in other scripts comes wrapped in Latin site names, brands and headers
+# (an Urdu sentence after an English masthead and menu, say), while text in
+# Latin script rarely carries long runs of another script.
+LATIN_WEIGHT_FOR_DOMINANCE = 0.5
 
 _URL_OR_EMAIL = re.compile(r"(?:https?://|www\.)\S+|[-_.0-9A-Za-z]+@[-_0-9A-Za-z]+\.[-_.0-9A-Za-z]+")
 # A window that starts or ends inside a word drops that part word (unless
@@ -137,6 +152,19 @@ _BMP = 0x10000
 # character; bit 62 marks a trigram of an ordinary (lowercase) word.
 _CODE_BITS = 16
 _ORDINARY = np.int64(1) << 62
+# The classes of n-gram that calibration weighs separately, with their order.
+# A word-padding space comes first in a word's start (" ab", " a", and " a "
+# for a one-letter word) and last in its end ("ab ", "a ").
+GRAM_CLASSES = (
+    ("unigram", 1),
+    ("bigram at word start", 2),
+    ("bigram at word end", 2),
+    ("bigram inside word", 2),
+    ("trigram at word start", 3),
+    ("trigram at word end", 3),
+    ("trigram inside word", 3),
+)
+GRAM_CLASS_ORDER = np.array([n for _, n in GRAM_CLASSES], dtype=np.int8)
 
 
 def normalise_code(code: str | None) -> str | None:
@@ -198,6 +226,13 @@ def _key(gram: str) -> int:
     return key
 
 
+def _gram_class(gram: str) -> int:
+    if len(gram) == 1:
+        return 0
+    where = 0 if gram[0] == " " else 1 if gram[-1] == " " else 2
+    return (1 if len(gram) == 2 else 4) + where
+
+
 def _fold(gram: str) -> str:
     lower = gram.lower()
     return lower if len(lower) == len(gram) else gram
@@ -227,6 +262,7 @@ class NgramTables:
     `log_prob[g, l]` is log P(g | l) for a case-folded n-gram the profile
     keeps and, for one it lacks, a floor one tenth of the profile's pruning
     cut-off for that order (the floor calibration starts from).
+    `gram_class[g]` indexes `GRAM_CLASSES`.
     """
 
     def __init__(self, profiles_directory: pathlib.Path):
@@ -244,6 +280,7 @@ class NgramTables:
         row = {gram: i for i, gram in enumerate(vocabulary)}
         self.keys = np.array([_key(gram) for gram in vocabulary], dtype=np.int64)
         self.order = np.array([len(gram) for gram in vocabulary], dtype=np.int8)
+        self.gram_class = np.array([_gram_class(gram) for gram in vocabulary], dtype=np.int8)
         self.log_prob = np.empty((len(vocabulary), len(profiles)), dtype=np.float32)
         self.seen = np.zeros((len(vocabulary), len(profiles)), dtype=bool)
         self.log_floor = np.empty((len(profiles), 3))
@@ -304,7 +341,7 @@ class NgramTables:
             nothing = np.zeros(0, dtype=np.intp)
             return TextEvidence("none", 0, 0, 0, 0.0, nothing, nothing, nothing, nothing.astype(bool), 0)
         # Ties go to the alphabetically first group, so the answer never depends on dict order.
-        script = min(groups, key=lambda g: (-groups[g], g))
+        script = min(groups, key=lambda g: (-groups[g] * (LATIN_WEIGHT_FOR_DOMINANCE if g == "latin" else 1.0), g))
         # Latin names, brands and URLs turn up in every script's news; only
         # letters of a third script count against a non-Latin one.
         competing = letters - groups[script] - (groups.get("latin", 0) if script != "latin" else 0)
@@ -369,9 +406,9 @@ class LanguageDetector:
 
         weight = np.array([calibration.SEEN_WEIGHT.get(l, calibration.SHARED_SEEN_WEIGHT) for l in tables.languages])
         offset = np.array([calibration.UNSEEN_OFFSET.get(l, calibration.SHARED_UNSEEN_OFFSET) for l in tables.languages])
-        order = tables.order.astype(np.intp) - 1
-        unseen = tables.log_floor + offset
-        scores = np.where(tables.seen, tables.log_prob * weight[:, order].T, unseen[:, order].T).astype(np.float32)
+        unseen = tables.log_floor[:, GRAM_CLASS_ORDER - 1] + offset
+        gram_class = tables.gram_class.astype(np.intp)
+        scores = np.where(tables.seen, tables.log_prob * weight[:, gram_class].T, unseen[:, gram_class].T).astype(np.float32)
         # One contiguous matrix per script, of just the profiles that compete in it.
         self._script_scores = {
             script: np.ascontiguousarray(scores[:, [i for i, s in enumerate(tables.profile_script) if s == script]])
