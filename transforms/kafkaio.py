@@ -849,18 +849,18 @@ class WriteToKafka(beam.PTransform):
         super().__init__()
         if not bootstrap_servers:
             raise ValueError("bootstrap_servers is required")
-        unknown = set(producer_config or {}) - set(KafkaProducer.DEFAULT_CONFIG)
+        config = dict(producer_config or {})
+        unknown = set(config) - set(KafkaProducer.DEFAULT_CONFIG)
         if unknown:
             raise ValueError(f"unknown kafka-python producer settings: {', '.join(sorted(unknown))}")
         if delivery_attempts < 1:
             raise ValueError("delivery_attempts must be at least 1")
-        weakened = [key for key, value in _SINK_GUARANTEES.items()
-                    if key in (producer_config or {}) and producer_config[key] != value]
+        weakened = [key for key, value in _SINK_GUARANTEES.items() if config.get(key, value) != value]
         if weakened:
             raise ValueError(f"the sink needs {', '.join(f'{k}={_SINK_GUARANTEES[k]}' for k in weakened)} "
                              "(at-least-once delivery); leave them out of producer_config")
         self._bootstrap_servers = bootstrap_servers
-        self._producer_config = dict(producer_config or {})
+        self._producer_config = config
         self._delivery_attempts = delivery_attempts
 
     def expand(self, messages):
