@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
@@ -110,6 +111,24 @@ def parse_setting(line: str) -> tuple[str, str]:
     return key.strip().replace(".", "_"), value.strip()
 
 
+_JAAS_LOGIN_MODULES = ("org.apache.kafka.common.security.plain.PlainLoginModule",
+                       "org.apache.kafka.common.security.scram.ScramLoginModule")
+
+
+def jaas_credentials(jaas_config: str) -> list[tuple[str, str]]:
+    """A Java client's `sasl.jaas.config` line as kafka-python's settings: a
+    client.properties written for Java carries its SASL credentials there."""
+    if not jaas_config.startswith(_JAAS_LOGIN_MODULES):
+        raise ValueError("sasl.jaas.config: only the PLAIN and SCRAM login modules have kafka-python equivalents; "
+                         "for other mechanisms give kafka-python's own settings")
+    options = {name: re.sub(r"\\(.)", r"\1", quoted)
+               for name, quoted in re.findall(r'(\w+)\s*=\s*"((?:[^"\\]|\\.)*)"', jaas_config)}
+    missing = [name for name in ("username", "password") if name not in options]
+    if missing:
+        raise ValueError(f"sasl.jaas.config has no {' or '.join(missing)}")
+    return [("sasl_plain_username", options["username"]), ("sasl_plain_password", options["password"])]
+
+
 def typed_setting(key: str, value: str, defaults: Mapping[str, Any]) -> Any:
     """The value in the type of the client's own default (strings stay strings: passwords may be digits)."""
     default = defaults[key]
@@ -133,11 +152,12 @@ def client_configs(config_file: Path | None, consumer_lines: list[str], producer
     configs: dict[str, dict] = {"consumer": {}, "producer": {}}
     for line, clients in settings:
         key, value = parse_setting(line)
-        known_by = [client for client in clients if key in defaults[client]]
-        if not known_by:
-            raise ValueError(f"{key!r} is not a kafka-python {' or '.join(clients)} setting")
-        for client in known_by:
-            configs[client][key] = typed_setting(key, value, defaults[client])
+        for key, value in jaas_credentials(value) if key == "sasl_jaas_config" else [(key, value)]:
+            known_by = [client for client in clients if key in defaults[client]]
+            if not known_by:
+                raise ValueError(f"{key!r} is not a kafka-python {' or '.join(clients)} setting")
+            for client in known_by:
+                configs[client][key] = typed_setting(key, value, defaults[client])
     return configs["consumer"], configs["producer"]
 
 

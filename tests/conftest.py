@@ -8,6 +8,7 @@ import pytest
 import trustme
 
 from pipelines.local_broker import LocalBroker, free_port
+from sasl_gate import SaslFrontedBroker  # tests/ is on sys.path (pytest rootdir conftest)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -98,6 +99,13 @@ def tls_broker(tmp_path_factory):
     cafile = tmp_path_factory.mktemp("tls") / "ca.pem"
     certificate_authority.cert_pem.write_to_path(str(cafile))
     with TlsFrontedBroker(certificate_authority, cafile) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def sasl_broker():
+    """A real broker behind a SASL gate (PLAIN, SCRAM-SHA-256/512) that rejects wrong credentials."""
+    with SaslFrontedBroker() as running:
         yield running
 
 

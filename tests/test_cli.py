@@ -12,6 +12,7 @@ import orjson
 import pytest
 import trustme
 
+from pipelines.cli import client_configs, jaas_credentials
 from pipelines.demo import sample_lines
 from pipelines.local_broker import committed_offsets, produce, read_topic
 from schemas import codec
@@ -115,10 +116,30 @@ def test_file_mode_rejects_kafka_only_options(tmp_path):
     assert finished.returncode == 2 and "Kafka mode only" in finished.stderr
 
 
-@pytest.fixture(params=["plaintext", "tls"])
+def test_a_java_client_properties_file_gives_both_clients_their_settings(tmp_path):
+    properties = tmp_path / "client.properties"
+    properties.write_text("# from the Java client\nsecurity.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"
+                          "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+                          'username="wirecopy" password="p=\\"q\\"";\n'
+                          "ssl.cafile=/etc/kafka/ca.pem\nfetch.max.bytes=1048576\n")
+    consumer, producer = client_configs(properties, ["max.poll.records=100"], ["linger.ms=5"])
+    shared = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "wirecopy",
+              "sasl_plain_password": 'p="q"', "ssl_cafile": "/etc/kafka/ca.pem"}
+    assert consumer == {**shared, "fetch_max_bytes": 1048576, "max_poll_records": 100}
+    assert producer == {**shared, "linger_ms": 5}
+
+
+def test_a_jaas_login_module_without_a_kafka_python_equivalent_is_refused():
+    with pytest.raises(ValueError, match="PLAIN and SCRAM"):
+        jaas_credentials('com.sun.security.auth.module.Krb5LoginModule required useKeyTab=true;')
+    with pytest.raises(ValueError, match="no password"):
+        jaas_credentials('org.apache.kafka.common.security.plain.PlainLoginModule required username="u";')
+
+
+@pytest.fixture(params=["broker", "tls_broker", "sasl_broker"])
 def any_broker(request):
-    """The plaintext broker, and the same broker reachable only over TLS."""
-    return request.getfixturevalue("broker" if request.param == "plaintext" else "tls_broker")
+    """The plaintext broker, one reachable only over TLS, and one only after SASL (SCRAM-SHA-512) authentication."""
+    return request.getfixturevalue(request.param)
 
 
 def create_topics(broker, topic_name) -> dict[str, str]:
@@ -140,8 +161,13 @@ def kafka_args(broker, topics, group, config_file: Path | None = None):
             "--output-topic", topics["out"], "--cluster-topic", topics["clusters"],
             "--dead-letter-topic", topics["dead"], "--group-id", group]
     if broker.client_config:
-        config_file.write_text("".join(f"{key.replace('_', '.')}={value}\n"
-                                       for key, value in broker.client_config.items()))
+        settings = dict(broker.client_config)
+        lines = [f"{key.replace('_', '.')}={value}\n" for key, value in settings.items()
+                 if not key.startswith("sasl_plain_")]
+        if "sasl_plain_username" in settings:  # as a Java client's file has them
+            lines.append("sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+                         f'username="{settings["sasl_plain_username"]}" password="{settings["sasl_plain_password"]}";\n')
+        config_file.write_text("".join(lines))
         args += ["--kafka-config", str(config_file)]
     return args
 
@@ -198,6 +224,24 @@ def test_kafka_over_tls_with_an_untrusted_certificate_is_a_clear_error(tls_broke
     assert "CERTIFICATE_VERIFY_FAILED" in finished.stderr, "the TLS handshake itself is what failed"
     assert "Traceback" not in finished.stderr
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.broker
+def test_kafka_with_a_wrong_sasl_password_is_a_clear_error(sasl_broker, topic_name, tmp_path):
+    topics = create_topics(sasl_broker, topic_name)
+    config = tmp_path / "client.properties"
+    args = kafka_args(sasl_broker, topics, topic_name("group"), config)
+    config.write_text(config.read_text().replace(sasl_broker.password, "not-the-password"))
+    rejected_before = len(sasl_broker.gate.rejections)
+    started = time.monotonic()
+    finished = wirecopy("run", *args)
+    assert finished.returncode == 2, finished.stderr[-3000:]
+    assert f"cannot reach Kafka at {sasl_broker.bootstrap_servers}" in finished.stderr
+    assert "Authentication failed" in finished.stderr, "the broker's refusal is what the user sees"
+    assert "not-the-password" not in finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert time.monotonic() - started < 60
+    assert sasl_broker.gate.rejections[rejected_before:], "the gate saw and refused the credentials"
 
 
 @pytest.mark.broker
