@@ -37,7 +37,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.display import DisplayDataItem
 from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils import windowed_value
+from apache_beam.utils.windowed_value import WindowedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import (ClusterAuthorizationFailedError, InvalidRecordError, InvalidTopicError, KafkaError,
@@ -654,15 +654,26 @@ class _ReadFn(beam.DoFn):
                     claimed += len(records)
                     self._records_read += len(records)
                     self._records.inc(len(records))
-                    self._bytes.inc(sum(len(record.value or b"") for record in records))
-                    event_times = [policy.timestamp_micros(record) for record in records]
-                    latest[partition] = max(latest.get(partition, event_times[0]), max(event_times))
-                    # Windowed values made here, not TimestampedValues: Beam
-                    # would build a new GlobalWindow for each (the reader
-                    # always runs in the global window), which costs more
-                    # than reading the record.
-                    for record, event_time in zip(records, event_times):
-                        yield windowed_value.create(_source_record(record), event_time, _GLOBAL_WINDOWS)
+                    newest = latest.get(partition, -1 << 62)
+                    size = 0
+                    event_micros = event_time = None
+                    for record in records:
+                        micros = policy.timestamp_micros(record)
+                        if micros != event_micros:
+                            # Records of a batch often share a time (always
+                            # with log-append time), so they share one
+                            # Timestamp: Beam reads each output's (the
+                            # watermark estimator observes it) and would
+                            # otherwise make one per record.
+                            event_micros, event_time = micros, Timestamp(micros=micros)
+                            newest = max(newest, micros)
+                        source_record = _source_record(record)
+                        size += len(source_record.value)
+                        # A WindowedValue, not a TimestampedValue: Beam would
+                        # build a new GlobalWindow for each.
+                        yield WindowedValue(source_record, event_time, _GLOBAL_WINDOWS)
+                    latest[partition] = newest
+                    self._bytes.inc(size)
                 if stopping:
                     break
             if stopping:
