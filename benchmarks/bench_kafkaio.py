@@ -463,7 +463,8 @@ def main() -> None:
     print("  includes client start-up, metadata, the read plan (high watermarks) and the runner's bundles.")
     print("steady state: from the first record reaching the counting loop/DoFn to the last one.")
     print("write: raw = producer creation, send N, flush, close; ours = write pipeline minus generate-only pipeline;")
-    print("  both send all N records before one flush (the local runner runs the generator and the sink as one bundle).")
+    print("  the local runner runs the generator and the sink as one bundle: raw sends all N before one flush, ours")
+    print("  flushes whenever 4 MiB are unacknowledged (it keeps each message until acknowledged, to resend it).")
     print(f"\nread ratio (steady state, median) {read_ratio:.2f}; write ratio (median) {write_ratio:.2f}; goal >= 0.8")
     if read_ratio < 0.8 and not args.profile:
         print("read below the goal: run with --profile for a cProfile of the Beam read.")
