@@ -125,6 +125,20 @@ def test_undeliverable_output_fails_the_run_and_commits_nothing(broker, topic_na
     assert committed(broker, source, group) == {0: None}
 
 
+def test_a_bundle_over_the_sinks_unacknowledged_bound_is_delivered_whole(broker, topic_name):
+    sink = topic_name("out")
+    broker.create_topics([sink], partitions=3)
+    value = b"x" * 2048
+    count = 2 * kafkaio._MAX_UNACKED_BYTES // len(value) + 7  # two flushes inside the bundle, then the rest
+    keys = [str(n).encode() for n in range(count)]
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        (pipeline
+         | beam.Create(keys)  # one bundle on the local runner
+         | beam.Map(lambda key: KafkaMessage(sink, key, value))
+         | WriteToKafka(broker.bootstrap_servers))
+    assert sorted(record.key for record in read_topic(broker.bootstrap_servers, sink)) == sorted(keys)
+
+
 def test_missing_topic_is_a_clear_error(broker, topic_name):
     spec = KafkaReadSpec(broker.bootstrap_servers, topic_name("absent"), topic_name("group"))
     with pytest.raises(Exception, match="does not exist"):
