@@ -67,8 +67,8 @@ class PlainLangdetect:
 
 
 class Ours:
-    def __init__(self, calibration=None) -> None:
-        self._detector = LanguageDetector() if calibration is None else LanguageDetector(calibration=calibration)
+    def __init__(self, calibration=None, lexicon=None) -> None:
+        self._detector = LanguageDetector(lexicon=lexicon) if calibration is None else LanguageDetector(calibration=calibration, lexicon=lexicon)
         self.name = self._detector.name
         self.profile_codes = self._detector.profile_codes
 
@@ -157,7 +157,10 @@ def main() -> None:
     print(f"threshold {t} (`ours >=0`: always label); `und` counts as wrong in accuracy\n")
 
     # Ours on each half of eval/langid: calibrated on the other half only.
-    cross_validated = {half: Ours(fit_calibration(ours._detector._tables, langid, parity=1 - half)) for half in (0, 1)}
+    cross_validated = {
+        half: Ours(fit_calibration(ours._detector._tables, langid, parity=1 - half, lexicon=ours._detector._lexicon), ours._detector._lexicon)
+        for half in (0, 1)
+    }
     print(f"\n== eval/langid, mean over langdetect's {len(known)} languages; ours fitted on the other half ==")
     print(f"{'':34}{'accuracy':>12}{'und':>10}{'acc. labelled':>15}")
     runs: dict[tuple[str, str, int], Run] = {}

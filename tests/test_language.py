@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import apache_beam as beam
@@ -27,7 +28,7 @@ from transforms.language import (
     normalise_code,
     representative_sample,
 )
-from transforms.language_detector import GRAM_CLASSES, SAMPLE_CHARS, _key
+from transforms.language_detector import GRAM_CLASSES, LEXICON_MAX_TEXT_WORDS, SAMPLE_CHARS, _key, lexicon_scores
 from transforms.language_fit import development_lines
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -146,6 +147,44 @@ def test_short_ambiguous_text_is_not_labelled_confidently(detector):
     # langdetect's classic: "I love you" comes out as Slovak or similar.
     result = detector.detect("I love you")
     assert result.code in ("en", UNDETERMINED)
+
+
+@pytest.mark.parametrize(
+    "pair, code",
+    [
+        # Danish spelling, but n-grams alone said Norwegian (0.81 and 0.51):
+        # "meget" and "morgenmad" are common Danish words, rare in Norwegian.
+        ("meget sjovt", "da"),
+        ("spise morgenmad", "da"),
+        # Slovak "bolo" (Czech "bylo"); n-grams alone said Spanish.
+        ("bolo to", "sk"),
+    ],
+)
+def test_word_frequencies_separate_close_neighbours_in_short_texts(detector, pair, code):
+    assert detector.detect(pair).code == code
+
+
+def test_without_word_frequencies_those_pairs_go_wrong(detector):
+    # The same detector with the word evidence switched off: the pairs above
+    # are the ones the n-grams alone get wrong, so the test above tests the words.
+    calibration = types.SimpleNamespace(**{k: getattr(language_calibration, k) for k in dir(language_calibration)})
+    calibration.LEXICON_WEIGHT = 0.0
+    ngrams_only = LanguageDetector(calibration=calibration, lexicon=detector._lexicon)
+    assert [ngrams_only.detect(pair, threshold=0.0).code for pair in ("meget sjovt", "spise morgenmad", "bolo to")] == ["no", "no", "es"]
+
+
+def test_word_evidence_compares_only_languages_with_a_word_list(detector):
+    lexicon = detector._lexicon
+    columns = {language: i for i, language in enumerate(detector._tables.languages)}
+    candidates = np.array([columns["af"], columns["nl"], columns["de"]])
+    scores = lexicon_scores(lexicon, "het is", candidates)
+    # Afrikaans has no wordfreq list: neither helped nor pushed down.
+    assert scores[0] == 0.0
+    assert scores.max() == 0.0 and scores[1] == 0.0 and scores[2] < 0.0
+    # Words no candidate lists (a name) say nothing.
+    assert not lexicon_scores(lexicon, "Xqzvbrt", candidates).any()
+    # Long texts are left to the n-grams.
+    assert not lexicon_scores(lexicon, " ".join(["het"] * (LEXICON_MAX_TEXT_WORDS + 1)), candidates).any()
 
 
 def test_title_counts_as_evidence(detector):

@@ -4,11 +4,13 @@ Fitted on all lines of the development language-ID data; the benchmark's
 langid figures come from cross-validation (fitted on one half, scored on the
 other), not from this calibration. Weights and offsets are per n-gram class:
 unigram, bigram at word start, bigram at word end, bigram inside word, trigram
-at word start, trigram at word end, trigram inside word.
+at word start, trigram at word end, trigram inside word. LEXICON_WEIGHT weighs
+the word evidence of short texts (wordfreq log-frequencies).
 """
 
 SHARED_SEEN_WEIGHT = (-0.0911, 0.2065, 0.275, 0.0457, 0.3347, 0.4982, 0.3709)
 SHARED_UNSEEN_OFFSET = (10.6526, 8.4944, 8.1917, 10.3266, 7.9085, 6.34, 7.9284)
+LEXICON_WEIGHT = 0.6187
 SHARED_TRIGRAM_MISS_RATE = 0.1182
 TRIGRAM_MISS_DISPERSION = 2.6751
 

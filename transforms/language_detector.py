@@ -30,6 +30,17 @@ On top of the plain model:
   an n-gram the profile lacks, per class (profiles were pruned very
   differently, so absence means different things), and a bias. The softmax of
   the calibrated scores is a probability, not naive Bayes' near-certain 1.0.
+- Words (`WordFrequencies`): for a short text (word pairs, single words,
+  short sentences), where n-grams say little, each word's log-frequency in
+  the `wordfreq` lists (Wikipedia, subtitles, news, ...: data independent of
+  the development data) is added, with a weight fitted with the rest of the
+  calibration. It separates close neighbours that share most n-grams (Danish
+  and Norwegian, Czech and Slovak, Bulgarian and Macedonian, Spanish and
+  Portuguese): cross-validated, word pairs go from 86.7 to 92.0 % right,
+  single words from 70.8 to 76.7 %, sentences from 98.5 to 99.4 %. Only
+  languages wordfreq covers are compared with each other, relative to the
+  best of them, so a language it lacks (Afrikaans, Marathi, ...) is never
+  pushed down for lacking a word list.
 - Unknown languages: the share of the text's trigrams (of ordinary, not
   capitalised, words) missing from the winning profile is compared with what
   that language's own texts show; a text far off (Igbo scored as Vietnamese,
@@ -39,6 +50,7 @@ On top of the plain model:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -51,7 +63,7 @@ import numpy as np
 
 from transforms import language_calibration
 
-DETECTOR_VERSION = "2"
+DETECTOR_VERSION = "3"
 UNDETERMINED = "und"
 # Confidence below which the code is `und`. Confidence is calibrated (about
 # the probability of being right), so 0.5 labels what is more likely right
@@ -75,6 +87,24 @@ MISS_Z_ALLOWED = 3.5
 # The Chinese profiles keep ~200 trigrams, so nearly every trigram of Chinese
 # text is missing from them: the test says nothing there.
 MAX_TESTABLE_MISS_RATE = 0.5
+
+# Word evidence: the most frequent words of each language's wordfreq list
+# (20,000 a language: in a cross-validated trial, word pairs gained 4.2 points
+# with 5,000, 5.7 with 20,000 and 6.2 with 100,000, at 3.6 times the memory),
+# and only for texts of at most this many (space-separated) words: longer
+# ones have n-grams enough (real articles are 99.9 % right without), and they
+# stay as fast as before.
+LEXICON_WORDS = 20_000
+LEXICON_MAX_TEXT_WORDS = 40
+# A word not in a language's list scores this far (natural log) below the
+# list's least frequent word: it may well be rarer still.
+UNLISTED_WORD_DROP = 2.0
+# langdetect profile -> wordfreq list, where the codes differ. Chinese,
+# Japanese and Korean are left out: script decides them, and wordfreq needs
+# extra tokenisers for them.
+_WORDFREQ_LIST = {"no": "nb", "hr": "sh", "tl": "fil"}
+_NO_WORD_LIST = frozenset({"zh-cn", "zh-tw", "ja", "ko"})
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 
 # Letters are grouped into scripts by code-point range (other characters are
 # not letters for this purpose).
@@ -389,17 +419,112 @@ class NgramTables:
         )
 
 
+def _word_key(word: str) -> int:
+    """A stable 64-bit key (Python's own str hash changes between processes)."""
+    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+
+
+def text_words(sample: str) -> list[str]:
+    """The sample's words as the wordfreq lists spell them: case-folded runs of letters."""
+    return _WORD.findall(unicodedata.normalize("NFC", sample).casefold())
+
+
+class WordFrequencies:
+    """The `LEXICON_WORDS` most frequent words of each profile's language in
+    `wordfreq`, as one sorted array of word keys with the profile column and
+    natural-log frequency of each (word, language): about 730,000 entries,
+    under 12 MB."""
+
+    def __init__(self, languages: tuple[str, ...], words_per_language: int = LEXICON_WORDS):
+        import wordfreq
+
+        lists = wordfreq.available_languages("best")
+        keys, columns, log_freq = [], [], []
+        # The log-frequency of a word missing from the list; NaN for a profile without a list.
+        self.unlisted = np.full(len(languages), np.nan)
+        for column, language in enumerate(languages):
+            code = _WORDFREQ_LIST.get(language, language)
+            if language in _NO_WORD_LIST or code not in lists:
+                continue
+            taken = 0
+            # Buckets of words of equal frequency, in centibels below 1 (bucket i: 10 ** (-i / 100)),
+            # each sorted alphabetically: the first words are the most frequent, in a fixed order.
+            for centibels, bucket in enumerate(wordfreq.read_cBpack(lists[code])):
+                for word in bucket[: words_per_language - taken]:
+                    keys.append(_word_key(word))
+                    columns.append(column)
+                    log_freq.append(-centibels / 100 * math.log(10))
+                taken += min(len(bucket), words_per_language - taken)
+                if taken == words_per_language:
+                    break
+            self.unlisted[column] = log_freq[-1] - UNLISTED_WORD_DROP
+        order = np.lexsort((columns, keys))
+        self.keys = np.array(keys, dtype=np.int64)[order]
+        self.columns = np.array(columns, dtype=np.int16)[order]
+        self.log_freq = np.array(log_freq, dtype=np.float32)[order]
+        self.listed = ~np.isnan(self.unlisted)
+
+    def scores(self, words: list[str], candidates: np.ndarray) -> np.ndarray:
+        """Per candidate: the words' summed log-frequency in its language,
+        minus the best candidate's; 0 for a candidate without a word list, and
+        for all when fewer than two candidates have one. Words no candidate
+        lists count for none (a name, a typo), so a language with a shorter
+        tail of rare words is not favoured."""
+        result = np.zeros(len(candidates))
+        listed = self.listed[candidates]
+        if not words or listed.sum() < 2:
+            return result
+        keys = np.array([_word_key(word) for word in words], dtype=np.int64)
+        starts = np.searchsorted(self.keys, keys, side="left")
+        ends = np.searchsorted(self.keys, keys, side="right")
+        compared = np.zeros(len(self.unlisted), dtype=bool)
+        compared[candidates[listed]] = True
+        total = np.zeros(len(self.unlisted))
+        counted = 0
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            columns = self.columns[start:end]
+            if not compared[columns].any():
+                continue
+            counted += 1
+            total[columns] += self.log_freq[start:end] - self.unlisted[columns]
+        if counted == 0:
+            return result
+        total = total + counted * self.unlisted
+        result[listed] = total[candidates[listed]] - total[candidates[listed]].max()
+        return result
+
+
+def lexicon_scores(lexicon: WordFrequencies, sample: str, candidates: np.ndarray) -> np.ndarray:
+    """The word-evidence term before its weight: `WordFrequencies.scores` for a
+    short sample, zeros for one of more than `LEXICON_MAX_TEXT_WORDS` space-separated tokens."""
+    # Counting space-separated tokens first keeps long texts from paying for the word split.
+    if len(sample.split(maxsplit=LEXICON_MAX_TEXT_WORDS)) > LEXICON_MAX_TEXT_WORDS:
+        return np.zeros(len(candidates))
+    return lexicon.scores(text_words(sample), candidates)
+
+
 class LanguageDetector:
     """Builds its tables from the profiles once (about a second); then `detect` is pure."""
 
-    def __init__(self, profiles_directory: pathlib.Path | None = None, calibration: Any = language_calibration):
+    def __init__(
+        self,
+        profiles_directory: pathlib.Path | None = None,
+        calibration: Any = language_calibration,
+        lexicon: WordFrequencies | None = None,
+    ):
         if profiles_directory is None:
             from langdetect.detector_factory import PROFILES_DIRECTORY
 
             profiles_directory = pathlib.Path(PROFILES_DIRECTORY)
         tables = NgramTables(profiles_directory)
         self._tables = tables
-        self.name = f"wirecopy-ngram-{DETECTOR_VERSION}+langdetect-{importlib.metadata.version('langdetect')}-profiles"
+        # May be shared between detectors of the same profiles (the benchmark's cross-validation does).
+        self._lexicon = WordFrequencies(tables.languages) if lexicon is None else lexicon
+        self._lexicon_weight = calibration.LEXICON_WEIGHT
+        self.name = (
+            f"wirecopy-ngram-{DETECTOR_VERSION}+langdetect-{importlib.metadata.version('langdetect')}-profiles"
+            f"+wordfreq-{importlib.metadata.version('wordfreq')}"
+        )
         self._codes = tuple(normalise_code(language) for language in tables.languages)
         # Codes the profiles cover; the scripts in SCRIPT_LANGUAGE add a few more.
         self.profile_codes = frozenset(self._codes)
@@ -446,6 +571,8 @@ class LanguageDetector:
             return []
         scores = evidence.counts.astype(np.float32) @ self._script_scores[evidence.script][evidence.rows]
         scores = scores.astype(np.float64) + self._bias[candidates]
+        if self._lexicon_weight:
+            scores += self._lexicon_weight * lexicon_scores(self._lexicon, sample, candidates)
         probabilities = np.exp(scores - scores.max())
         probabilities /= probabilities.sum()
         best = candidates[int(np.argmax(probabilities))]

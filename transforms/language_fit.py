@@ -18,7 +18,10 @@ towards the shared values):
   at a word's start, at its end, inside it), a weight on log P(n-gram | language);
 - per profile and class, the score of an n-gram the profile lacks, as an
   offset from a tenth of the profile's pruning cut-off for that order;
-- per profile, a bias.
+- per profile, a bias;
+- then, with those fixed, one weight for the word evidence of short texts
+  (`lexicon_scores`: the words' wordfreq log-frequencies, relative to the
+  best listed candidate).
 And, from each language's own sentences, the share of trigrams (of words not
 starting with a capital) its profile lacks, with how much it varies beyond
 binomial.
@@ -41,6 +44,8 @@ from transforms.language_detector import (
     SCRIPT_LANGUAGE,
     NgramTables,
     TextEvidence,
+    WordFrequencies,
+    lexicon_scores,
     normalise_code,
 )
 
@@ -49,6 +54,7 @@ KINDS = ("sentences", "word-pairs", "single-words")
 _DATA_TO_PROFILE_CODE = {"nb": "no", "nn": "no"}
 _REGULARISATION = 1e-3
 _STEPS = 1500
+_NEWTON_STEPS = 8
 _LEARNING_RATE = 0.02
 # Sentences shorter than this say little about how the miss rate varies.
 _MIN_TRIGRAMS_FOR_DISPERSION = 20
@@ -60,23 +66,25 @@ def development_lines(path: pathlib.Path, parity: int | None = None) -> list[str
     return lines if parity is None else lines[parity::2]
 
 
-def features(tables: NgramTables, evidence: TextEvidence) -> np.ndarray:
-    """(2 * classes, profiles): per n-gram class, the summed log-probability of
-    the n-grams each profile has, then per class the number it lacks."""
+def features(tables: NgramTables, evidence: TextEvidence, word_scores: np.ndarray) -> np.ndarray:
+    """(2 * classes + 1, profiles): per n-gram class, the summed log-probability of
+    the n-grams each profile has, then per class the number it lacks, then the
+    word-evidence term (`word_scores`, per candidate)."""
     classes = len(GRAM_CLASSES)
     gram_class = tables.gram_class[evidence.rows]
     seen = tables.seen[evidence.rows]
     log_prob = tables.log_prob[evidence.rows]
     counts = evidence.counts[:, None]
-    out = np.zeros((2 * classes, len(tables.languages)))
+    out = np.zeros((2 * classes + 1, len(tables.languages)))
     for k in range(classes):
         at = gram_class == k
         out[k] = (np.where(seen[at], log_prob[at], 0.0) * counts[at]).sum(axis=0)
         out[classes + k] = (~seen[at] * counts[at]).sum(axis=0)
+    out[2 * classes, evidence.candidates] = word_scores
     return out
 
 
-def collect(tables: NgramTables, langid: pathlib.Path, parity: int | None):
+def collect(tables: NgramTables, lexicon: WordFrequencies, langid: pathlib.Path, parity: int | None):
     codes = np.array([normalise_code(language) for language in tables.languages])
     items, masks, gold = [], [], []
     miss = {language: [] for language in tables.languages}
@@ -94,7 +102,7 @@ def collect(tables: NgramTables, langid: pathlib.Path, parity: int | None):
                 is_gold = codes == code
                 if mask.sum() < 2 or not (mask & is_gold).any():
                     continue
-                items.append(features(tables, evidence))
+                items.append(features(tables, evidence, lexicon_scores(lexicon, line, evidence.candidates)))
                 masks.append(mask)
                 gold.append(is_gold)
                 total = evidence.ordinary_trigrams
@@ -107,12 +115,15 @@ def collect(tables: NgramTables, langid: pathlib.Path, parity: int | None):
 
 
 def fit_scores(tables: NgramTables, items: np.ndarray, masks: np.ndarray, gold: np.ndarray):
+    """The n-gram calibration, on the n-gram features alone (the word evidence
+    is fitted after it, `fit_lexicon_weight`); also returns each item's
+    calibrated scores."""
     classes = len(GRAM_CLASSES)
     has_data = gold.any(axis=0)
     # (profiles, items, features), float32: one batched matrix product per step.
-    by_profile = np.ascontiguousarray(items.transpose(2, 0, 1), dtype=np.float32)
+    by_profile = np.ascontiguousarray(items[:, : 2 * classes, :].transpose(2, 0, 1), dtype=np.float32)
     floor = tables.log_floor[:, GRAM_CLASS_ORDER - 1]
-    floor_scores = np.einsum("ikl,lk->il", items[:, classes:, :], floor)
+    floor_scores = np.einsum("ikl,lk->il", items[:, classes : 2 * classes, :], floor)
     shared = np.concatenate((np.ones(classes), np.zeros(classes)))  # weights, then unseen offsets
     deviation, bias = np.zeros((len(tables.languages), 2 * classes)), np.zeros(len(tables.languages))
     params = [shared, deviation, bias]
@@ -143,7 +154,35 @@ def fit_scores(tables: NgramTables, items: np.ndarray, masks: np.ndarray, gold: 
         if step % 500 == 0:
             print(f"step {step}: mean log-likelihood {np.log(gold_probability).mean():.4f}", flush=True)
     coefficients = shared + deviation
-    return shared[:classes], shared[classes:], coefficients[:, :classes], coefficients[:, classes:], bias, has_data
+    scores = np.matmul(by_profile, coefficients.astype(np.float32)[:, :, None])[:, :, 0].T + floor_scores + bias
+    return shared[:classes], shared[classes:], coefficients[:, :classes], coefficients[:, classes:], bias, has_data, scores
+
+
+def fit_lexicon_weight(scores: np.ndarray, word_scores: np.ndarray, masks: np.ndarray, gold: np.ndarray) -> float:
+    """The weight of the word evidence on top of the fitted n-gram scores, by
+    maximum likelihood (Newton's method: the log-likelihood is concave in it).
+    Fitted after the n-gram calibration, not with it: fitted together, the
+    n-gram weights lean on the words (every development line is short enough
+    to have them) and no longer stand on their own for long texts, where the
+    words are not used (English news came out as Catalan)."""
+    weight = 0.0
+    for _ in range(_NEWTON_STEPS):
+        logits = np.where(masks, scores + weight * word_scores, -np.inf)
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        x = np.where(masks, word_scores, 0.0)
+        expected = (probabilities * x).sum(axis=1)
+        # A language may have two gold profiles (zh-cn, zh-tw): their scores, weighed by probability.
+        gold_probabilities = probabilities * gold
+        gold_x = (gold_probabilities * x).sum(axis=1) / gold_probabilities.sum(axis=1)
+        gradient = (gold_x - expected).sum()
+        curvature = ((probabilities * x * x).sum(axis=1) - expected**2).sum()
+        if curvature <= 0:
+            break
+        weight += gradient / curvature
+    print(f"word-evidence weight {weight:.4f}", flush=True)
+    return weight
 
 
 def miss_rates(miss: dict[str, list[tuple[int, int]]]) -> tuple[dict[str, float], float]:
@@ -165,18 +204,23 @@ def miss_rates(miss: dict[str, list[tuple[int, int]]]) -> tuple[dict[str, float]
     return rates, float(np.mean(squared_z))
 
 
-def fit_calibration(tables: NgramTables, langid: pathlib.Path, parity: int | None = None) -> types.SimpleNamespace:
+def fit_calibration(
+    tables: NgramTables, langid: pathlib.Path, parity: int | None = None, lexicon: WordFrequencies | None = None
+) -> types.SimpleNamespace:
     """The calibration fitted on all development lines (`parity` None) or on
     the even (0) or odd (1) ones: what `language_calibration` holds, as attributes."""
-    items, masks, gold, miss = collect(tables, langid, parity)
+    lexicon = WordFrequencies(tables.languages) if lexicon is None else lexicon
+    items, masks, gold, miss = collect(tables, lexicon, langid, parity)
     print(f"{len(items)} development items", flush=True)
-    shared_weight, shared_offset, weight, offset, bias, has_data = fit_scores(tables, items, masks, gold)
+    shared_weight, shared_offset, weight, offset, bias, has_data, scores = fit_scores(tables, items, masks, gold)
+    lexicon_weight = fit_lexicon_weight(scores, items[:, -1, :], masks, gold)
     rates, dispersion = miss_rates(miss)
     fitted_languages = [(i, l) for i, l in enumerate(tables.languages) if has_data[i]]
     as_tuple = lambda row: tuple(round(float(x), 4) for x in row)  # noqa: E731
     return types.SimpleNamespace(
         SHARED_SEEN_WEIGHT=as_tuple(shared_weight),
         SHARED_UNSEEN_OFFSET=as_tuple(shared_offset),
+        LEXICON_WEIGHT=round(float(lexicon_weight), 4),
         SHARED_TRIGRAM_MISS_RATE=round(float(np.median(list(rates.values()))), 4),
         TRIGRAM_MISS_DISPERSION=round(dispersion, 4),
         SEEN_WEIGHT={l: as_tuple(weight[i]) for i, l in fitted_languages},
@@ -190,7 +234,8 @@ def render(calibration: types.SimpleNamespace) -> str:
     about = textwrap.fill(
         "Fitted on all lines of the development language-ID data; the benchmark's langid figures come from "
         "cross-validation (fitted on one half, scored on the other), not from this calibration. Weights and "
-        "offsets are per n-gram class: " + ", ".join(name for name, _ in GRAM_CLASSES) + ".",
+        "offsets are per n-gram class: " + ", ".join(name for name, _ in GRAM_CLASSES) + ". LEXICON_WEIGHT "
+        "weighs the word evidence of short texts (wordfreq log-frequencies).",
         width=78,
     )
     return f'''"""Calibration of the language detector; generated by `python -m transforms.language_fit`, do not edit.
@@ -200,6 +245,7 @@ def render(calibration: types.SimpleNamespace) -> str:
 
 SHARED_SEEN_WEIGHT = {calibration.SHARED_SEEN_WEIGHT}
 SHARED_UNSEEN_OFFSET = {calibration.SHARED_UNSEEN_OFFSET}
+LEXICON_WEIGHT = {calibration.LEXICON_WEIGHT}
 SHARED_TRIGRAM_MISS_RATE = {calibration.SHARED_TRIGRAM_MISS_RATE}
 TRIGRAM_MISS_DISPERSION = {calibration.TRIGRAM_MISS_DISPERSION}
 
