@@ -376,9 +376,10 @@ class _PartitionSetProvider(RestrictionProvider):
 
 
 def start_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition], position: StartPosition,
-                  start_time: dt.datetime | None, ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
-    """Where a read begins in each partition; `ends` are the partitions' high watermarks."""
-    earliest = consumer.beginning_offsets(partitions)
+                  start_time: dt.datetime | None, earliest: dict[TopicPartition, int],
+                  ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """Where a read begins in each partition, given the partitions' first
+    offsets and high watermarks (`log_extents`)."""
     if start_time is not None:
         return offsets_at_time(consumer, partitions, int(start_time.timestamp() * 1000), ends)
     if position is StartPosition.EARLIEST:
@@ -426,13 +427,22 @@ def offsets_at_time(consumer: KafkaConsumer, partitions: list[TopicPartition], t
     return starts
 
 
-def high_watermarks(consumer: KafkaConsumer, partitions: list[TopicPartition], timeout_s: float = 10.0) -> dict[TopicPartition, int]:
-    """The offset after the last record of each partition, now.
+def high_watermarks(consumer: KafkaConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The offset after the last record of each partition, now."""
+    return log_extents(consumer, partitions)[1]
 
-    ListOffsets (`end_offsets`) is the protocol's answer, but some brokers
-    (Tansu) under-report it after multi-record batches; the high watermark in a
-    fetch response is right everywhere, so this re-fetches each partition's
-    last batch and takes the larger of the two.
+
+def log_extents(consumer: KafkaConsumer, partitions: list[TopicPartition],
+                timeout_s: float = 10.0) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """The first offset and the high watermark of each partition, now.
+
+    ListOffsets (`end_offsets`) is the protocol's answer for the high
+    watermark, but some brokers (Tansu) under-report it after multi-record
+    batches; the high watermark in a fetch response is right everywhere, so
+    this re-fetches each partition's last batch and takes the larger of the
+    two. Both offsets are asked before that fetch: the consumer then has a
+    fetch waiting at the log's end (up to `fetch_max_wait_ms`), and a broker
+    answers a connection's requests in order, so a ListOffsets after it waits too.
     """
     ends = consumer.end_offsets(partitions)
     earliest = consumer.beginning_offsets(partitions)
@@ -444,7 +454,7 @@ def high_watermarks(consumer: KafkaConsumer, partitions: list[TopicPartition], t
         consumer.poll(timeout_ms=_POLL_TIMEOUT_MS, max_records=1)
     highs = {p: max(ends[p], consumer.highwater(p) or 0) for p in partitions}
     consumer.unsubscribe()
-    return highs
+    return earliest, highs
 
 
 class _PlanReadFn(beam.DoFn):
@@ -462,8 +472,8 @@ class _PlanReadFn(beam.DoFn):
         if not numbers:
             raise ValueError(f"topic {spec.topic!r} does not exist on {spec.bootstrap_servers}")
         partitions = [TopicPartition(spec.topic, n) for n in sorted(numbers)]
-        ends = high_watermarks(self._consumer, partitions)
-        starts = start_offsets(self._consumer, partitions, spec.start_position, spec.start_time, ends)
+        earliest, ends = log_extents(self._consumer, partitions)
+        starts = start_offsets(self._consumer, partitions, spec.start_position, spec.start_time, earliest, ends)
         stops = {p: None for p in partitions} if spec.streaming else ends
         for partition in partitions:
             stop = stops[partition]
