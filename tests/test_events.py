@@ -10,7 +10,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas import codec
 from schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord
-from transforms.events import DecodeArticles, EncodeEvents, EventKind
+from transforms.events import DecodeArticles, EncodeEvents, EventKind, OutcomeTally
 from transforms.jsonlio import records_from_lines
 from transforms.stage import run_stage
 
@@ -126,3 +126,17 @@ def _reason_or_id(value: bytes) -> str:
         if field in event:
             return event[field]
     raise AssertionError(f"unrecognised event {event}")
+
+
+def test_the_progress_tally_counts_languages_dead_letters_and_cluster_events():
+    tally = OutcomeTally()
+    source = record(b"{}")
+    for code in ("de", "en", "de"):
+        tally.add(Article(source, {"id": code}, {"language": {"code": code}}))
+    tally.add(DeadLetter(DeadLetterReason.INVALID_JSON, "cut short", "decode", source))
+    tally.add(ClusterEvent("created", "c-1", "a", "a"))
+    tally.add(ClusterEvent("joined", "c-1", "b", "a"))
+    tally.add(ClusterEvent("joined", "c-1", "c", "a"))
+    assert tally.summary() == ("enriched 3 (de 2, en 1); dead letters 1 (invalid_json 1); "
+                               "cluster events joined 2, created 1")
+    assert OutcomeTally().summary() == "enriched 0 (none); dead letters 0 (none); cluster events none"

@@ -5,13 +5,19 @@ becomes a `DeadLetter` with its reason, in the same stream: see
 `transforms/stage.py`); `EncodeEvents` turns every outcome into an
 `OutputEvent`, validated against its schema and keyed so consumers can
 deduplicate (articles by article id, cluster events by cluster id, dead
-letters by source coordinates).
+letters by source coordinates). Encoding sees every outcome, so it also logs
+what the pipeline has produced so far, every 10 s: Beam metrics carry the same
+counts, but the local runner reports them only when a run ends, and a
+streaming run may never end.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
+import logging
+import time
 from typing import Iterable
 
 import apache_beam as beam
@@ -21,8 +27,11 @@ from schemas import codec
 from schemas.records import Article, ClusterEvent, DeadLetter, Rejected, SourceRecord
 from transforms.stage import Outcome, run_stage
 
+_LOG = logging.getLogger(__name__)
+
 STAGE = "decode"
 ENCODE_STAGE = "encode"
+_PROGRESS_LOG_SECONDS = 10.0
 
 
 class EventKind(str, enum.Enum):
@@ -86,9 +95,39 @@ def encode_dead_letter(letter: DeadLetter, failed_at: str) -> OutputEvent:
     return OutputEvent(EventKind.DEAD_LETTER, key, codec.encode(codec.dead_letter(letter, failed_at), codec.DEAD_LETTER))
 
 
+@dataclasses.dataclass
+class OutcomeTally:
+    """Counts of what was sent to the sink: enriched articles per language,
+    dead letters per reason, cluster events per type."""
+
+    languages: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    dead_letters: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    cluster_events: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    def add(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Article):
+            self.languages[outcome.fields["language"]["code"]] += 1
+        elif isinstance(outcome, ClusterEvent):
+            self.cluster_events[outcome.type] += 1
+        else:
+            self.dead_letters[outcome.reason.value] += 1
+
+    def summary(self) -> str:
+        def listed(counts: collections.Counter) -> str:
+            return ", ".join(f"{name} {count:,}" for name, count in counts.most_common())
+
+        return (f"enriched {self.languages.total():,} ({listed(self.languages) or 'none'}); "
+                f"dead letters {self.dead_letters.total():,} ({listed(self.dead_letters) or 'none'}); "
+                f"cluster events {listed(self.cluster_events) or 'none'}")
+
+
 class _EncodeFn(beam.DoFn):
     def __init__(self):
         self._enriched = Metrics.counter("wirecopy", "articles_enriched")
+
+    def setup(self):
+        self._tally = OutcomeTally()
+        self._last_progress_log = time.monotonic()
 
     def process(self, outcome: Outcome) -> Iterable[OutputEvent]:
         now = codec.now_timestamp()
@@ -96,15 +135,24 @@ class _EncodeFn(beam.DoFn):
             encoded = run_stage(ENCODE_STAGE, outcome, lambda article: [encode_article(article, now)])
             if isinstance(encoded[0], OutputEvent):
                 self._enriched.inc()
+                self._tally.add(outcome)
                 yield encoded[0]
                 return
             # The enriched event broke its schema: a stage's bug, dead-lettered rather than written.
             outcome = encoded[0]
+        self._tally.add(outcome)
         if isinstance(outcome, ClusterEvent):
             yield encode_cluster_event(outcome, now)
         else:
             Metrics.counter("wirecopy", f"dead_letter_{outcome.reason.value}").inc()
             yield encode_dead_letter(outcome, now)
+
+    def finish_bundle(self):
+        # Bundles end at least every second while records flow (the Kafka
+        # reader checkpoints), so the line comes close to its interval.
+        if time.monotonic() - self._last_progress_log >= _PROGRESS_LOG_SECONDS:
+            self._last_progress_log = time.monotonic()
+            _LOG.info("so far: %s", self._tally.summary())
 
 
 class EncodeEvents(beam.PTransform):

@@ -815,6 +815,8 @@ class _WriteFn(beam.DoFn):
 
     def setup(self):
         self._producer = self._new_producer()
+        self._written: dict[str, list[int]] = {}  # topic -> [records, bytes] acknowledged since setup
+        self._last_progress_log = time.monotonic()
 
     def _new_producer(self) -> KafkaProducer:
         settings = {"linger_ms": 20, "batch_size": 256 * 1024, "allow_auto_create_topics": False,
@@ -871,6 +873,13 @@ class _WriteFn(beam.DoFn):
         for topic, (records, size) in self._sent.items():
             Metrics.counter("wirecopy", f"records_written.{topic}").inc(records)
             Metrics.counter("wirecopy", f"bytes_written.{topic}").inc(size)
+            written = self._written.setdefault(topic, [0, 0])
+            written[0] += records
+            written[1] += size
+        if time.monotonic() - self._last_progress_log >= _PROGRESS_LOG_SECONDS:
+            self._last_progress_log = time.monotonic()
+            _LOG.info("wrote (acknowledged) %s", ", ".join(
+                f"{records:,} records, {size / 1e6:,.1f} MB to {topic}" for topic, (records, size) in self._written.items()))
 
     def teardown(self):
         self._producer.close()
