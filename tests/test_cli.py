@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import time
@@ -266,6 +267,27 @@ def test_kafka_streaming_reads_live_and_stops_at_max_records(broker, kafka_topic
     assert process.returncode == 0, stderr[-3000:]
     assert "running on FnApiRunner (streaming)" in stderr
     check_kafka_outputs(broker, kafka_topics, group, input_lines)
+
+
+@pytest.mark.broker
+def test_a_streaming_run_logs_its_progress_every_10_s(broker, kafka_topics, topic_name, input_lines):
+    """Read, produced and written counts show up in the log while the run goes on, not only at its end."""
+    produce(broker.bootstrap_servers, kafka_topics["in"], input_lines)
+    finished = wirecopy("run", *kafka_args(broker, kafka_topics, topic_name("group")), "--streaming",
+                        "--max-read-time", "12")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    dead = Counter(expected_dead_letters(input_lines).values())
+    enriched = len(input_lines) - dead.total()
+    # The records are all processed in the first seconds; the lines come after 10 s of reading.
+    assert re.search(rf"read {len(input_lines)} records \(\d+/s\); .*\[2\] at \d+ backlog 0", finished.stderr)
+    so_far = re.search(rf"so far: enriched {enriched} \((.*)\); dead letters {dead.total()} \((.*)\); "
+                       rf"cluster events (.*)", finished.stderr)
+    assert so_far, finished.stderr[-3000:]
+    assert sum(int(n) for n in re.findall(r"\w+ (\d+)", so_far[1])) == enriched, "per-language counts add up"
+    assert dict(re.findall(r"(\w+) (\d+)", so_far[2])) == {reason: str(n) for reason, n in dead.items()}
+    assert "created" in so_far[3]
+    assert re.search(rf"wrote \(acknowledged\) (.*, )?{enriched} records, [\d.]+ MB to {kafka_topics['out']}(,|$)",
+                     finished.stderr, re.MULTILINE)
 
 
 def test_demo_runs_and_shows_clusters_and_dead_letters():

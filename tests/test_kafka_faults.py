@@ -2,7 +2,6 @@
 
 import base64
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -108,11 +107,7 @@ def test_at_least_once_across_sigkill(broker, topic_name):
     second = start_pipeline(*topics.args(broker.bootstrap_servers, group), "--streaming")
     wait_until(lambda: committed_total(broker.bootstrap_servers, topics.input, group) >= 5000, 300,
                "every record committed after the restart", second)
-    second_log = stop(second)
-    # The restart reads ~4,000 articles for well over 10 s: a long run shows its progress as it goes.
-    assert re.search(r"read \d+ records \(\d+/s\); .*backlog \d+", second_log)
-    assert re.search(r"so far: enriched [\d,]+ \(en [\d,]+", second_log)
-    assert re.search(r"wrote \(acknowledged\) [\d,]+ records", second_log)
+    stop(second)
 
     written = Counter(article_ids(broker.bootstrap_servers, topics.output))
     assert set(written) == {a["id"] for a in articles}, "every article reaches the output"

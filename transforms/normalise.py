@@ -67,7 +67,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from schemas.codec import utc_timestamp
 from schemas.records import Article, DeadLetterReason, Rejected, SourceRecord
-from transforms.stage import Outcome, run_stage
+from transforms.stage import Outcome, StatefulStageFn, run_stage
 
 STAGE = "Normalise"
 
@@ -1059,7 +1059,7 @@ class _DraftFn(beam.DoFn):
             yield _stage_key(outcome), outcome
 
 
-class _SourceTemplateFn(beam.DoFn):
+class _SourceTemplateFn(StatefulStageFn):
     """Finishes drafts, removing the paragraphs that recur across a source's articles; state keyed by source domain."""
 
     HISTORY = ReadModifyWriteStateSpec("recent_articles", HistoryCoder())
