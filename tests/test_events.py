@@ -140,3 +140,18 @@ def test_the_progress_tally_counts_languages_dead_letters_and_cluster_events():
     assert tally.summary() == ("enriched 3 (de 2, en 1); dead letters 1 (invalid_json 1); "
                                "cluster events joined 2, created 1")
     assert OutcomeTally().summary() == "enriched 0 (none); dead letters 0 (none); cluster events none"
+
+
+def test_null_optional_properties_count_as_absent_through_the_stages():
+    """Many producers write a missing field as null: the article is enriched, not dead-lettered."""
+    from transforms.language import LanguageDetector
+    from transforms.normalise import draft_article, finish
+
+    nulls = dict.fromkeys(("url", "source", "title", "html", "published_at", "language"))
+    value = orjson.dumps({"id": "n-1", "text": "The harbour reopened on Monday after the storm.", **nulls})
+    article = finish(draft_article(Article(record(value), codec.decode_raw_article(value))))
+    assert article.fields["title"] is None and article.fields["published_at"] is None
+    assert LanguageDetector().detect(article.fields["text"], title=None, hint=None).code == "en"
+    with pytest.raises(Rejected) as rejection:
+        codec.decode_raw_article(b'{"id": null, "text": "x"}')
+    assert rejection.value.reason is DeadLetterReason.SCHEMA_VIOLATION
