@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import logging
 import os
 import statistics
 import sys
@@ -106,6 +107,10 @@ def main() -> int:
     parser.add_argument("--bases-per-language", type=int, default=30, help="wire stories per language (default 30)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each (default 3)")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    # The I/O floor's reader fetches without a group, which kafka-python warns about each run.
+    logging.getLogger("kafka").setLevel(logging.ERROR)
 
     labelled, _ = build(args.shared, bases_per_language=args.bases_per_language)
     values = [orjson.dumps({"id": item.article_id, "title": item.title, "text": item.text,
