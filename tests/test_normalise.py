@@ -734,3 +734,13 @@ def test_normalise_transform(bodies):
             equal_to(["DeadLetter"] * 3 + ["Article"] * 8),
             label="one stream",
         )
+
+
+def test_an_empty_result_says_whether_boilerplate_or_nothing_at_all_was_there():
+    with pytest.raises(Rejected) as boilerplate_only:
+        normalised({"id": "a", "text": "Leave a Reply\n\nShare this article"})
+    assert boilerplate_only.value.detail.startswith("no text left after cleaning: every paragraph was boilerplate (")
+    with pytest.raises(Rejected) as invisible_only:
+        normalised({"id": "a", "text": "\u200b\u00ad\x07\n\n \t"})
+    assert invisible_only.value.detail == ("no text left after cleaning: "
+                                           "only white space and control or invisible characters")

@@ -807,7 +807,9 @@ def draft_article(article: Article) -> Draft:
         raise Rejected(DeadLetterReason.EMPTY_TEXT, "the record has neither text nor html")
     kept, removed, byline = remove_boilerplate(paragraphs)
     if not kept:
-        raise Rejected(DeadLetterReason.EMPTY_TEXT, f"no text left after cleaning (boilerplate removed: {removed})")
+        left = (f"every paragraph was boilerplate ({', '.join(f'{kind} {count}' for kind, count in removed.items())})"
+                if removed else "only white space and control or invisible characters")
+        raise Rejected(DeadLetterReason.EMPTY_TEXT, f"no text left after cleaning: {left}")
     given_source = " ".join((raw.get("source") or "").split()) or None
     canonical = canonical_url(url)
     domain = _registrable_domain(canonical)
