@@ -27,7 +27,7 @@ from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
 from transforms.kafkaio import (KafkaMessage, KafkaReadSpec, ReadFromKafka, StartPosition, TimestampPolicy,
-                                WriteToKafka)
+                                WriteToKafka, group_lag)
 from transforms import language
 from transforms.language import DetectLanguage
 from transforms.normalise import Normalise
@@ -98,16 +98,20 @@ def enrich(records: beam.PCollection, config: RunConfig) -> beam.PCollection:
     )
 
 
+def read_spec(config: RunConfig) -> KafkaReadSpec:
+    io = config.io
+    return KafkaReadSpec(
+        bootstrap_servers=io.bootstrap_servers, topic=io.input_topic, group_id=io.group_id,
+        streaming=config.streaming, start_position=io.start_position, start_time=io.start_time,
+        timestamp_policy=io.timestamp_policy, partition_discovery_interval_s=io.partition_discovery_interval_s,
+        max_records=config.max_records, max_read_time_s=config.max_read_time_s, consumer_config=io.consumer_config,
+    )
+
+
 def build(pipeline: beam.Pipeline, config: RunConfig) -> None:
     io = config.io
     if isinstance(io, KafkaIO):
-        spec = KafkaReadSpec(
-            bootstrap_servers=io.bootstrap_servers, topic=io.input_topic, group_id=io.group_id,
-            streaming=config.streaming, start_position=io.start_position, start_time=io.start_time,
-            timestamp_policy=io.timestamp_policy, partition_discovery_interval_s=io.partition_discovery_interval_s,
-            max_records=config.max_records, max_read_time_s=config.max_read_time_s, consumer_config=io.consumer_config,
-        )
-        (enrich(pipeline | "ReadKafka" >> ReadFromKafka(spec), config)
+        (enrich(pipeline | "ReadKafka" >> ReadFromKafka(read_spec(config)), config)
          | "ToMessages" >> beam.Map(lambda e: KafkaMessage(io.topic_for(e.kind), e.key, e.value))
          | "WriteKafka" >> WriteToKafka(io.bootstrap_servers, io.producer_config))
     else:
@@ -157,7 +161,7 @@ class RunResult:
     runner: str
     state: str
     seconds: float
-    counters: dict[str, int]  # Beam counters, and gauges at their last value
+    counters: dict[str, int]  # Beam counters; for Kafka, `lag.<topic>.<partition>` at the end
 
 
 def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
@@ -178,9 +182,11 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
         if counter.key.metric.namespace == "wirecopy":
             name = counter.key.metric.name
             counters[name] = counters.get(name, 0) + (counter.committed or counter.attempted or 0)
-    for gauge in metrics["gauges"]:
-        if gauge.key.metric.namespace == "wirecopy":
-            counters[gauge.key.metric.name] = (gauge.committed or gauge.attempted).value
+    if isinstance(config.io, KafkaIO):
+        # The group's lag from Kafka itself, not the reader's backlog gauges:
+        # the local runner reports an arbitrary bundle's gauge value.
+        for partition, lag in group_lag(read_spec(config)).items():
+            counters[f"lag.{config.io.input_topic}.{partition}"] = lag
     outcome = RunResult(runner_name, str(state), time.monotonic() - started, dict(sorted(counters.items())))
     _LOG.info("finished on %s: %s in %.1f s; %s", outcome.runner, outcome.state, outcome.seconds,
               ", ".join(f"{name}={value}" for name, value in outcome.counters.items()))

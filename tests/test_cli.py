@@ -279,7 +279,8 @@ def test_a_streaming_run_logs_its_progress_every_10_s(broker, kafka_topics, topi
     dead = Counter(expected_dead_letters(input_lines).values())
     enriched = len(input_lines) - dead.total()
     # The records are all processed in the first seconds; the lines come after 10 s of reading.
-    assert re.search(rf"read {len(input_lines)} records \(\d+/s\); .*\[2\] at \d+ backlog 0", finished.stderr)
+    assert re.search(rf"read {len(input_lines)} records \(\d+/s\); "
+                     + ", ".join(rf"{kafka_topics['in']}\[{n}\] at \d+ backlog 0" for n in range(3)), finished.stderr)
     so_far = re.search(rf"so far: enriched {enriched} \((.*)\); dead letters {dead.total()} \((.*)\); "
                        rf"cluster events (.*)", finished.stderr)
     assert so_far, finished.stderr[-3000:]
@@ -288,6 +289,7 @@ def test_a_streaming_run_logs_its_progress_every_10_s(broker, kafka_topics, topi
     assert "created" in so_far[3]
     assert re.search(rf"wrote \(acknowledged\) (.*, )?{enriched} records, [\d.]+ MB to {kafka_topics['out']}(,|$)",
                      finished.stderr, re.MULTILINE)
+    assert all(f"lag.{kafka_topics['in']}.{n}=0" in finished.stderr for n in range(3)), "nothing left uncommitted"
 
 
 def test_demo_runs_and_shows_clusters_and_dead_letters():

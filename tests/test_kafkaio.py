@@ -12,12 +12,13 @@ from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
 from apache_beam.utils.timestamp import Timestamp
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 from pipelines.local_broker import committed_offsets, produce, read_topic
 from transforms import kafkaio
 from transforms.kafkaio import (KafkaMessage, KafkaReadSpec, PartitionCursor, PartitionSet, PartitionSetTracker,
                                 ReadFromKafka, StartPosition, TimestampKind, TimestampPolicy, WriteToKafka,
-                                high_watermarks)
+                                group_lag, high_watermarks)
 
 pytestmark = pytest.mark.broker
 
@@ -270,3 +271,16 @@ def test_client_config_reaches_the_clients_and_secrets_stay_out_of_sight(broker,
     assert secret not in repr(spec) and secret not in caplog.text
     with pytest.raises(ValueError, match="unknown kafka-python consumer settings: no_such_setting"):
         KafkaReadSpec(broker.bootstrap_servers, source, "g", consumer_config={"no_such_setting": 1})
+
+
+def test_group_lag_is_what_the_group_has_not_committed(broker, topic_name):
+    topic, group = topic_name("in"), topic_name("group")
+    broker.create_topics([topic], partitions=2)
+    produce(broker.bootstrap_servers, topic, [b"a"] * 5, [b"k"] * 5)  # one partition gets all five
+    spec = KafkaReadSpec(broker.bootstrap_servers, topic, group)
+    assert sorted(group_lag(spec).values()) == [0, 5], "never committed: all of it"
+    committer = spec.new_consumer()
+    loaded = next(n for n, lag in group_lag(spec).items() if lag == 5)
+    committer.commit({TopicPartition(topic, loaded): OffsetAndMetadata(3, "", -1)})
+    committer.close()
+    assert group_lag(spec)[loaded] == 2

@@ -457,6 +457,24 @@ def log_extents(consumer: KafkaConsumer, partitions: list[TopicPartition],
     return earliest, highs
 
 
+def group_lag(spec: KafkaReadSpec) -> dict[int, int]:
+    """Partition → records of the topic that the spec's consumer group has not
+    committed: the high watermark minus the committed offset (minus the log's
+    start where the group never committed).
+
+    Asked of Kafka, so it holds whatever the runner reports: the local
+    runner's gauges (the reader's `backlog.*`) come out as an arbitrary
+    bundle's value rather than the last one.
+    """
+    consumer = spec.new_consumer()
+    try:
+        partitions = [TopicPartition(spec.topic, n) for n in sorted(consumer.partitions_for_topic(spec.topic) or ())]
+        earliest, ends = log_extents(consumer, partitions)
+        return {p.partition: max(ends[p] - max(consumer.committed(p) or 0, earliest[p]), 0) for p in partitions}
+    finally:
+        consumer.close()
+
+
 class _PlanReadFn(beam.DoFn):
     """Turns the impulse into the read plan: every partition with its start (and stop)."""
 
@@ -509,6 +527,7 @@ class _ReadFn(beam.DoFn):
         self._committer_lock = threading.Lock()
         self._records_read = 0
         self._next_offsets: dict[TopicPartition, int] = {}
+        self._highwaters: dict[TopicPartition, int] = {}  # the last known, per partition
         self._started_at: float | None = None
         self._last_progress_log = time.monotonic()
         self._last_discovery = 0.0
@@ -591,19 +610,29 @@ class _ReadFn(beam.DoFn):
             return {}
 
     def _log_progress(self, positions: dict[TopicPartition, int]) -> None:
-        backlogs = {}
-        for partition, position in positions.items():
+        """Backlog gauges and the periodic progress line, over every partition this reader has read.
+
+        One call covers one restriction's partitions; the consumer knows a
+        partition's high watermark only while it is assigned and has fetched
+        it, so the last one known is kept per partition.
+        """
+        for partition in positions:
             highwater = self._consumer.highwater(partition)
-            backlogs[partition] = None if highwater is None else max(highwater - position, 0)
             if highwater is not None:
+                self._highwaters[partition] = highwater
+        backlogs = {}
+        for partition, position in sorted(self._next_offsets.items()):
+            highwater = self._highwaters.get(partition)
+            backlogs[partition] = None if highwater is None else max(highwater - position, 0)
+            if partition in positions and highwater is not None:
                 Metrics.gauge("wirecopy", f"backlog.{partition.topic}.{partition.partition}").set(backlogs[partition])
         now = time.monotonic()
         if now - self._last_progress_log < _PROGRESS_LOG_SECONDS:
             return
         self._last_progress_log = now
         described = ", ".join(
-            f"{p.topic}[{p.partition}] at {position} backlog {'?' if backlogs[p] is None else backlogs[p]}"
-            for p, position in sorted(positions.items()))
+            f"{p.topic}[{p.partition}] at {self._next_offsets[p]} backlog {'?' if backlog is None else backlog}"
+            for p, backlog in backlogs.items())
         rate = self._records_read / max(now - self._started_at, 1e-9)
         _LOG.info("read %d records (%.0f/s); %s", self._records_read, rate, described)
 
