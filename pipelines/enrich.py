@@ -27,7 +27,7 @@ from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
 from transforms.kafkaio import (KafkaMessage, KafkaReadSpec, ReadFromKafka, StartPosition, TimestampPolicy,
-                                WriteToKafka, group_lag)
+                                WriteToKafka, group_lag, largest_message_bytes)
 from transforms import language
 from transforms.language import DetectLanguage
 from transforms.normalise import Normalise
@@ -94,7 +94,8 @@ def enrich(records: beam.PCollection, config: RunConfig) -> beam.PCollection:
         | "Normalise" >> Normalise()
         | "Language" >> DetectLanguage(config.language_threshold)
         | "Syndication" >> ClusterSyndicated(config.syndication_horizon)
-        | "Encode" >> EncodeEvents()
+        | "Encode" >> EncodeEvents(
+            largest_message_bytes(config.io.producer_config) if isinstance(config.io, KafkaIO) else None)
     )
 
 
@@ -166,12 +167,15 @@ class RunResult:
 
 def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
     options = pipeline_options(config, beam_args or [])
-    if isinstance(config.io, KafkaIO):
-        check_kafka(config.io)
     runner = FnApiRunner() if config.runner == LOCAL_RUNNER else None
     runner_name = type(runner).__name__ if runner else options.view_as(StandardOptions).runner
     pipeline = beam.Pipeline(runner=runner, options=options)
-    build(pipeline, config)
+    try:
+        build(pipeline, config)
+    except ValueError as error:  # the transforms validate their settings when built
+        raise SetupError(str(error)) from None
+    if isinstance(config.io, KafkaIO):
+        check_kafka(config.io)
     _LOG.info("running on %s (%s)", runner_name, "streaming" if config.streaming else "bounded")
     started = time.monotonic()
     result = pipeline.run()

@@ -100,9 +100,12 @@ def cluster_event(event: ClusterEvent, occurred_at: str) -> dict[str, Any]:
     return encoded
 
 
-def dead_letter(letter: DeadLetter, failed_at: str) -> dict[str, Any]:
+def dead_letter(letter: DeadLetter, failed_at: str, max_bytes: int | None = None) -> dict[str, Any]:
+    """The dead-letter event; with `max_bytes`, the payload is cut so that the
+    encoded event fits (`payload_truncated`, `payload_bytes` say so): the
+    topic, partition and offset still lead back to the whole record."""
     source = letter.source
-    return {
+    event = {
         "schema_version": SCHEMA_VERSION,
         "reason": letter.reason.value,
         "detail": letter.detail,
@@ -117,6 +120,12 @@ def dead_letter(letter: DeadLetter, failed_at: str) -> dict[str, Any]:
         "article_id": letter.article_id,
         "failed_at": failed_at,
     }
+    if max_bytes is not None and len(orjson.dumps(event)) > max_bytes:
+        cut = {**event, "payload": "", "payload_truncated": True, "payload_bytes": len(source.value)}
+        room = max(max_bytes - len(orjson.dumps(cut)), 0)
+        cut["payload"] = base64.b64encode(source.value[: room // 4 * 3]).decode("ascii")
+        event = cut
+    return event
 
 
 def encode(event: dict[str, Any], schema: str) -> bytes:

@@ -300,6 +300,17 @@ def test_demo_runs_and_shows_clusters_and_dead_letters():
         assert reason in finished.stdout
 
 
+@pytest.mark.parametrize("setting, message", [
+    ("acks=1", "the sink needs acks=all"),
+    ("max.request.size=1000", "the output must take events of at least 16,384 bytes"),
+], ids=["weakened-acks", "tiny-messages"])
+def test_producer_settings_the_pipeline_cannot_keep_its_promises_with_are_refused_before_connecting(setting, message):
+    finished = wirecopy("run", "--bootstrap-servers", "127.0.0.1:1", "--input-topic", "a", "--output-topic", "b",
+                        "--cluster-topic", "c", "--dead-letter-topic", "d", "--producer-config", setting)
+    assert finished.returncode == 2 and message in finished.stderr
+    assert "Traceback" not in finished.stderr and "cannot reach Kafka" not in finished.stderr
+
+
 def test_several_local_workers_are_refused_for_kafka():
     finished = wirecopy("run", "--bootstrap-servers", "127.0.0.1:1", "--input-topic", "a", "--output-topic", "b",
                         "--cluster-topic", "c", "--dead-letter-topic", "d", "--direct_num_workers", "2")

@@ -1,6 +1,7 @@
 """Event contracts: decoding raw records, encoding outputs, and the decode/encode stages."""
 
 import base64
+import dataclasses
 
 import apache_beam as beam
 import orjson
@@ -155,3 +156,32 @@ def test_null_optional_properties_count_as_absent_through_the_stages():
     with pytest.raises(Rejected) as rejection:
         codec.decode_raw_article(b'{"id": null, "text": "x"}')
     assert rejection.value.reason is DeadLetterReason.SCHEMA_VIOLATION
+
+
+def test_a_dead_letter_cut_to_a_size_limit_keeps_the_payload_start_and_says_so():
+    source = SourceRecord("raw", 2, 41, b"x" * 100_000, b"key", 1700000000000, (("trace", b"t"),))
+    letter = DeadLetter(DeadLetterReason.PAYLOAD_TOO_LARGE, "too big", "encode", source, "a")
+    whole = codec.dead_letter(letter, "2026-11-30T00:00:00.000Z")
+    assert "payload_truncated" not in whole and base64.b64decode(whole["payload"]) == source.value
+    assert codec.dead_letter(letter, "2026-11-30T00:00:00.000Z", max_bytes=200_000) == whole
+    cut = codec.dead_letter(letter, "2026-11-30T00:00:00.000Z", max_bytes=20_000)
+    encoded = codec.encode(cut, codec.DEAD_LETTER)  # still schema-valid
+    assert 19_000 < len(encoded) <= 20_000
+    assert cut["payload_truncated"] is True and cut["payload_bytes"] == 100_000
+    assert source.value.startswith(base64.b64decode(cut["payload"]))
+    assert (cut["topic"], cut["partition"], cut["offset"]) == ("raw", 2, 41), "the way back to the whole record"
+
+
+def test_an_article_too_large_for_the_output_becomes_a_dead_letter_that_fits():
+    large = complete_article("large", 1)
+    large.fields["text"] = "word " * 10_000
+    large = dataclasses.replace(large, source=record(b"r" * 60_000, 1))
+    outcomes = [complete_article("small", 0), large]
+    with TestPipeline(runner="FnApiRunner") as pipeline:
+        events = pipeline | beam.Create(outcomes) | EncodeEvents(max_event_bytes=20_000)
+        summary = events | beam.Map(lambda e: (e.kind, e.key, _reason_or_id(e.value), len(e.key) + len(e.value) <= 20_000,
+                                               orjson.loads(e.value).get("stage")))
+        assert_that(summary, equal_to([(EventKind.ARTICLE, b"small", "small", True, None),
+                                       (EventKind.DEAD_LETTER, b"raw/1/1", "payload_too_large", True, "encode")]))
+    with pytest.raises(ValueError, match="at least 16,384 bytes"):
+        EncodeEvents(max_event_bytes=100)

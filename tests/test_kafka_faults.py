@@ -212,6 +212,32 @@ def test_poison_records_are_dead_lettered_with_their_metadata(broker, topic_name
     assert keys == {a["id"].encode() for a in good}, "enriched articles are keyed by article id"
 
 
+def test_an_article_too_large_for_the_output_topic_is_dead_lettered_and_the_run_goes_on(broker, topic_name):
+    """Default limits: a 1.2 MB article is a valid input (under 10 MiB) but its enriched event is over the
+    producer's 1 MiB; sending it would fail the bundle on every retry."""
+    topics, group = Topics(topic_name), topic_name("group")
+    topics.create(broker, partitions=1)
+    before, large, after = synthetic_articles(3, "size")
+    large["text"] = "\n\n".join([large["text"]] * 1400)
+    values = [orjson.dumps(article) for article in (before, large, after)]
+    assert 1_100_000 < len(values[1]) < 10 * 1024 * 1024
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, max_request_size=4 * 1024 * 1024)
+    for value in values:
+        producer.send(topics.input, value=value)
+    producer.flush()
+    producer.close()
+
+    finished = start_pipeline(*topics.args(broker.bootstrap_servers, group))
+    _, stderr = finished.communicate(timeout=180)
+    assert finished.returncode == 0, stderr[-3000:]
+    assert sorted(article_ids(broker.bootstrap_servers, topics.output)) == sorted([before["id"], after["id"]])
+    [letter] = [orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics.dead)]
+    assert (letter["reason"], letter["stage"], letter["offset"], letter["article_id"]) == ("payload_too_large", "encode", 1, large["id"])
+    assert letter["payload_truncated"] is True and letter["payload_bytes"] == len(values[1])
+    assert values[1].startswith(base64.b64decode(letter["payload"]))
+    assert committed_total(broker.bootstrap_servers, topics.input, group) == 3, "committed past it: no poison pill"
+
+
 def test_unreachable_broker_is_a_clear_error_within_seconds(topic_name):
     started = time.monotonic()
     finished = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", *Topics(topic_name).args("127.0.0.1:1", "g")],

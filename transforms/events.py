@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from schemas import codec
-from schemas.records import Article, ClusterEvent, DeadLetter, Rejected, SourceRecord
+from schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord
 from transforms.stage import Outcome, run_stage
 
 _LOG = logging.getLogger(__name__)
@@ -32,6 +32,8 @@ _LOG = logging.getLogger(__name__)
 STAGE = "decode"
 ENCODE_STAGE = "encode"
 _PROGRESS_LOG_SECONDS = 10.0
+# A dead letter without its payload (coordinates, reason, detail) must fit.
+_SMALLEST_EVENT_LIMIT = 16 * 1024
 
 
 class EventKind(str, enum.Enum):
@@ -79,9 +81,14 @@ class DecodeArticles(beam.PTransform):
         return records | "Decode" >> beam.ParDo(_DecodeFn(self._max_record_bytes))
 
 
-def encode_article(article: Article, processed_at: str) -> OutputEvent:
-    event = codec.enriched_article(article, processed_at)
-    return OutputEvent(EventKind.ARTICLE, article.article_id.encode(), codec.encode(event, codec.ENRICHED_ARTICLE))
+def encode_article(article: Article, processed_at: str, max_bytes: int | None = None) -> OutputEvent:
+    """The enriched event; raises `Rejected` when key and value exceed `max_bytes`."""
+    key = article.article_id.encode()
+    value = codec.encode(codec.enriched_article(article, processed_at), codec.ENRICHED_ARTICLE)
+    if max_bytes is not None and len(key) + len(value) > max_bytes:
+        raise Rejected(DeadLetterReason.PAYLOAD_TOO_LARGE,
+                       f"the enriched article is {len(key) + len(value):,} bytes; the output accepts {max_bytes:,}")
+    return OutputEvent(EventKind.ARTICLE, key, value)
 
 
 def encode_cluster_event(event: ClusterEvent, occurred_at: str) -> OutputEvent:
@@ -89,10 +96,12 @@ def encode_cluster_event(event: ClusterEvent, occurred_at: str) -> OutputEvent:
     return OutputEvent(EventKind.CLUSTER, event.cluster_id.encode(), codec.encode(encoded, codec.CLUSTER_EVENT))
 
 
-def encode_dead_letter(letter: DeadLetter, failed_at: str) -> OutputEvent:
+def encode_dead_letter(letter: DeadLetter, failed_at: str, max_bytes: int | None = None) -> OutputEvent:
+    """The dead-letter event; its payload is cut when key and value would exceed `max_bytes`."""
     source = letter.source
     key = f"{source.topic}/{source.partition}/{source.offset}".encode()
-    return OutputEvent(EventKind.DEAD_LETTER, key, codec.encode(codec.dead_letter(letter, failed_at), codec.DEAD_LETTER))
+    event = codec.dead_letter(letter, failed_at, None if max_bytes is None else max_bytes - len(key))
+    return OutputEvent(EventKind.DEAD_LETTER, key, codec.encode(event, codec.DEAD_LETTER))
 
 
 @dataclasses.dataclass
@@ -122,7 +131,8 @@ class OutcomeTally:
 
 
 class _EncodeFn(beam.DoFn):
-    def __init__(self):
+    def __init__(self, max_event_bytes: int | None):
+        self._max_event_bytes = max_event_bytes
         self._enriched = Metrics.counter("wirecopy", "articles_enriched")
 
     def setup(self):
@@ -132,20 +142,21 @@ class _EncodeFn(beam.DoFn):
     def process(self, outcome: Outcome) -> Iterable[OutputEvent]:
         now = codec.now_timestamp()
         if isinstance(outcome, Article):
-            encoded = run_stage(ENCODE_STAGE, outcome, lambda article: [encode_article(article, now)])
+            encoded = run_stage(ENCODE_STAGE, outcome,
+                                lambda article: [encode_article(article, now, self._max_event_bytes)])
             if isinstance(encoded[0], OutputEvent):
                 self._enriched.inc()
                 self._tally.add(outcome)
                 yield encoded[0]
                 return
-            # The enriched event broke its schema: a stage's bug, dead-lettered rather than written.
+            # Too large for the output, or it broke its schema (a stage's bug): dead-lettered rather than written.
             outcome = encoded[0]
         self._tally.add(outcome)
         if isinstance(outcome, ClusterEvent):
             yield encode_cluster_event(outcome, now)
         else:
             Metrics.counter("wirecopy", f"dead_letter_{outcome.reason.value}").inc()
-            yield encode_dead_letter(outcome, now)
+            yield encode_dead_letter(outcome, now, self._max_event_bytes)
 
     def finish_bundle(self):
         # Bundles end at least every second while records flow (the Kafka
@@ -156,7 +167,20 @@ class _EncodeFn(beam.DoFn):
 
 
 class EncodeEvents(beam.PTransform):
-    """Outcomes → `OutputEvent`s, each validated against its schema and keyed for consumers."""
+    """Outcomes → `OutputEvent`s, each validated against its schema and keyed for consumers.
+
+    `max_event_bytes`: the largest event (key and value) the output takes,
+    None for no limit. An enriched article over it becomes a `payload_too_large`
+    dead letter, and a dead letter's payload is cut to fit it: the sink never
+    gets a message it must refuse, which would fail every retry of the bundle.
+    """
+
+    def __init__(self, max_event_bytes: int | None = None):
+        super().__init__()
+        if max_event_bytes is not None and max_event_bytes < _SMALLEST_EVENT_LIMIT:
+            raise ValueError(f"the output must take events of at least {_SMALLEST_EVENT_LIMIT:,} bytes (a dead letter "
+                             f"needs room), not {max_event_bytes:,}: for Kafka, raise the producer's max_request_size")
+        self._max_event_bytes = max_event_bytes
 
     def expand(self, outcomes):
-        return outcomes | "Encode" >> beam.ParDo(_EncodeFn())
+        return outcomes | "Encode" >> beam.ParDo(_EncodeFn(self._max_event_bytes))

@@ -78,6 +78,9 @@ _MAX_UNACKED_BYTES = 4 * 1024 * 1024
 _UNDELIVERABLE = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError, InvalidRecordError,
                   TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
 _SECRET_MARKERS = ("password", "secret", "token", "jaas", "keyfile")
+# What the producer adds around a key and value (record batch and record
+# headers: about a hundred bytes), with room to spare; max_request_size counts it.
+_RECORD_FRAMING_BYTES = 512
 
 # Signals are process-wide, so the stop request is too: the CLI's SIGINT and
 # SIGTERM handlers set it, every reader in the process sees it at its next poll,
@@ -834,6 +837,12 @@ def _delivery_error(outcome) -> Exception | None:
     if outcome.succeeded():
         return None
     return outcome.exception or KafkaTimeoutError("no acknowledgement")
+
+
+def largest_message_bytes(producer_config: Mapping[str, Any]) -> int:
+    """The largest key plus value the sink can send with these producer settings."""
+    max_request_size = producer_config.get("max_request_size", KafkaProducer.DEFAULT_CONFIG["max_request_size"])
+    return int(max_request_size) - _RECORD_FRAMING_BYTES
 
 
 class _WriteFn(beam.DoFn):
