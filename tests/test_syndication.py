@@ -181,6 +181,22 @@ def test_redelivery_gives_the_same_assignment_and_no_second_event():
     assert len(stream.events) == events
 
 
+def test_an_article_published_long_before_the_newest_in_its_home_shard_is_still_decided():
+    """A backfilled or late article shares a home shard with a far newer one: it comes out, and is remembered."""
+    by_shard: dict[int, list[str]] = {}
+    for number in range(5000):
+        by_shard.setdefault(syn.home_shard(f"article-{number}"), []).append(f"article-{number}")
+    recent_id, late_id = next(ids for ids in by_shard.values() if len(ids) > 1)[:2]
+    stream = syn.InOrder()  # a 7-day horizon
+    stream.send(make_article(recent_id, STORY, "2026-06-01T00:00:00Z", offset=0))
+    late = make_article(late_id, OTHER, "2026-01-01T00:00:00Z", offset=1)
+    decided = stream.send(late)
+    assert decided is not None and decided["match"] == "new"
+    events = len(stream.events)
+    stream.clusters.pop(late_id)
+    assert stream.send(late) == decided and len(stream.events) == events, "a redelivery gets the same assignment"
+
+
 def test_an_article_bridging_two_clusters_merges_them():
     first_half, second_half = STORY[: len(STORY) // 2], STORY[len(STORY) // 2:]
     stream = syn.InOrder()

@@ -71,10 +71,12 @@ and its bucket neither matches nor labels through it.
 Bounded state and cost
 ----------------------
 Keys fold into `BUCKETS` buckets and articles into `HOME_SHARDS` shards, so
-every key is revisited and pruned on access, on any runner: entries more
-than `horizon` (event time: published_at, never later than the record
-timestamp) behind the newest in their bucket or shard are dropped, and a
-bucket keeps at most `MAX_BUCKET_ENTRIES`. An article costs one bucket entry
+every key is revisited and pruned on access, on any runner: bucket entries
+more than `horizon` (event time: published_at, never later than the record
+timestamp) behind the newest in their bucket are dropped, and a bucket keeps
+at most `MAX_BUCKET_ENTRIES`; a home shard drops what arrived (by its own
+clock: the newest event time it had seen) more than `horizon` ago, so an
+article far older than its shard's newest is still decided and remembered. An article costs one bucket entry
 per key (about 24 for a 2 KB article; signature of at most
 `syndication_sketch.MAX_SAMPLE` 32-bit values plus ids) and a few hundred
 bytes in its home shard; `benchmarks/bench_syndication.py` prints the
@@ -379,16 +381,23 @@ def _verify_against(entries: Iterable[Entry], query: IndexQuery) -> tuple[tuple[
 # --- home shards --------------------------------------------------------------
 
 
+# A home shard's and an announcer's entries are pruned by *since_ms*: the
+# shard's event-time present when the entry arrived (the newest event time it
+# had seen, or the article's own if later). By the article's own event time,
+# an article published more than the horizon before the newest one in its
+# shard (a backfill, a late feed) was pruned on arrival and never emitted.
+
+
 class Decided(NamedTuple):
     cluster: dict[str, Any]
     roots: frozenset[Root]
-    event_ms: int
+    since_ms: int
 
 
 class Waiting(NamedTuple):
     pending: Pending | None
     replies: dict[int, IndexReply]
-    event_ms: int
+    since_ms: int
 
 
 class Shard(NamedTuple):
@@ -408,24 +417,23 @@ def home_step(shard: Shard | None, message: Pending | IndexReply,
         return _redelivered(Shard(decided, waiting, newest_ms), message)
     before = waiting.get(article_id, Waiting(None, {}, 0))
     if isinstance(message, Pending):
-        message_ms = event_ms(message.sort_key)
-        now = Waiting(message, before.replies, message_ms)
-        newest_ms = max(newest_ms, message_ms)
+        newest_ms = max(newest_ms, event_ms(message.sort_key))
+        now = Waiting(message, before.replies, newest_ms)
     else:
-        now = Waiting(before.pending, {**before.replies, message.bucket: message}, before.event_ms)
+        now = Waiting(before.pending, {**before.replies, message.bucket: message}, before.since_ms)
     if now.pending is None or not now.pending.buckets <= now.replies.keys():
         waiting[article_id] = now
         return _pruned(decided, waiting, newest_ms, horizon_ms), []
     cluster, roots, outputs = decide(now.pending, [now.replies[b] for b in sorted(now.pending.buckets)])
     waiting.pop(article_id, None)
-    decided[article_id] = Decided(cluster, roots, now.event_ms)
+    decided[article_id] = Decided(cluster, roots, now.since_ms)
     return _pruned(decided, waiting, newest_ms, horizon_ms), outputs
 
 
 def _pruned(decided: dict[str, Decided], waiting: dict[str, Waiting], newest_ms: int, horizon_ms: int) -> Shard:
     oldest = newest_ms - horizon_ms
-    return Shard({k: v for k, v in decided.items() if v.event_ms >= oldest},
-                 {k: v for k, v in waiting.items() if v.pending is None or v.event_ms >= oldest}, newest_ms)
+    return Shard({k: v for k, v in decided.items() if v.since_ms >= oldest},
+                 {k: v for k, v in waiting.items() if v.pending is None or v.since_ms >= oldest}, newest_ms)
 
 
 def _redelivered(shard: Shard, message: Pending | IndexReply) -> tuple[Shard, list[Any]]:
@@ -444,7 +452,7 @@ def _redelivered(shard: Shard, message: Pending | IndexReply) -> tuple[Shard, li
         ClusterEvent("merged", cluster_id, message.article_id, known.cluster["canonical_id"],
                      merged_from=root.cluster_id, merged_into=cluster_id)
         for root in sorted(new_roots) if root.cluster_id != cluster_id]
-    outputs += [Use(article_id, message.source, known.event_ms) for article_id, root in sorted(provisional.items())
+    outputs += [Use(article_id, message.source, known.since_ms) for article_id, root in sorted(provisional.items())
                 if root in new_roots]
     decided = {**shard.decided, message.article_id: known._replace(roots=known.roots | new_roots)}
     return shard._replace(decided=decided), outputs
@@ -545,7 +553,7 @@ class Announcement(NamedTuple):
     exposure: Exposure | None
     used: bool
     announced: bool
-    event_ms: int
+    since_ms: int  # see Decided
 
 
 class Announcements(NamedTuple):
@@ -558,9 +566,9 @@ def announce_step(state: Announcements | None, message: Exposure | Use,
     """The announcer's state after `message`, and the `merged` event it completes, if any."""
     articles = dict(state.articles) if state else {}
     newest_ms = max(state.newest_ms if state else 0, message.event_ms)
-    known = articles.get(message.article_id, Announcement(None, False, False, message.event_ms))
+    known = articles.get(message.article_id, Announcement(None, False, False, newest_ms))
     if isinstance(message, Exposure):
-        known = known._replace(exposure=message, event_ms=message.event_ms)
+        known = known._replace(exposure=message, since_ms=newest_ms)
     else:
         known = known._replace(used=True)
     events = []
@@ -571,7 +579,7 @@ def announce_step(state: Announcements | None, message: Exposure | Use,
         known = known._replace(announced=True)
     articles[message.article_id] = known
     oldest_ms = newest_ms - horizon_ms
-    return Announcements({k: v for k, v in articles.items() if v.event_ms >= oldest_ms}, newest_ms), events
+    return Announcements({k: v for k, v in articles.items() if v.since_ms >= oldest_ms}, newest_ms), events
 
 
 class InOrder:
