@@ -189,8 +189,11 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
     if isinstance(config.io, KafkaIO):
         # The group's lag from Kafka itself, not the reader's backlog gauges:
         # the local runner reports an arbitrary bundle's gauge value.
-        for partition, lag in group_lag(read_spec(config)).items():
-            counters[f"lag.{config.io.input_topic}.{partition}"] = lag
+        try:
+            for partition, lag in group_lag(read_spec(config)).items():
+                counters[f"lag.{config.io.input_topic}.{partition}"] = lag
+        except KafkaError as error:  # the run itself is over and committed; only the report lacks it
+            _LOG.warning("could not ask Kafka for the group's lag: %s", error)
     outcome = RunResult(runner_name, str(state), time.monotonic() - started, dict(sorted(counters.items())))
     _LOG.info("finished on %s: %s in %.1f s; %s", outcome.runner, outcome.state, outcome.seconds,
               ", ".join(f"{name}={value}" for name, value in outcome.counters.items()))
