@@ -58,7 +58,6 @@ class ArticleFn(beam.DoFn):
             yield element
 
 
-
 def weigh_state_without_scanning_modules() -> None:
     """Make Beam's state cache weigh stored values without first scanning every module.
 
