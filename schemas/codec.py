@@ -120,7 +120,8 @@ def dead_letter(letter: DeadLetter, failed_at: str, max_bytes: int | None = None
         "article_id": letter.article_id,
         "failed_at": failed_at,
     }
-    if max_bytes is not None and len(orjson.dumps(event)) > max_bytes:
+    # Sized without encoding the payload twice: base64 needs no JSON escaping.
+    if max_bytes is not None and len(orjson.dumps({**event, "payload": ""})) + len(event["payload"]) > max_bytes:
         cut = {**event, "payload": "", "payload_truncated": True, "payload_bytes": len(source.value)}
         room = max(max_bytes - len(orjson.dumps(cut)), 0)
         cut["payload"] = base64.b64encode(source.value[: room // 4 * 3]).decode("ascii")

@@ -76,10 +76,10 @@ more than `horizon` (event time: published_at, never later than the record
 timestamp) behind the newest in their bucket are dropped, and a bucket keeps
 at most `MAX_BUCKET_ENTRIES`; a home shard drops what arrived (by its own
 clock: the newest event time it had seen) more than `horizon` ago, so an
-article far older than its shard's newest is still decided and remembered. An article costs one bucket entry
-per key (about 24 for a 2 KB article; signature of at most
-`syndication_sketch.MAX_SAMPLE` 32-bit values plus ids) and a few hundred
-bytes in its home shard; `benchmarks/bench_syndication.py` prints the
+article far older than its shard's newest is still decided and remembered.
+An article costs one bucket entry per key (about 24 for a 2 KB article;
+signature of at most `syndication_sketch.MAX_SAMPLE` 32-bit values plus ids)
+and a few hundred bytes in its home shard; `benchmarks/bench_syndication.py` prints the
 measured bytes and the per-article lookup cost at 10k and 500k articles.
 On the local runner the cost per article is set by the number of state keys
 it touches (its buckets and home shard): each access costs the SDK's state
