@@ -55,8 +55,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from pipelines.local_broker import LocalBroker
-from transforms.kafkaio import KafkaMessage, KafkaReadSpec, ReadFromKafka, WriteToKafka, high_watermarks
+from wirecopy.pipelines.local_broker import LocalBroker
+from wirecopy.transforms.kafkaio import KafkaMessage, KafkaReadSpec, ReadFromKafka, WriteToKafka, high_watermarks
 
 PARTITIONS = 3
 # Our sink's producer settings (transforms/kafkaio.py, _WriteFn._new_producer):

@@ -31,15 +31,15 @@ from pathlib import Path
 
 from normalise_labelled import ARTICLE, BOILERPLATE, build
 
-import transforms.normalise
-from schemas.records import Article, Rejected, SourceRecord
-from transforms.normalise import fingerprint
+import wirecopy.transforms.normalise
+from wirecopy.schemas.records import Article, Rejected, SourceRecord
+from wirecopy.transforms.normalise import fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def normalise_stream(
-    raws: list[dict], state_bytes: bool = False, stage: types.ModuleType = transforms.normalise
+    raws: list[dict], state_bytes: bool = False, stage: types.ModuleType = wirecopy.transforms.normalise
 ) -> list[Article | Rejected]:
     """What the stage (the module `stage`) emits for each raw article, in order, one template state per source.
 
@@ -176,7 +176,7 @@ def speed(shared: Path, count: int, baseline: str | None) -> None:
         count,
     )
 
-    def drafts_only(raws, stage=transforms.normalise):
+    def drafts_only(raws, stage=wirecopy.transforms.normalise):
         for offset, raw in enumerate(raws):
             stage.finish(stage.draft_article(Article(SourceRecord("bench", 0, offset, b""), raw)))
 

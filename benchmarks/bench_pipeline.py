@@ -44,9 +44,9 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E
 
 from benchmarks.bench_syndication import UnionFind, scores  # noqa: E402
 from benchmarks.syndication_labelled import build  # noqa: E402
-from pipelines.enrich import KafkaIO, RunConfig, run  # noqa: E402
-from pipelines.local_broker import LocalBroker, produce, read_topic  # noqa: E402
-from transforms.kafkaio import KafkaMessage, KafkaReadSpec, ReadFromKafka, StartPosition, WriteToKafka  # noqa: E402
+from wirecopy.pipelines.enrich import KafkaIO, RunConfig, run  # noqa: E402
+from wirecopy.pipelines.local_broker import LocalBroker, produce, read_topic  # noqa: E402
+from wirecopy.transforms.kafkaio import KafkaMessage, KafkaReadSpec, ReadFromKafka, StartPosition, WriteToKafka  # noqa: E402
 
 PARTITIONS = 3
 KNOWN_LANGUAGES = {"eng": "en", "fra": "fr", "deu": "de", "swa": "sw", "som": "so"}

@@ -43,10 +43,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.syndication_labelled import LabelledArticle, build  # noqa: E402
-from schemas.records import Article, Rejected, SourceRecord  # noqa: E402
-from transforms import syndication as syn  # noqa: E402
-from transforms import syndication_sketch as sketching  # noqa: E402
-from transforms.normalise import draft_article, finish, fingerprint  # noqa: E402
+from wirecopy.schemas.records import Article, Rejected, SourceRecord  # noqa: E402
+from wirecopy.transforms import syndication as syn  # noqa: E402
+from wirecopy.transforms import syndication_sketch as sketching  # noqa: E402
+from wirecopy.transforms.normalise import draft_article, finish, fingerprint  # noqa: E402
 
 LSH_THRESHOLDS = (0.2, 0.3, 0.5, 0.7)
 
@@ -356,8 +356,8 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
-from schemas.records import Article, ClusterEvent
-from transforms.syndication import ClusterSyndicated
+from wirecopy.schemas.records import Article, ClusterEvent
+from wirecopy.transforms.syndication import ClusterSyndicated
 
 def line(outcome):
     if isinstance(outcome, Article) and "cluster" in outcome.fields:

@@ -28,7 +28,7 @@ import random
 import re
 from pathlib import Path
 
-from transforms.normalise import clean_text, fingerprint
+from wirecopy.transforms.normalise import clean_text, fingerprint
 
 MAX_CORPUS_CONTAINMENT = 0.2
 MIN_BASE_WORDS = 60

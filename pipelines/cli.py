@@ -19,10 +19,10 @@ import datetime as dt
 from apache_beam.utils.timestamp import Duration
 from kafka import KafkaConsumer, KafkaProducer
 
-from schemas import codec
-from pipelines.enrich import LOCAL_RUNNER, FileIO, KafkaIO, RunConfig, SetupError, run
-from transforms import kafkaio, language
-from transforms.kafkaio import StartPosition, TimestampKind, TimestampPolicy
+from wirecopy.schemas import codec
+from wirecopy.pipelines.enrich import LOCAL_RUNNER, FileIO, KafkaIO, RunConfig, SetupError, run
+from wirecopy.transforms import kafkaio, language
+from wirecopy.transforms.kafkaio import StartPosition, TimestampKind, TimestampPolicy
 
 _LOG = logging.getLogger("wirecopy")
 
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         if beam_args:
             parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
-        from pipelines.demo import run_demo
+        from wirecopy.pipelines.demo import run_demo
         return run_demo(show_text=args.show_text)
     _stop_on_signals()
     try:

@@ -14,8 +14,8 @@ import logging
 
 import orjson
 
-from pipelines.enrich import KafkaIO, RunConfig, RunResult, run
-from pipelines.local_broker import LocalBroker, produce, read_topic
+from wirecopy.pipelines.enrich import KafkaIO, RunConfig, RunResult, run
+from wirecopy.pipelines.local_broker import LocalBroker, produce, read_topic
 
 _LOG = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ DEAD_LETTER_TOPIC = "articles.dead-letters"
 
 
 def sample_lines() -> list[bytes]:
-    data = importlib.resources.files("pipelines.samples").joinpath("articles.jsonl").read_bytes()
+    data = importlib.resources.files("wirecopy.pipelines.samples").joinpath("articles.jsonl").read_bytes()
     return [line for line in data.split(b"\n") if line.strip()]
 
 

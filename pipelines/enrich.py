@@ -20,18 +20,18 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from schemas import codec
-from transforms.events import DecodeArticles, EncodeEvents, EventKind
-from transforms.jsonlio import ReadJsonLines, WriteJsonLines
+from wirecopy.schemas import codec
+from wirecopy.transforms.events import DecodeArticles, EncodeEvents, EventKind
+from wirecopy.transforms.jsonlio import ReadJsonLines, WriteJsonLines
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
-from transforms.kafkaio import (KafkaMessage, KafkaReadSpec, ReadFromKafka, StartPosition, TimestampPolicy,
+from wirecopy.transforms.kafkaio import (KafkaMessage, KafkaReadSpec, ReadFromKafka, StartPosition, TimestampPolicy,
                                 WriteToKafka, group_lag, largest_message_bytes)
-from transforms import language
-from transforms.language import DetectLanguage
-from transforms.normalise import Normalise
-from transforms.syndication import ClusterSyndicated
+from wirecopy.transforms import language
+from wirecopy.transforms.language import DetectLanguage
+from wirecopy.transforms.normalise import Normalise
+from wirecopy.transforms.syndication import ClusterSyndicated
 
 _LOG = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from transforms.kafkaio import high_watermarks
+from wirecopy.transforms.kafkaio import high_watermarks
 
 _LOG = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import fastjsonschema
 import orjson
 
-from schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected
+from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected
 
 SCHEMA_VERSION = 1
 RAW_ARTICLE = "raw_article.v1.json"
@@ -28,7 +28,7 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def load_schema(name: str) -> dict[str, Any]:
-    return orjson.loads(importlib.resources.files("schemas").joinpath(name).read_bytes())
+    return orjson.loads(importlib.resources.files("wirecopy.schemas").joinpath(name).read_bytes())
 
 
 @functools.cache

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from pipelines.local_broker import LocalBroker, free_port
+from wirecopy.pipelines.local_broker import LocalBroker, free_port
 from sasl_gate import SaslFrontedBroker  # tests/ is on sys.path (pytest rootdir conftest)
 
 REPO = Path(__file__).resolve().parents[1]

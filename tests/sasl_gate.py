@@ -22,7 +22,7 @@ import threading
 from kafka.protocol.sasl import (SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
                                  SaslHandshakeResponse)
 
-from pipelines.local_broker import LocalBroker, free_port
+from wirecopy.pipelines.local_broker import LocalBroker, free_port
 
 _API_VERSIONS, _SASL_HANDSHAKE, _SASL_AUTHENTICATE = 18, 17, 36
 _NO_ERROR, _UNSUPPORTED_SASL_MECHANISM, _ILLEGAL_SASL_STATE, _SASL_AUTHENTICATION_FAILED = 0, 33, 34, 58

@@ -14,17 +14,17 @@ import orjson
 import pytest
 import trustme
 
-from pipelines.cli import client_configs, jaas_credentials
-from pipelines.demo import sample_lines
-from pipelines.local_broker import committed_offsets, produce, read_topic
-from schemas import codec
+from wirecopy.pipelines.cli import client_configs, jaas_credentials
+from wirecopy.pipelines.demo import sample_lines
+from wirecopy.pipelines.local_broker import committed_offsets, produce, read_topic
+from wirecopy.schemas import codec
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = json.loads((REPO / "pipelines" / "samples" / "expected.json").read_text())
 
 
 def wirecopy(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "wirecopy.pipelines.cli", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -299,7 +299,7 @@ def test_kafka_streaming_reads_live_and_stops_at_max_records(broker, kafka_topic
     keys = [str(number).encode() for number in range(len(input_lines))]
     produce(broker.bootstrap_servers, kafka_topics["in"], input_lines[:half], keys[:half])
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "run", *kafka_args(broker, kafka_topics, group), "--streaming",
+        [sys.executable, "-m", "wirecopy.pipelines.cli", "run", *kafka_args(broker, kafka_topics, group), "--streaming",
          "--max-records", str(len(input_lines)), "--max-read-time", "180"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Live: the first half comes out while the reader is still running (no stop condition met yet).

@@ -9,11 +9,11 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from schemas import codec
-from schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord
-from transforms.events import DecodeArticles, EncodeEvents, EventKind, OutcomeTally
-from transforms.jsonlio import records_from_lines
-from transforms.stage import run_stage
+from wirecopy.schemas import codec
+from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord
+from wirecopy.transforms.events import DecodeArticles, EncodeEvents, EventKind, OutcomeTally
+from wirecopy.transforms.jsonlio import records_from_lines
+from wirecopy.transforms.stage import run_stage
 
 
 def record(value: bytes, offset: int = 0) -> SourceRecord:
@@ -145,8 +145,8 @@ def test_the_progress_tally_counts_languages_dead_letters_and_cluster_events():
 
 def test_null_optional_properties_count_as_absent_through_the_stages():
     """Many producers write a missing field as null: the article is enriched, not dead-lettered."""
-    from transforms.language import LanguageDetector
-    from transforms.normalise import draft_article, finish
+    from wirecopy.transforms.language import LanguageDetector
+    from wirecopy.transforms.normalise import draft_article, finish
 
     nulls = dict.fromkeys(("url", "source", "title", "html", "published_at", "language"))
     value = orjson.dumps({"id": "n-1", "text": "The harbour reopened on Monday after the storm.", **nulls})

@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from pipelines.local_broker import LocalBroker, committed_offsets, read_topic
+from wirecopy.pipelines.local_broker import LocalBroker, committed_offsets, read_topic
 
 pytestmark = pytest.mark.broker
 
@@ -59,7 +59,7 @@ class Topics:
 
 
 def start_pipeline(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", *args], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "wirecopy.pipelines.cli", "run", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -196,7 +196,7 @@ def test_poison_records_are_dead_lettered_with_their_metadata(broker, topic_name
         producer.send(topics.input, key=article["id"].encode(), value=orjson.dumps(article))
     producer.flush()
 
-    finished = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", *topics.args(broker.bootstrap_servers, group),
+    finished = subprocess.run([sys.executable, "-m", "wirecopy.pipelines.cli", "run", *topics.args(broker.bootstrap_servers, group),
                                "--max-record-bytes", "8000"], cwd=REPO, capture_output=True, text=True, timeout=180)
     assert finished.returncode == 0, finished.stderr[-3000:]
     letters = sorted((orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics.dead)),
@@ -240,7 +240,7 @@ def test_an_article_too_large_for_the_output_topic_is_dead_lettered_and_the_run_
 
 def test_unreachable_broker_is_a_clear_error_within_seconds(topic_name):
     started = time.monotonic()
-    finished = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", *Topics(topic_name).args("127.0.0.1:1", "g")],
+    finished = subprocess.run([sys.executable, "-m", "wirecopy.pipelines.cli", "run", *Topics(topic_name).args("127.0.0.1:1", "g")],
                               cwd=REPO, capture_output=True, text=True, timeout=60)
     assert finished.returncode == 2
     assert "cannot reach Kafka at 127.0.0.1:1" in finished.stderr and "Traceback" not in finished.stderr

@@ -14,9 +14,9 @@ from apache_beam.utils.timestamp import Timestamp
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from pipelines.local_broker import committed_offsets, produce, read_topic
-from transforms import kafkaio
-from transforms.kafkaio import (KafkaMessage, KafkaReadSpec, PartitionCursor, PartitionSet, PartitionSetTracker,
+from wirecopy.pipelines.local_broker import committed_offsets, produce, read_topic
+from wirecopy.transforms import kafkaio
+from wirecopy.transforms.kafkaio import (KafkaMessage, KafkaReadSpec, PartitionCursor, PartitionSet, PartitionSetTracker,
                                 ReadFromKafka, StartPosition, TimestampKind, TimestampPolicy, WriteToKafka,
                                 group_lag, high_watermarks)
 

@@ -8,8 +8,8 @@ import pytest
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms import kafkaio
-from transforms.kafkaio import (END_OF_READ, Adopt, Claim, PartitionCursor, PartitionSet, PartitionSetTracker,
+from wirecopy.transforms import kafkaio
+from wirecopy.transforms.kafkaio import (END_OF_READ, Adopt, Claim, PartitionCursor, PartitionSet, PartitionSetTracker,
                                 TimestampKind, TimestampPolicy, _PartitionSetProvider, redacted)
 
 

@@ -17,10 +17,10 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from schemas.codec import ENRICHED_ARTICLE, load_schema
-from schemas.records import Article, DeadLetter, DeadLetterReason, SourceRecord
-from transforms import language_calibration
-from transforms.language import (
+from wirecopy.schemas.codec import ENRICHED_ARTICLE, load_schema
+from wirecopy.schemas.records import Article, DeadLetter, DeadLetterReason, SourceRecord
+from wirecopy.transforms import language_calibration
+from wirecopy.transforms.language import (
     DEFAULT_THRESHOLD,
     UNDETERMINED,
     DetectLanguage,
@@ -28,8 +28,8 @@ from transforms.language import (
     normalise_code,
     representative_sample,
 )
-from transforms.language_detector import GRAM_CLASSES, LEXICON_MAX_TEXT_WORDS, SAMPLE_CHARS, _key, lexicon_scores
-from transforms.language_fit import development_lines
+from wirecopy.transforms.language_detector import GRAM_CLASSES, LEXICON_MAX_TEXT_WORDS, SAMPLE_CHARS, _key, lexicon_scores
+from wirecopy.transforms.language_fit import development_lines
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -217,7 +217,7 @@ def test_deterministic_across_processes(detector):
     texts = ["I love you", "manera profesional", "bekleedde oorlog", ENGLISH + FRENCH, CHINESE]
     script = (
         "import json, sys\n"
-        "from transforms.language import LanguageDetector\n"
+        "from wirecopy.transforms.language import LanguageDetector\n"
         "d = LanguageDetector()\n"
         "texts = json.loads(sys.stdin.read())\n"
         "print(json.dumps([d.detect(t, threshold=0.0).to_event() for t in texts]))\n"

@@ -16,9 +16,9 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from schemas.codec import ENRICHED_ARTICLE, load_schema
-from schemas.records import Article, DeadLetter, DeadLetterReason, Rejected, SourceRecord
-from transforms.normalise import (
+from wirecopy.schemas.codec import ENRICHED_ARTICLE, load_schema
+from wirecopy.schemas.records import Article, DeadLetter, DeadLetterReason, Rejected, SourceRecord
+from wirecopy.transforms.normalise import (
     COPY_OVERLAP,
     MAX_HISTORY_BYTES,
     MIN_DISTINCT_ARTICLES,

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from schemas.codec import decode_raw_article
-from schemas.records import DeadLetterReason, Rejected
+from wirecopy.schemas.codec import decode_raw_article
+from wirecopy.schemas.records import DeadLetterReason, Rejected
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[1] / "pipelines" / "samples"
 NON_LATIN_LANGUAGES = {"ru", "uk", "bg", "sr", "el", "ja", "zh", "ko", "ar", "he", "hi", "th"}

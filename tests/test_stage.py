@@ -4,11 +4,11 @@ import objsize
 import pytest
 from apache_beam.runners.worker import statecache
 
-from schemas.records import Rejected
+from wirecopy.schemas.records import Rejected
 from test_syndication import sample_records
-from transforms import syndication as syn
-from transforms.normalise import _SourceTemplateFn, draft_article, finish, remember, seen_article
-from transforms.stage import weigh_state_without_scanning_modules
+from wirecopy.transforms import syndication as syn
+from wirecopy.transforms.normalise import _SourceTemplateFn, draft_article, finish, remember, seen_article
+from wirecopy.transforms.stage import weigh_state_without_scanning_modules
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
-from schemas import codec
-from schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord
-from transforms import syndication as syn
-from transforms import syndication_sketch as sketching
-from transforms.normalise import Normalise, draft_article, finish
+from wirecopy.schemas import codec
+from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord
+from wirecopy.transforms import syndication as syn
+from wirecopy.transforms import syndication_sketch as sketching
+from wirecopy.transforms.normalise import Normalise, draft_article, finish
 
 
 def make_article(article_id: str, text: str, published_at: str | None = None, offset: int = 0,
@@ -123,7 +123,7 @@ def test_the_seed_pages_meet_whichever_arrives_first(seeds):
 
 def sample_records() -> list[Article]:
     """The bundled sample records that decode, as the normalise stage receives them."""
-    lines = importlib.resources.files("pipelines.samples").joinpath("articles.jsonl").read_bytes().split(b"\n")
+    lines = importlib.resources.files("wirecopy.pipelines.samples").joinpath("articles.jsonl").read_bytes().split(b"\n")
     records = []
     for offset, line in enumerate(lines):
         try:
@@ -136,7 +136,7 @@ def sample_records() -> list[Article]:
 
 def test_sample_stories_cluster_and_same_topic_articles_stay_apart():
     """Through the real normalise stage (its per-source template learning included) and this one."""
-    expected = json.loads(importlib.resources.files("pipelines.samples").joinpath("expected.json").read_text())
+    expected = json.loads(importlib.resources.files("wirecopy.pipelines.samples").joinpath("expected.json").read_text())
 
     def check(results):
         clusters = {o.article_id: o.fields["cluster"]["id"] for o in results if isinstance(o, Article)}

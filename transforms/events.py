@@ -23,9 +23,9 @@ from typing import Iterable
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from schemas import codec
-from schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord
-from transforms.stage import Outcome, run_stage
+from wirecopy.schemas import codec
+from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord
+from wirecopy.transforms.stage import Outcome, run_stage
 
 _LOG = logging.getLogger(__name__)
 

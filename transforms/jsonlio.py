@@ -11,7 +11,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.io import fileio
 
-from schemas.records import SourceRecord
+from wirecopy.schemas.records import SourceRecord
 
 
 def records_from_lines(path: str, data: bytes):

@@ -45,7 +45,7 @@ from kafka.errors import (ClusterAuthorizationFailedError, InvalidRecordError, I
                           TopicAuthorizationFailedError)
 from kafka.structs import OffsetAndMetadata
 
-from schemas.records import SourceRecord
+from wirecopy.schemas.records import SourceRecord
 
 _LOG = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Language stage: tag every article with its language, or `und` when unsure.
 
-The detector (`transforms.language_detector`) scores a bounded sample of the
+The detector (`wirecopy.transforms.language_detector`) scores a bounded sample of the
 title and cleaned text against langdetect's language profiles, exactly and
 deterministically; see that module for how. This module is the Beam stage:
 one detector per DoFn instance, built in `setup()`, and counters per detected
@@ -14,8 +14,8 @@ from typing import Any, Iterator
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from schemas.records import Article
-from transforms.language_detector import (
+from wirecopy.schemas.records import Article
+from wirecopy.transforms.language_detector import (
     DEFAULT_THRESHOLD,
     UNDETERMINED,
     LanguageDetector,
@@ -23,7 +23,7 @@ from transforms.language_detector import (
     normalise_code,
     representative_sample,
 )
-from transforms.stage import ArticleFn
+from wirecopy.transforms.stage import ArticleFn
 
 __all__ = [
     "DEFAULT_THRESHOLD",

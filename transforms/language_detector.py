@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from transforms import language_calibration
+from wirecopy.transforms import language_calibration
 
 DETECTOR_VERSION = "3"
 UNDETERMINED = "und"

@@ -65,9 +65,9 @@ import trafilatura
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from schemas.codec import utc_timestamp
-from schemas.records import Article, DeadLetterReason, Rejected, SourceRecord
-from transforms.stage import Outcome, StatefulStageFn, run_stage
+from wirecopy.schemas.codec import utc_timestamp
+from wirecopy.schemas.records import Article, DeadLetterReason, Rejected, SourceRecord
+from wirecopy.transforms.stage import Outcome, StatefulStageFn, run_stage
 
 STAGE = "Normalise"
 
@@ -1091,7 +1091,7 @@ class _SourceTemplateFn(StatefulStageFn):
             return [finish(draft, template)]  # may reject an article that was all template; it is still remembered
 
         outcomes = run_stage(STAGE, draft.article, work)
-        # State changes only after the last step that can fail (see transforms.stage).
+        # State changes only after the last step that can fail (see wirecopy.transforms.stage).
         if learned:
             history_state.write(learned[0])
             if not history:

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Union
 import apache_beam as beam
 import objsize
 
-from schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected
+from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected
 
 Outcome = Union[Article, DeadLetter, ClusterEvent]
 

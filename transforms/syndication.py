@@ -1,6 +1,6 @@
 """Syndication stage: cluster every copy of the same story as articles stream in.
 
-Outcomes in, outcomes out (see `transforms.stage`): each `Article` leaves
+Outcomes in, outcomes out (see `wirecopy.transforms.stage`): each `Article` leaves
 with `cluster` = {id, canonical_id, similarity, match}, `ClusterEvent`s
 (`created`, `joined`, `merged`) join the stream, anything else passes through.
 
@@ -8,7 +8,7 @@ How it works: four chained steps, no Flatten, GroupByKey or timer
 ------------------------------------------------------------------
 1. **Sketch** (per article): the fingerprint's shingles give a `Signature`
    (a content-defined sample of shingle hashes, so containment of a truncated
-   excerpt is estimated as well as resemblance; `transforms.syndication_sketch`)
+   excerpt is estimated as well as resemblance; `wirecopy.transforms.syndication_sketch`)
    and winnowed index keys (any passage of ~30 words two texts share gives
    them a common key). The article goes to its home shard, and one query to
    each index bucket its keys fall in, plus the bucket of its exact-content hash.
@@ -85,7 +85,7 @@ On the local runner the cost per article is set by the number of state keys
 it touches (its buckets and home shard): each access costs the SDK's state
 cache a weighing of the value. Its default first scanned every loaded module,
 ~0.5 ms per access; the stateful DoFns turn that scan off
-(`transforms.stage.weigh_state_without_scanning_modules`), which cut the
+(`wirecopy.transforms.stage.weigh_state_without_scanning_modules`), which cut the
 stage from ~12 to ~2-3 ms per article (`--pipeline` prints it). Fewer keys
 per article (tried: ~8) let site chrome left in the text merge different
 stories (precision 0.92 instead of 1.00), so the keys stay.
@@ -104,9 +104,9 @@ from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from schemas.records import Article, ClusterEvent, DeadLetter, SourceRecord
-from transforms import syndication_sketch as sketching
-from transforms.stage import Outcome, StatefulStageFn, run_stage
+from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, SourceRecord
+from wirecopy.transforms import syndication_sketch as sketching
+from wirecopy.transforms.stage import Outcome, StatefulStageFn, run_stage
 
 SKETCH_STAGE = "SyndicationSketch"
 INDEX_STAGE = "SyndicationIndex"

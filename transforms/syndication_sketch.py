@@ -1,6 +1,6 @@
 """Compact, comparable sketches of an article's fingerprint, and its index keys.
 
-A fingerprint (see `transforms.normalise.fingerprint`) is cut into shingles:
+A fingerprint (see `wirecopy.transforms.normalise.fingerprint`) is cut into shingles:
 runs of `SHINGLE_TOKENS` consecutive words, across paragraph breaks (so
 merging or splitting paragraphs changes nothing but the shingles at the
 break). Scripts written without spaces between words are shingled by
