@@ -305,3 +305,188 @@ def build(shared: Path, bases_per_language: int = 30, negatives_per_base: float 
 
 def _rfc3339(when: dt.datetime) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- harder cases: rewritten copies, digests, live blogs, pasted paragraphs, independent reports --------
+#
+# Issue 13's cases, built from the same corpus so that every language has them.
+# Ground truth: a rewritten copy and a pasted-paragraph copy belong to their
+# base's story; a digest (the leads of 2-4 stories) is a story of its own; the
+# versions of one live blog are one story; an independent report of a base's
+# event (its own narrative, the base's quotes, names and numbers) is its own story.
+
+_REPORTING_VERBS = {
+    "eng": [("said", "told reporters"), ("says", "explained"), ("announced", "revealed"), ("added", "went on")],
+    "fra": [("a déclaré", "a affirmé"), ("a dit", "a expliqué"), ("selon", "d'après")],
+    "deu": [("sagte", "erklärte"), ("teilte mit", "gab bekannt"), ("laut", "nach Angaben von")],
+}
+_QUOTED = re.compile(r"[\"“«„][^\"“”«»„]{8,400}[\"”»“]")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+
+
+def _sentences(paragraphs: list[str]) -> list[list[str]]:
+    return [[s for s in _SENTENCE.split(p) if s] for p in paragraphs]
+
+
+def _reword(sentence: str, rng: random.Random, vocabulary: list[str], rate: float) -> str:
+    """Replace, drop and insert words at `rate`, leaving quoted speech verbatim."""
+    quoted = [(m.start(), m.end()) for m in _QUOTED.finditer(sentence)]
+    out, position = [], 0
+    for word in sentence.split(" "):
+        inside = any(start <= position < end for start, end in quoted)
+        position += len(word) + 1
+        roll = rng.random()
+        if inside or roll >= rate:
+            out.append(word)
+        elif roll < rate * 0.6:
+            out.append(rng.choice(vocabulary))
+        elif roll < rate * 0.8:
+            continue
+        else:
+            out.extend([word, rng.choice(vocabulary)])
+    return " ".join(out)
+
+
+def _round_numbers(text: str, rng: random.Random) -> str:
+    def rounded(match: re.Match) -> str:
+        digits = match.group(0)
+        if rng.random() < 0.5 or not digits.isdigit() or len(digits) < 2:
+            return digits
+        return str(round(int(digits), -(len(digits) - 1)))
+    return _NUMBER.sub(rounded, text)
+
+
+def rewrite(base: CorpusArticle, rng: random.Random, vocabulary: list[str], filler: CorpusArticle | None,
+            language: str) -> tuple[str | None, list[str]]:
+    """A newspaper's rewrite of wire copy: new headline and lead, sentences cut, reordered, split and merged,
+    reporting verbs changed, numbers rounded, words changed so verbatim runs are short, background added;
+    quotes kept verbatim."""
+    sentences = _sentences(list(base.paragraphs))
+    lead = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(15, 30)))
+    body: list[str] = []
+    for paragraph in sentences[1:] if len(sentences) > 1 else [sentences[0][1:] or sentences[0]]:
+        kept = [s for s in paragraph if rng.random() > 0.25] or paragraph[:1]
+        if len(kept) > 2 and rng.random() < 0.3:
+            i = rng.randrange(len(kept) - 1)
+            kept[i], kept[i + 1] = kept[i + 1], kept[i]
+        text = " ".join(_reword(s, rng, vocabulary, rate=rng.uniform(0.1, 0.18)) for s in kept)
+        for plain, replacement in _REPORTING_VERBS.get(language, []):
+            if rng.random() < 0.7:
+                text = text.replace(f" {plain} ", f" {replacement} ")
+        body.append(_round_numbers(text, rng))
+    body = regroup_paragraphs(body, rng)
+    if filler is not None:
+        background = [" ".join(p.split()[:60]) for p in filler.paragraphs[: rng.randint(1, 2)]]
+        body = body + background if rng.random() < 0.6 else background[:1] + body + background[1:]
+    title = " ".join(rng.sample(vocabulary, k=min(len(vocabulary), rng.randint(5, 9))))
+    return title, [lead] + body
+
+
+def lead_of(article: CorpusArticle, rng: random.Random) -> str:
+    """A story's lead as a digest quotes it: its first paragraph, at most its first ~60 words."""
+    words = article.paragraphs[0].split()
+    return " ".join(words[: rng.randint(35, 60)])
+
+
+def digest(stories: list[CorpusArticle], rng: random.Random, vocabulary: list[str]) -> list[str]:
+    intro = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(6, 12)))
+    return [intro] + [lead_of(story, rng) for story in stories]
+
+
+def pasted(base: CorpusArticle, other: CorpusArticle, rng: random.Random) -> list[str]:
+    """A copy of `base` with one paragraph (the lead) of another story pasted in."""
+    paragraphs = list(base.paragraphs)
+    at = rng.randint(1, max(1, len(paragraphs)))
+    return paragraphs[:at] + [lead_of(other, rng)] + paragraphs[at:]
+
+
+def independent_report(base: CorpusArticle, own: CorpusArticle, rng: random.Random) -> list[str]:
+    """Another outlet's own report of the base's event: its own narrative with the base's quotes, names and numbers."""
+    text = "\n".join(base.paragraphs)
+    quotes = [m.group(0) for m in _QUOTED.finditer(text)][:3]
+    if not quotes:  # no quotation marks in the base: its most name-like sentence, quoted
+        sentences = [s for p in _sentences(list(base.paragraphs)) for s in p]
+        quotes = ["“" + max(sentences, key=lambda s: sum(w[:1].isupper() for w in s.split())) + "”"]
+    names = [w for w in text.split() if w[:1].isupper() and len(w) > 3][:12]
+    numbers = _NUMBER.findall(text)[:6]
+    paragraphs = list(own.paragraphs)
+    out = []
+    for paragraph in paragraphs:
+        words = paragraph.split()
+        for extra in rng.sample(names, k=min(len(names), 3)) + rng.sample(numbers, k=min(len(numbers), 2)):
+            words.insert(rng.randint(0, len(words)), extra)
+        out.append(" ".join(words))
+    for quote in quotes:
+        out.insert(rng.randint(0, len(out)), quote)
+    return out
+
+
+def live_blog(entries: list[str], versions: int) -> list[list[str]]:
+    """Successive versions of a live blog, newest entry first: version k holds the first k + 1 entries."""
+    return [list(reversed(entries[: k + 2])) for k in range(versions)]
+
+
+def build_hard(shared: Path, bases_per_language: int = 30, seed: int = 7, digests_per_language: int = 9,
+               ) -> tuple[list[LabelledArticle], dict[str, int]]:
+    """`build`'s set plus, per language: 1-2 rewritten copies of a third of the bases, digests, pasted-paragraph
+    copies, independent reports and a live blog; shuffled into arrival order. `transformations[0]` names the kind."""
+    labelled, skipped = build(shared, bases_per_language=bases_per_language, seed=seed)
+    rng = random.Random(seed + 1)
+    by_language: dict[str, list[CorpusArticle]] = collections.defaultdict(list)
+    for article in read_corpus(shared):
+        by_language[article.language].append(article)
+    base_text = {item.article_id: item for item in labelled if item.transformations == ("base",)}
+    in_set = {paragraph for item in labelled for paragraph in item.text.split("\n\n")}
+    start = dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc)
+    extra: list[LabelledArticle] = []
+
+    def when(base: LabelledArticle | None = None) -> str:
+        if base is None:
+            return _rfc3339(start + dt.timedelta(minutes=rng.randint(0, 60 * 24 * 5)))
+        published = dt.datetime.fromisoformat(base.published_at.replace("Z", "+00:00"))
+        return _rfc3339(published + dt.timedelta(minutes=rng.randint(10, 60 * 24)))
+
+    for language, pool in sorted(by_language.items()):
+        bases = [b for b in base_text.values() if b.language == language]
+        if len(bases) < 4:
+            continue
+        # Articles not otherwise in the set: fillers for backgrounds, own narratives, live-blog entries.
+        spare = [a for a in pool if not in_set.intersection(a.paragraphs)]
+        rng.shuffle(spare)
+        vocabulary = [w for a in spare[:40] for p in a.paragraphs for w in p.split()][:5000]
+        spare = spare[40:]
+        as_corpus = {b.article_id: CorpusArticle(language, "", b.title, tuple(b.text.split("\n\n"))) for b in bases}
+        for number, base in enumerate(bases[: len(bases) // 3]):
+            for copy in range(rng.randint(1, 2)):
+                title, paragraphs = rewrite(as_corpus[base.article_id], rng, vocabulary,
+                                            spare.pop() if spare and rng.random() < 0.7 else None, language)
+                extra.append(LabelledArticle(f"{base.article_id}-rewrite{copy}", language, base.story, title,
+                                             "\n\n".join(paragraphs), when(base), ("rewritten",)))
+        for number in range(digests_per_language):
+            quoted = rng.sample(bases, k=rng.randint(2, min(4, len(bases))))
+            article_id = f"{language}-digest{number:02d}"
+            extra.append(LabelledArticle(article_id, language, article_id, None,
+                                         "\n\n".join(digest([as_corpus[b.article_id] for b in quoted], rng, vocabulary)),
+                                         when(max(quoted, key=lambda b: b.published_at)), ("digest",)))
+        for number in range(3):
+            base, other = rng.sample(bases, k=2)
+            extra.append(LabelledArticle(f"{base.article_id}-pasted{number}", language, base.story, base.title,
+                                         "\n\n".join(pasted(as_corpus[base.article_id], as_corpus[other.article_id], rng)),
+                                         when(base), ("pasted",)))
+        for number in range(3):
+            if not spare:
+                break
+            base = rng.choice(bases)
+            article_id = f"{language}-independent{number}"
+            extra.append(LabelledArticle(article_id, language, article_id, None,
+                                         "\n\n".join(independent_report(as_corpus[base.article_id], spare.pop(), rng)),
+                                         when(base), ("independent",)))
+        entries = [" ".join(a.paragraphs[0].split()[:50]) for a in spare[:6]]
+        if len(entries) >= 4:
+            story = f"{language}-live"
+            for version, paragraphs in enumerate(live_blog(entries, 3)):
+                extra.append(LabelledArticle(f"{story}-v{version}", language, story, f"Live: {story}",
+                                             "\n\n".join(paragraphs), when(), ("live_blog",)))
+    combined = labelled + extra
+    rng.shuffle(combined)
+    return combined, skipped

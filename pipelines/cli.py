@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     kafka.add_argument("--input-topic")
     kafka.add_argument("--output-topic")
     kafka.add_argument("--cluster-topic")
+    kafka.add_argument("--story-topic", help="stories: each story's whole current state, keyed by story id "
+                                             "(create it with cleanup.policy=compact); none written without it")
     kafka.add_argument("--dead-letter-topic")
     kafka.add_argument("--group-id", default="wirecopy", help="consumer group whose offsets are read and committed (default: wirecopy)")
     kafka.add_argument("--streaming", action="store_true", help="keep reading new records until stopped (default: stop at the high watermark taken at start)")
@@ -80,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     files.add_argument("--output-jsonl", metavar="PATH", help="enriched articles, one per line")
     files.add_argument("--cluster-jsonl", metavar="PATH", help="cluster events (default: OUTPUT with .clusters.jsonl)")
     files.add_argument("--dead-letter-jsonl", metavar="PATH", help="dead letters (default: OUTPUT with .dead-letters.jsonl)")
+    files.add_argument("--story-jsonl", metavar="PATH", help="story records (default: OUTPUT with .stories.jsonl)")
     run_command.add_argument("--max-record-bytes", type=_positive_int, default=codec.DEFAULT_MAX_RECORD_BYTES,
                              help="records larger than this are dead-lettered (default: 10 MiB)")
     run_command.add_argument("--language-threshold", type=float, default=language.DEFAULT_THRESHOLD, metavar="P",
@@ -183,14 +186,15 @@ def run_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Run
             start_position=StartPosition(args.start_from), start_time=args.start_time,
             timestamp_policy=TimestampPolicy(TimestampKind(args.timestamp_policy), Duration(seconds=args.max_event_delay)),
             partition_discovery_interval_s=args.partition_discovery_interval,
-            consumer_config=consumer_config, producer_config=producer_config,
+            consumer_config=consumer_config, producer_config=producer_config, story_topic=args.story_topic,
         )
     elif args.input_jsonl:
         if not args.output_jsonl:
             parser.error("file mode needs --output-jsonl")
         io = FileIO(args.input_jsonl, args.output_jsonl,
                     args.cluster_jsonl or _sibling(args.output_jsonl, ".clusters.jsonl"),
-                    args.dead_letter_jsonl or _sibling(args.output_jsonl, ".dead-letters.jsonl"))
+                    args.dead_letter_jsonl or _sibling(args.output_jsonl, ".dead-letters.jsonl"),
+                    args.story_jsonl or _sibling(args.output_jsonl, ".stories.jsonl"))
     else:
         parser.error("give --bootstrap-servers (Kafka mode) or --input-jsonl (file mode)")
     if not 0.0 <= args.language_threshold <= 1.0:

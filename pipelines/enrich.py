@@ -31,6 +31,7 @@ from wirecopy.transforms.kafkaio import (KafkaMessage, KafkaReadSpec, ReadFromKa
 from wirecopy.transforms import language
 from wirecopy.transforms.language import DetectLanguage
 from wirecopy.transforms.normalise import Normalise
+from wirecopy.transforms.stories import TrackStories
 from wirecopy.transforms.syndication import ClusterSyndicated
 
 _LOG = logging.getLogger(__name__)
@@ -56,10 +57,11 @@ class KafkaIO:
     partition_discovery_interval_s: float = 30.0
     consumer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     producer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    story_topic: str | None = None  # without it the story view is not built
 
     def topic_for(self, kind: EventKind) -> str:
         return {EventKind.ARTICLE: self.output_topic, EventKind.CLUSTER: self.cluster_topic,
-                EventKind.DEAD_LETTER: self.dead_letter_topic}[kind]
+                EventKind.DEAD_LETTER: self.dead_letter_topic, EventKind.STORY: self.story_topic}[kind]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +70,7 @@ class FileIO:
     output_path: str
     cluster_path: str
     dead_letter_path: str
+    story_path: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,16 +90,18 @@ class RunConfig:
 
 
 def enrich(records: beam.PCollection, config: RunConfig) -> beam.PCollection:
-    """`SourceRecord`s → `OutputEvent`s (enriched articles, cluster events, dead letters), in one stream."""
-    return (
+    """`SourceRecord`s → `OutputEvent`s (enriched articles, cluster events, stories, dead letters), in one stream."""
+    outcomes = (
         records
         | "Decode" >> DecodeArticles(config.max_record_bytes)
         | "Normalise" >> Normalise()
         | "Language" >> DetectLanguage(config.language_threshold)
         | "Syndication" >> ClusterSyndicated(config.syndication_horizon)
-        | "Encode" >> EncodeEvents(
-            largest_message_bytes(config.io.producer_config) if isinstance(config.io, KafkaIO) else None)
     )
+    if not isinstance(config.io, KafkaIO) or config.io.story_topic:
+        outcomes = outcomes | "Stories" >> TrackStories(config.syndication_horizon)
+    return outcomes | "Encode" >> EncodeEvents(
+        largest_message_bytes(config.io.producer_config) if isinstance(config.io, KafkaIO) else None)
 
 
 def read_spec(config: RunConfig) -> KafkaReadSpec:
@@ -120,7 +125,7 @@ def build(pipeline: beam.Pipeline, config: RunConfig) -> None:
         by_kind = (enrich(pipeline | "ReadFiles" >> ReadJsonLines(io.input_path), config)
                    | "ByKind" >> beam.Partition(lambda event, _: kinds.index(event.kind), len(kinds)))
         paths = {EventKind.ARTICLE: io.output_path, EventKind.CLUSTER: io.cluster_path,
-                 EventKind.DEAD_LETTER: io.dead_letter_path}
+                 EventKind.DEAD_LETTER: io.dead_letter_path, EventKind.STORY: io.story_path}
         for kind, events in zip(kinds, by_kind):
             (events
              | f"{kind.name.title()}Values" >> beam.Map(lambda e: e.value)
@@ -152,7 +157,8 @@ def check_kafka(io: KafkaIO) -> None:
         raise SetupError(f"cannot list topics on {io.bootstrap_servers}: {error}") from None
     finally:
         consumer.close()
-    missing = [t for t in (io.input_topic, io.output_topic, io.cluster_topic, io.dead_letter_topic) if t not in existing]
+    topics = (io.input_topic, io.output_topic, io.cluster_topic, io.dead_letter_topic, io.story_topic)
+    missing = [t for t in topics if t and t not in existing]
     if missing:
         raise SetupError(f"topics missing on {io.bootstrap_servers}: {', '.join(missing)} (create them first)")
 

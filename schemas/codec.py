@@ -15,13 +15,14 @@ from typing import Any, Callable
 import fastjsonschema
 import orjson
 
-from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected
+from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, Story
 
 SCHEMA_VERSION = 1
 RAW_ARTICLE = "raw_article.v1.json"
 ENRICHED_ARTICLE = "enriched_article.v1.json"
 CLUSTER_EVENT = "cluster_event.v1.json"
 DEAD_LETTER = "dead_letter.v1.json"
+STORY = "story.v1.json"
 
 DEFAULT_MAX_RECORD_BYTES = 10 * 1024 * 1024
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -98,6 +99,10 @@ def cluster_event(event: ClusterEvent, occurred_at: str) -> dict[str, Any]:
         encoded["from"] = event.merged_from
         encoded["into"] = event.merged_into
     return encoded
+
+
+def story(story: Story, updated_at: str) -> dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION, **story.record, "updated_at": updated_at}
 
 
 def dead_letter(letter: DeadLetter, failed_at: str, max_bytes: int | None = None) -> dict[str, Any]:

@@ -94,6 +94,14 @@ class Article:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Story:
+    """The whole current state of one story; encoded per `story.v1.json`."""
+
+    story_id: str
+    record: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ClusterEvent:
     """A change to a syndication cluster; encoded per `cluster_event.v1.json`."""
 

@@ -10,7 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from wirecopy.schemas import codec
-from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord
+from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord, Story
 from wirecopy.transforms.events import DecodeArticles, EncodeEvents, EventKind, OutcomeTally
 from wirecopy.transforms.jsonlio import records_from_lines
 from wirecopy.transforms.stage import run_stage
@@ -129,7 +129,7 @@ def _reason_or_id(value: bytes) -> str:
     raise AssertionError(f"unrecognised event {event}")
 
 
-def test_the_progress_tally_counts_languages_dead_letters_and_cluster_events():
+def test_the_progress_tally_counts_languages_dead_letters_cluster_events_and_stories():
     tally = OutcomeTally()
     source = record(b"{}")
     for code in ("de", "en", "de"):
@@ -138,9 +138,11 @@ def test_the_progress_tally_counts_languages_dead_letters_and_cluster_events():
     tally.add(ClusterEvent("created", "c-1", "a", "a"))
     tally.add(ClusterEvent("joined", "c-1", "b", "a"))
     tally.add(ClusterEvent("joined", "c-1", "c", "a"))
+    tally.add(Story("c-1", {}))
     assert tally.summary() == ("enriched 3 (de 2, en 1); dead letters 1 (invalid_json 1); "
-                               "cluster events joined 2, created 1")
-    assert OutcomeTally().summary() == "enriched 0 (none); dead letters 0 (none); cluster events none"
+                               "cluster events joined 2, created 1; story updates 1")
+    assert OutcomeTally().summary() == ("enriched 0 (none); dead letters 0 (none); cluster events none; "
+                                        "story updates 0")
 
 
 def test_null_optional_properties_count_as_absent_through_the_stages():

@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from wirecopy.schemas import codec
-from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord
+from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord, Story
 from wirecopy.transforms.stage import Outcome, run_stage
 
 _LOG = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class EventKind(str, enum.Enum):
     ARTICLE = "article"
     CLUSTER = "cluster"
     DEAD_LETTER = "dead_letter"
+    STORY = "story"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,6 +97,10 @@ def encode_cluster_event(event: ClusterEvent, occurred_at: str) -> OutputEvent:
     return OutputEvent(EventKind.CLUSTER, event.cluster_id.encode(), codec.encode(encoded, codec.CLUSTER_EVENT))
 
 
+def encode_story(story: Story, updated_at: str) -> OutputEvent:
+    return OutputEvent(EventKind.STORY, story.story_id.encode(), codec.encode(codec.story(story, updated_at), codec.STORY))
+
+
 def encode_dead_letter(letter: DeadLetter, failed_at: str, max_bytes: int | None = None) -> OutputEvent:
     """The dead-letter event; its payload is cut when key and value would exceed `max_bytes`."""
     source = letter.source
@@ -107,14 +112,17 @@ def encode_dead_letter(letter: DeadLetter, failed_at: str, max_bytes: int | None
 @dataclasses.dataclass
 class OutcomeTally:
     """Counts of what was sent to the sink: enriched articles per language,
-    dead letters per reason, cluster events per type."""
+    dead letters per reason, cluster events per type, story updates."""
 
     languages: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     dead_letters: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     cluster_events: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    stories: int = 0
 
     def add(self, outcome: Outcome) -> None:
-        if isinstance(outcome, Article):
+        if isinstance(outcome, Story):
+            self.stories += 1
+        elif isinstance(outcome, Article):
             self.languages[outcome.fields["language"]["code"]] += 1
         elif isinstance(outcome, ClusterEvent):
             self.cluster_events[outcome.type] += 1
@@ -127,7 +135,7 @@ class OutcomeTally:
 
         return (f"enriched {self.languages.total():,} ({listed(self.languages) or 'none'}); "
                 f"dead letters {self.dead_letters.total():,} ({listed(self.dead_letters) or 'none'}); "
-                f"cluster events {listed(self.cluster_events) or 'none'}")
+                f"cluster events {listed(self.cluster_events) or 'none'}; story updates {self.stories:,}")
 
 
 class _EncodeFn(beam.DoFn):
@@ -152,7 +160,9 @@ class _EncodeFn(beam.DoFn):
             # Too large for the output, or it broke its schema (a stage's bug): dead-lettered rather than written.
             outcome = encoded[0]
         self._tally.add(outcome)
-        if isinstance(outcome, ClusterEvent):
+        if isinstance(outcome, Story):
+            yield encode_story(outcome, now)
+        elif isinstance(outcome, ClusterEvent):
             yield encode_cluster_event(outcome, now)
         else:
             Metrics.counter("wirecopy", f"dead_letter_{outcome.reason.value}").inc()

@@ -119,11 +119,25 @@ HOME_SHARDS = 1 << 16
 MAX_BUCKET_ENTRIES = 48
 COMMON_CONFLICTS = 2
 
-# Verification thresholds: see benchmarks/bench_syndication.py for how they fare.
+# Verification and decision thresholds: benchmarks/bench_stories.py prints how they fare.
 NEAR_RESEMBLANCE = 0.6
-MIN_CONTAINMENT = 0.45
+MIN_CONTAINMENT = 0.6
+MIN_PARTIAL_CONTAINMENT = 0.45
+MIN_SHARE_OF_ORIGINAL = 0.3
+REWRITE_SHARE = 0.2
+REWRITE_SPREAD = 0.4
+MIN_REWRITE_CHAIN = 8
 MIN_SHARED_SAMPLE = 4
 MIN_SHARED_SHINGLES = 20
+# An article that holds a member's text and more joins its story only if that
+# text is this much of the article: a digest quotes a story's lead and is not the story.
+MIN_CONTAINING_SHARE = 0.3
+# A second story covering this much of an article, on text the first does not
+# cover, makes the article a container (digest, roundup) unless the first covers DOMINANT_SHARE.
+CONTAINER_PART = 0.15
+DOMINANT_SHARE = 0.6
+MAX_PASSAGES = 24
+PASSAGE_GAP_CHARACTERS = 40
 
 
 class Root(NamedTuple):
@@ -181,27 +195,53 @@ def event_ms(key: SortKey) -> int:
 
 class Verdict(NamedTuple):
     similarity: float
-    match: str  # exact | near | contained
+    match: str  # exact | near | contained | contains | rewritten | partial
+    share: float  # weighted share of the first text in the alignment
+    matched: int  # bit mask of the first text's sample indices in the alignment
+
+
+SAME_TEXT = frozenset({"exact", "near"})
 
 
 def verify(a: sketching.Signature, b: sketching.Signature, same_publisher: bool = False) -> Verdict | None:
-    """Whether two signatures are copies of one text, and how.
+    """Whether text a copies text b, and how (from a's side).
 
+    `contained`: a is mostly b's text (an excerpt, a copy with a little
+    added); `contains`: b is mostly in a (a longer version); `rewritten`: many
+    short runs in the same order spread over both texts, the rest reworded;
+    `partial`: a passage of a is in b, too little for a copy (a quoted lead,
+    a pasted paragraph): never a reason to join, but a sign of a container.
     Syndication republishes a story on other sites; what one site's articles
     share with each other is mostly its own template. So between two
     articles of the same publisher only an exact or near copy (a correction,
-    a re-post) counts, never mere containment.
+    a re-post) counts.
     """
     if a.content_hash == b.content_hash:
-        return Verdict(1.0, "exact")
-    similarity = sketching.compare(a, b)
-    if similarity.shared < MIN_SHARED_SAMPLE or similarity.shared_shingles < MIN_SHARED_SHINGLES:
+        return Verdict(1.0, "exact", 1.0, (1 << len(a.values) // 4) - 1)
+    found = sketching.align(a, b)
+    if found.chain < MIN_SHARED_SAMPLE or found.shared_shingles < MIN_SHARED_SHINGLES:
         return None
-    if similarity.resemblance >= NEAR_RESEMBLANCE:
-        return Verdict(round(similarity.resemblance, 4), "near")
-    if similarity.containment >= MIN_CONTAINMENT and not same_publisher:
-        return Verdict(round(similarity.containment, 4), "contained")
+    matched = sum(1 << i for i in found.matched_a)
+    if found.resemblance >= NEAR_RESEMBLANCE:
+        return Verdict(round(found.resemblance, 4), "near", found.share_a, matched)
+    if same_publisher:
+        return None
+    if found.share_a >= found.share_b and _contained(found.share_a, found.share_b):
+        return Verdict(round(found.share_a, 4), "contained", found.share_a, matched)
+    if found.share_b > found.share_a and _contained(found.share_b, found.share_a):
+        return Verdict(round(found.share_b, 4), "contains", found.share_a, matched)
+    if (found.chain >= MIN_REWRITE_CHAIN and min(found.share_a, found.share_b) >= REWRITE_SHARE
+            and min(found.spread_a, found.spread_b) >= REWRITE_SPREAD):
+        return Verdict(round((found.share_a * found.share_b) ** 0.5, 4), "rewritten", found.share_a, matched)
+    if found.share_a >= CONTAINER_PART:
+        return Verdict(round(found.share_a, 4), "partial", found.share_a, matched)
     return None
+
+
+def _contained(share: float, share_of_other: float) -> bool:
+    """Whether a text whose `share` is in another is a copy of it: mostly, or much of it and a good part of the
+    other (an excerpt whose page chrome the normalise stage could not learn yet)."""
+    return share >= MIN_CONTAINMENT or (share >= MIN_PARTIAL_CONTAINMENT and share_of_other >= MIN_SHARE_OF_ORIGINAL)
 
 
 def publisher_id(article: Article) -> int | None:
@@ -217,12 +257,18 @@ def publisher_id(article: Article) -> int | None:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Pending:
-    """An article waiting in its home shard for the replies of `buckets`."""
+    """An article waiting in its home shard for the replies of `buckets`.
+
+    `signature` and `spans` (None for an article without words) weigh what
+    its matches cover and locate it in its text, for the evidence.
+    """
 
     article: Article
     sort_key: SortKey
     root: Root
     buckets: frozenset[int]
+    signature: sketching.Signature | None = None
+    spans: tuple[tuple[int, int], ...] = ()
 
     @property
     def source(self) -> SourceRecord:
@@ -250,8 +296,10 @@ class IndexQuery:
 class Label(NamedTuple):
     """The cluster an index bucket put an article in.
 
-    `confirmed`: the article matched something in this bucket. Otherwise the
-    root is the article's own, provisional until its home shard decides.
+    `confirmed`: the article is the same text (exact or near copy) as
+    something in this bucket, so it is in that story whatever its home shard
+    decides. Otherwise the root is the article's own, provisional: which story
+    it joins (if any) only its home shard knows, from all its buckets.
     """
 
     root: Root
@@ -259,11 +307,14 @@ class Label(NamedTuple):
 
 
 class Match(NamedTuple):
+    """An entry of a bucket that shares enough with the querying article to be aligned by its home shard."""
+
     article_id: str
     sort_key: SortKey
     label: Label
-    similarity: float
-    match: str
+    signature: sketching.Signature
+    same_text: bool  # an exact or near copy of the querying article
+    same_publisher: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -350,10 +401,11 @@ def index_step(bucket: Bucket | None, query: IndexQuery, bucket_id: int,
     for entry in failed:
         for key in entry.keys & open_keys:
             conflicts[key] = (conflicts.get(key, ()) + (query_ms,))[-COMMON_CONFLICTS:]
+    same_text = [m.label.root for m in matches if m.same_text]
     if not any(len(conflicts.get(key, ())) < COMMON_CONFLICTS for key in open_keys):
         matches, label = (), None
-    elif matches:
-        label = Label(min(m.label.root for m in matches), True)
+    elif same_text:
+        label = Label(min(same_text), True)
     else:
         label = Label(query.root, False)
     live.append(Entry(query.keys, query.article_id, query.sort_key, query_ms, label,
@@ -364,17 +416,28 @@ def index_step(bucket: Bucket | None, query: IndexQuery, bucket_id: int,
 
 
 def _verify_against(entries: Iterable[Entry], query: IndexQuery) -> tuple[tuple[Match, ...], list[Entry]]:
-    """(verified matches, entries that failed verification) among `entries`."""
+    """(entries worth aligning, entries that share too little) among `entries`.
+
+    The test is cheap and unordered: the same pair meets in every bucket they
+    share a key in, and is aligned once, by the querying article's home shard.
+    """
     matches, failed = [], []
     for entry in entries:
         if entry.label is None or entry.signature is None:
             continue
         same_publisher = query.publisher is not None and query.publisher == entry.publisher
-        verdict = verify(query.signature, entry.signature, same_publisher)
-        if verdict is None:
+        if entry.signature.content_hash == query.signature.content_hash:
+            matches.append(Match(entry.article_id, entry.sort_key, entry.label, entry.signature, True, same_publisher))
+            continue
+        shared = sketching.overlap(query.signature, entry.signature)
+        same_text = shared.resemblance >= NEAR_RESEMBLANCE
+        if (shared.shared < MIN_SHARED_SAMPLE or shared.shared_shingles < MIN_SHARED_SHINGLES
+                or max(shared.share_a, shared.share_b) < min(REWRITE_SHARE, CONTAINER_PART)
+                or (same_publisher and not same_text)):
             failed.append(entry)
         else:
-            matches.append(Match(entry.article_id, entry.sort_key, entry.label, verdict.similarity, verdict.match))
+            matches.append(Match(entry.article_id, entry.sort_key, entry.label, entry.signature, same_text,
+                                 same_publisher))
     return tuple(matches), failed
 
 
@@ -437,7 +500,7 @@ def _pruned(decided: dict[str, Decided], waiting: dict[str, Waiting], newest_ms:
 
 
 def _redelivered(shard: Shard, message: Pending | IndexReply) -> tuple[Shard, list[Any]]:
-    """A decided article again: the same assignment; `merged` only for roots it had not seen yet.
+    """A decided article again: the same assignment; `merged` only for same-text roots it had not seen yet.
 
     (A bucket that had pruned or evicted its entry records it anew and may
     report matches that arrived after it.)
@@ -445,82 +508,164 @@ def _redelivered(shard: Shard, message: Pending | IndexReply) -> tuple[Shard, li
     known = shard.decided[message.article_id]
     if isinstance(message, Pending):
         return shard, [message.article.with_fields(cluster=known.cluster)]
-    roots, _, provisional = _seen_roots([message])
-    new_roots = roots - known.roots
+    new_roots = {m.label.root for m in message.matches if m.same_text} - known.roots
     cluster_id = known.cluster["id"]
     outputs: list[Any] = [
         ClusterEvent("merged", cluster_id, message.article_id, known.cluster["canonical_id"],
                      merged_from=root.cluster_id, merged_into=cluster_id)
         for root in sorted(new_roots) if root.cluster_id != cluster_id]
-    outputs += [Use(article_id, message.source, known.since_ms) for article_id, root in sorted(provisional.items())
-                if root in new_roots]
+    outputs += [Use(root.founder_id, message.source, known.since_ms) for root in sorted(new_roots)
+                if root.cluster_id != cluster_id]
     decided = {**shard.decided, message.article_id: known._replace(roots=known.roots | new_roots)}
     return shard._replace(decided=decided), outputs
 
 
-def _seen_roots(replies: list[IndexReply]) -> tuple[set[Root], dict[str, Match], dict[str, Root]]:
-    """(roots the replies tie the article to, its best match per matched article, provisional roots it used).
+class Aligned(NamedTuple):
+    """A matched article, aligned with the querying one."""
 
-    A matched article's root comes from its confirmed labels; only where none
-    is known, from its provisional (own) root: the third result, per matched
-    article, so that its home can be told the id was used.
+    article_id: str
+    sort_key: SortKey
+    label: Label
+    signature: sketching.Signature
+    verdict: Verdict
+
+    @property
+    def similarity(self) -> float:
+        return self.verdict.similarity
+
+    @property
+    def match(self) -> str:
+        return self.verdict.match
+
+
+class Candidate(NamedTuple):
+    """A story an article's matches tie it to: their union in the article, and the best of them."""
+
+    root: Root
+    matched: int  # bit mask of the article's sample indices these matches cover
+    share: float  # weighted share of the article they cover
+    same_text: bool  # one of them is an exact or near copy of the article
+    best: Aligned
+
+
+def candidates(signature: sketching.Signature | None, replies: list[IndexReply]) -> list[Candidate]:
+    """The stories the replies tie the article to, strongest first.
+
+    Each matched article is aligned once (it may be in several replies),
+    under its confirmed label if a bucket has one, else its own root
+    (provisional: the announcer later says which story that is).
     """
-    best: dict[str, Match] = {}
-    labels: dict[str, set[Label]] = {}
-    roots = set()
+    unique: dict[str, Match] = {}
     for reply in replies:
-        if reply.label is not None and reply.label.confirmed:
-            roots.add(reply.label.root)
         for match in reply.matches:
-            labels.setdefault(match.article_id, set()).add(match.label)
-            if match.article_id not in best or match.similarity > best[match.article_id].similarity:
-                best[match.article_id] = match
-    provisional = {}
-    for article_id, found in labels.items():
-        confirmed = {label.root for label in found if label.confirmed}
-        if confirmed:
-            roots |= confirmed
+            if match.article_id not in unique or match.label.confirmed and not unique[match.article_id].label.confirmed:
+                unique[match.article_id] = match
+    by_root: dict[Root, list[Aligned]] = {}
+    for match in unique.values():
+        verdict = verify(signature, match.signature, match.same_publisher) if signature else None
+        if verdict is not None:
+            by_root.setdefault(match.label.root, []).append(Aligned(match.article_id, match.sort_key, match.label,
+                                                                    match.signature, verdict))
+    found = []
+    for root, aligned in by_root.items():
+        matched = 0
+        for one in aligned:
+            matched |= one.verdict.matched
+        best = max(aligned, key=lambda a: (a.similarity, a.sort_key))
+        found.append(Candidate(root, matched, sketching.sample_weight(signature, matched),
+                               any(a.match in SAME_TEXT for a in aligned), best))
+    return sorted(found, key=lambda c: (not c.same_text, c.best.match == "partial", -c.share, c.root))
+
+
+def choose(signature: sketching.Signature | None, found: list[Candidate]) -> Candidate | None:
+    """The story an article joins, or None for a story of its own.
+
+    An article joins at most one story, the one it mostly is; it is a story of
+    its own when another story covers a part of it that the first does not
+    (a digest, a roundup: pairwise evidence with two stories is not evidence
+    that they are one), or when all it shares with the best is a member's
+    text that is a small part of it. A story whose member the article holds
+    whole is no such sign: the article may be the original of excerpts
+    known under two roots.
+    """
+    if not found or found[0].best.match == "partial":
+        return None
+    first = found[0]
+    if first.same_text:
+        return first
+    if first.best.match == "contains" and all(c.best.match == "contains" for c in found[:1]) \
+            and first.share < MIN_CONTAINING_SHARE:
+        return None
+    if first.share < DOMINANT_SHARE and signature is not None:
+        for other in found[1:]:
+            elsewhere = other.matched & ~first.matched
+            if (other.best.match != "contains" and not _copies(first.best, other.best)
+                    and sketching.sample_weight(signature, elsewhere) >= CONTAINER_PART):
+                return None
+    return first
+
+
+def _copies(one: Aligned, other: Aligned) -> bool:
+    """Whether two matched articles are copies of each other: then they are one story, known under two roots."""
+    verdict = verify(one.signature, other.signature)
+    return verdict is not None and verdict.match != "partial"
+
+
+def passages(matched: int, spans: tuple[tuple[int, int], ...]) -> list[list[int]]:
+    """The article's text its match covers, as merged [start, end) character spans."""
+    merged: list[list[int]] = []
+    for start, end in sorted(spans[i] for i in range(len(spans)) if matched >> i & 1):
+        if merged and start - merged[-1][1] <= PASSAGE_GAP_CHARACTERS:
+            merged[-1][1] = max(merged[-1][1], end)
         else:
-            provisional[article_id] = min(label.root for label in found)
-            roots.add(provisional[article_id])
-    return roots, best, provisional
+            merged.append([start, end])
+    return merged[:MAX_PASSAGES]
 
 
 def decide(pending: Pending, replies: list[IndexReply]) -> tuple[dict[str, Any], frozenset[Root], list[Any]]:
     """The article's cluster field, the roots it is tied to, and its outputs.
 
     Outputs: the article, its `created`/`joined` event, a `merged` event per
-    other root it ties to its cluster, an `Exposure` when buckets still hold
-    it under its own root though it joined another cluster, and a `Use` per
-    matched article known to it only under that article's own root.
+    other story it is the same text as (exact or near copy of a member), an
+    `Exposure` when buckets still hold it under its own root though it joined
+    another story, and a `Use` when the story it joined is known to it only
+    as a matched article's own root.
     """
-    roots, best, provisional = _seen_roots(replies)
+    found = candidates(pending.signature, replies)
+    chosen = choose(pending.signature, found)
     # The exact-content bucket never exposes: an exact copy shares every other bucket as well.
     exposed = any(r.label is not None and not r.label.confirmed and not r.content_only for r in replies)
-    if exposed or not roots:
-        roots.add(pending.root)
-    chosen = min(roots)
-    canonical = min([pending.sort_key] + [m.sort_key for m in best.values()])
-    strongest = max(best.values(), key=lambda m: m.similarity, default=None)
-    if canonical == pending.sort_key:
-        similarity, kind = 1.0, strongest.match if strongest else "new"
+    root = chosen.root if chosen else pending.root
+    members = [c.best for c in found if chosen and (c.root == root or (c.same_text and chosen.same_text))]
+    canonical = min([pending.sort_key] + [m.sort_key for m in members])
+    if chosen is None:
+        similarity, kind = 1.0, "new"
+    elif canonical == pending.sort_key:
+        similarity, kind = 1.0, chosen.best.match
     else:
-        similarity, kind = best[canonical.article_id].similarity, best[canonical.article_id].match
-    cluster = {"id": chosen.cluster_id, "canonical_id": canonical.article_id, "similarity": similarity, "match": kind}
-    founded = chosen == pending.root
+        best = next(m for m in members if m.sort_key == canonical)
+        similarity, kind = best.similarity, best.match
+    cluster = {"id": root.cluster_id, "canonical_id": canonical.article_id, "similarity": similarity, "match": kind}
+    if chosen is not None:
+        cluster["evidence"] = {"matched_id": chosen.best.article_id, "shared": round(min(chosen.share, 1.0), 4),
+                               "passages": passages(chosen.matched, pending.spans)}
+    founded = root == pending.root
+    merged_roots = {c.root for c in found if c.same_text and chosen and chosen.same_text} - {root, pending.root}
     outputs: list[Any] = [
         pending.article.with_fields(cluster=cluster),
-        ClusterEvent("created" if founded else "joined", chosen.cluster_id, pending.article_id,
+        ClusterEvent("created" if founded else "joined", root.cluster_id, pending.article_id,
                      canonical.article_id, similarity, kind),
     ]
-    outputs += [ClusterEvent("merged", chosen.cluster_id, pending.article_id, canonical.article_id,
-                             merged_from=root.cluster_id, merged_into=chosen.cluster_id)
-                for root in sorted(roots) if root not in (chosen, pending.root)]
+    outputs += [ClusterEvent("merged", root.cluster_id, pending.article_id, canonical.article_id,
+                             merged_from=other.cluster_id, merged_into=root.cluster_id)
+                for other in sorted(merged_roots)]
     if exposed and not founded:
         outputs.append(Exposure(pending.article_id, pending.source, pending.root.cluster_id, cluster,
                                 event_ms(pending.sort_key)))
-    outputs += [Use(article_id, pending.source, event_ms(pending.sort_key)) for article_id in sorted(provisional)]
-    return cluster, frozenset(roots), outputs
+    # A story known here by its founder's own root may since be another story: the announcer says which.
+    outputs += [Use(r.founder_id, pending.source, event_ms(pending.sort_key))
+                for r in sorted(merged_roots | {root}) if r != pending.root]
+    return cluster, frozenset(merged_roots | {root}), outputs
 
 
 # --- announcements --------------------------------------------------------------
@@ -640,22 +785,22 @@ class InOrder:
 def fan_out(article: Article, seed: int = sketching.DEFAULT_SEED) -> list[tuple[int, Pending | IndexQuery]]:
     """The article's messages: itself to its home shard, one query to each index bucket of its keys.
 
-    An empty fingerprint has no keys: the article founds a cluster of its own.
+    A text without words has no keys: the article founds a cluster of its own.
     """
-    fingerprint = article.fingerprint or ""
     key, root = sort_key(article), own_root(article)
+    found = sketching.sketch(article.fields.get("text") or "", seed)
+    if found is None:
+        return [(home_shard(article.article_id), Pending(article, key, root, frozenset()))]
+    content_key = int.from_bytes(found.signature.content_hash, "little")
     by_bucket: dict[int, set[int]] = {}
-    queries = []
-    if fingerprint:
-        signature, keys = sketching.sketch(fingerprint, seed)
-        content_key = int.from_bytes(signature.content_hash, "little")
-        for index_key in (content_key, *keys):
-            by_bucket.setdefault(index_key % BUCKETS, set()).add(index_key)
-        publisher = publisher_id(article)
-        queries = [(bucket, IndexQuery(article.article_id, article.source, frozenset(bucket_keys), signature, key,
-                                       root, bucket_keys == {content_key}, publisher))
-                   for bucket, bucket_keys in by_bucket.items()]
-    return [(home_shard(article.article_id), Pending(article, key, root, frozenset(by_bucket))), *queries]
+    for index_key in (content_key, *found.keys):
+        by_bucket.setdefault(index_key % BUCKETS, set()).add(index_key)
+    publisher = publisher_id(article)
+    queries = [(bucket, IndexQuery(article.article_id, article.source, frozenset(bucket_keys), found.signature, key,
+                                   root, bucket_keys == {content_key}, publisher))
+               for bucket, bucket_keys in by_bucket.items()]
+    pending = Pending(article, key, root, frozenset(by_bucket), found.signature, found.spans)
+    return [(home_shard(article.article_id), pending), *queries]
 
 
 def home_shard(article_id: str) -> int:

@@ -1,0 +1,288 @@
+"""Story view: each story's whole current state, for the compacted story topic.
+
+Outcomes in, outcomes out (see `wirecopy.transforms.stage`): after the
+syndication stage, every `Article` (with its `cluster`) and every `merged`
+`ClusterEvent` updates the story it names, and a `Story` outcome with the
+story's whole current state joins the stream; everything passes through.
+A consumer then reads one record per story (the topic is compacted, keyed by
+story id) instead of replaying the cluster topic through a union-find.
+
+A story's id is the `cluster.id` its articles carry. When a `merged` event
+absorbs story `from` into `into`, `from`'s record turns `absorbed` (with
+`absorbed_into`) and keeps its member list, and `into`'s record lists `from`
+among `absorbed`: the records are keyed by their own story, so a member of
+`from` is found under `from` after compaction too, and `resolve` (or
+`StoryTable`) follows `absorbed_into` to the story that carries it now.
+Absorbed records are kept rather than tombstoned: they are how an article
+that carries the old id finds its story, as long as any consumer may hold one.
+
+State is folded into `STORY_SHARDS` shards keyed by story id and pruned on
+access: a story not updated for the horizon (by its shard's clock, the newest
+event time it has seen) is final and dropped from state. A story lists at
+most `MAX_MEMBERS` members (the first to join); `member_count` counts all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+from typing import Any, Iterable, Iterator, Mapping
+
+import apache_beam as beam
+import orjson
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+
+from wirecopy.schemas import codec
+from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, Story
+from wirecopy.transforms.stage import Outcome, StatefulStageFn, run_stage
+
+STAGE = "Stories"
+STORY_SHARDS = 1 << 16
+# Wire stories are picked up by tens of outlets at most in the corpus; a list
+# past this is a sign of a template or a feed loop, and each update re-sends it.
+MAX_MEMBERS = 100
+DEFAULT_HORIZON_MS = 7 * 24 * 3600 * 1000
+STATE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Join:
+    """An article's membership, for its story's shard."""
+
+    story_id: str
+    member: dict[str, Any]
+    event_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Absorb:
+    """One side of a `merged` event: `story_id` absorbed into `into`, or `story_id` absorbing `other`."""
+
+    story_id: str
+    other: str
+    absorbed: bool  # True at the absorbed story's shard, False at the absorbing one's
+    event_ms: int
+
+
+@dataclasses.dataclass(slots=True)
+class StoryState:
+    members: list[dict[str, Any]]
+    member_count: int
+    absorbed_into: str | None
+    absorbed: list[str]
+    since_ms: int  # the shard's clock when the story last changed
+
+    def record(self, story_id: str) -> dict[str, Any]:
+        """The story's record as `story.v1.json` has it (without `schema_version` and `updated_at`)."""
+        canonical = min(self.members, key=_canonical_order)
+        times = [_member_time(m) for m in self.members]
+        return {
+            "story_id": story_id,
+            "status": "absorbed" if self.absorbed_into else "active",
+            "absorbed_into": self.absorbed_into,
+            "absorbed": list(self.absorbed),
+            "canonical_id": canonical["article_id"],
+            "title": canonical.get("title"),
+            "first_seen": min(times),
+            "last_seen": max(times),
+            "member_count": self.member_count,
+            "members": list(self.members),
+        }
+
+
+def _member_time(member: Mapping[str, Any]) -> str:
+    return member.get("published_at") or member["joined_at"]
+
+
+def _canonical_order(member: Mapping[str, Any]) -> tuple[str, str]:
+    return _member_time(member), member["article_id"]
+
+
+def member_of(article: Article) -> dict[str, Any]:
+    """An article's entry in its story's member list."""
+    fields, cluster = article.fields, article.fields["cluster"]
+    member = {
+        "article_id": article.article_id,
+        "source": fields.get("source"),
+        "url": fields.get("url"),
+        "title": fields.get("title"),
+        "language": fields["language"]["code"],
+        "published_at": fields.get("published_at"),
+        "match": cluster["match"],
+        "similarity": cluster["similarity"],
+        "joined_at": codec.utc_timestamp(dt.datetime.fromtimestamp(_event_ms(article) / 1000, dt.timezone.utc)),
+    }
+    if "evidence" in cluster:
+        member["evidence"] = cluster["evidence"]
+    return member
+
+
+def _event_ms(article: Article) -> int:
+    published = article.fields.get("published_at")
+    record_ms = article.source.timestamp_ms or 0
+    if published:
+        published_ms = int(dt.datetime.fromisoformat(published.replace("Z", "+00:00")).timestamp() * 1000)
+        return min(published_ms, record_ms) if record_ms else published_ms
+    return record_ms
+
+
+def updates_of(outcome: Outcome) -> list[Join | Absorb]:
+    """What an outcome of the syndication stage changes in the story view."""
+    if isinstance(outcome, Article) and "cluster" in outcome.fields:
+        return [Join(outcome.fields["cluster"]["id"], member_of(outcome), _event_ms(outcome))]
+    if isinstance(outcome, ClusterEvent) and outcome.type == "merged" and outcome.merged_from != outcome.merged_into:
+        return [Absorb(outcome.merged_from, outcome.merged_into, True, 0),
+                Absorb(outcome.merged_into, outcome.merged_from, False, 0)]
+    return []
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoryShard:
+    stories: dict[str, StoryState]
+    newest_ms: int
+
+
+def story_step(shard: StoryShard | None, update: Join | Absorb,
+               horizon_ms: int = DEFAULT_HORIZON_MS) -> tuple[StoryShard, list[Story]]:
+    """The shard after `update`, and the story record it changed (none if nothing changed)."""
+    stories = dict(shard.stories) if shard else {}
+    newest_ms = max(shard.newest_ms if shard else 0, update.event_ms)
+    known = stories.get(update.story_id)
+    if isinstance(update, Join):
+        if known is None:
+            known = StoryState([], 0, None, [], newest_ms)
+        elif any(m["article_id"] == update.member["article_id"] for m in known.members):
+            return _pruned(stories, newest_ms, horizon_ms), []  # redelivered: nothing changed
+        else:
+            known = dataclasses.replace(known, members=list(known.members), since_ms=newest_ms)
+        if len(known.members) < MAX_MEMBERS:
+            known.members.append(update.member)
+        known.member_count += 1
+    elif known is None or not known.members:
+        return _pruned(stories, newest_ms, horizon_ms), []  # a root no article was assigned to here
+    elif update.absorbed:
+        if known.absorbed_into == update.other:
+            return _pruned(stories, newest_ms, horizon_ms), []
+        known = dataclasses.replace(known, absorbed_into=update.other, since_ms=newest_ms)
+    else:
+        if update.other in known.absorbed:
+            return _pruned(stories, newest_ms, horizon_ms), []
+        known = dataclasses.replace(known, absorbed=[*known.absorbed, update.other], since_ms=newest_ms)
+    stories[update.story_id] = known
+    return _pruned(stories, newest_ms, horizon_ms), [Story(update.story_id, known.record(update.story_id))]
+
+
+def _pruned(stories: dict[str, StoryState], newest_ms: int, horizon_ms: int) -> StoryShard:
+    oldest = newest_ms - horizon_ms
+    return StoryShard({k: v for k, v in stories.items() if v.since_ms >= oldest}, newest_ms)
+
+
+def story_shard(story_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(story_id.encode("utf-8"), digest_size=8).digest(), "little") % STORY_SHARDS
+
+
+class StoryShardCoder(beam.coders.Coder):
+    """A shard's stories as versioned JSON: readable across code changes (a savepoint survives an upgrade),
+    unlike pickled classes, which break when a class is renamed, moved or gains a field."""
+
+    def encode(self, shard: StoryShard) -> bytes:
+        return orjson.dumps({"version": STATE_VERSION, "newest_ms": shard.newest_ms,
+                             "stories": {k: dataclasses.asdict(v) for k, v in shard.stories.items()}})
+
+    def decode(self, data: bytes) -> StoryShard:
+        state = orjson.loads(data)
+        if state["version"] != STATE_VERSION:
+            raise ValueError(f"story state version {state['version']} is not {STATE_VERSION}")
+        return StoryShard({k: StoryState(**v) for k, v in state["stories"].items()}, state["newest_ms"])
+
+    def is_deterministic(self) -> bool:
+        return False
+
+
+class _KeyFn(beam.DoFn):
+    """Every outcome keyed: story updates to their story's shard, the rest to where it passes through."""
+
+    def process(self, outcome: Outcome) -> Iterator[tuple[int, Any]]:
+        for update in updates_of(outcome):
+            yield story_shard(update.story_id), update
+        article_id = getattr(outcome, "article_id", None) or ""
+        yield story_shard(article_id), outcome
+
+
+class _StoriesFn(StatefulStageFn):
+    SHARD = ReadModifyWriteStateSpec("stories", StoryShardCoder())
+
+    def __init__(self, horizon_ms: int):
+        self._horizon_ms = horizon_ms
+        self._updated = Metrics.counter("wirecopy", "stories_updated")
+
+    def process(self, keyed: tuple[int, Any], shard_state=beam.DoFn.StateParam(SHARD)) -> Iterable[Outcome]:
+        _, message = keyed
+        if not isinstance(message, (Join, Absorb)):
+            yield message
+            return
+        [result] = run_stage(STAGE, message, lambda update: [story_step(shard_state.read(), update, self._horizon_ms)])
+        if isinstance(result, DeadLetter):  # a bug in this stage; the article itself was emitted already
+            yield result
+            return
+        shard, stories = result
+        shard_state.write(shard)
+        self._updated.inc(len(stories))
+        yield from stories
+
+
+class TrackStories(beam.PTransform):
+    """Outcomes in, outcomes out: a `Story` with the whole current state of each story an outcome changed.
+
+    Example::
+
+        outcomes | "Syndication" >> ClusterSyndicated() | "Stories" >> TrackStories()
+    """
+
+    def __init__(self, horizon: dt.timedelta = dt.timedelta(milliseconds=DEFAULT_HORIZON_MS)):
+        super().__init__()
+        self._horizon_ms = int(horizon.total_seconds() * 1000)
+
+    def expand(self, outcomes):
+        return (outcomes
+                | "KeyByStory" >> beam.ParDo(_KeyFn()).with_output_types(tuple[int, Any])
+                | "UpdateStories" >> beam.ParDo(_StoriesFn(self._horizon_ms)))
+
+
+# --- for consumers ------------------------------------------------------------
+
+
+class StoryTable:
+    """Stories as a consumer of the story topic holds them: the last record per story id.
+
+    `apply` each record read from the topic (compacted or not; in order per
+    key); `resolve` a story id an article carries to the story that carries it
+    now; `stories` gives every current story with all its members.
+    """
+
+    def __init__(self):
+        self.records: dict[str, dict[str, Any]] = {}
+
+    def apply(self, record: Mapping[str, Any]) -> None:
+        self.records[record["story_id"]] = dict(record)
+
+    def resolve(self, story_id: str) -> str:
+        seen = set()
+        while story_id not in seen and (record := self.records.get(story_id)) and record.get("absorbed_into"):
+            seen.add(story_id)
+            story_id = record["absorbed_into"]
+        return story_id
+
+    def story_of(self) -> dict[str, str]:
+        """Each listed member's current story id."""
+        return {member["article_id"]: self.resolve(story_id)
+                for story_id, record in self.records.items() for member in record["members"]}
+
+    def stories(self) -> dict[str, list[dict[str, Any]]]:
+        """Current story id → its members (of every story absorbed into it as well)."""
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for story_id, record in self.records.items():
+            grouped.setdefault(self.resolve(story_id), []).extend(record["members"])
+        return grouped
