@@ -163,11 +163,12 @@ def story_step(shard: StoryShard | None, update: Join | Absorb,
     elif known is None or not known.members:
         return _pruned(stories, newest_ms, horizon_ms), []  # a root no article was assigned to here
     elif update.absorbed:
-        if known.absorbed_into == update.other:
+        # Already so, or the other way round (two places found the same union; the first one stands).
+        if known.absorbed_into == update.other or update.other in known.absorbed:
             return _pruned(stories, newest_ms, horizon_ms), []
         known = dataclasses.replace(known, absorbed_into=update.other, since_ms=newest_ms)
     else:
-        if update.other in known.absorbed:
+        if update.other in known.absorbed or known.absorbed_into == update.other:
             return _pruned(stories, newest_ms, horizon_ms), []
         known = dataclasses.replace(known, absorbed=[*known.absorbed, update.other], since_ms=newest_ms)
     stories[update.story_id] = known

@@ -131,7 +131,10 @@ MIN_SHARED_SAMPLE = 4
 MIN_SHARED_SHINGLES = 20
 # An article that holds a member's text and more joins its story only if that
 # text is this much of the article: a digest quotes a story's lead and is not the story.
-MIN_CONTAINING_SHARE = 0.3
+MIN_CONTAINING_SHARE = 0.2
+# An article that is mostly its story's text proves another story is the same one when a member of that story
+# is mostly a copy of it and makes up this much of it.
+MIN_MERGING_SHARE = 0.3
 # A second story covering this much of an article, on text the first does not
 # cover, makes the article a container (digest, roundup) unless the first covers DOMINANT_SHARE.
 CONTAINER_PART = 0.15
@@ -605,6 +608,13 @@ def choose(signature: sketching.Signature | None, found: list[Candidate]) -> Can
     return first
 
 
+def _same_story(candidate: Candidate) -> bool:
+    """Whether an article that is the same text as a member of its story also proves `candidate` is that story:
+    it is the same text as one of `candidate`'s members too, or one of them is mostly a copy of it (a member of
+    one story that is a copy of a member of the other). A passage it merely shares proves nothing."""
+    return candidate.same_text or (candidate.best.match == "contains" and candidate.share >= MIN_MERGING_SHARE)
+
+
 def _copies(one: Aligned, other: Aligned) -> bool:
     """Whether two matched articles are copies of each other: then they are one story, known under two roots."""
     verdict = verify(one.signature, other.signature)
@@ -650,7 +660,9 @@ def decide(pending: Pending, replies: list[IndexReply]) -> tuple[dict[str, Any],
         cluster["evidence"] = {"matched_id": chosen.best.article_id, "shared": round(min(chosen.share, 1.0), 4),
                                "passages": passages(chosen.matched, pending.spans)}
     founded = root == pending.root
-    merged_roots = {c.root for c in found if c.same_text and chosen and chosen.same_text} - {root, pending.root}
+    # Only an article that is itself mostly its story's text can prove another story is the same one.
+    proves = chosen is not None and (chosen.same_text or chosen.best.match == "contained")
+    merged_roots = {c.root for c in found if proves and _same_story(c)} - {root, pending.root}
     outputs: list[Any] = [
         pending.article.with_fields(cluster=cluster),
         ClusterEvent("created" if founded else "joined", root.cluster_id, pending.article_id,
