@@ -612,7 +612,8 @@ def _same_story(candidate: Candidate) -> bool:
     """Whether an article that is the same text as a member of its story also proves `candidate` is that story:
     it is the same text as one of `candidate`'s members too, or one of them is mostly a copy of it (a member of
     one story that is a copy of a member of the other). A passage it merely shares proves nothing."""
-    return candidate.same_text or (candidate.best.match == "contains" and candidate.share >= MIN_MERGING_SHARE)
+    return candidate.same_text or (candidate.best.match == "contains" and candidate.share >= MIN_MERGING_SHARE
+                                   and candidate.best.verdict.similarity >= MIN_CONTAINMENT)
 
 
 def _copies(one: Aligned, other: Aligned) -> bool:
