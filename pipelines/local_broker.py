@@ -86,10 +86,10 @@ class LocalBroker:
         self.stop()
         self.start()
 
-    def create_topics(self, names: list[str], partitions: int = 1) -> None:
+    def create_topics(self, names: list[str], partitions: int = 1, configs: dict[str, str] | None = None) -> None:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, **self.client_config)
         try:
-            admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+            admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {}) for name in names])
         except TopicAlreadyExistsError:
             pass
         finally:

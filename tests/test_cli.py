@@ -18,6 +18,7 @@ from wirecopy.pipelines.cli import client_configs, jaas_credentials
 from wirecopy.pipelines.demo import sample_lines
 from wirecopy.pipelines.local_broker import committed_offsets, produce, read_topic
 from wirecopy.schemas import codec
+from wirecopy.transforms.stories import StoryTable
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = json.loads((REPO / "pipelines" / "samples" / "expected.json").read_text())
@@ -111,6 +112,22 @@ def test_file_mode_end_to_end(tmp_path, input_lines):
     dead_letters = read(dead)
     assert {d["topic"] for d in dead_letters} == {str(source)}
     check_outputs(input_lines, read(output), dead_letters, read(tmp_path / "out.clusters.jsonl"))
+    check_stories(read(tmp_path / "out.stories.jsonl"), read(output))
+
+
+def check_stories(records: list[dict], articles: list[dict]) -> None:
+    """The story records alone (as a compacted topic keeps them: the last per story) give the expected stories."""
+    table = StoryTable()
+    for record in records:
+        codec.validator(codec.STORY)(record)
+        table.apply(record)
+    story_of = table.story_of()
+    assert set(story_of) == {a["article_id"] for a in articles}, "every enriched article is in one story"
+    assert all(table.resolve(a["cluster"]["id"]) == story_of[a["article_id"]] for a in articles)
+    for members in EXPECTED["clusters"]:
+        assert len({story_of[m] for m in members}) == 1, f"one story expected: {members}"
+    for first, second in EXPECTED["apart"]:
+        assert story_of[first] != story_of[second], f"different stories: {first} / {second}"
 
 
 def mangled_sample_lines(count: int, seed: int) -> list[bytes]:
@@ -339,10 +356,11 @@ def test_a_streaming_run_logs_its_progress_every_10_s(broker, kafka_topics, topi
     assert all(f"lag.{kafka_topics['in']}.{n}=0" in finished.stderr for n in range(3)), "nothing left uncommitted"
 
 
-def test_demo_runs_and_shows_clusters_and_dead_letters():
+def test_demo_runs_and_shows_stories_and_dead_letters():
     finished = wirecopy("demo")
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert "Syndicated clusters" in finished.stdout and "Dead letters" in finished.stdout
+    assert "Stories with copies" in finished.stdout and "Dead letters" in finished.stdout
+    assert re.search(r"story c-\w+: 4 articles", finished.stdout), "the sample's largest story, from the story topic"
     for reason in set(EXPECTED["dead_letters"].values()):
         assert reason in finished.stdout
 
