@@ -583,27 +583,34 @@ def candidates(signature: sketching.Signature | None, replies: list[IndexReply])
 def choose(signature: sketching.Signature | None, found: list[Candidate]) -> Candidate | None:
     """The story an article joins, or None for a story of its own.
 
-    An article joins at most one story, the one it mostly is; it is a story of
-    its own when another story covers a part of it that the first does not
-    (a digest, a roundup: pairwise evidence with two stories is not evidence
-    that they are one), or when all it shares with the best is a member's
-    text that is a small part of it. A story whose member the article holds
-    whole is no such sign: the article may be the original of excerpts
-    known under two roots.
+    An article joins at most one story, the one it mostly is. It is a story
+    of its own (a digest, a roundup: pairwise evidence with two stories is no
+    evidence that they are one) when another story covers a part of it that
+    the first does not, or when two other stories cover different parts of it
+    (then even a first that covers it all is a digest of those stories: text
+    quoting stories belongs to them, not to the quote); and when all it
+    shares with the best is a member's text that is a small part of it. A
+    story whose member the article holds whole is no such sign: the article
+    may be the original of excerpts known under two roots.
     """
     if not found or found[0].best.match == "partial":
         return None
     first = found[0]
     if first.same_text:
         return first
-    if first.best.match == "contains" and all(c.best.match == "contains" for c in found[:1]) \
-            and first.share < MIN_CONTAINING_SHARE:
+    if first.best.match == "contains" and first.share < MIN_CONTAINING_SHARE:
         return None
-    if first.share < DOMINANT_SHARE and signature is not None:
-        for other in found[1:]:
-            elsewhere = other.matched & ~first.matched
-            if (other.best.match != "contains" and not _copies(first.best, other.best)
-                    and sketching.sample_weight(signature, elsewhere) >= CONTAINER_PART):
+    if signature is None:
+        return first
+    others = [c for c in found[1:] if c.best.match != "contains" and not _copies(first.best, c.best)
+              and c.share >= CONTAINER_PART]
+    if first.share < DOMINANT_SHARE and any(
+            sketching.sample_weight(signature, c.matched & ~first.matched) >= CONTAINER_PART for c in others):
+        return None
+    for i, one in enumerate(others):
+        for other in others[i + 1:]:
+            if (sketching.sample_weight(signature, other.matched & ~one.matched) >= CONTAINER_PART
+                    and not _copies(one.best, other.best)):
                 return None
     return first
 
