@@ -1,33 +1,42 @@
 """Syndication stage: cluster every copy of the same story as articles stream in.
 
 Outcomes in, outcomes out (see `wirecopy.transforms.stage`): each `Article` leaves
-with `cluster` = {id, canonical_id, similarity, match}, `ClusterEvent`s
+with `cluster` = {id, canonical_id, similarity, match, evidence}, `ClusterEvent`s
 (`created`, `joined`, `merged`) join the stream, anything else passes through.
 
 How it works: four chained steps, no Flatten, GroupByKey or timer
 ------------------------------------------------------------------
-1. **Sketch** (per article): the fingerprint's shingles give a `Signature`
-   (a content-defined sample of shingle hashes, so containment of a truncated
-   excerpt is estimated as well as resemblance; `wirecopy.transforms.syndication_sketch`)
-   and winnowed index keys (any passage of ~30 words two texts share gives
-   them a common key). The article goes to its home shard, and one query to
-   each index bucket its keys fall in, plus the bucket of its exact-content hash.
+1. **Sketch** (per article): the enriched text's shingles give a `Signature`
+   (a content-defined, positional sample of shingle hashes, each flagged
+   narrative or not; `wirecopy.transforms.syndication_sketch`) and index keys
+   (any passage of ~30 words two texts share gives them a common key, and
+   their rarest narrative phrases do too, for rewritten copies). The article
+   goes to its home shard, and one query to each index bucket its keys fall
+   in, plus the bucket of its exact-content hash.
 2. **Index** (stateful, keyed by bucket): a bucket keeps the recent articles
-   whose keys fell in it, each with its signature and its *label*, the
-   cluster root the bucket put it in. A query is verified against the entries
-   sharing its key, recorded with its label (the earliest-founded root of its
-   verified matches here, else its own root, provisionally), and the bucket
-   replies to the article's home shard.
+   whose keys fell in it, each with its signature and its *label*. A query is
+   tested cheaply (in any order) against the entries sharing its key; those
+   that share enough go back to the article's home shard with their labels.
+   The query is recorded with a confirmed label (the earliest-founded root of
+   the entries it is an exact or near copy of: the same text is the same
+   story, whatever else happens) or else its own root, provisionally.
 3. **Decide** (stateful, keyed by home shard): when the article and exactly
-   the replies of all its buckets are in, the article joins the
-   earliest-founded root it is tied to (its matches' labels, its own labels),
-   a `merged` event unions each other root into that one, and the article
-   and its events are emitted. The assignment is kept for redelivery.
+   the replies of all its buckets are in, each matched article is aligned
+   with it once (`verify`), matches are grouped by story, and the article
+   joins at most one story (`choose`): the one it mostly is, or none when it
+   is a container of several (a digest, a roundup). A `merged` event joins
+   another story only on evidence that it is the same text: the article is
+   mostly its story's text and is an exact or near copy of a member of the
+   other, or a member of the other is mostly a copy of it. Never through a
+   container: pairwise evidence between an article and each of two stories
+   is no evidence that the two are one. The assignment is kept for redelivery.
 4. **Announce** (stateful, keyed by home shard): see the third guarantee below.
 
 Roots are ordered by their founder's arrival (record timestamp, offset,
-article id), computed the same way on every worker; a cluster's id derives
-from its founder's article id.
+article id), computed the same way on every worker; a cluster's id (the story
+id) derives from its founder's article id. The story view
+(`wirecopy.transforms.stories`) after this stage turns assignments and
+`merged` events into one record per story.
 
 What holds under any interleaving
 ---------------------------------
@@ -37,33 +46,40 @@ order; near-simultaneous copies race. Nothing below relies on order:
 * `cluster.id` of an article never changes: its home shard keeps the
   assignment, and a redelivered article (same id, within the horizon) gets
   it again with no second `created`/`joined` event.
-* Every verified pair that met in a bucket is in one cluster for a consumer
-  that unions `merged` events: whichever reached the bucket second reports
-  the other with its label there, and every label an article got is merged
-  into its cluster by its own home shard. Racing copies that meet in
-  opposite orders in different buckets both pick the earliest root, so they
-  agree on the id.
-* `merged` may repeat, and may name an id no `created` introduced: where an
-  article matched nothing in a bucket it is recorded under its own root. If
-  it joined another cluster and a later article finds it only there, that
-  later article uses the own root, and the announcer emits
-  `merged(from=own root, into=its cluster)` once both facts have reached it,
-  in whichever order; the later article's `joined` then names that own root,
-  which no `created` introduced. (The exact-content bucket never counts: an
-  exact copy shares all the other buckets too, unless every one of them has
-  turned common since.) Unions are idempotent.
+* Exact and near copies that met in a bucket are in one story for a consumer
+  that applies `merged` events: whichever reached the bucket second reports
+  the other with its label there, and its home shard merges every story it
+  is the same text as. Which story a looser copy (contained, containing,
+  rewritten) joins can depend on what had arrived before it.
+* `merged` may repeat, and may name an id no `created` introduced: an
+  article matched only loosely is recorded under its own root. If it joined
+  another story and a later article finds it there, that later article uses
+  the own root, and the announcer emits `merged(from=own root, into=its
+  story)` once both facts have reached it, in whichever order. (The
+  exact-content bucket never counts: an exact copy shares all the other
+  buckets too, unless every one of them has turned common since.) Unions are
+  idempotent.
 * `canonical_id` is the earliest (published_at, then arrival) of the article
-  and its verified matches when the event is emitted; `similarity` is to
-  that article (1.0 when it is the article itself).
+  and the best match of its story when the event is emitted; `similarity`
+  is to that article (1.0 when it is the article itself); `evidence` names
+  the best-matched member, the share of the article's text found in the
+  story and the matching passages (character spans of the article's text).
 
 Copies and non-copies
 ---------------------
-A match is an exact copy (same fingerprint), a near copy (resemblance >=
-`NEAR_RESEMBLANCE`) or a contained one (at least `MIN_CONTAINMENT` of the
-text with fewer shingles is in the other; not between two articles of the
-same publisher, whose shared text is mostly their own template), with at
-least `MIN_SHARED_SHINGLES` shingles in common. Boilerplate is learned per
-key: when two articles sharing a key fail verification, different stories
+`verify` aligns two samples (the longest chain of shared shingles in the
+same order) and weighs narrative fully, quoted speech, names and numbers at
+`syndication_sketch.QUOTE_WEIGHT`: independent reports of one event share
+those, copies share narrative. A match is an exact copy (same token
+sequence), a near copy (resemblance >= `NEAR_RESEMBLANCE`), contained or
+containing (`MIN_CONTAINMENT` of one text in the other, or
+`MIN_PARTIAL_CONTAINMENT` of it and `MIN_SHARE_OF_ORIGINAL` of the other), or
+rewritten (at least `MIN_REWRITE_CHAIN` shared shingles in order, at least
+`REWRITE_SHARE` of both texts, spread over `REWRITE_SPREAD` of each); a
+shared passage short of that (`partial`) never joins, but marks a container.
+Between two articles of the same publisher (whose shared text is mostly their
+own template) only exact and near copies count. Boilerplate is learned per
+key: when two articles sharing a key share too little, different stories
 share that span (a site's header or footer, a stock phrase); after
 `COMMON_CONFLICTS` such failures within the horizon the key proves nothing
 and its bucket neither matches nor labels through it.
@@ -77,8 +93,8 @@ timestamp) behind the newest in their bucket are dropped, and a bucket keeps
 at most `MAX_BUCKET_ENTRIES`; a home shard drops what arrived (by its own
 clock: the newest event time it had seen) more than `horizon` ago, so an
 article far older than its shard's newest is still decided and remembered.
-An article costs one bucket entry per key (about 24 for a 2 KB article;
-signature of at most `syndication_sketch.MAX_SAMPLE` 32-bit values plus ids)
+An article costs one bucket entry per key (about 30 for a 2 KB article;
+signature of at most `syndication_sketch.MAX_SAMPLE` 32-bit values and 16-bit positions plus ids)
 and a few hundred bytes in its home shard; `benchmarks/bench_syndication.py` prints the
 measured bytes and the per-article lookup cost at 10k and 500k articles.
 On the local runner the cost per article is set by the number of state keys
