@@ -1,0 +1,56 @@
+"""Stories through the command line: the same memberships from files and from Kafka with 1 and 3 partitions."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from wirecopy.pipelines.demo import sample_lines
+from wirecopy.pipelines.local_broker import produce, read_topic
+from wirecopy.transforms.stories import StoryTable
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wirecopy(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "wirecopy.pipelines.cli", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+
+
+def memberships(records) -> set[frozenset[str]]:
+    table = StoryTable()
+    for record in records:
+        table.apply(record)
+    return {frozenset(m["article_id"] for m in members) for members in table.stories().values()}
+
+
+@pytest.fixture(scope="module")
+def file_mode_stories(tmp_path_factory) -> set[frozenset[str]]:
+    directory = tmp_path_factory.mktemp("files")
+    (directory / "in.jsonl").write_bytes(b"\n".join(sample_lines()) + b"\n")
+    finished = wirecopy("run", "--input-jsonl", str(directory / "in.jsonl"), "--output-jsonl", str(directory / "out.jsonl"))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    records = [orjson.loads(line) for line in (directory / "out.stories.jsonl").read_bytes().splitlines() if line]
+    found = memberships(records)
+    assert sum(len(members) > 1 for members in found) >= 9, "the samples' stories with copies"
+    return found
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_kafka_mode_gives_the_stories_of_file_mode_whatever_the_partition_count(broker, topic_name, partitions,
+                                                                                  file_mode_stories):
+    topics = {role: topic_name(role) for role in ("in", "out", "clusters", "dead", "stories")}
+    broker.create_topics([topics["in"]], partitions=partitions)
+    broker.create_topics([topics["out"], topics["clusters"], topics["dead"]])
+    broker.create_topics([topics["stories"]], configs={"cleanup.policy": "compact"})
+    produce(broker.bootstrap_servers, topics["in"], sample_lines())
+    finished = wirecopy("run", "--bootstrap-servers", broker.bootstrap_servers, "--input-topic", topics["in"],
+                        "--output-topic", topics["out"], "--cluster-topic", topics["clusters"],
+                        "--dead-letter-topic", topics["dead"], "--story-topic", topics["stories"],
+                        "--group-id", f"stories-{partitions}", "--start-from", "earliest")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    records = [orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics["stories"])]
+    assert memberships(records) == file_mode_stories
