@@ -37,7 +37,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_syndication import LSH_THRESHOLDS, datasketch_clusters, datasketch_minhashes, scores, to_article  # noqa: E402
 from benchmarks.syndication_labelled import LabelledArticle, build_hard  # noqa: E402
-from wirecopy.schemas.records import Rejected  # noqa: E402
+from wirecopy.schemas.records import Article, Rejected, SourceRecord  # noqa: E402
+from wirecopy.transforms.normalise import draft_article, finish  # noqa: E402
 from wirecopy.transforms import stories  # noqa: E402
 from wirecopy.transforms import syndication as syn  # noqa: E402
 
@@ -102,6 +103,31 @@ def report(name: str, labelled: list[LabelledArticle], truth: dict[str, str], pr
           + f"; bridges (predicted stories holding 2+ true stories, digests aside): {bridges}")
 
 
+def show_seeds(shared: Path) -> None:
+    """The two seed pages (one wire story: a scraper's truncated excerpt, a longer version with the lead reworded)
+    through the normalise and syndication stages: their story and its evidence."""
+    pages = sorted((shared / "seeds").glob("*.txt"))
+    if len(pages) != 2:
+        return
+    source = [SourceRecord("seeds", 0, number, b"", timestamp_ms=1_000 * (number + 1)) for number in range(2)]
+    articles = [finish(draft_article(Article(record, {"id": page.stem, "text": page.read_text()})))
+                .with_fields(language={"code": "en", "confidence": 1.0}) for record, page in zip(source, pages)]
+    stream = syn.InOrder()
+    for article in articles:
+        stream.send(article)
+    print("\nThe seed pages (../shared/seeds), as the normalise and syndication stages see them:")
+    for article in articles:
+        cluster = stream.clusters[article.article_id]
+        print(f"  {article.article_id}: story {cluster['id']}, {cluster['match']} {cluster['similarity']:.2f}")
+        evidence = cluster.get("evidence")
+        if evidence:
+            text = article.fields["text"]
+            print(f"    matched {evidence['matched_id']}; {evidence['shared']:.0%} of its text found in the story; "
+                  f"{len(evidence['passages'])} passages, e.g.:")
+            for start, end in sorted(evidence["passages"], key=lambda span: span[0] - span[1])[:3]:
+                print(f"      [{start}, {end}) “{' '.join(text[start:end].split())[:150]}”")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
@@ -123,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = collections.Counter(kind_of(item) for item in kept)
     print(f"Hard labelled set (seed {args.seed}): {len(kept)} articles in {len(set(truth.values()))} true stories, "
           f"built in {time.perf_counter() - started:.0f} s; " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
+    show_seeds(args.shared)
     ours, ms = consumer_view(articles)
     print(f"\nwirecopy, consumer view from the story records ({ms:.2f} ms per article in process):")
     report("story topic (StoryTable)", kept, truth, ours)

@@ -260,7 +260,10 @@ class StoryTable:
 
     `apply` each record read from the topic (compacted or not; in order per
     key); `resolve` a story id an article carries to the story that carries it
-    now; `stories` gives every current story with all its members.
+    now; `stories` gives every current story with all its members. Stories
+    are one when records link them (`absorbed_into`, `absorbed`), also through
+    an id that only links (a provisional id absorbed from two sides); the
+    current story of a group is its smallest active story id.
     """
 
     def __init__(self):
@@ -269,21 +272,41 @@ class StoryTable:
     def apply(self, record: Mapping[str, Any]) -> None:
         self.records[record["story_id"]] = dict(record)
 
+    def _groups(self) -> dict[str, str]:
+        parent: dict[str, str] = {}
+
+        def find(story_id: str) -> str:
+            parent.setdefault(story_id, story_id)
+            while parent[story_id] != story_id:
+                parent[story_id] = parent[parent[story_id]]
+                story_id = parent[story_id]
+            return story_id
+
+        for story_id, record in self.records.items():
+            for linked in [record.get("absorbed_into"), *record.get("absorbed", ())]:
+                if linked:
+                    parent[find(linked)] = find(story_id)
+        current: dict[str, str] = {}
+        for story_id in sorted(set(parent) | set(self.records)):
+            root = find(story_id)
+            active = self.records.get(story_id, {}).get("status") == "active"
+            if active and (root not in current or story_id < current[root]):
+                current[root] = story_id
+        return {story_id: current.get(find(story_id), find(story_id)) for story_id in set(parent) | set(self.records)}
+
     def resolve(self, story_id: str) -> str:
-        seen = set()
-        while story_id not in seen and (record := self.records.get(story_id)) and record.get("absorbed_into"):
-            seen.add(story_id)
-            story_id = record["absorbed_into"]
-        return story_id
+        return self._groups().get(story_id, story_id)
 
     def story_of(self) -> dict[str, str]:
         """Each listed member's current story id."""
-        return {member["article_id"]: self.resolve(story_id)
+        groups = self._groups()
+        return {member["article_id"]: groups[story_id]
                 for story_id, record in self.records.items() for member in record["members"]}
 
     def stories(self) -> dict[str, list[dict[str, Any]]]:
         """Current story id → its members (of every story absorbed into it as well)."""
+        groups = self._groups()
         grouped: dict[str, list[dict[str, Any]]] = {}
         for story_id, record in self.records.items():
-            grouped.setdefault(self.resolve(story_id), []).extend(record["members"])
+            grouped.setdefault(groups[story_id], []).extend(record["members"])
         return grouped
