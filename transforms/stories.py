@@ -37,6 +37,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from wirecopy.schemas import codec
 from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, Story
 from wirecopy.transforms.stage import Outcome, StatefulStageFn, run_stage
+from wirecopy.transforms.syndication import event_ms, sort_key
 
 STAGE = "Stories"
 STORY_SHARDS = 1 << 16
@@ -120,12 +121,8 @@ def member_of(article: Article) -> dict[str, Any]:
 
 
 def _event_ms(article: Article) -> int:
-    published = article.fields.get("published_at")
-    record_ms = article.source.timestamp_ms or 0
-    if published:
-        published_ms = int(dt.datetime.fromisoformat(published.replace("Z", "+00:00")).timestamp() * 1000)
-        return min(published_ms, record_ms) if record_ms else published_ms
-    return record_ms
+    """The article's event time as the syndication stage reckons it (published_at, never after the record)."""
+    return event_ms(sort_key(article))
 
 
 def updates_of(outcome: Outcome) -> list[Join | Absorb]:
