@@ -217,6 +217,7 @@ class Verdict(NamedTuple):
     match: str  # exact | near | contained | contains | rewritten | partial
     share: float  # weighted share of the first text in the alignment
     matched: int  # bit mask of the first text's sample indices in the alignment
+    other_share: float  # weighted share of the second text in the alignment
 
 
 SAME_TEXT = frozenset({"exact", "near"})
@@ -236,24 +237,25 @@ def verify(a: sketching.Signature, b: sketching.Signature, same_publisher: bool 
     a re-post) counts.
     """
     if a.content_hash == b.content_hash:
-        return Verdict(1.0, "exact", 1.0, (1 << len(a.values) // 4) - 1)
+        return Verdict(1.0, "exact", 1.0, (1 << len(a.values) // 4) - 1, 1.0)
     found = sketching.align(a, b)
     if found.chain < MIN_SHARED_SAMPLE or found.shared_shingles < MIN_SHARED_SHINGLES:
         return None
     matched = sum(1 << i for i in found.matched_a)
     if found.resemblance >= NEAR_RESEMBLANCE:
-        return Verdict(round(found.resemblance, 4), "near", found.share_a, matched)
+        return Verdict(round(found.resemblance, 4), "near", found.share_a, matched, found.share_b)
     if same_publisher:
         return None
     if found.share_a >= found.share_b and _contained(found.share_a, found.share_b):
-        return Verdict(round(found.share_a, 4), "contained", found.share_a, matched)
+        return Verdict(round(found.share_a, 4), "contained", found.share_a, matched, found.share_b)
     if found.share_b > found.share_a and _contained(found.share_b, found.share_a):
-        return Verdict(round(found.share_b, 4), "contains", found.share_a, matched)
+        return Verdict(round(found.share_b, 4), "contains", found.share_a, matched, found.share_b)
     if (found.chain >= MIN_REWRITE_CHAIN and min(found.share_a, found.share_b) >= REWRITE_SHARE
             and min(found.spread_a, found.spread_b) >= REWRITE_SPREAD):
-        return Verdict(round((found.share_a * found.share_b) ** 0.5, 4), "rewritten", found.share_a, matched)
+        return Verdict(round((found.share_a * found.share_b) ** 0.5, 4), "rewritten", found.share_a, matched,
+                       found.share_b)
     if found.share_a >= CONTAINER_PART:
-        return Verdict(round(found.share_a, 4), "partial", found.share_a, matched)
+        return Verdict(round(found.share_a, 4), "partial", found.share_a, matched, found.share_b)
     return None
 
 
@@ -593,7 +595,10 @@ def candidates(signature: sketching.Signature | None, replies: list[IndexReply])
         best = max(aligned, key=lambda a: (a.similarity, a.sort_key))
         found.append(Candidate(root, matched, sketching.sample_weight(signature, matched),
                                any(a.match in SAME_TEXT for a in aligned), best))
-    return sorted(found, key=lambda c: (not c.same_text, c.best.match == "partial", -c.share, c.root))
+    # Between stories that cover as much of the article, the one whose member it covers most: an excerpt is
+    # in a digest and in its own story alike, and is a larger part of its own story's text.
+    return sorted(found, key=lambda c: (not c.same_text, c.best.match == "partial", -round(c.share, 2),
+                                        -c.best.verdict.other_share, c.root))
 
 
 def choose(signature: sketching.Signature | None, found: list[Candidate]) -> Candidate | None:
