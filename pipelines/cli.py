@@ -148,7 +148,7 @@ def write_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         _LOG.error("cannot write the report: %s", error)
         return 2
     stories = report.stories_of(read)
-    print(f"wrote {args.html.resolve()} ({len(page) // 1024} KiB): {sum(len(s.members) > 1 for s in stories)} stories "
+    print(f"wrote {args.html.resolve()} ({len(page.encode()) // 1024} KiB): {sum(len(s.members) > 1 for s in stories)} stories "
           f"with copies, {len(read.articles)} enriched articles, {len(read.dead_letters)} dead letters")
     return 0
 

@@ -471,8 +471,10 @@ def render(outputs: RunOutputs, metrics: Mapping[str, int] | None = None,
                     ("articles in stories with copies", copies), ("single articles", len(singles)),
                     ("story records", len(outputs.stories)),
                     *((f"cluster events: {kind}", n) for kind, n in sorted(event_types.items()))]
-    story_source = ("story records" if outputs.stories else
-                    "the articles' clusters and the merged cluster events (no story records read: no passages to highlight)")
+    how = ("Most outlets first; each member beside the others, the passages it shares with the story "
+           "<mark>highlighted</mark>." if outputs.stories else
+           "Most outlets first; each member beside the others. No story records were read: the stories come from "
+           "the articles' clusters and the merged cluster events, without the evidence that highlights shared passages.")
     csp = (f"default-src 'none'; style-src {_csp_hash(_STYLE)}; script-src {_csp_hash(_SCRIPT)}; "
            "base-uri 'none'; form-action 'none'")
     return "".join([
@@ -488,8 +490,7 @@ def render(outputs: RunOutputs, metrics: Mapping[str, int] | None = None,
         '<div class="tiles">', "".join(f'<div class="tile"><b>{n}</b><span>{esc(what)}</span></div>' for n, what in tiles),
         "</div>",
         f'<h2 id="stories">Stories with copies ({len(syndicated)})</h2>',
-        f'<p class="note">Most outlets first; each member beside the others, passages it shares with the story '
-        f'<mark>highlighted</mark>. Stories from {esc(story_source)}.</p>',
+        f'<p class="note">{how}</p>',
         '<input id="filter" type="search" placeholder="filter by title, outlet, language" aria-label="filter stories">'
         ' <span id="shown" class="note"></span>',
         "".join(story_section(story) for story in syndicated) or "<p>No story has more than one article.</p>",
