@@ -138,6 +138,7 @@ def write_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                                       given_or_sibling(args.dead_letter_jsonl, ".dead-letters.jsonl"))
         elif args.bootstrap_servers and args.output_topic:
             consumer_config, _ = client_configs(args.kafka_config, [], [])
+            consumer_config = {"bootstrap_timeout_ms": 5000, **consumer_config}  # as `wirecopy run`: fail in seconds
             read = outputs.from_topics(args.bootstrap_servers, args.output_topic, args.story_topic, args.cluster_topic,
                                        args.dead_letter_topic, consumer_config)
         else:

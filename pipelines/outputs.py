@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import orjson
+from kafka import KafkaConsumer
 
 from wirecopy.pipelines.local_broker import read_topic
 
@@ -46,8 +47,15 @@ def deduplicated(articles: Iterable[dict], stories: Iterable[dict], cluster_even
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    records = []
     with path.open("rb") as lines:
-        return [orjson.loads(line) for line in lines if line.strip()]
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    records.append(orjson.loads(line))
+                except orjson.JSONDecodeError as error:
+                    raise ValueError(f"{path} line {number} is not JSON: {error}") from None
+    return records
 
 
 def from_files(articles: Path, stories: Path | None, cluster_events: Path | None,
@@ -63,6 +71,13 @@ def from_topics(bootstrap_servers: str, articles: str, stories: str | None, clus
     """Every record of the output topics up to their high watermarks when read (a
     compacted topic's tombstones, records without a value, are no record)."""
     topics = [articles, stories, cluster_events, dead_letters]
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, **client_config)
+    try:
+        missing = [topic for topic in topics if topic is not None and topic not in consumer.topics()]
+    finally:
+        consumer.close()
+    if missing:  # read_topic would read a missing topic as an empty one
+        raise ValueError(f"topics missing on {bootstrap_servers}: {', '.join(missing)}")
     records = [[orjson.loads(record.value) for record in read_topic(bootstrap_servers, topic, **client_config)
                 if record.value is not None] if topic is not None else [] for topic in topics]
     return deduplicated(*records, origin=f"{bootstrap_servers}: " + ", ".join(t for t in topics if t is not None))

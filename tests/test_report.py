@@ -307,3 +307,19 @@ def test_report_from_topics_matches_the_files_and_ignores_redelivered_records(br
         return re.sub(r'<p class="meta">.*?</p>', "", sample_run.with_name(name).read_text())
 
     assert page_without_header("from-kafka.html") == page_without_header("from-files.html")
+
+
+@pytest.mark.broker
+def test_what_the_report_cannot_read_is_one_line_and_exit_2(broker, topic_name, tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(orjson.dumps(article("a", "x")) + b'\n{"article_id": \n')
+    missing_topic = topic_name("never-created")
+    for args, message in [
+        (["--output-jsonl", tmp_path / "nowhere.jsonl"], "No such file or directory"),
+        (["--output-jsonl", broken], f"{broken} line 2 is not JSON"),
+        (["--bootstrap-servers", broker.bootstrap_servers, "--output-topic", missing_topic],
+         f"topics missing on {broker.bootstrap_servers}: {missing_topic}"),
+    ]:
+        finished = wirecopy("report", *args, "--html", tmp_path / "report.html")
+        assert finished.returncode == 2 and message in finished.stderr, finished.stderr[-2000:]
+        assert "Traceback" not in finished.stderr and not (tmp_path / "report.html").exists()
