@@ -156,9 +156,12 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def stories_of(outputs: RunOutputs) -> list[Story]:
-    if outputs.stories:
-        return stories_from_records(outputs.stories, outputs.articles)
-    return stories_from_clusters(outputs.articles, outputs.cluster_events)
+    """The story records' stories; articles that no story record lists (all of them
+    when none were read) grouped by their clusters, so every article is shown."""
+    stories = stories_from_records(outputs.stories, outputs.articles)
+    listed = {member.article_id for story in stories for member in story.members}
+    unlisted = [article for article in outputs.articles if article["article_id"] not in listed]
+    return _ordered(stories + stories_from_clusters(unlisted, outputs.cluster_events))
 
 
 # --- pieces of the page -----------------------------------------------------------------------------------------

@@ -126,6 +126,14 @@ def test_without_story_records_stories_come_from_the_clusters_and_merged_events(
     assert stories_of(RunOutputs(articles, [], events, [], "test"))[0].story_id == "c-2"
 
 
+def test_articles_no_story_record_lists_are_shown_by_their_clusters():
+    articles = [article("a", "x", cluster="c-1"), article("b", "x", cluster="c-1"), article("c", "x", cluster="c-2")]
+    records = [story("s-1", [member("a", joined_at="2026-03-10T10:00:00Z", match="new"),
+                             member("b", joined_at="2026-03-10T11:00:00Z")])]
+    assert [(s.story_id, len(s.members)) for s in stories_of(RunOutputs(articles, records, [], [], "test"))] == [
+        ("s-1", 2), ("c-2", 1)]
+
+
 # --- timeline, dead letters, links -------------------------------------------------------------------------------------
 
 def test_the_timeline_places_each_outlet_by_its_time():
@@ -266,13 +274,34 @@ def expected_story_titles(articles: list[dict]) -> set[str]:
     return {min((by_id[i] for i in ids), key=lambda a: a["published_at"])["title"] for ids in EXPECTED["clusters"]}
 
 
+def story_records(articles: list[dict]) -> list[dict]:
+    """Story records of the ground-truth stories, each copy's evidence being the
+    paragraphs of the earliest article that it carries verbatim."""
+    by_id = {a["article_id"]: a for a in articles}
+    records = []
+    for number, ids in enumerate(EXPECTED["clusters"]):
+        first, *copies = sorted((by_id[i] for i in ids), key=lambda a: a["published_at"])
+        paragraphs = [p for p in first["text"].split("\n\n") if len(p) > 40]
+        members = []
+        for copy in (first, *copies):
+            fields = {name: copy[name] for name in ("source", "url", "title", "published_at")}
+            spans = [(copy["text"].index(p), copy["text"].index(p) + len(p)) for p in paragraphs if p in copy["text"]]
+            members.append(member(copy["article_id"], joined_at=copy["published_at"], language=copy["language"]["code"],
+                                  match="new" if copy is first else copy["cluster"]["match"],
+                                  passages=spans if copy is not first else (), matched_id=first["article_id"], **fields))
+        records.append(story(f"s-{number}", members, title=first["title"]))
+    return records
+
+
 def test_report_of_a_sample_run_shows_its_stories_in_a_browser(sample_run, tmp_path, capsys):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page, screenshot = ARTIFACTS / "report.html", ARTIFACTS / "report.png"
-    finished = wirecopy("report", "--output-jsonl", sample_run, "--html", page)
+    articles = read_jsonl(sample_run)
+    stories = tmp_path / "stories.jsonl"
+    stories.write_bytes(b"".join(orjson.dumps(record) + b"\n" for record in story_records(articles)))
+    finished = wirecopy("report", "--output-jsonl", sample_run, "--story-jsonl", stories, "--html", page)
     assert finished.returncode == 0, finished.stderr[-3000:]
     dead = collections.Counter(EXPECTED["dead_letters"].values())
-    articles = read_jsonl(sample_run)
     assert (f"{len(EXPECTED['clusters'])} stories with copies, {len(articles)} enriched articles, "
             f"{dead.total()} dead letters") in finished.stdout
 
@@ -285,6 +314,9 @@ def test_report_of_a_sample_run_shows_its_stories_in_a_browser(sample_run, tmp_p
     for reason, count in dead.items():
         assert f'<h3 class="reason">{reason} ({count})</h3>' in dom
     assert re.findall(r'<circle class="(?:first|pickup)"', dom), "pickup timelines drawn"
+    marked = [html.unescape(text) for text in re.findall(r'<mark title="shared with [^"]*">(.*?)</mark>', dom, re.S)]
+    paragraphs = {p for a in articles for p in a["text"].split("\n\n")}
+    assert marked and set(marked) <= paragraphs, "the shared paragraphs are highlighted, whole"
     assert screenshot.stat().st_size > 50_000, "a screenshot with content (an empty page is ~5 kB)"
 
 
