@@ -145,12 +145,12 @@ def write_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             parser.error("give --output-jsonl (file mode) or --bootstrap-servers and --output-topic (Kafka mode)")
         page = report.render(read)
         args.html.write_text(page, encoding="utf-8")
-    except (OSError, ValueError, KafkaError, TimeoutError) as error:  # orjson's JSONDecodeError is a ValueError
+    except (OSError, ValueError, KafkaError, TimeoutError) as error:  # ValueError: not JSON, no such topic, a bad setting
         _LOG.error("cannot write the report: %s", error)
         return 2
-    stories = report.stories_of(read)
-    print(f"wrote {args.html.resolve()} ({len(page.encode()) // 1024} KiB): {sum(len(s.members) > 1 for s in stories)} stories "
-          f"with copies, {len(read.articles)} enriched articles, {len(read.dead_letters)} dead letters")
+    with_copies = sum(len(story.members) > 1 for story in report.stories_of(read))
+    print(f"wrote {args.html.resolve()} ({len(page.encode()) // 1024} KiB): {with_copies} stories with copies, "
+          f"{len(read.articles)} enriched articles, {len(read.dead_letters)} dead letters")
     return 0
 
 
