@@ -438,7 +438,7 @@ _SCRIPT = """
 const filter = document.getElementById("filter");
 const shown = document.getElementById("shown");
 const stories = Array.from(document.querySelectorAll(".story"));
-filter.addEventListener("input", () => {
+function applyFilter() {
   const words = filter.value.toLowerCase().split(/\\s+/).filter(Boolean);
   let count = 0;
   for (const story of stories) {
@@ -446,7 +446,9 @@ filter.addEventListener("input", () => {
     count += story.hidden ? 0 : 1;
   }
   shown.textContent = count === stories.length ? "" : `showing ${count} of ${stories.length}`;
-});
+}
+filter.addEventListener("input", applyFilter);
+applyFilter();  // a filter the browser restored (going back to the page) applies at once
 """
 
 

@@ -319,6 +319,14 @@ def test_report_of_a_sample_run_shows_its_stories_in_a_browser(sample_run, tmp_p
     assert marked and set(marked) <= paragraphs, "the shared paragraphs are highlighted, whole"
     assert screenshot.stat().st_size > 50_000, "a screenshot with content (an empty page is ~5 kB)"
 
+    filtered = tmp_path / "filtered.html"  # as if a person had typed in the filter box
+    filtered.write_text(page.read_text().replace('<input id="filter"', '<input id="filter" value="GUADALQUIVIR"'))
+    dom, console = open_in_chromium(filtered, tmp_path / "filtered.png", tmp_path / "profile")
+    assert console == []
+    visible = re.findall(r'<article class="story"(?![^>]*hidden)[^>]*>\s*<h3 class="story-title">(.*?)</h3>', dom)
+    assert visible == ["La cuenca del Guadalquivir recorta un 30 % el agua para regadío por la sequía"]
+    assert f"showing 1 of {len(EXPECTED['clusters'])}" in dom
+
 
 @pytest.mark.broker
 def test_report_from_topics_matches_the_files_and_ignores_redelivered_records(broker, topic_name, sample_run):
