@@ -24,6 +24,7 @@ import unicodedata
 from typing import Iterable, Mapping
 
 from wirecopy.pipelines.outputs import RunOutputs
+from wirecopy.transforms.stories import StoryTable
 
 PAYLOAD_START_CHARS = 300
 
@@ -63,45 +64,46 @@ def _optional_time(text: str | None) -> dt.datetime | None:
 
 
 def stories_from_records(story_records: Iterable[dict], articles: Iterable[dict]) -> list[Story]:
-    """Stories as the story topic has them: an absorbed story's members shown under the story that absorbed it."""
-    by_id = {record["story_id"]: record for record in story_records}
+    """Stories as a consumer of the story topic holds them (`StoryTable`): an
+    absorbed story's members shown under the story that absorbed it."""
+    table = StoryTable()
+    for record in story_records:
+        table.apply(record)
     text_of = {article["article_id"]: article["text"] for article in articles}
-
-    def final(story_id: str) -> str:
-        seen = {story_id}
-        while (into := by_id[story_id].get("absorbed_into")) in by_id and into not in seen:
-            seen.add(into)
-            story_id = into
-        return story_id
-
     groups: dict[str, list[dict]] = collections.defaultdict(list)
-    for story_id in by_id:
-        groups[final(story_id)].append(by_id[story_id])
+    for story_id, record in table.records.items():
+        groups[table.resolve(story_id)].append(record)
     stories = []
     for root_id, records in groups.items():
-        root = by_id[root_id]
-        records.sort(key=lambda record: record["story_id"] != root_id)  # the root's own members first
+        records.sort(key=lambda record: record["story_id"] != root_id)  # the surviving story's record first
         members: dict[str, Member] = {}
         for record in records:
             for entry in record["members"]:
                 members.setdefault(entry["article_id"], _member_from_entry(entry, text_of.get(entry["article_id"])))
         listed = tuple(sorted(members.values(), key=lambda m: (m.seen_at, m.article_id)))
-        absorbed = sorted(set(root["absorbed"]) | {r["story_id"] for r in records if r["story_id"] != root_id})
-        stories.append(Story(root_id, root.get("title") or _first_title(listed), listed,
-                             max(root["member_count"], len(listed)), tuple(absorbed)))
+        absorbed = {story_id for record in records for story_id in record["absorbed"]}
+        absorbed |= {record["story_id"] for record in records if record["story_id"] != root_id}
+        # An absorbed story keeps its members and its count; the surviving one counts only its own.
+        member_count = max(sum(record["member_count"] for record in records), len(listed))
+        title = next((record["title"] for record in records if record.get("title")), None) or _first_title(listed)
+        stories.append(Story(root_id, title, listed, member_count, tuple(sorted(absorbed))))
     return _ordered(stories)
 
 
 def _member_from_entry(entry: dict, text: str | None) -> Member:
-    evidence = entry.get("evidence") or {}
     published_at = _optional_time(entry.get("published_at"))
     return Member(
         article_id=entry["article_id"], source=entry.get("source"), url=entry.get("url"), title=entry.get("title"),
         language=entry.get("language") or "und", published_at=published_at,
         seen_at=published_at or parse_time(entry["joined_at"]), match=entry["match"],
-        similarity=entry["similarity"], shared=evidence.get("shared"), matched_id=evidence.get("matched_id"),
-        passages=tuple((start, end) for start, end in evidence.get("passages", ())), text=text,
+        similarity=entry["similarity"], text=text, **_evidence(entry.get("evidence")),
     )
+
+
+def _evidence(evidence: dict | None) -> dict:
+    evidence = evidence or {}
+    return {"shared": evidence.get("shared"), "matched_id": evidence.get("matched_id"),
+            "passages": tuple((start, end) for start, end in evidence.get("passages", ()))}
 
 
 def merged_cluster_root(cluster_events: Iterable[dict]):
@@ -124,8 +126,8 @@ def merged_cluster_root(cluster_events: Iterable[dict]):
 
 
 def stories_from_clusters(articles: Iterable[dict], cluster_events: Iterable[dict]) -> list[Story]:
-    """Stories from the enriched articles' clusters and the merged events, for
-    outputs without story records: no evidence, so no highlighted passages."""
+    """Stories from the enriched articles' clusters (with their evidence) and
+    the merged events, for articles that no story record read lists."""
     root = merged_cluster_root(cluster_events)
     groups: dict[str, list[Member]] = collections.defaultdict(list)
     for article in articles:
@@ -134,8 +136,8 @@ def stories_from_clusters(articles: Iterable[dict], cluster_events: Iterable[dic
             article_id=article["article_id"], source=article["source"], url=article["url"], title=article["title"],
             language=article["language"]["code"], published_at=published_at,
             seen_at=published_at or parse_time(article["processed_at"]), match=article["cluster"]["match"],
-            similarity=article["cluster"]["similarity"], shared=None, matched_id=None, passages=(),
-            text=article["text"]))
+            similarity=article["cluster"]["similarity"], text=article["text"],
+            **_evidence(article["cluster"].get("evidence"))))
     stories = []
     for story_id, members in groups.items():
         members.sort(key=lambda m: (m.seen_at, m.article_id))
@@ -477,9 +479,8 @@ def render(outputs: RunOutputs, metrics: Mapping[str, int] | None = None,
                     ("story records", len(outputs.stories)),
                     *((f"cluster events: {kind}", n) for kind, n in sorted(event_types.items()))]
     how = ("Most outlets first; each member beside the others, the passages it shares with the story "
-           "<mark>highlighted</mark>." if outputs.stories else
-           "Most outlets first; each member beside the others. No story records were read: the stories come from "
-           "the articles' clusters and the merged cluster events, without the evidence that highlights shared passages.")
+           "<mark>highlighted</mark>." + ("" if outputs.stories else " No story records were read: the stories "
+                                          "come from the articles' clusters and the merged cluster events."))
     csp = (f"default-src 'none'; style-src {_csp_hash(_STYLE)}; script-src {_csp_hash(_SCRIPT)}; "
            "base-uri 'none'; form-action 'none'")
     return "".join([

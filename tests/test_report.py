@@ -31,13 +31,16 @@ GENERATED = dt.datetime(2026, 3, 12, 8, 0, tzinfo=dt.timezone.utc)
 
 
 def article(article_id, text, *, cluster="c-1", title=None, source=None, published_at=None, language="en",
-            url=None, match="new", similarity=1.0):
-    return {"schema_version": 1, "article_id": article_id, "url": url, "canonical_url": url, "source": source,
+            url=None, match="new", similarity=1.0, evidence=None):
+    record = {"schema_version": 1, "article_id": article_id, "url": url, "canonical_url": url, "source": source,
             "title": title, "byline": None, "text": text, "word_count": len(text.split()), "boilerplate_removed": {},
             "language": {"code": language, "confidence": 0.99},
             "cluster": {"id": cluster, "canonical_id": article_id, "similarity": similarity, "match": match},
             "published_at": published_at, "processed_at": "2026-03-12T07:00:00.000Z",
             "ingest": {"topic": "articles.raw", "partition": 0, "offset": 0}}
+    if evidence:
+        record["cluster"]["evidence"] = evidence
+    return record
 
 
 def member(article_id, *, joined_at, match="near", similarity=0.9, passages=(), matched_id="a", **fields):
@@ -116,13 +119,16 @@ def test_a_story_lists_at_most_its_first_members_and_says_how_many_there_are():
 
 
 def test_without_story_records_stories_come_from_the_clusters_and_merged_events():
-    articles = [article("a", "x", cluster="c-1", published_at="2026-03-10T10:00:00.000Z"),
+    articles = [article("a", "a copy", cluster="c-1", published_at="2026-03-10T10:00:00.000Z",
+                        evidence={"matched_id": "b", "shared": 0.8, "passages": [[2, 6]]}),
                 article("b", "x", cluster="c-2", published_at="2026-03-10T09:00:00.000Z"),
                 article("c", "x", cluster="c-3", published_at="2026-03-10T11:00:00.000Z")]
     events = [{"type": "created", "cluster_id": "c-1"}, {"type": "created", "cluster_id": "c-2"},
               {"type": "merged", "cluster_id": "c-2", "from": "c-1", "into": "c-2"}]
     stories = stories_from_clusters(articles, events)
     assert [[m.article_id for m in s.members] for s in stories] == [["b", "a"], ["c"]]
+    copy = stories[0].members[1]
+    assert (copy.passages, copy.shared, copy.matched_id) == (((2, 6),), 0.8, "b"), "the article's own evidence"
     assert stories_of(RunOutputs(articles, [], events, [], "test"))[0].story_id == "c-2"
 
 
@@ -274,39 +280,18 @@ def expected_story_titles(articles: list[dict]) -> set[str]:
     return {min((by_id[i] for i in ids), key=lambda a: a["published_at"])["title"] for ids in EXPECTED["clusters"]}
 
 
-def story_records(articles: list[dict]) -> list[dict]:
-    """Story records of the ground-truth stories, each copy's evidence being the
-    paragraphs of the earliest article that it carries verbatim."""
-    by_id = {a["article_id"]: a for a in articles}
-    records = []
-    for number, ids in enumerate(EXPECTED["clusters"]):
-        first, *copies = sorted((by_id[i] for i in ids), key=lambda a: a["published_at"])
-        paragraphs = [p for p in first["text"].split("\n\n") if len(p) > 40]
-        members = []
-        for copy in (first, *copies):
-            fields = {name: copy[name] for name in ("source", "url", "title", "published_at")}
-            spans = [(copy["text"].index(p), copy["text"].index(p) + len(p)) for p in paragraphs if p in copy["text"]]
-            members.append(member(copy["article_id"], joined_at=copy["published_at"], language=copy["language"]["code"],
-                                  match="new" if copy is first else copy["cluster"]["match"],
-                                  passages=spans if copy is not first else (), matched_id=first["article_id"], **fields))
-        records.append(story(f"s-{number}", members, title=first["title"]))
-    return records
-
-
 def test_report_of_a_sample_run_shows_its_stories_in_a_browser(sample_run, tmp_path, capsys):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page, screenshot = ARTIFACTS / "report.html", ARTIFACTS / "report.png"
     articles = read_jsonl(sample_run)
-    stories = tmp_path / "stories.jsonl"
-    stories.write_bytes(b"".join(orjson.dumps(record) + b"\n" for record in story_records(articles)))
-    finished = wirecopy("report", "--output-jsonl", sample_run, "--story-jsonl", stories, "--html", page)
+    finished = wirecopy("report", "--output-jsonl", sample_run, "--html", page)  # and the run's sibling files
     assert finished.returncode == 0, finished.stderr[-3000:]
     dead = collections.Counter(EXPECTED["dead_letters"].values())
     assert (f"{len(EXPECTED['clusters'])} stories with copies, {len(articles)} enriched articles, "
             f"{dead.total()} dead letters") in finished.stdout
 
     dom, console = open_in_chromium(page, screenshot, tmp_path / "profile")
-    with capsys.disabled():
+    with capsys.disabled():  # shown whether the test passes or not: the artifact to look at
         print(f"\nreport screenshot: {screenshot} (page: {page})")
     assert console == []
     shown_titles = {html.unescape(title) for title in re.findall(r'<h3 class="story-title">(.*?)</h3>', dom)}
@@ -314,9 +299,18 @@ def test_report_of_a_sample_run_shows_its_stories_in_a_browser(sample_run, tmp_p
     for reason, count in dead.items():
         assert f'<h3 class="reason">{reason} ({count})</h3>' in dom
     assert re.findall(r'<circle class="(?:first|pickup)"', dom), "pickup timelines drawn"
-    marked = [html.unescape(text) for text in re.findall(r'<mark title="shared with [^"]*">(.*?)</mark>', dom, re.S)]
-    paragraphs = {p for a in articles for p in a["text"].split("\n\n")}
-    assert marked and set(marked) <= paragraphs, "the shared paragraphs are highlighted, whole"
+    passages = {member["article_id"]: member["evidence"]["passages"]
+                for record in read_jsonl(sample_run.with_name("enriched.stories.jsonl"))
+                for member in record["members"] if "evidence" in member}
+    text_of = {a["article_id"]: a["text"] for a in articles}
+    cards = re.findall(r'<section class="member" data-article-id="([^"]+)">(.*?)</section>', dom, re.S)
+    assert len(cards) == sum(len(ids) for ids in EXPECTED["clusters"])
+    for article_id, card in cards:
+        marked = [html.unescape(text) for text in re.findall(r"<mark[^>]*>(.*?)</mark>", card, re.S)]
+        text = text_of[article_id]
+        assert marked == [text[start:end] for start, end in merged_spans(passages.get(article_id, ()), len(text))]
+    assert sum(len(passages.get(article_id, ())) > 0 for article_id, _ in cards) >= len(EXPECTED["clusters"]), (
+        "every story shows at least one copy's shared passages")
     assert screenshot.stat().st_size > 50_000, "a screenshot with content (an empty page is ~5 kB)"
 
     filtered = tmp_path / "filtered.html"  # as if a person had typed in the filter box
@@ -330,15 +324,18 @@ def test_report_of_a_sample_run_shows_its_stories_in_a_browser(sample_run, tmp_p
 
 @pytest.mark.broker
 def test_report_from_topics_matches_the_files_and_ignores_redelivered_records(broker, topic_name, sample_run):
-    topics = {kind: topic_name(kind) for kind in ("out", "clusters", "dead")}
+    topics = {kind: topic_name(kind) for kind in ("out", "stories", "clusters", "dead")}
     broker.create_topics(list(topics.values()))
-    files = {"out": sample_run, "clusters": sample_run.with_name("enriched.clusters.jsonl"),
+    files = {"out": sample_run, "stories": sample_run.with_name("enriched.stories.jsonl"),
+             "clusters": sample_run.with_name("enriched.clusters.jsonl"),
              "dead": sample_run.with_name("enriched.dead-letters.jsonl")}
     for kind, path in files.items():
         lines = [line for line in path.read_bytes().splitlines() if line.strip()]
-        produce(broker.bootstrap_servers, topics[kind], lines + lines[:3])  # at-least-once: some come twice
+        # At-least-once: a restart replays what followed the last commit, so the tail comes twice.
+        produce(broker.bootstrap_servers, topics[kind], lines + lines[-3:])
     assert report_in_process("--bootstrap-servers", broker.bootstrap_servers, "--output-topic", topics["out"],
-                             "--cluster-topic", topics["clusters"], "--dead-letter-topic", topics["dead"],
+                             "--story-topic", topics["stories"], "--cluster-topic", topics["clusters"],
+                             "--dead-letter-topic", topics["dead"],
                              "--html", sample_run.with_name("from-kafka.html")) == 0
     assert report_in_process("--output-jsonl", sample_run, "--html", sample_run.with_name("from-files.html")) == 0
 
