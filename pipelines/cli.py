@@ -110,7 +110,8 @@ def _report_parser(commands) -> None:
     files = report.add_argument_group("file mode (each default: OUTPUT's sibling file, when it exists)")
     files.add_argument("--output-jsonl", type=Path, metavar="PATH", help="enriched articles")
     files.add_argument("--story-jsonl", type=Path, metavar="PATH", help="stories (default: OUTPUT with .stories.jsonl)")
-    files.add_argument("--cluster-jsonl", type=Path, metavar="PATH", help="cluster events (default: OUTPUT with .clusters.jsonl)")
+    files.add_argument("--cluster-jsonl", type=Path, metavar="PATH",
+                       help="cluster events (default: OUTPUT with .clusters.jsonl)")
     files.add_argument("--dead-letter-jsonl", type=Path, metavar="PATH",
                        help="dead letters (default: OUTPUT with .dead-letters.jsonl)")
     kafka = report.add_argument_group("Kafka mode (each topic read from its start to its high watermark)")
@@ -145,7 +146,8 @@ def write_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             parser.error("give --output-jsonl (file mode) or --bootstrap-servers and --output-topic (Kafka mode)")
         page = report.render(read)
         args.html.write_text(page, encoding="utf-8")
-    except (OSError, ValueError, KafkaError, TimeoutError) as error:  # ValueError: not JSON, no such topic, a bad setting
+    # ValueError: a line that is not JSON, a missing topic, a bad --kafka-config
+    except (OSError, ValueError, KafkaError, TimeoutError) as error:
         _LOG.error("cannot write the report: %s", error)
         return 2
     with_copies = sum(len(story.members) > 1 for story in report.stories_of(read))

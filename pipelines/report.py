@@ -390,7 +390,8 @@ h2 { margin: 2rem 0 .6rem; font-size: 1.3rem; border-bottom: 2px solid var(--lin
 .meta, .facts, .note, .id { color: var(--muted); font-size: .85rem; margin: .2rem 0; }
 nav a { margin-right: 1rem; color: var(--accent); text-decoration: none; }
 .tiles { display: flex; flex-wrap: wrap; gap: .8rem; margin: 1rem 0; }
-.tile { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: .6rem 1rem; min-width: 9rem; }
+.tile { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: .6rem 1rem;
+        min-width: 9rem; }
 .tile b { display: block; font-size: 1.5rem; }
 .tile span { color: var(--muted); font-size: .85rem; }
 #filter { width: 100%; max-width: 28rem; padding: .4rem .6rem; font: inherit; border: 1px solid var(--line);
@@ -493,7 +494,8 @@ def render(outputs: RunOutputs, metrics: Mapping[str, int] | None = None,
         f'<p class="meta">read from {esc(outputs.origin)} · generated {esc(format_time(generated_at))}</p>',
         '<nav><a href="#stories">Stories</a><a href="#singles">Single articles</a><a href="#languages">Languages</a>'
         '<a href="#dead-letters">Dead letters</a><a href="#counts">Counts</a></nav></header><main>',
-        '<div class="tiles">', "".join(f'<div class="tile"><b>{n}</b><span>{esc(what)}</span></div>' for n, what in tiles),
+        '<div class="tiles">',
+        "".join(f'<div class="tile"><b>{n}</b><span>{esc(what)}</span></div>' for n, what in tiles),
         "</div>",
         f'<h2 id="stories">Stories with copies ({len(syndicated)})</h2>',
         f'<p class="note">{how}</p>',

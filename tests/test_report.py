@@ -66,7 +66,7 @@ def dead_letter(offset, reason, payload: bytes, **fields):
             "failed_at": "2026-03-12T07:00:00.000Z", **fields}
 
 
-# --- passages ------------------------------------------------------------------------------------------------------
+# --- passages --------------------------------------------------------------------------------------------------------
 
 def test_passages_are_clipped_sorted_and_joined():
     assert merged_spans([(30, 40), (0, 5), (3, 8), (8, 10), (12, 12), (45, 99)], length=50) == [
@@ -84,7 +84,8 @@ def test_highlighted_marks_exactly_the_passages_and_escapes_the_text():
 def test_highlighted_offsets_count_characters_not_bytes():
     text = "Грузовик «Байкал» пришёл"
     start = text.index("Байкал")
-    assert highlighted(text, [(start, start + len("Байкал"))]) == "Грузовик «<mark>Байкал</mark>» пришёл"
+    marked = "Грузовик «<mark>Байкал</mark>» пришёл"
+    assert highlighted(text, [(start, start + len("Байкал"))]) == marked
 
 
 # --- stories ---------------------------------------------------------------------------------------------------------
@@ -140,7 +141,7 @@ def test_articles_no_story_record_lists_are_shown_by_their_clusters():
         ("s-1", 2), ("c-2", 1)]
 
 
-# --- timeline, dead letters, links -------------------------------------------------------------------------------------
+# --- timeline, dead letters, links -----------------------------------------------------------------------------------
 
 def test_the_timeline_places_each_outlet_by_its_time():
     records = [story("s-1", [member("a", joined_at="2026-03-10T10:00:00Z", match="new", source="wire.example"),
@@ -168,7 +169,8 @@ def test_payload_start_shows_text_with_undecodable_bytes_and_control_characters_
 
 def test_only_web_urls_become_links():
     assert safe_href("https://example.com/a") == "https://example.com/a"
-    assert safe_href("javascript:alert(1)") is None and safe_href("data:text/html,x") is None and safe_href(None) is None
+    assert safe_href("javascript:alert(1)") is None and safe_href("data:text/html,x") is None
+    assert safe_href(None) is None
 
 
 def test_dead_letters_are_grouped_by_reason_most_first():
@@ -188,7 +190,7 @@ def test_a_consumer_keeps_the_last_record_per_key(tmp_path):
     assert [(a["article_id"], a["text"]) for a in read.articles] == [("a", "redelivered"), ("b", "b")]
 
 
-# --- the page is safe ----------------------------------------------------------------------------------------------------
+# --- the page is safe ------------------------------------------------------------------------------------------------
 
 class _Elements(HTMLParser):
     def __init__(self):
