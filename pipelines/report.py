@@ -70,9 +70,11 @@ def stories_from_records(story_records: Iterable[dict], articles: Iterable[dict]
     for record in story_records:
         table.apply(record)
     text_of = {article["article_id"]: article["text"] for article in articles}
+    current = table.story_of()  # one pass over the table; `resolve` makes one per call
     groups: dict[str, list[dict]] = collections.defaultdict(list)
     for story_id, record in table.records.items():
-        groups[table.resolve(story_id)].append(record)
+        root = current[record["members"][0]["article_id"]] if record["members"] else table.resolve(story_id)
+        groups[root].append(record)
     stories = []
     for root_id, records in groups.items():
         records.sort(key=lambda record: record["story_id"] != root_id)  # the surviving story's record first
