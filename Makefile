@@ -4,13 +4,19 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test
+.PHONY: demo test browser
 
 demo: $(INSTALLED)
 	$(VENV)/bin/wirecopy demo
 
-test: $(INSTALLED)
+test: $(INSTALLED) browser
 	$(VENV)/bin/pytest
+
+# tests/test_report.py renders the report in headless Chromium: Debian's
+# package, installed once when missing (CI runs the tests as root).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends chromium; } || { echo "the report test needs Chromium: apt-get install chromium (as root)"; exit 1; }
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "wirecopy needs Python >= 3.11 (set PYTHON=...)"; exit 1; }

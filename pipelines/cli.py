@@ -1,4 +1,4 @@
-"""`wirecopy` command line: `run` (Kafka or JSONL files) and `demo`.
+"""`wirecopy` command line: `run` (Kafka or JSONL files), `report` and `demo`.
 
 Options this CLI does not know are passed to Beam's PipelineOptions, so
 `--runner=FlinkRunner --flink_master=...` and the like work unchanged.
@@ -18,6 +18,7 @@ import datetime as dt
 
 from apache_beam.utils.timestamp import Duration
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 
 from wirecopy.schemas import codec
 from wirecopy.pipelines.enrich import LOCAL_RUNNER, FileIO, KafkaIO, RunConfig, SetupError, run
@@ -91,9 +92,68 @@ def _parser() -> argparse.ArgumentParser:
                              help="how long, in event time, an article stays matchable by later copies (default 7)")
     run_command.add_argument("--runner", default=LOCAL_RUNNER, help=f"Beam runner (default: {LOCAL_RUNNER}, the local runner)")
 
+    _report_parser(commands)
+
     demo = commands.add_parser("demo", help="start a local broker, load the sample articles, run the pipeline, show the results")
     demo.add_argument("--show-text", action="store_true", help="also print the start of each article's normalised text")
     return parser
+
+
+def _report_parser(commands) -> None:
+    report = commands.add_parser(
+        "report", help="write a run's outputs as one self-contained HTML page",
+        description="From the JSONL files of a file-mode run (--output-jsonl) or from the output topics "
+                    "(--bootstrap-servers and --output-topic): stories with their members side by side, pickup "
+                    "timelines, languages, dead letters, counts. The page works offline.")
+    report.add_argument("--html", type=Path, default=Path("wirecopy-report.html"), metavar="PATH",
+                        help="where to write the page (default: wirecopy-report.html)")
+    files = report.add_argument_group("file mode (each default: OUTPUT's sibling file, when it exists)")
+    files.add_argument("--output-jsonl", type=Path, metavar="PATH", help="enriched articles")
+    files.add_argument("--story-jsonl", type=Path, metavar="PATH", help="stories (default: OUTPUT with .stories.jsonl)")
+    files.add_argument("--cluster-jsonl", type=Path, metavar="PATH",
+                       help="cluster events (default: OUTPUT with .clusters.jsonl)")
+    files.add_argument("--dead-letter-jsonl", type=Path, metavar="PATH",
+                       help="dead letters (default: OUTPUT with .dead-letters.jsonl)")
+    kafka = report.add_argument_group("Kafka mode (each topic read from its start to its high watermark)")
+    kafka.add_argument("--bootstrap-servers", metavar="HOST:PORT[,HOST:PORT]")
+    kafka.add_argument("--output-topic")
+    kafka.add_argument("--story-topic")
+    kafka.add_argument("--cluster-topic")
+    kafka.add_argument("--dead-letter-topic")
+    kafka.add_argument("--kafka-config", type=Path, metavar="FILE", help="consumer settings, as for `wirecopy run`")
+
+
+def write_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from wirecopy.pipelines import outputs, report
+
+    def given_or_sibling(path: Path | None, suffix: str) -> Path | None:
+        sibling = Path(_sibling(str(args.output_jsonl), suffix))
+        return path if path is not None else sibling if sibling.exists() else None
+
+    try:
+        if args.bootstrap_servers and args.output_jsonl:
+            parser.error("choose Kafka mode (--bootstrap-servers) or file mode (--output-jsonl), not both")
+        if args.output_jsonl:
+            read = outputs.from_files(args.output_jsonl, given_or_sibling(args.story_jsonl, ".stories.jsonl"),
+                                      given_or_sibling(args.cluster_jsonl, ".clusters.jsonl"),
+                                      given_or_sibling(args.dead_letter_jsonl, ".dead-letters.jsonl"))
+        elif args.bootstrap_servers and args.output_topic:
+            consumer_config, _ = client_configs(args.kafka_config, [], [])
+            consumer_config = {"bootstrap_timeout_ms": 5000, **consumer_config}  # as `wirecopy run`: fail in seconds
+            read = outputs.from_topics(args.bootstrap_servers, args.output_topic, args.story_topic, args.cluster_topic,
+                                       args.dead_letter_topic, consumer_config)
+        else:
+            parser.error("give --output-jsonl (file mode) or --bootstrap-servers and --output-topic (Kafka mode)")
+        page = report.render(read)
+        args.html.write_text(page, encoding="utf-8")
+    # ValueError: a line that is not JSON, a missing topic, a bad --kafka-config
+    except (OSError, ValueError, KafkaError, TimeoutError) as error:
+        _LOG.error("cannot write the report: %s", error)
+        return 2
+    with_copies = sum(len(story.members) > 1 for story in report.stories_of(read))
+    print(f"wrote {args.html.resolve()} ({len(page.encode()) // 1024} KiB): {with_copies} stories with copies, "
+          f"{len(read.articles)} enriched articles, {len(read.dead_letters)} dead letters")
+    return 0
 
 
 def _rfc3339(text: str) -> dt.datetime:
@@ -239,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, beam_args = parser.parse_known_args(argv)
     configure_logging()
+    if args.command == "report":
+        if beam_args:
+            parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+        return write_report(args, parser)
     if args.command == "demo":
         if beam_args:
             parser.error(f"unrecognized arguments: {' '.join(beam_args)}")

