@@ -56,14 +56,14 @@ def to_article(labelled: LabelledArticle, position: int, start_ms: int, boilerpl
 
     With `boilerplate_removed`, through the normalise stage's generic
     boilerplate patterns (not its per-source template learning); without, the
-    fingerprint of the whole text, site chrome and all.
+    whole text, site chrome and all.
     """
     raw = {"id": labelled.article_id, "text": labelled.text, "title": labelled.title,
            "published_at": labelled.published_at}
     source = SourceRecord("labelled", 0, position, b"", timestamp_ms=start_ms + position * 1000)
     article = finish(draft_article(Article(source, raw)))
     if not boilerplate_removed:
-        article = article.with_fields(fingerprint=fingerprint(labelled.text))
+        article = article.with_fields(fingerprint=fingerprint(labelled.text), text=labelled.text)
     return article.with_fields(language={"code": "und", "confidence": 0.0})
 
 
