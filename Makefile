@@ -4,12 +4,19 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test browser
+.PHONY: demo test browser runners
+
+# The runners the tests run on, built or fetched once into a cache shared by
+# every clone ($$WIRECOPY_CACHE, default ~/.cache/wirecopy): Prism from the Go
+# module proxy, Flink from its PyPI wheels. See deploy/README.md.
+runners: $(INSTALLED)
+	deploy/prism.sh $(VENV)/bin/python
+	deploy/flink.sh fetch
 
 demo: $(INSTALLED)
 	$(VENV)/bin/wirecopy demo
 
-test: $(INSTALLED) browser
+test: $(INSTALLED) browser runners
 	$(VENV)/bin/pytest
 
 # tests/test_report.py renders the report in headless Chromium: Debian's

@@ -137,12 +137,49 @@ def pipeline_options(config: RunConfig, beam_args: list[str]) -> PipelineOptions
     options.view_as(StandardOptions).streaming = config.streaming
     if config.runner != LOCAL_RUNNER:
         options.view_as(StandardOptions).runner = config.runner
+    if isinstance(config.io, KafkaIO):
+        check_runner_supports_kafka(config.runner, config.streaming, options)
     workers = options.view_as(DirectOptions).direct_num_workers
     if isinstance(config.io, KafkaIO) and workers not in (None, 0, 1):
         # Verified: with several local workers, FnApiRunner drops the unbounded
         # reader's deferred remainder (9,544 of 100,000 records read).
         raise SetupError("--direct_num_workers > 1 loses Kafka records on the local runner; leave it at 1")
     return options
+
+
+def runner_family(runner: str) -> str:
+    """`FlinkRunner`, `flink`, `apache_beam.runners.portability.flink_runner.FlinkRunner` → `flink`."""
+    return runner.rsplit(".", 1)[-1].lower().removesuffix("runner")
+
+
+def check_runner_supports_kafka(runner: str, streaming: bool, options: PipelineOptions) -> None:
+    """Refuse, before anything starts, a Kafka run the runner would not commit offsets for.
+
+    The reader commits offsets in a bundle finalizer. Portable Flink calls
+    finalizers only after a completed checkpoint, in streaming mode: a batch
+    job or one without checkpoints reads and writes but never commits. The
+    portable Spark runner throws on the first bundle that asks for finalization.
+    """
+    family = runner_family(runner)
+    if family == "flink":
+        interval = options.get_all_options(retain_unknown_options=True).get("checkpointing_interval")
+        if not streaming:
+            raise SetupError("Kafka mode on Flink needs --streaming (Flink commits offsets only after checkpoints, "
+                             "which batch jobs do not take); bound a backfill with --max-read-time")
+        if interval is None or int(interval) <= 0:
+            raise SetupError("Kafka mode on Flink needs --checkpointing_interval MS (offsets commit when a "
+                             "checkpoint completes; without checkpoints they never do)")
+    elif family == "spark":
+        raise SetupError("Kafka mode cannot run on Spark: its portable runner does not support bundle finalization, "
+                         "which commits the offsets; use file mode there")
+
+
+def direct_runner_engine(result: beam.runners.runner.PipelineResult) -> str:
+    """Which engine Beam's DirectRunner chose, told by its result: Prism when it can
+    start it (`--prism_location`, else a download from GitHub), otherwise its
+    in-process runners (FnApiRunner for bounded runs)."""
+    kind = type(result).__module__.rsplit(".", 1)[-1]
+    return {"portable_runner": "Prism", "fn_runner": "FnApiRunner"}.get(kind, "BundleBasedDirectRunner")
 
 
 def check_kafka(io: KafkaIO) -> None:
@@ -185,6 +222,9 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
     _LOG.info("running on %s (%s)", runner_name, "streaming" if config.streaming else "bounded")
     started = time.monotonic()
     result = pipeline.run()
+    if runner_family(runner_name) == "direct":
+        runner_name = f"DirectRunner on {direct_runner_engine(result)}"
+        _LOG.info("%s", runner_name)
     state = result.wait_until_finish()
     metrics = result.metrics().query()
     counters: dict[str, int] = {}

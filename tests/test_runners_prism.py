@@ -1,0 +1,137 @@
+"""End to end on Prism, the engine Beam's DirectRunner runs on a laptop: the same
+articles, dead letters and stories as on the local runner (FnApiRunner).
+
+Prism's binary comes from `deploy/prism.sh` (built once from the Go module
+proxy, cached). Cluster *events* may differ between runners: Prism runs
+bundles in parallel, so two copies may each open a cluster that a `merged`
+event joins later; what a consumer ends up with (clusters after the merges) is
+compared instead.
+"""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from wirecopy.pipelines.demo import sample_lines
+from wirecopy.pipelines.local_broker import committed_offsets, produce, read_topic
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "pipelines" / "samples" / "articles.jsonl"
+# Differ from run to run by design: when the event was made.
+_WALL_CLOCK_FIELDS = {"processed_at", "failed_at", "occurred_at"}
+
+pytestmark = pytest.mark.prism
+
+
+@pytest.fixture(scope="session")
+def prism_location() -> str:
+    built = subprocess.run(["bash", str(REPO / "deploy" / "prism.sh"), sys.executable], cwd=REPO,
+                           capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, f"Prism is missing and deploy/prism.sh (make runners) failed: {built.stderr[-500:]}"
+    return built.stdout.strip()
+
+
+def wirecopy(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "wirecopy.pipelines.cli", "run", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def run_on_files(directory: Path, *runner_args: str) -> tuple[str, dict[str, list[dict]]]:
+    directory.mkdir()
+    finished = wirecopy("--input-jsonl", str(SAMPLES), "--output-jsonl", str(directory / "out.jsonl"), *runner_args)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return finished.stderr, {kind: read_jsonl(directory / f"out{suffix}.jsonl")
+                             for kind, suffix in (("articles", ""), ("clusters", ".clusters"),
+                                                  ("dead_letters", ".dead-letters"))}
+
+
+def comparable(events: list[dict], drop: set[str] = frozenset()) -> list[bytes]:
+    """Events without their wall-clock times (and `drop`), sorted: equal lists mean the same events."""
+    return sorted(orjson.dumps({k: v for k, v in e.items() if k not in _WALL_CLOCK_FIELDS | drop},
+                               option=orjson.OPT_SORT_KEYS) for e in events)
+
+
+def stories(articles: list[dict], cluster_events: list[dict]) -> list[list[str]]:
+    """Each story's article ids, after applying the `merged` events as a consumer does."""
+    parent: dict[str, str] = {}
+
+    def root(cluster_id: str) -> str:
+        while parent.get(cluster_id, cluster_id) != cluster_id:
+            cluster_id = parent[cluster_id]
+        return cluster_id
+
+    for event in cluster_events:
+        if event["type"] == "merged":
+            parent[root(event["from"])] = root(event["into"])
+    members: dict[str, list[str]] = {}
+    for article in articles:
+        members.setdefault(root(article["cluster"]["id"]), []).append(article["article_id"])
+    return sorted(sorted(ids) for ids in members.values())
+
+
+def assert_same_outcomes(got: dict[str, list[dict]], expected: dict[str, list[dict]], drop: set[str] = frozenset()):
+    assert comparable(got["articles"], {"cluster"} | drop) == comparable(expected["articles"], {"cluster"} | drop)
+    assert comparable(got["dead_letters"], drop) == comparable(expected["dead_letters"], drop)
+    assert stories(got["articles"], got["clusters"]) == stories(expected["articles"], expected["clusters"])
+    created = [e["article_id"] for e in got["clusters"] if e["type"] in ("created", "joined")]
+    assert sorted(created) == sorted(a["article_id"] for a in got["articles"]), \
+        "each article is created or joined exactly once"
+
+
+@pytest.fixture(scope="module")
+def local_outcomes(tmp_path_factory) -> dict[str, list[dict]]:
+    _, outcomes = run_on_files(tmp_path_factory.mktemp("local") / "fnapi")
+    assert len(outcomes["articles"]) > 40 and len(outcomes["dead_letters"]) > 3, "the samples have both"
+    return outcomes
+
+
+@pytest.mark.parametrize("runner, engine", [("PrismRunner", "PrismRunner"), ("DirectRunner", "DirectRunner on Prism")])
+def test_file_mode_on_prism_gives_the_local_runners_outcomes(runner, engine, prism_location, local_outcomes, tmp_path):
+    """DirectRunner, given a Prism binary, runs on Prism (Beam's choice, logged by the CLI)."""
+    log, outcomes = run_on_files(tmp_path / "prism", "--runner", runner, "--prism_location", prism_location)
+    assert f"running on {runner} (bounded)" in log and f"finished on {engine}: DONE" in log, log[-3000:]
+    assert_same_outcomes(outcomes, local_outcomes)
+
+
+def test_kafka_streaming_on_prism_stops_on_sigint_with_every_offset_committed(prism_location, local_outcomes, broker,
+                                                                               topic_name):
+    """Live on Prism, then Ctrl-C: Prism runs the Python workers in the CLI's own process (LOOPBACK), so
+    the stop reaches the readers; they end, the last bundles commit, the CLI exits 0."""
+    topics = {role: topic_name(role) for role in ("in", "out", "clusters", "dead")}
+    broker.create_topics([topics["in"]], partitions=3)
+    broker.create_topics([topics["out"], topics["clusters"], topics["dead"]])
+    lines = sample_lines()
+    produce(broker.bootstrap_servers, topics["in"], lines)
+    group = topic_name("group")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wirecopy.pipelines.cli", "run", "--bootstrap-servers", broker.bootstrap_servers,
+         "--input-topic", topics["in"], "--output-topic", topics["out"], "--cluster-topic", topics["clusters"],
+         "--dead-letter-topic", topics["dead"], "--group-id", group, "--streaming", "--max-read-time", "300",
+         "--runner", "PrismRunner", "--prism_location", prism_location],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    expected = len(local_outcomes["articles"]) + len(local_outcomes["dead_letters"])
+    deadline = time.monotonic() + 240
+    while (len(read_topic(broker.bootstrap_servers, topics["out"]))
+           + len(read_topic(broker.bootstrap_servers, topics["dead"]))) < expected:
+        assert process.poll() is None, process.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "the outputs did not come out while streaming on Prism"
+        time.sleep(1)
+    process.send_signal(signal.SIGINT)
+    _, log = process.communicate(timeout=120)
+    assert process.returncode == 0, log[-3000:]
+    assert "running on PrismRunner (streaming)" in log and "SIGINT received" in log
+    outcomes = {kind: [orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics[role])]
+                for kind, role in (("articles", "out"), ("clusters", "clusters"), ("dead_letters", "dead"))}
+    # Kafka coordinates differ from the file's; everything else is the same.
+    assert_same_outcomes(outcomes, local_outcomes, drop={"ingest", "topic", "partition", "offset", "timestamp"})
+    committed = committed_offsets(broker.bootstrap_servers, topics["in"], group)
+    assert sum(offset or 0 for offset in committed.values()) == len(lines), "offsets committed to the end"
