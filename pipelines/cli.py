@@ -265,18 +265,47 @@ def run_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Run
                      syndication_horizon=dt.timedelta(days=args.syndication_horizon_days), runner=args.runner)
 
 
-def _stop_on_signals() -> None:
-    """First SIGINT/SIGTERM: finish the current bundles, flush, commit, exit 0. Second: exit now."""
+class JobStopper:
+    """First SIGINT/SIGTERM stops the job cleanly; a second one exits now.
 
-    def stop(signum, _frame):
-        _LOG.warning("%s received: finishing the current bundles, then stopping (again to abort)",
-                     signal.Signals(signum).name)
-        kafkaio.request_stop()
+    Workers in this process (the local runner, Prism, the DirectRunner): the
+    readers see the stop, end their reads, and the last bundles flush and
+    commit. Workers elsewhere (Flink, Dataflow, a worker pool): the job is
+    cancelled through the job service; records read since the last committed
+    offsets are read again by the next run (at-least-once). To keep them in
+    the runner's state instead, stop with a savepoint (Flink) or drain (Dataflow).
+    """
+
+    def __init__(self):
+        self._job = None
+        self._workers_here = True
+        self.stopped = False
+        self._install()
+
+    def _install(self) -> None:
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGTERM, self._stop)
+
+    def started(self, job, workers_here: bool) -> None:
+        self._job, self._workers_here = job, workers_here
+        # Beam's job-server wrapper (Prism, Flink) has replaced our SIGINT
+        # handler with one that kills the job server before calling ours: the
+        # job would die mid-bundle, uncommitted.
+        self._install()
+
+    def _stop(self, signum, _frame) -> None:
+        name = signal.Signals(signum).name
+        self.stopped = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+        if self._workers_here or self._job is None:
+            _LOG.warning("%s received: stopping the readers (workers run in this process): finishing the current "
+                         "bundles, committing, then stopping (again to abort)", name)
+            kafkaio.request_stop()
+        else:
+            _LOG.warning("%s received: cancelling the job through the job service (its workers run elsewhere; "
+                         "records after the last committed offsets are read again next run)", name)
+            self._job.cancel()
 
 
 def _not_exception_handling_noise(record: logging.LogRecord) -> bool:
@@ -308,13 +337,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
         from wirecopy.pipelines.demo import run_demo
         return run_demo(show_text=args.show_text)
-    _stop_on_signals()
+    stopper = JobStopper()
     try:
-        result = run(run_config(args, parser), beam_args)
+        result = run(run_config(args, parser), beam_args, on_started=stopper.started)
     except SetupError as error:
         _LOG.error("%s", error)
         return 2
-    return 0 if result.state.endswith("DONE") else 1
+    return 0 if result.state.endswith("DONE") or (stopper.stopped and result.state.endswith("CANCELLED")) else 1
 
 
 if __name__ == "__main__":

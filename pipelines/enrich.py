@@ -14,10 +14,10 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, PortableOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from wirecopy.schemas import codec
@@ -208,7 +208,17 @@ class RunResult:
     counters: dict[str, int]  # Beam counters; for Kafka, `lag.<topic>.<partition>` at the end
 
 
-def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
+def workers_run_here(runner: str, options: PipelineOptions) -> bool:
+    """Whether the Python workers run in this process: the local runner's, and
+    Prism's and the DirectRunner's unless another environment is asked for
+    (Prism defaults to LOOPBACK: its workers are threads of the launcher)."""
+    return (runner_family(runner) in ("fnapi", "prism", "direct")
+            and options.view_as(PortableOptions).environment_type in (None, "LOOPBACK"))
+
+
+def run(config: RunConfig, beam_args: list[str] | None = None,
+        on_started: Callable[[beam.runners.runner.PipelineResult, bool], None] | None = None) -> RunResult:
+    """Run to the end. `on_started(job, workers_run_here)` is called once the job is submitted."""
     options = pipeline_options(config, beam_args or [])
     runner = FnApiRunner() if config.runner == LOCAL_RUNNER else None
     runner_name = type(runner).__name__ if runner else options.view_as(StandardOptions).runner
@@ -222,6 +232,8 @@ def run(config: RunConfig, beam_args: list[str] | None = None) -> RunResult:
     _LOG.info("running on %s (%s)", runner_name, "streaming" if config.streaming else "bounded")
     started = time.monotonic()
     result = pipeline.run()
+    if on_started is not None:
+        on_started(result, workers_run_here(runner_name, options))
     if runner_family(runner_name) == "direct":
         runner_name = f"DirectRunner on {direct_runner_engine(result)}"
         _LOG.info("%s", runner_name)
