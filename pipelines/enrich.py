@@ -166,7 +166,8 @@ def check_runner_supports_kafka(runner: str, streaming: bool, options: PipelineO
         if not streaming:
             raise SetupError("Kafka mode on Flink needs --streaming (Flink commits offsets only after checkpoints, "
                              "which batch jobs do not take); bound a backfill with --max-read-time")
-        if interval is None or int(interval) <= 0:
+        # A bare flag (or `--checkpointing_interval -1`, which Beam parses as one) comes back as True.
+        if not (isinstance(interval, str) and interval.isdigit() and int(interval) > 0):
             raise SetupError("Kafka mode on Flink needs --checkpointing_interval MS (offsets commit when a "
                              "checkpoint completes; without checkpoints they never do)")
     elif family == "spark":
