@@ -238,7 +238,14 @@ def run(config: RunConfig, beam_args: list[str] | None = None,
     if runner_family(runner_name) == "direct":
         runner_name = f"DirectRunner on {direct_runner_engine(result)}"
         _LOG.info("%s", runner_name)
-    state = result.wait_until_finish()
+    try:
+        state = result.wait_until_finish()
+    except RuntimeError:
+        # The portable runners raise for a job that ended other than DONE;
+        # a cancelled one (Ctrl-C, see cli.JobStopper) is an outcome to report.
+        if not str(result.state).endswith("CANCELLED"):
+            raise
+        state = result.state
     metrics = result.metrics().query()
     counters: dict[str, int] = {}
     for counter in metrics["counters"]:
