@@ -19,6 +19,7 @@ import pytest
 
 from wirecopy.pipelines.demo import sample_lines
 from wirecopy.pipelines.local_broker import committed_offsets, produce, read_topic
+from test_stories import ORDER_DEPENDENT  # tests/ is on sys.path (pytest rootdir conftest)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "pipelines" / "samples" / "articles.jsonl"
@@ -75,7 +76,9 @@ def stories(articles: list[dict], cluster_events: list[dict]) -> list[list[str]]
     members: dict[str, list[str]] = {}
     for article in articles:
         members.setdefault(root(article["cluster"]["id"]), []).append(article["article_id"])
-    return sorted(sorted(ids) for ids in members.values())
+    # Prism's bundles run in parallel, so articles reach syndication in another order: the samples' one
+    # article whose story depends on arrival order is left out (see tests/test_stories.py).
+    return sorted(sorted(set(ids) - ORDER_DEPENDENT) for ids in members.values() if set(ids) - ORDER_DEPENDENT)
 
 
 def assert_same_outcomes(got: dict[str, list[dict]], expected: dict[str, list[dict]], drop: set[str] = frozenset()):
