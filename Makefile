@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed
 # module proxy, Flink from its PyPI wheels. See deploy/README.md.
 runners: $(INSTALLED)
 	deploy/prism.sh $(VENV)/bin/python
-	deploy/flink.sh fetch
+	PYTHON=$(VENV)/bin/python deploy/flink.sh fetch
 
 demo: $(INSTALLED)
 	$(VENV)/bin/wirecopy demo
