@@ -1,38 +1,58 @@
-"""The whole pipeline, Kafka to Kafka on the local runner: speed, and quality as a consumer sees it.
+"""The whole pipeline, Kafka to Kafka on the local runner, beside raw passthrough and the naive loop.
 
+    .venv/bin/pip install -e '.[bench]'     # datasketch (the naive loop) and py-spy (the per-stage profile)
     .venv/bin/python benchmarks/bench_pipeline.py [--shared ../shared] [--bases-per-language 30] [--repeat 3]
 
 The labelled set of `syndication_labelled.py` (real news in 17 languages from
 `../shared/corpus`, wire stories with 2-5 syndicated copies each: truncated,
 lead edited, retyped, regrouped, extended, wrapped in site chrome; and
 same-topic different stories) is produced as raw articles to a 3-partition
-topic on the local broker. Then, alternately, `--repeat` times each:
+topic on the local broker. Then, in turn, `--repeat` times each, every one
+reading all of it from the start with its own consumer group and writing to
+fresh topics:
 
-- `wirecopy run` (bounded; `pipelines.enrich.run`, the CLI's own entry) with
-  fresh output topics and consumer group;
-- the I/O floor: the same read and the same sink with no stage between them
-  (each record written as it was read).
+- raw passthrough: a kafka-python `KafkaConsumer` polling every record and a
+  `KafkaProducer` sending it on unchanged (the floor of any Kafka to Kafka job);
+- the naive loop a user writes by hand: the same consumer, `langdetect` on the
+  full text, a datasketch MinHash (128 permutations, word 5-shingles of the
+  lower-cased text) queried against and then inserted into a `MinHashLSH`
+  (threshold 0.5), the article with its language and cluster produced as JSON;
+- `wirecopy run` (bounded; `pipelines.enrich.run`, the CLI's own entry);
+- the Beam I/O floor: our Kafka read and sink with no stage between them.
 
 Prints wall and CPU seconds (this process, all threads), articles per second
-and CPU ms per article, for both and for the stages alone (the difference),
-and what the consumer of the output topics gets from the last run: clusters
-(each article's `cluster.id`, with the `merged` events of the cluster topic
-applied as a union-find) against the ground truth, ARI and pairwise
-precision/recall, and language labels (English, French, German, Swahili,
-Somali are known to langdetect; the other corpus languages should be `und`).
+and CPU ms per article for each (best and median of the repeats), and
+wirecopy's ratios to the others. Then one more wirecopy run under py-spy
+(sampling whichever thread holds the GIL, i.e. Python CPU time) gives the
+per-stage table: CPU ms per article in each stage (its DoFns and what they
+call, Beam's state API included), of which state access, state reads and
+writes per article, and Beam's own share (the runner, moving elements between
+DoFns, coders). Last, what a consumer of wirecopy's output topics gets:
+clusters (each article's `cluster.id`, with the `merged` events applied as a
+union-find) against the ground truth, ARI and pairwise precision/recall (the
+naive loop's clusters beside), and language labels (English, French, German,
+Swahili, Somali are known to langdetect; the other corpus languages should be
+`und`).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import logging
 import os
+import re
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,6 +61,8 @@ import apache_beam as beam  # noqa: E402
 import orjson  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
+from apache_beam.runners.worker import bundle_processor  # noqa: E402
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 
 from benchmarks.bench_syndication import UnionFind, scores  # noqa: E402
 from benchmarks.syndication_labelled import build  # noqa: E402
@@ -50,13 +72,93 @@ from wirecopy.transforms.kafkaio import KafkaMessage, KafkaReadSpec, ReadFromKaf
 
 PARTITIONS = 3
 KNOWN_LANGUAGES = {"eng": "en", "fra": "fr", "deu": "de", "swa": "sw", "som": "so"}
+# The naive loop's settings: datasketch's usual MinHash size, and the middle of bench_syndication's thresholds.
+NAIVE_PERMUTATIONS = 128
+NAIVE_THRESHOLD = 0.5
+NAIVE_SHINGLE_WORDS = 5
+# py-spy's sampling rate for the per-stage profile (samples per second of GIL time).
+PROFILE_RATE = 250
 
 
-def measure(work) -> tuple[float, float]:
+def measure(work: Callable[[], object]) -> tuple[float, float]:
     """Wall and CPU seconds of `work()`."""
     wall, cpu = time.perf_counter(), time.process_time()
     work()
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+# --- the contenders ------------------------------------------------------------------------------
+
+
+def consume_all(consumer: KafkaConsumer, count: int) -> Iterator:
+    """Every record of the subscribed topic, `count` in all, as the consumer polls them."""
+    seen = 0
+    while seen < count:
+        for batch in consumer.poll(timeout_ms=500).values():
+            seen += len(batch)
+            yield from batch
+
+
+def kafka_loop(broker: LocalBroker, source: str, count: int, tag: str,
+               handle: Callable[[object], tuple[bytes, bytes]]) -> None:
+    """Consume every record of `source`, produce `handle(record)` (key, value), flush, commit."""
+    target = f"{tag}.out"
+    broker.create_topics([target], partitions=PARTITIONS)
+    # Partitions assigned rather than subscribed: a group join would add seconds of rebalance to every run.
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=f"{tag}-group",
+                             enable_auto_commit=False)
+    consumer.assign([TopicPartition(source, partition) for partition in range(PARTITIONS)])
+    consumer.seek_to_beginning()
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", linger_ms=20)
+    try:
+        for record in consume_all(consumer, count):
+            key, value = handle(record)
+            producer.send(target, key=key, value=value)
+        producer.flush()
+        consumer.commit()
+    finally:
+        producer.close()
+        consumer.close()
+
+
+def run_raw_passthrough(broker: LocalBroker, source: str, count: int, tag: str) -> None:
+    kafka_loop(broker, source, count, tag, lambda record: (record.key, record.value))
+
+
+class NaiveLoop:
+    """What a user writes by hand: langdetect on the full text, MinHash LSH for copies, one JSON out per article."""
+
+    def __init__(self):
+        import langdetect
+        from datasketch import MinHash, MinHashLSH
+
+        langdetect.DetectorFactory.seed = 0  # langdetect is random otherwise
+        self._detect, self._minhash = langdetect.detect, MinHash
+        self._lsh = MinHashLSH(threshold=NAIVE_THRESHOLD, num_perm=NAIVE_PERMUTATIONS)
+        self.clusters: dict[str, str] = {}
+
+    def handle(self, record) -> tuple[bytes, bytes]:
+        article = orjson.loads(record.value)
+        text = f"{article.get('title') or ''}\n{article.get('text') or ''}"
+        try:
+            language = self._detect(text)
+        except Exception:  # langdetect raises on text without letters; the naive loop labels it unknown
+            language = "und"
+        words = text.lower().split()
+        minhash = self._minhash(num_perm=NAIVE_PERMUTATIONS, seed=1)
+        minhash.update_batch([" ".join(words[i:i + NAIVE_SHINGLE_WORDS]).encode()
+                              for i in range(max(1, len(words) - NAIVE_SHINGLE_WORDS + 1))])
+        matches = self._lsh.query(minhash)
+        cluster = min((self.clusters[other] for other in matches), default=article["id"])
+        self._lsh.insert(article["id"], minhash)
+        self.clusters[article["id"]] = cluster
+        return record.key, orjson.dumps({"id": article["id"], "language": language, "cluster": cluster})
+
+
+def run_naive(broker: LocalBroker, source: str, count: int, tag: str) -> NaiveLoop:
+    loop = NaiveLoop()
+    kafka_loop(broker, source, count, tag, loop.handle)
+    return loop
 
 
 def run_enrichment(broker: LocalBroker, source: str, tag: str) -> KafkaIO:
@@ -68,7 +170,7 @@ def run_enrichment(broker: LocalBroker, source: str, tag: str) -> KafkaIO:
     return io
 
 
-def run_passthrough(broker: LocalBroker, source: str, tag: str) -> None:
+def run_beam_floor(broker: LocalBroker, source: str, tag: str) -> None:
     target = f"{tag}.copy"
     broker.create_topics([target], partitions=PARTITIONS)
     spec = KafkaReadSpec(bootstrap_servers=broker.bootstrap_servers, topic=source, group_id=f"{tag}-group",
@@ -78,6 +180,137 @@ def run_passthrough(broker: LocalBroker, source: str, tag: str) -> None:
          | ReadFromKafka(spec)
          | beam.Map(lambda record: KafkaMessage(target, record.key, record.value))
          | WriteToKafka(broker.bootstrap_servers))
+
+
+# --- the per-stage profile -----------------------------------------------------------------------
+
+# A sample belongs to the innermost frame of one of our modules (py-spy names frames `function (path:line)`),
+# skipping the modules every stage calls (the stage harness, the record types).
+_OUR_FRAME = re.compile(r"^(?P<function>\S+) \((?P<path>(?:transforms|schemas|pipelines)/\w+\.py)")
+_SHARED_MODULES = {"transforms/stage.py", "schemas/records.py"}
+_MODULE_STAGES = {
+    "transforms/normalise.py": "normalise", "transforms/language.py": "language",
+    "transforms/language_detector.py": "language", "transforms/language_calibration.py": "language",
+    "transforms/syndication.py": "syndication", "transforms/syndication_sketch.py": "syndication",
+}
+_DECODE_FUNCTIONS = ("_DecodeFn.", "decode_article", "decode_raw_article", "DecodeArticles")
+_STATE_FRAMES = ("RuntimeState.", "StateCache.", "CachingStateHandler.", "FnApiUserStateContext.")
+STAGE_ORDER = ["DoFn setup (once per run)", "Kafka read", "decode", "normalise", "language", "syndication",
+               "encode", "Kafka write", "state writes at bundle end", "Beam: runner, element passing, coders",
+               "Kafka client threads"]
+
+
+def stage_of(frames: list[str]) -> str:
+    """The stage a sampled stack (outermost frame first) spends its time in."""
+    if any(frame.startswith(("BundleProcessor.__init__", "DoFnRunner.setup")) for frame in frames):
+        return "DoFn setup (once per run)"
+    for frame in reversed(frames):
+        match = _OUR_FRAME.match(frame)
+        if not match or match["path"] in _SHARED_MODULES:
+            continue
+        path, function = match["path"], match["function"]
+        if path == "pipelines/enrich.py":
+            if function == "<lambda>":  # outcomes to Kafka messages, for the sink
+                return "Kafka write"
+            continue
+        if path in _MODULE_STAGES:
+            return _MODULE_STAGES[path]
+        if path == "transforms/kafkaio.py":
+            return "Kafka write" if "Write" in function or "send" in function else "Kafka read"
+        return "decode" if function.startswith(_DECODE_FUNCTIONS) else "encode"
+    if not any("FnApiRunner" in frame for frame in frames):
+        return "Kafka client threads"
+    if any(frame.startswith("FnApiUserStateContext.commit") for frame in frames):
+        return "state writes at bundle end"
+    return "Beam: runner, element passing, coders"
+
+
+def read_samples(path: Path) -> Iterator[tuple[list[str], int]]:
+    """py-spy's raw (collapsed) output: `frame;frame;... count` per line."""
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack:
+            yield stack.split(";"), int(count)
+
+
+class StateAccessCounter:
+    """Counts user-state reads and writes, per state, while installed (this process's SDK harness)."""
+
+    def __init__(self):
+        self.counts: collections.Counter = collections.Counter()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator["StateAccessCounter"]:
+        state_class = bundle_processor.ReadModifyWriteRuntimeState
+        read, write = state_class.read, state_class.write
+        counts = self.counts
+
+        def counted_read(state):
+            counts[state._underlying_bag_state._state_key.bag_user_state.user_state_id] += 1
+            return read(state)
+
+        def counted_write(state, value):
+            counts[state._underlying_bag_state._state_key.bag_user_state.user_state_id] += 1
+            return write(state, value)
+
+        state_class.read, state_class.write = counted_read, counted_write
+        try:
+            yield self
+        finally:
+            state_class.read, state_class.write = read, write
+
+
+def profile_run(broker: LocalBroker, source: str, tag: str, count: int) -> None:
+    """One wirecopy run under py-spy; prints the per-stage table."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists():
+        print("\nper-stage profile skipped: py-spy is not installed (pip install -e '.[bench]')")
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        samples_path = Path(scratch) / "samples.txt"
+        spy = subprocess.Popen([py_spy, "record", "--pid", str(os.getpid()), "--gil", "--nonblocking",
+                                "--rate", str(PROFILE_RATE), "--format", "raw", "--output", str(samples_path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(1.0)  # py-spy attaches
+        counter = StateAccessCounter()
+        with counter.installed():
+            wall, cpu = measure(lambda: run_enrichment(broker, source, tag))
+        spy.send_signal(signal.SIGINT)
+        _, errors = spy.communicate(timeout=60)
+        if not samples_path.exists():
+            print(f"\nper-stage profile failed: py-spy wrote nothing ({errors.decode(errors='replace').strip()})")
+            return
+        by_stage: collections.Counter = collections.Counter()
+        state_by_stage: collections.Counter = collections.Counter()
+        for frames, samples in read_samples(samples_path):
+            stage = stage_of(frames)
+            by_stage[stage] += samples
+            if any(frame.startswith(_STATE_FRAMES) for frame in frames):
+                state_by_stage[stage] += samples
+    total = by_stage.total()
+    ms_per_sample = cpu * 1000 / count / total
+    state_ids = {"recent_articles": "normalise", "bucket": "syndication", "shard": "syndication",
+                 "announcements": "syndication"}
+    accesses = collections.Counter()
+    for state_id, calls in counter.counts.items():
+        accesses[state_ids.get(state_id, state_id)] += calls
+    print(f"\nWhere wirecopy's CPU goes (one more run, under py-spy sampling the GIL holder at {PROFILE_RATE}/s: "
+          f"{wall:.1f} s wall, {cpu * 1000 / count:.2f} CPU ms per article, {total:,} samples; each stage's "
+          f"share of the samples times that CPU)")
+    print(f"  {'stage':<40} {'CPU ms':>8} {'share':>6} {'of which':>9} {'state reads+':>13}")
+    print(f"  {'':<40} {'/article':>8} {'':>6} {'state ms':>9} {'writes/article':>13}")
+    for stage in STAGE_ORDER:
+        if not by_stage[stage]:
+            continue
+        state = f"{state_by_stage[stage] * ms_per_sample:.2f}" if state_by_stage[stage] else ""
+        access = f"{accesses[stage] / count:.1f}" if accesses[stage] else ""
+        print(f"  {stage:<40} {by_stage[stage] * ms_per_sample:>8.2f} {by_stage[stage] / total:>6.1%} "
+              f"{state:>9} {access:>13}")
+    print(f"  state reads+writes per article, by state: "
+          + ", ".join(f"{state_id} {calls / count:.1f}" for state_id, calls in sorted(counter.counts.items())))
+
+
+# --- what a consumer gets ------------------------------------------------------------------------
 
 
 def consumer_view(broker: LocalBroker, io: KafkaIO) -> tuple[dict[str, dict], dict[str, str]]:
@@ -94,11 +327,16 @@ def consumer_view(broker: LocalBroker, io: KafkaIO) -> tuple[dict[str, dict], di
     return articles, {article_id: groups.find(event["cluster"]["id"]) for article_id, event in articles.items()}
 
 
-def row(label: str, timings: list[tuple[float, float]], count: int) -> str:
+def row(label: str, timings: list[tuple[float, float]], count: int,
+        ours: list[tuple[float, float]] | None = None) -> str:
     walls, cpus = [wall for wall, _ in timings], [cpu for _, cpu in timings]
     best, median = min(walls), statistics.median(walls)
-    return (f"  {label:<34} {best:>7.1f} {median:>7.1f} {count / best:>10,.0f} {count / median:>10,.0f} "
+    line = (f"  {label:<40} {best:>7.1f} {median:>7.1f} {count / best:>9,.0f} {count / median:>9,.0f} "
             f"{statistics.median(cpus) * 1000 / count:>8.2f}")
+    if ours:
+        our_walls = [wall for wall, _ in ours]
+        line += f" {best / min(our_walls):>8.2f} {median / statistics.median(our_walls):>7.2f}"
+    return line
 
 
 def main() -> int:
@@ -123,37 +361,60 @@ def main() -> int:
           f"{len({item.story for item in labelled}):,} stories, {len({item.language for item in labelled})} "
           f"languages, {PARTITIONS} partitions; repeats: {args.repeat}")
 
-    timings: dict[str, list[tuple[float, float]]] = {"pipeline": [], "floor": []}
+    timings: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
     with LocalBroker() as broker:
         source = "bench.raw"
         broker.create_topics([source], partitions=PARTITIONS)
         produce(broker.bootstrap_servers, source, values, [item.article_id.encode() for item in labelled])
-        last_io = None
+        last_io, naive = None, None
         for rep in range(args.repeat):
-            print(f"repeat {rep + 1}/{args.repeat}: pipeline ...", end="", flush=True)
             tag = f"bench-{uuid.uuid4().hex[:8]}"
+            print(f"repeat {rep + 1}/{args.repeat}: raw passthrough ...", end="", flush=True)
+            timings["raw"].append(measure(lambda: run_raw_passthrough(broker, source, count, tag + "-raw")))
+            print(" naive loop ...", end="", flush=True)
+            loops = []
+            timings["naive"].append(measure(lambda: loops.append(run_naive(broker, source, count, tag + "-naive"))))
+            naive = loops[0]
+            print(" wirecopy ...", end="", flush=True)
             ios = []
-            timings["pipeline"].append(measure(lambda: ios.append(run_enrichment(broker, source, tag))))
+            timings["wirecopy"].append(measure(lambda: ios.append(run_enrichment(broker, source, tag))))
             last_io = ios[0]
-            print(" I/O floor ...", end="", flush=True)
-            timings["floor"].append(measure(lambda: run_passthrough(broker, source, tag + "-floor")))
+            print(" Beam I/O floor ...", end="", flush=True)
+            timings["floor"].append(measure(lambda: run_beam_floor(broker, source, tag + "-floor")))
             print(" done", flush=True)
         articles, stories = consumer_view(broker, last_io)
         dead_letters = len(read_topic(broker.bootstrap_servers, last_io.dead_letter_topic))
 
-    stages = [(wall - floor_wall, cpu - floor_cpu)
-              for (wall, cpu), (floor_wall, floor_cpu) in zip(timings["pipeline"], timings["floor"])]
-    print(f"\n  {'':<34} {'wall s':>15} {'articles/s':>21} {'CPU ms':>8}")
-    print(f"  {'':<34} {'best':>7} {'median':>7} {'best':>10} {'median':>10} {'/article':>8}")
-    print(row("whole pipeline (wirecopy run)", timings["pipeline"], count))
-    print(row("I/O floor (read + sink only)", timings["floor"], count))
-    print(row("the stages (difference, paired)", stages, count))
+        stages = [(wall - floor_wall, cpu - floor_cpu)
+                  for (wall, cpu), (floor_wall, floor_cpu) in zip(timings["wirecopy"], timings["floor"])]
+        ours = timings["wirecopy"]
+        print(f"\n  {'':<40} {'wall s':>15} {'articles/s':>19} {'CPU ms':>8} {'wirecopy speed-up':>16}")
+        print(f"  {'':<40} {'best':>7} {'median':>7} {'best':>9} {'median':>9} {'/article':>8} "
+              f"{'best':>8} {'median':>7}")
+        print(row("raw kafka-python passthrough", timings["raw"], count, ours))
+        print(row("naive loop (langdetect + MinHashLSH)", timings["naive"], count, ours))
+        print(row("wirecopy run (whole pipeline)", ours, count))
+        print(row("Beam I/O floor (our read + sink only)", timings["floor"], count, ours))
+        print(row("wirecopy's stages (paired difference)", stages, count))
+        naive_walls, our_walls = [wall for wall, _ in timings["naive"]], [wall for wall, _ in ours]
+        naive_cpu = statistics.median(cpu for _, cpu in timings["naive"])
+        our_cpu = statistics.median(cpu for _, cpu in ours)
+        print(f"\nwirecopy vs the naive loop, articles/s: {min(naive_walls) / min(our_walls):.2f}x best, "
+              f"{statistics.median(naive_walls) / statistics.median(our_walls):.2f}x median; "
+              f"CPU per article: {naive_cpu / our_cpu:.2f}x less (medians)")
 
-    print(f"\nWhat a consumer gets (last run): {len(articles):,} enriched articles, {dead_letters} dead letters")
+        profile_run(broker, source, f"bench-{uuid.uuid4().hex[:8]}-profiled", count)
+
+    print(f"\nWhat a consumer gets (last timed run): {len(articles):,} enriched articles, {dead_letters} dead letters")
     truth = {item.article_id: item.story for item in labelled if item.article_id in articles}
     figures = scores(truth, {article_id: stories[article_id] for article_id in truth})
     print(f"  clusters (cluster.id + merged events): ARI {figures['ari']:.4f}  P {figures['precision']:.4f}  "
           f"R {figures['recall']:.4f}  clusters {figures['clusters']:,} for {len(set(truth.values())):,} stories")
+    naive_truth = {item.article_id: item.story for item in labelled}
+    naive_figures = scores(naive_truth, {article_id: naive.clusters[article_id] for article_id in naive_truth})
+    print(f"  the naive loop's clusters (MinHashLSH {NAIVE_THRESHOLD}): ARI {naive_figures['ari']:.4f}  "
+          f"P {naive_figures['precision']:.4f}  R {naive_figures['recall']:.4f}  "
+          f"clusters {naive_figures['clusters']:,}")
     by_language: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for item in labelled:
         if item.article_id in articles:
