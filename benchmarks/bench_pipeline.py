@@ -39,12 +39,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import logging
 import os
 import re
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -52,134 +49,57 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import apache_beam as beam  # noqa: E402
 import orjson  # noqa: E402
-from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
-from apache_beam.runners.worker import bundle_processor  # noqa: E402
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 
 from benchmarks.bench_syndication import UnionFind, scores  # noqa: E402
+from benchmarks.pipeline_contenders import NAIVE_THRESHOLD  # noqa: E402
 from benchmarks.syndication_labelled import build  # noqa: E402
-from wirecopy.pipelines.enrich import KafkaIO, RunConfig, run  # noqa: E402
+from wirecopy.pipelines.enrich import KafkaIO  # noqa: E402
 from wirecopy.pipelines.local_broker import LocalBroker, produce, read_topic  # noqa: E402
-from wirecopy.transforms.kafkaio import KafkaMessage, KafkaReadSpec, ReadFromKafka, StartPosition, WriteToKafka  # noqa: E402
 
 PARTITIONS = 3
 KNOWN_LANGUAGES = {"eng": "en", "fra": "fr", "deu": "de", "swa": "sw", "som": "so"}
-# The naive loop's settings: datasketch's usual MinHash size, and the middle of bench_syndication's thresholds.
-NAIVE_PERMUTATIONS = 128
-NAIVE_THRESHOLD = 0.5
-NAIVE_SHINGLE_WORDS = 5
 # py-spy's sampling rate for the per-stage profile (samples per second of GIL time).
 PROFILE_RATE = 250
 
 
-def measure(work: Callable[[], object]) -> tuple[float, float]:
-    """Wall and CPU seconds of `work()`."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    work()
-    return time.perf_counter() - wall, time.process_time() - cpu
+def run_process(argv: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system, of the process and the processes it waited for) of one run."""
+    wall = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    errors = process.stderr.read()  # the log, read as it comes (a full pipe would block the process)
+    # wait4 rather than wait: the rusage of this process alone.
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - wall
+    process.returncode = os.waitstatus_to_exitcode(status)
+    process.stderr.close()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{errors.decode(errors='replace')[-3000:]}")
+    return wall, usage.ru_utime + usage.ru_stime
 
 
-# --- the contenders ------------------------------------------------------------------------------
+def contender(name: str, broker: LocalBroker, source: str, count: int, tag: str) -> list[str]:
+    """The command line of one of `pipeline_contenders.py`'s contenders, with its own output topic and group."""
+    broker.create_topics([f"{tag}.out"], partitions=PARTITIONS)
+    return [sys.executable, "-m", "benchmarks.pipeline_contenders", name, broker.bootstrap_servers, source,
+            f"{tag}.out", f"{tag}-group", str(count)]
 
 
-def consume_all(consumer: KafkaConsumer, count: int) -> Iterator:
-    """Every record of the subscribed topic, `count` in all, as the consumer polls them."""
-    seen = 0
-    while seen < count:
-        for batch in consumer.poll(timeout_ms=500).values():
-            seen += len(batch)
-            yield from batch
-
-
-def kafka_loop(broker: LocalBroker, source: str, count: int, tag: str,
-               handle: Callable[[object], tuple[bytes, bytes]]) -> None:
-    """Consume every record of `source`, produce `handle(record)` (key, value), flush, commit."""
-    target = f"{tag}.out"
-    broker.create_topics([target], partitions=PARTITIONS)
-    # Partitions assigned rather than subscribed: a group join would add seconds of rebalance to every run.
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=f"{tag}-group",
-                             enable_auto_commit=False)
-    consumer.assign([TopicPartition(source, partition) for partition in range(PARTITIONS)])
-    consumer.seek_to_beginning()
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all", linger_ms=20)
-    try:
-        for record in consume_all(consumer, count):
-            key, value = handle(record)
-            producer.send(target, key=key, value=value)
-        producer.flush()
-        consumer.commit()
-    finally:
-        producer.close()
-        consumer.close()
-
-
-def run_raw_passthrough(broker: LocalBroker, source: str, count: int, tag: str) -> None:
-    kafka_loop(broker, source, count, tag, lambda record: (record.key, record.value))
-
-
-class NaiveLoop:
-    """What a user writes by hand: langdetect on the full text, MinHash LSH for copies, one JSON out per article."""
-
-    def __init__(self):
-        import langdetect
-        from datasketch import MinHash, MinHashLSH
-
-        langdetect.DetectorFactory.seed = 0  # langdetect is random otherwise
-        self._detect, self._minhash = langdetect.detect, MinHash
-        self._lsh = MinHashLSH(threshold=NAIVE_THRESHOLD, num_perm=NAIVE_PERMUTATIONS)
-        self.clusters: dict[str, str] = {}
-
-    def handle(self, record) -> tuple[bytes, bytes]:
-        article = orjson.loads(record.value)
-        text = f"{article.get('title') or ''}\n{article.get('text') or ''}"
-        try:
-            language = self._detect(text)
-        except Exception:  # langdetect raises on text without letters; the naive loop labels it unknown
-            language = "und"
-        words = text.lower().split()
-        minhash = self._minhash(num_perm=NAIVE_PERMUTATIONS, seed=1)
-        minhash.update_batch([" ".join(words[i:i + NAIVE_SHINGLE_WORDS]).encode()
-                              for i in range(max(1, len(words) - NAIVE_SHINGLE_WORDS + 1))])
-        matches = self._lsh.query(minhash)
-        cluster = min((self.clusters[other] for other in matches), default=article["id"])
-        self._lsh.insert(article["id"], minhash)
-        self.clusters[article["id"]] = cluster
-        return record.key, orjson.dumps({"id": article["id"], "language": language, "cluster": cluster})
-
-
-def run_naive(broker: LocalBroker, source: str, count: int, tag: str) -> NaiveLoop:
-    loop = NaiveLoop()
-    kafka_loop(broker, source, count, tag, loop.handle)
-    return loop
-
-
-def run_enrichment(broker: LocalBroker, source: str, tag: str) -> KafkaIO:
+def wirecopy_args(broker: LocalBroker, source: str, tag: str) -> tuple[KafkaIO, list[str]]:
+    """`wirecopy run`'s arguments: bounded, from the earliest offset, fresh output topics and group."""
     io = KafkaIO(bootstrap_servers=broker.bootstrap_servers, input_topic=source,
                  output_topic=f"{tag}.enriched", cluster_topic=f"{tag}.clusters",
-                 dead_letter_topic=f"{tag}.dead", group_id=f"{tag}-group", start_position=StartPosition.EARLIEST)
+                 dead_letter_topic=f"{tag}.dead", group_id=f"{tag}-group")
     broker.create_topics([io.output_topic, io.cluster_topic, io.dead_letter_topic], partitions=PARTITIONS)
-    run(RunConfig(io))
-    return io
-
-
-def run_beam_floor(broker: LocalBroker, source: str, tag: str) -> None:
-    target = f"{tag}.copy"
-    broker.create_topics([target], partitions=PARTITIONS)
-    spec = KafkaReadSpec(bootstrap_servers=broker.bootstrap_servers, topic=source, group_id=f"{tag}-group",
-                         start_position=StartPosition.EARLIEST)
-    with beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(flags=[])) as pipeline:
-        (pipeline
-         | ReadFromKafka(spec)
-         | beam.Map(lambda record: KafkaMessage(target, record.key, record.value))
-         | WriteToKafka(broker.bootstrap_servers))
+    return io, ["--bootstrap-servers", io.bootstrap_servers, "--input-topic", source,
+                "--output-topic", io.output_topic, "--cluster-topic", io.cluster_topic,
+                "--dead-letter-topic", io.dead_letter_topic, "--group-id", io.group_id, "--start-from", "earliest"]
 
 
 # --- the per-stage profile -----------------------------------------------------------------------
@@ -195,21 +115,23 @@ _MODULE_STAGES = {
 }
 _DECODE_FUNCTIONS = ("_DecodeFn.", "decode_article", "decode_raw_article", "DecodeArticles")
 _STATE_FRAMES = ("RuntimeState.", "StateCache.", "CachingStateHandler.", "FnApiUserStateContext.")
-STAGE_ORDER = ["DoFn setup (once per run)", "Kafka read", "decode", "normalise", "language", "syndication",
-               "encode", "Kafka write", "state writes at bundle end", "Beam: runner, element passing, coders",
+SETUP = "DoFn setup (once per run)"
+STARTUP = "startup: imports, building, Kafka checks"
+STAGE_ORDER = [STARTUP, SETUP, "Kafka read", "decode", "normalise", "language", "syndication", "encode",
+               "Kafka write", "state writes at bundle end", "Beam: runner, element passing, coders",
                "Kafka client threads"]
 
 
 def stage_of(frames: list[str]) -> str:
     """The stage a sampled stack (outermost frame first) spends its time in."""
     if any(frame.startswith(("BundleProcessor.__init__", "DoFnRunner.setup")) for frame in frames):
-        return "DoFn setup (once per run)"
+        return SETUP
     for frame in reversed(frames):
         match = _OUR_FRAME.match(frame)
         if not match or match["path"] in _SHARED_MODULES:
             continue
         path, function = match["path"], match["function"]
-        if path == "pipelines/enrich.py":
+        if path in ("pipelines/enrich.py", "pipelines/cli.py"):
             if function == "<lambda>":  # outcomes to Kafka messages, for the sink
                 return "Kafka write"
             continue
@@ -218,8 +140,10 @@ def stage_of(frames: list[str]) -> str:
         if path == "transforms/kafkaio.py":
             return "Kafka write" if "Write" in function or "send" in function else "Kafka read"
         return "decode" if function.startswith(_DECODE_FUNCTIONS) else "encode"
-    if not any("FnApiRunner" in frame for frame in frames):
+    if frames[0].startswith("Thread._bootstrap"):
         return "Kafka client threads"
+    if not any("FnApiRunner" in frame for frame in frames):
+        return STARTUP
     if any(frame.startswith("FnApiUserStateContext.commit") for frame in frames):
         return "state writes at bundle end"
     return "Beam: runner, element passing, coders"
@@ -233,53 +157,19 @@ def read_samples(path: Path) -> Iterator[tuple[list[str], int]]:
             yield stack.split(";"), int(count)
 
 
-class StateAccessCounter:
-    """Counts user-state reads and writes, per state, while installed (this process's SDK harness)."""
-
-    def __init__(self):
-        self.counts: collections.Counter = collections.Counter()
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator["StateAccessCounter"]:
-        state_class = bundle_processor.ReadModifyWriteRuntimeState
-        read, write = state_class.read, state_class.write
-        counts = self.counts
-
-        def counted_read(state):
-            counts[state._underlying_bag_state._state_key.bag_user_state.user_state_id] += 1
-            return read(state)
-
-        def counted_write(state, value):
-            counts[state._underlying_bag_state._state_key.bag_user_state.user_state_id] += 1
-            return write(state, value)
-
-        state_class.read, state_class.write = counted_read, counted_write
-        try:
-            yield self
-        finally:
-            state_class.read, state_class.write = read, write
-
-
 def profile_run(broker: LocalBroker, source: str, tag: str, count: int) -> None:
-    """One wirecopy run under py-spy; prints the per-stage table."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(py_spy).exists():
+    """One more `wirecopy run` process, under py-spy; prints the per-stage table."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    if not py_spy.exists():
         print("\nper-stage profile skipped: py-spy is not installed (pip install -e '.[bench]')")
         return
+    _, run_args = wirecopy_args(broker, source, tag)
     with tempfile.TemporaryDirectory() as scratch:
-        samples_path = Path(scratch) / "samples.txt"
-        spy = subprocess.Popen([py_spy, "record", "--pid", str(os.getpid()), "--gil", "--nonblocking",
-                                "--rate", str(PROFILE_RATE), "--format", "raw", "--output", str(samples_path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(1.0)  # py-spy attaches
-        counter = StateAccessCounter()
-        with counter.installed():
-            wall, cpu = measure(lambda: run_enrichment(broker, source, tag))
-        spy.send_signal(signal.SIGINT)
-        _, errors = spy.communicate(timeout=60)
-        if not samples_path.exists():
-            print(f"\nper-stage profile failed: py-spy wrote nothing ({errors.decode(errors='replace').strip()})")
-            return
+        samples_path, counts_path = Path(scratch) / "samples.txt", Path(scratch) / "counts.json"
+        wall, _ = run_process([str(py_spy), "record", "--gil", "--rate", str(PROFILE_RATE), "--format", "raw",
+                               "--output", str(samples_path), "--", sys.executable, "-m",
+                               "benchmarks.pipeline_contenders", "wirecopy-counted", str(counts_path), *run_args])
+        counted = orjson.loads(counts_path.read_bytes())
         by_stage: collections.Counter = collections.Counter()
         state_by_stage: collections.Counter = collections.Counter()
         for frames, samples in read_samples(samples_path):
@@ -287,27 +177,28 @@ def profile_run(broker: LocalBroker, source: str, tag: str, count: int) -> None:
             by_stage[stage] += samples
             if any(frame.startswith(_STATE_FRAMES) for frame in frames):
                 state_by_stage[stage] += samples
+    cpu = counted.pop("process_cpu_s")
     total = by_stage.total()
     ms_per_sample = cpu * 1000 / count / total
-    state_ids = {"recent_articles": "normalise", "bucket": "syndication", "shard": "syndication",
-                 "announcements": "syndication"}
-    accesses = collections.Counter()
-    for state_id, calls in counter.counts.items():
-        accesses[state_ids.get(state_id, state_id)] += calls
-    print(f"\nWhere wirecopy's CPU goes (one more run, under py-spy sampling the GIL holder at {PROFILE_RATE}/s: "
-          f"{wall:.1f} s wall, {cpu * 1000 / count:.2f} CPU ms per article, {total:,} samples; each stage's "
-          f"share of the samples times that CPU)")
-    print(f"  {'stage':<40} {'CPU ms':>8} {'share':>6} {'of which':>9} {'state reads+':>13}")
-    print(f"  {'':<40} {'/article':>8} {'':>6} {'state ms':>9} {'writes/article':>13}")
+    state_stages = {"recent_articles": "normalise", "bucket": "syndication", "shard": "syndication",
+                    "announcements": "syndication"}
+    accesses: collections.Counter = collections.Counter()
+    for state_id, calls in counted.items():
+        accesses[state_stages.get(state_id, state_id)] += calls
+    print(f"\nWhere wirecopy's CPU goes (one more `wirecopy run` process under py-spy, sampling the GIL holder at "
+          f"{PROFILE_RATE}/s: {wall:.1f} s wall, {cpu * 1000 / count:.2f} CPU ms per article, {total:,} samples; "
+          f"a row's CPU is its share of the samples times the process's CPU)")
+    print(f"  {'stage':<42} {'CPU ms':>8} {'share':>6} {'of which':>9} {'state reads +':>14}")
+    print(f"  {'':<42} {'/article':>8} {'':>6} {'state ms':>9} {'writes/article':>14}")
     for stage in STAGE_ORDER:
         if not by_stage[stage]:
             continue
         state = f"{state_by_stage[stage] * ms_per_sample:.2f}" if state_by_stage[stage] else ""
         access = f"{accesses[stage] / count:.1f}" if accesses[stage] else ""
-        print(f"  {stage:<40} {by_stage[stage] * ms_per_sample:>8.2f} {by_stage[stage] / total:>6.1%} "
-              f"{state:>9} {access:>13}")
-    print(f"  state reads+writes per article, by state: "
-          + ", ".join(f"{state_id} {calls / count:.1f}" for state_id, calls in sorted(counter.counts.items())))
+        print(f"  {stage:<42} {by_stage[stage] * ms_per_sample:>8.2f} {by_stage[stage] / total:>6.1%} "
+              f"{state:>9} {access:>14}")
+    print("  state reads + writes per article, by state: "
+          + ", ".join(f"{state_id} {calls / count:.1f}" for state_id, calls in sorted(counted.items())))
 
 
 # --- what a consumer gets ------------------------------------------------------------------------
@@ -347,7 +238,6 @@ def main() -> int:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    # The I/O floor's reader fetches without a group, which kafka-python warns about each run.
     logging.getLogger("kafka").setLevel(logging.ERROR)
 
     labelled, _ = build(args.shared, bases_per_language=args.bases_per_language)
@@ -359,31 +249,28 @@ def main() -> int:
           f"apache-beam {beam.__version__}, broker Tansu (memory storage) on loopback")
     print(f"data: {count:,} raw articles ({sum(map(len, values)) / count:,.0f} B mean), "
           f"{len({item.story for item in labelled}):,} stories, {len({item.language for item in labelled})} "
-          f"languages, {PARTITIONS} partitions; repeats: {args.repeat}")
+          f"languages, {PARTITIONS} partitions; repeats: {args.repeat}; each contender a process of its own, "
+          f"startup included")
 
     timings: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
     with LocalBroker() as broker:
         source = "bench.raw"
         broker.create_topics([source], partitions=PARTITIONS)
         produce(broker.bootstrap_servers, source, values, [item.article_id.encode() for item in labelled])
-        last_io, naive = None, None
         for rep in range(args.repeat):
             tag = f"bench-{uuid.uuid4().hex[:8]}"
             print(f"repeat {rep + 1}/{args.repeat}: raw passthrough ...", end="", flush=True)
-            timings["raw"].append(measure(lambda: run_raw_passthrough(broker, source, count, tag + "-raw")))
+            timings["raw"].append(run_process(contender("raw", broker, source, count, f"{tag}-raw")))
             print(" naive loop ...", end="", flush=True)
-            loops = []
-            timings["naive"].append(measure(lambda: loops.append(run_naive(broker, source, count, tag + "-naive"))))
-            naive = loops[0]
-            print(" wirecopy ...", end="", flush=True)
-            ios = []
-            timings["wirecopy"].append(measure(lambda: ios.append(run_enrichment(broker, source, tag))))
-            last_io = ios[0]
+            timings["naive"].append(run_process(contender("naive", broker, source, count, f"{tag}-naive")))
+            naive_topic = f"{tag}-naive.out"
+            print(" wirecopy run ...", end="", flush=True)
+            last_io, run_args = wirecopy_args(broker, source, tag)
+            timings["wirecopy"].append(run_process([str(Path(sys.executable).with_name("wirecopy")), "run",
+                                                    *run_args]))
             print(" Beam I/O floor ...", end="", flush=True)
-            timings["floor"].append(measure(lambda: run_beam_floor(broker, source, tag + "-floor")))
+            timings["floor"].append(run_process(contender("floor", broker, source, count, f"{tag}-floor")))
             print(" done", flush=True)
-        articles, stories = consumer_view(broker, last_io)
-        dead_letters = len(read_topic(broker.bootstrap_servers, last_io.dead_letter_topic))
 
         stages = [(wall - floor_wall, cpu - floor_cpu)
                   for (wall, cpu), (floor_wall, floor_cpu) in zip(timings["wirecopy"], timings["floor"])]
@@ -405,13 +292,20 @@ def main() -> int:
 
         profile_run(broker, source, f"bench-{uuid.uuid4().hex[:8]}-profiled", count)
 
+        articles, stories = consumer_view(broker, last_io)
+        dead_letters = len(read_topic(broker.bootstrap_servers, last_io.dead_letter_topic))
+        naive_clusters = {}
+        for record in read_topic(broker.bootstrap_servers, naive_topic):
+            event = orjson.loads(record.value)
+            naive_clusters[event["id"]] = event["cluster"]
+
     print(f"\nWhat a consumer gets (last timed run): {len(articles):,} enriched articles, {dead_letters} dead letters")
     truth = {item.article_id: item.story for item in labelled if item.article_id in articles}
     figures = scores(truth, {article_id: stories[article_id] for article_id in truth})
     print(f"  clusters (cluster.id + merged events): ARI {figures['ari']:.4f}  P {figures['precision']:.4f}  "
           f"R {figures['recall']:.4f}  clusters {figures['clusters']:,} for {len(set(truth.values())):,} stories")
-    naive_truth = {item.article_id: item.story for item in labelled}
-    naive_figures = scores(naive_truth, {article_id: naive.clusters[article_id] for article_id in naive_truth})
+    naive_truth = {item.article_id: item.story for item in labelled if item.article_id in naive_clusters}
+    naive_figures = scores(naive_truth, {article_id: naive_clusters[article_id] for article_id in naive_truth})
     print(f"  the naive loop's clusters (MinHashLSH {NAIVE_THRESHOLD}): ARI {naive_figures['ari']:.4f}  "
           f"P {naive_figures['precision']:.4f}  R {naive_figures['recall']:.4f}  "
           f"clusters {naive_figures['clusters']:,}")
