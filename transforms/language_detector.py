@@ -332,11 +332,16 @@ class NgramTables:
         for name, start, end in _SCRIPT_RANGES:
             self._script_of[start : end + 1] = _SCRIPTS.index(name)
         self._script_of[~np.array([ch.isalpha() for ch in code_points])] = 0
-        self._group_members = {
-            group: np.array([_SCRIPTS.index(s) for s in _GROUP_SCRIPTS.get(group, (group,))])
-            for group in {_GROUP.get(s, s) for s in _SCRIPTS[1:]}
-        }
+        # Per script group: which script indices belong to it (a lookup table: np.isin sorted both sides per text).
+        self._in_group = {}
+        for group in {_GROUP.get(s, s) for s in _SCRIPTS[1:]}:
+            self._in_group[group] = np.zeros(len(_SCRIPTS), dtype=bool)
+            self._in_group[group][[_SCRIPTS.index(s) for s in _GROUP_SCRIPTS.get(group, (group,))]] = True
         self.profile_script = tuple(self._script_of_profile(counts) for counts in folded)
+        self._candidates = {
+            script: np.array([i for i, s in enumerate(self.profile_script) if s == script], dtype=np.intp)
+            for script in {_GROUP.get(s, s) for s in _SCRIPTS[1:]}
+        }
 
     @staticmethod
     def _normalisation_table() -> np.ndarray:
@@ -377,9 +382,9 @@ class NgramTables:
         competing = letters - groups[script] - (groups.get("latin", 0) if script != "latin" else 0)
         kana = int(per_script[_SCRIPTS.index("kana")])
         kana_share = kana / groups[script] if script == "cjk" else 0.0
-        candidates = np.array([i for i, s in enumerate(self.profile_script) if s == script], dtype=np.intp)
+        candidates = self._candidates[script]
 
-        in_script = np.isin(scripts, self._group_members[script])
+        in_script = self._in_group[script][scripts]
         # Keep the dominant script's letters and langdetect's punctuation
         # classes; letters of other scripts become word breaks.
         chars = np.where(in_script | (scripts == 0), self._normalise[raw], _SPACE)
