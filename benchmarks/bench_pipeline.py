@@ -1,25 +1,38 @@
-"""The whole pipeline, Kafka to Kafka on the local runner: speed, and quality as a consumer sees it.
+"""The whole pipeline, Kafka to Kafka on the local runner, beside raw passthrough and the naive loop.
 
+    .venv/bin/pip install -e '.[bench]'     # datasketch (the naive loop) and py-spy (the per-stage profile)
     .venv/bin/python benchmarks/bench_pipeline.py [--shared ../shared] [--bases-per-language 30] [--repeat 3]
 
 The labelled set of `syndication_labelled.py` (real news in 17 languages from
 `../shared/corpus`, wire stories with 2-5 syndicated copies each: truncated,
 lead edited, retyped, regrouped, extended, wrapped in site chrome; and
 same-topic different stories) is produced as raw articles to a 3-partition
-topic on the local broker. Then, alternately, `--repeat` times each:
+topic on the local broker. Then, in turn, `--repeat` times each, every one
+reading all of it from the start with its own consumer group and writing to
+fresh topics:
 
-- `wirecopy run` (bounded; `pipelines.enrich.run`, the CLI's own entry) with
-  fresh output topics and consumer group;
-- the I/O floor: the same read and the same sink with no stage between them
-  (each record written as it was read).
+- raw passthrough: a kafka-python `KafkaConsumer` polling every record and a
+  `KafkaProducer` sending it on unchanged (the floor of any Kafka to Kafka job);
+- the naive loop a user writes by hand: the same consumer, `langdetect` on the
+  full text, a datasketch MinHash (128 permutations, word 5-shingles of the
+  lower-cased text) queried against and then inserted into a `MinHashLSH`
+  (threshold 0.5), the article with its language and cluster produced as JSON;
+- `wirecopy run` (bounded; `pipelines.enrich.run`, the CLI's own entry);
+- the Beam I/O floor: our Kafka read and sink with no stage between them.
 
 Prints wall and CPU seconds (this process, all threads), articles per second
-and CPU ms per article, for both and for the stages alone (the difference),
-and what the consumer of the output topics gets from the last run: clusters
-(each article's `cluster.id`, with the `merged` events of the cluster topic
-applied as a union-find) against the ground truth, ARI and pairwise
-precision/recall, and language labels (English, French, German, Swahili,
-Somali are known to langdetect; the other corpus languages should be `und`).
+and CPU ms per article for each (best and median of the repeats), and
+wirecopy's ratios to the others. Then one more wirecopy run under py-spy
+(sampling whichever thread holds the GIL, i.e. Python CPU time) gives the
+per-stage table: CPU ms per article in each stage (its DoFns and what they
+call, Beam's state API included), of which state access, state reads and
+writes per article, and Beam's own share (the runner, moving elements between
+DoFns, coders). Last, what a consumer of wirecopy's output topics gets:
+clusters (each article's `cluster.id`, with the `merged` events applied as a
+union-find) against the ground truth, ARI and pairwise precision/recall (the
+naive loop's clusters beside), and language labels (English, French, German,
+Swahili, Somali are known to langdetect; the other corpus languages should be
+`und`).
 """
 
 from __future__ import annotations
@@ -28,56 +41,167 @@ import argparse
 import collections
 import logging
 import os
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import apache_beam as beam  # noqa: E402
 import orjson  # noqa: E402
-from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 
 from benchmarks.bench_syndication import UnionFind, scores  # noqa: E402
+from benchmarks.pipeline_contenders import NAIVE_THRESHOLD  # noqa: E402
 from benchmarks.syndication_labelled import build  # noqa: E402
-from wirecopy.pipelines.enrich import KafkaIO, RunConfig, run  # noqa: E402
+from wirecopy.pipelines.enrich import KafkaIO  # noqa: E402
 from wirecopy.pipelines.local_broker import LocalBroker, produce, read_topic  # noqa: E402
-from wirecopy.transforms.kafkaio import KafkaMessage, KafkaReadSpec, ReadFromKafka, StartPosition, WriteToKafka  # noqa: E402
 
 PARTITIONS = 3
 KNOWN_LANGUAGES = {"eng": "en", "fra": "fr", "deu": "de", "swa": "sw", "som": "so"}
+# py-spy's sampling rate for the per-stage profile (samples per second of GIL time).
+PROFILE_RATE = 250
 
 
-def measure(work) -> tuple[float, float]:
-    """Wall and CPU seconds of `work()`."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    work()
-    return time.perf_counter() - wall, time.process_time() - cpu
+def run_process(argv: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system, of the process and the processes it waited for) of one run."""
+    wall = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    errors = process.stderr.read()  # the log, read as it comes (a full pipe would block the process)
+    # wait4 rather than wait: the rusage of this process alone.
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - wall
+    process.returncode = os.waitstatus_to_exitcode(status)
+    process.stderr.close()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{errors.decode(errors='replace')[-3000:]}")
+    return wall, usage.ru_utime + usage.ru_stime
 
 
-def run_enrichment(broker: LocalBroker, source: str, tag: str) -> KafkaIO:
+def contender(name: str, broker: LocalBroker, source: str, count: int, tag: str) -> list[str]:
+    """The command line of one of `pipeline_contenders.py`'s contenders, with its own output topic and group."""
+    broker.create_topics([f"{tag}.out"], partitions=PARTITIONS)
+    return [sys.executable, "-m", "benchmarks.pipeline_contenders", name, broker.bootstrap_servers, source,
+            f"{tag}.out", f"{tag}-group", str(count)]
+
+
+def wirecopy_args(broker: LocalBroker, source: str, tag: str) -> tuple[KafkaIO, list[str]]:
+    """`wirecopy run`'s arguments: bounded, from the earliest offset, fresh output topics and group."""
     io = KafkaIO(bootstrap_servers=broker.bootstrap_servers, input_topic=source,
                  output_topic=f"{tag}.enriched", cluster_topic=f"{tag}.clusters",
-                 dead_letter_topic=f"{tag}.dead", group_id=f"{tag}-group", start_position=StartPosition.EARLIEST)
+                 dead_letter_topic=f"{tag}.dead", group_id=f"{tag}-group")
     broker.create_topics([io.output_topic, io.cluster_topic, io.dead_letter_topic], partitions=PARTITIONS)
-    run(RunConfig(io))
-    return io
+    return io, ["--bootstrap-servers", io.bootstrap_servers, "--input-topic", source,
+                "--output-topic", io.output_topic, "--cluster-topic", io.cluster_topic,
+                "--dead-letter-topic", io.dead_letter_topic, "--group-id", io.group_id, "--start-from", "earliest"]
 
 
-def run_passthrough(broker: LocalBroker, source: str, tag: str) -> None:
-    target = f"{tag}.copy"
-    broker.create_topics([target], partitions=PARTITIONS)
-    spec = KafkaReadSpec(bootstrap_servers=broker.bootstrap_servers, topic=source, group_id=f"{tag}-group",
-                         start_position=StartPosition.EARLIEST)
-    with beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(flags=[])) as pipeline:
-        (pipeline
-         | ReadFromKafka(spec)
-         | beam.Map(lambda record: KafkaMessage(target, record.key, record.value))
-         | WriteToKafka(broker.bootstrap_servers))
+# --- the per-stage profile -----------------------------------------------------------------------
+
+# A sample belongs to the innermost frame of one of our modules (py-spy names frames `function (path:line)`),
+# skipping the modules every stage calls (the stage harness, the record types).
+_OUR_FRAME = re.compile(r"^(?P<function>\S+) \((?P<path>(?:transforms|schemas|pipelines)/\w+\.py)")
+_SHARED_MODULES = {"transforms/stage.py", "schemas/records.py"}
+_MODULE_STAGES = {
+    "transforms/normalise.py": "normalise", "transforms/language.py": "language",
+    "transforms/language_detector.py": "language", "transforms/language_calibration.py": "language",
+    "transforms/syndication.py": "syndication", "transforms/syndication_sketch.py": "syndication",
+}
+_DECODE_FUNCTIONS = ("_DecodeFn.", "decode_article", "decode_raw_article", "DecodeArticles")
+_STATE_FRAMES = ("RuntimeState.", "StateCache.", "CachingStateHandler.", "FnApiUserStateContext.")
+SETUP = "DoFn setup (once per run)"
+STARTUP = "startup: imports, building, Kafka checks"
+STAGE_ORDER = [STARTUP, SETUP, "Kafka read", "decode", "normalise", "language", "syndication", "encode",
+               "Kafka write", "state writes at bundle end", "Beam: runner, element passing, coders",
+               "Kafka client threads"]
+
+
+def stage_of(frames: list[str]) -> str:
+    """The stage a sampled stack (outermost frame first) spends its time in."""
+    if any(frame.startswith(("BundleProcessor.__init__", "DoFnRunner.setup")) for frame in frames):
+        return SETUP
+    for frame in reversed(frames):
+        match = _OUR_FRAME.match(frame)
+        if not match or match["path"] in _SHARED_MODULES:
+            continue
+        path, function = match["path"], match["function"]
+        if path in ("pipelines/enrich.py", "pipelines/cli.py"):
+            if function == "<lambda>":  # outcomes to Kafka messages, for the sink
+                return "Kafka write"
+            continue
+        if path in _MODULE_STAGES:
+            return _MODULE_STAGES[path]
+        if path == "transforms/kafkaio.py":
+            return "Kafka write" if "Write" in function or "send" in function else "Kafka read"
+        return "decode" if function.startswith(_DECODE_FUNCTIONS) else "encode"
+    if frames[0].startswith("Thread._bootstrap"):
+        return "Kafka client threads"
+    if not any("FnApiRunner" in frame for frame in frames):
+        return STARTUP
+    if any(frame.startswith("FnApiUserStateContext.commit") for frame in frames):
+        return "state writes at bundle end"
+    return "Beam: runner, element passing, coders"
+
+
+def read_samples(path: Path) -> Iterator[tuple[list[str], int]]:
+    """py-spy's raw (collapsed) output: `frame;frame;... count` per line."""
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack:
+            yield stack.split(";"), int(count)
+
+
+def profile_run(broker: LocalBroker, source: str, tag: str, count: int) -> None:
+    """One more `wirecopy run` process, under py-spy; prints the per-stage table."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    if not py_spy.exists():
+        print("\nper-stage profile skipped: py-spy is not installed (pip install -e '.[bench]')")
+        return
+    _, run_args = wirecopy_args(broker, source, tag)
+    with tempfile.TemporaryDirectory() as scratch:
+        samples_path, counts_path = Path(scratch) / "samples.txt", Path(scratch) / "counts.json"
+        wall, _ = run_process([str(py_spy), "record", "--gil", "--rate", str(PROFILE_RATE), "--format", "raw",
+                               "--output", str(samples_path), "--", sys.executable, "-m",
+                               "benchmarks.pipeline_contenders", "wirecopy-counted", str(counts_path), *run_args])
+        counted = orjson.loads(counts_path.read_bytes())
+        by_stage: collections.Counter = collections.Counter()
+        state_by_stage: collections.Counter = collections.Counter()
+        for frames, samples in read_samples(samples_path):
+            stage = stage_of(frames)
+            by_stage[stage] += samples
+            if any(frame.startswith(_STATE_FRAMES) for frame in frames):
+                state_by_stage[stage] += samples
+    cpu = counted.pop("process_cpu_s")
+    total = by_stage.total()
+    ms_per_sample = cpu * 1000 / count / total
+    state_stages = {"recent_articles": "normalise", "bucket": "syndication", "shard": "syndication",
+                    "announcements": "syndication"}
+    accesses: collections.Counter = collections.Counter()
+    for state_id, calls in counted.items():
+        accesses[state_stages.get(state_id, state_id)] += calls
+    print(f"\nWhere wirecopy's CPU goes (one more `wirecopy run` process under py-spy, sampling the GIL holder at "
+          f"{PROFILE_RATE}/s: {wall:.1f} s wall, {cpu * 1000 / count:.2f} CPU ms per article, {total:,} samples; "
+          f"a row's CPU is its share of the samples times the process's CPU)")
+    print(f"  {'stage':<42} {'CPU ms':>8} {'share':>6} {'of which':>9} {'state reads +':>14}")
+    print(f"  {'':<42} {'/article':>8} {'':>6} {'state ms':>9} {'writes/article':>14}")
+    for stage in STAGE_ORDER:
+        if not by_stage[stage]:
+            continue
+        state = f"{state_by_stage[stage] * ms_per_sample:.2f}" if state_by_stage[stage] else ""
+        access = f"{accesses[stage] / count:.1f}" if accesses[stage] else ""
+        print(f"  {stage:<42} {by_stage[stage] * ms_per_sample:>8.2f} {by_stage[stage] / total:>6.1%} "
+              f"{state:>9} {access:>14}")
+    print("  state reads + writes per article, by state: "
+          + ", ".join(f"{state_id} {calls / count:.1f}" for state_id, calls in sorted(counted.items())))
+
+
+# --- what a consumer gets ------------------------------------------------------------------------
 
 
 def consumer_view(broker: LocalBroker, io: KafkaIO) -> tuple[dict[str, dict], dict[str, str]]:
@@ -94,11 +218,16 @@ def consumer_view(broker: LocalBroker, io: KafkaIO) -> tuple[dict[str, dict], di
     return articles, {article_id: groups.find(event["cluster"]["id"]) for article_id, event in articles.items()}
 
 
-def row(label: str, timings: list[tuple[float, float]], count: int) -> str:
+def row(label: str, timings: list[tuple[float, float]], count: int,
+        ours: list[tuple[float, float]] | None = None) -> str:
     walls, cpus = [wall for wall, _ in timings], [cpu for _, cpu in timings]
     best, median = min(walls), statistics.median(walls)
-    return (f"  {label:<34} {best:>7.1f} {median:>7.1f} {count / best:>10,.0f} {count / median:>10,.0f} "
+    line = (f"  {label:<40} {best:>7.1f} {median:>7.1f} {count / best:>9,.0f} {count / median:>9,.0f} "
             f"{statistics.median(cpus) * 1000 / count:>8.2f}")
+    if ours:
+        our_walls = [wall for wall, _ in ours]
+        line += f" {best / min(our_walls):>8.2f} {median / statistics.median(our_walls):>7.2f}"
+    return line
 
 
 def main() -> int:
@@ -109,7 +238,6 @@ def main() -> int:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    # The I/O floor's reader fetches without a group, which kafka-python warns about each run.
     logging.getLogger("kafka").setLevel(logging.ERROR)
 
     labelled, _ = build(args.shared, bases_per_language=args.bases_per_language)
@@ -121,39 +249,66 @@ def main() -> int:
           f"apache-beam {beam.__version__}, broker Tansu (memory storage) on loopback")
     print(f"data: {count:,} raw articles ({sum(map(len, values)) / count:,.0f} B mean), "
           f"{len({item.story for item in labelled}):,} stories, {len({item.language for item in labelled})} "
-          f"languages, {PARTITIONS} partitions; repeats: {args.repeat}")
+          f"languages, {PARTITIONS} partitions; repeats: {args.repeat}; each contender a process of its own, "
+          f"startup included")
 
-    timings: dict[str, list[tuple[float, float]]] = {"pipeline": [], "floor": []}
+    timings: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
     with LocalBroker() as broker:
         source = "bench.raw"
         broker.create_topics([source], partitions=PARTITIONS)
         produce(broker.bootstrap_servers, source, values, [item.article_id.encode() for item in labelled])
-        last_io = None
         for rep in range(args.repeat):
-            print(f"repeat {rep + 1}/{args.repeat}: pipeline ...", end="", flush=True)
             tag = f"bench-{uuid.uuid4().hex[:8]}"
-            ios = []
-            timings["pipeline"].append(measure(lambda: ios.append(run_enrichment(broker, source, tag))))
-            last_io = ios[0]
-            print(" I/O floor ...", end="", flush=True)
-            timings["floor"].append(measure(lambda: run_passthrough(broker, source, tag + "-floor")))
+            print(f"repeat {rep + 1}/{args.repeat}: raw passthrough ...", end="", flush=True)
+            timings["raw"].append(run_process(contender("raw", broker, source, count, f"{tag}-raw")))
+            print(" naive loop ...", end="", flush=True)
+            timings["naive"].append(run_process(contender("naive", broker, source, count, f"{tag}-naive")))
+            naive_topic = f"{tag}-naive.out"
+            print(" wirecopy run ...", end="", flush=True)
+            last_io, run_args = wirecopy_args(broker, source, tag)
+            timings["wirecopy"].append(run_process([str(Path(sys.executable).with_name("wirecopy")), "run",
+                                                    *run_args]))
+            print(" Beam I/O floor ...", end="", flush=True)
+            timings["floor"].append(run_process(contender("floor", broker, source, count, f"{tag}-floor")))
             print(" done", flush=True)
+
+        stages = [(wall - floor_wall, cpu - floor_cpu)
+                  for (wall, cpu), (floor_wall, floor_cpu) in zip(timings["wirecopy"], timings["floor"])]
+        ours = timings["wirecopy"]
+        print(f"\n  {'':<40} {'wall s':>15} {'articles/s':>19} {'CPU ms':>8} {'wirecopy speed-up':>16}")
+        print(f"  {'':<40} {'best':>7} {'median':>7} {'best':>9} {'median':>9} {'/article':>8} "
+              f"{'best':>8} {'median':>7}")
+        print(row("raw kafka-python passthrough", timings["raw"], count, ours))
+        print(row("naive loop (langdetect + MinHashLSH)", timings["naive"], count, ours))
+        print(row("wirecopy run (whole pipeline)", ours, count))
+        print(row("Beam I/O floor (our read + sink only)", timings["floor"], count, ours))
+        print(row("wirecopy's stages (paired difference)", stages, count))
+        naive_walls, our_walls = [wall for wall, _ in timings["naive"]], [wall for wall, _ in ours]
+        naive_cpu = statistics.median(cpu for _, cpu in timings["naive"])
+        our_cpu = statistics.median(cpu for _, cpu in ours)
+        print(f"\nwirecopy vs the naive loop, articles/s: {min(naive_walls) / min(our_walls):.2f}x best, "
+              f"{statistics.median(naive_walls) / statistics.median(our_walls):.2f}x median; "
+              f"CPU per article, the naive loop's over wirecopy's: {naive_cpu / our_cpu:.2f} (medians)")
+
+        profile_run(broker, source, f"bench-{uuid.uuid4().hex[:8]}-profiled", count)
+
         articles, stories = consumer_view(broker, last_io)
         dead_letters = len(read_topic(broker.bootstrap_servers, last_io.dead_letter_topic))
+        naive_clusters = {}
+        for record in read_topic(broker.bootstrap_servers, naive_topic):
+            event = orjson.loads(record.value)
+            naive_clusters[event["id"]] = event["cluster"]
 
-    stages = [(wall - floor_wall, cpu - floor_cpu)
-              for (wall, cpu), (floor_wall, floor_cpu) in zip(timings["pipeline"], timings["floor"])]
-    print(f"\n  {'':<34} {'wall s':>15} {'articles/s':>21} {'CPU ms':>8}")
-    print(f"  {'':<34} {'best':>7} {'median':>7} {'best':>10} {'median':>10} {'/article':>8}")
-    print(row("whole pipeline (wirecopy run)", timings["pipeline"], count))
-    print(row("I/O floor (read + sink only)", timings["floor"], count))
-    print(row("the stages (difference, paired)", stages, count))
-
-    print(f"\nWhat a consumer gets (last run): {len(articles):,} enriched articles, {dead_letters} dead letters")
+    print(f"\nWhat a consumer gets (last timed run): {len(articles):,} enriched articles, {dead_letters} dead letters")
     truth = {item.article_id: item.story for item in labelled if item.article_id in articles}
     figures = scores(truth, {article_id: stories[article_id] for article_id in truth})
     print(f"  clusters (cluster.id + merged events): ARI {figures['ari']:.4f}  P {figures['precision']:.4f}  "
           f"R {figures['recall']:.4f}  clusters {figures['clusters']:,} for {len(set(truth.values())):,} stories")
+    naive_truth = {item.article_id: item.story for item in labelled if item.article_id in naive_clusters}
+    naive_figures = scores(naive_truth, {article_id: naive_clusters[article_id] for article_id in naive_truth})
+    print(f"  the naive loop's clusters (MinHashLSH {NAIVE_THRESHOLD}): ARI {naive_figures['ari']:.4f}  "
+          f"P {naive_figures['precision']:.4f}  R {naive_figures['recall']:.4f}  "
+          f"clusters {naive_figures['clusters']:,}")
     by_language: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for item in labelled:
         if item.article_id in articles:
