@@ -1,4 +1,4 @@
-"""End to end through the `wirecopy` CLI: files and Kafka, over the seed pages and the samples."""
+"""End to end through the `wirecopy` CLI: files and Kafka, over the story pages and the samples."""
 
 import base64
 import json
@@ -30,14 +30,14 @@ def wirecopy(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def input_lines(seed_pages) -> list[bytes]:
-    """The two seed pages as raw articles, then every bundled sample line."""
-    seeds = [orjson.dumps({"id": stem, "text": text}) for stem, text in seed_pages.items()]
-    return seeds + sample_lines()
+def input_lines(story_pages) -> list[bytes]:
+    """The two story pages as raw articles, then every bundled sample line."""
+    pages = [orjson.dumps({"id": stem, "text": text}) for stem, text in story_pages.items()]
+    return pages + sample_lines()
 
 
 def expected_dead_letters(lines: list[bytes]) -> dict[int, str]:
-    """Line number → reason, from the samples' ground truth (seeds come first and are valid)."""
+    """Line number → reason, from the samples' ground truth (the story pages come first and are valid)."""
     by_id, offset = {}, len(lines) - len(sample_lines())
     for number, line in enumerate(lines):
         try:
@@ -91,9 +91,9 @@ def cluster_roots(articles, cluster_events) -> dict[str, str]:
 def check_clusters(articles, cluster_events):
     clusters = cluster_roots(articles, cluster_events)
     by_id = {a["article_id"]: a for a in articles}
-    seeds = sorted(stem for stem in clusters if stem[:3].isdigit())
-    assert len(seeds) == 2 and clusters[seeds[0]] == clusters[seeds[1]], "the two seed pages are one story"
-    assert {by_id[s]["cluster"]["match"] for s in seeds} & {"near", "contained"}
+    pages = sorted(stem for stem in clusters if stem.startswith("story_"))
+    assert len(pages) == 2 and clusters[pages[0]] == clusters[pages[1]], "the two story pages are one story"
+    assert {by_id[page]["cluster"]["match"] for page in pages} & {"near", "contained"}
     for members in EXPECTED["clusters"]:
         assert len({clusters[m] for m in members}) == 1, f"one cluster expected: {members}"
     for first, second in EXPECTED["apart"]:
