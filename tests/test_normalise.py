@@ -44,6 +44,7 @@ from wirecopy.transforms.normalise import (
     registrable_domain,
     remember,
     remove_boilerplate,
+    repair_text,
     seen_article,
     template_paragraphs,
     word_count,
@@ -54,7 +55,8 @@ SCRAPER_COPY = FIXTURES / "story_gridpolicyhub.txt"  # an aggregator's excerpt o
 BLOG_COPY = FIXTURES / "story_gridwatch.txt"  # a blog's longer edit of it
 
 _enriched = load_schema(ENRICHED_ARTICLE)
-_NORMALISED = "article_id url canonical_url source title byline text word_count boilerplate_removed published_at".split()
+_NORMALISED = ("article_id url canonical_url source title byline text word_count boilerplate_removed published_at "
+               "published_at_raw").split()
 validate_normalised = fastjsonschema.compile(
     {
         "type": "object",
@@ -484,12 +486,59 @@ def test_clean_title(title, sites, expected):
         ("2024-03-01T10:00:00Z", "2024-03-01T10:00:00.000Z"),
         ("2024-03-01T10:00:00+0100", "2024-03-01T09:00:00.000Z"),
         ("2024-03-01T10:00:00", "2024-03-01T10:00:00.000Z"),
+        # as feeds send it: RSS (RFC 822/2822), ISO 8601 with a space and no zone, day-first numeric dates
+        ("Tue, 10 Mar 2026 16:42:00 GMT", "2026-03-10T16:42:00.000Z"),
+        ("Tue, 10 Mar 2026 16:42:00 +0100", "2026-03-10T15:42:00.000Z"),
+        ("10 Mar 2026 11:42 EST", "2026-03-10T16:42:00.000Z"),
+        ("2026-03-10 16:42", "2026-03-10T16:42:00.000Z"),
+        ("2026-03-10", "2026-03-10T00:00:00.000Z"),
+        ("10.03.2026", "2026-03-10T00:00:00.000Z"),
+        ("10/03/2026 16:42", "2026-03-10T16:42:00.000Z"),
+        ("05-03-2026", "2026-03-05T00:00:00.000Z"),  # ambiguous: day first
+        ("03/15/2026", "2026-03-15T00:00:00.000Z"),  # month first: no 15th month
+        ("  Tue,  10 Mar 2026\n16:42:00 GMT ", "2026-03-10T16:42:00.000Z"),
+        ("Tue, 10 Mar 2026 16:42:00 CEST", None),  # a zone name RFC 2822 does not define is not guessed
+        ("31.02.2026", None),
+        ("13/13/2026", None),
         ("yesterday", None),
         (None, None),
     ],
 )
 def test_normalise_published_at(value, expected):
     assert normalise_published_at(value) == expected
+
+
+@pytest.mark.parametrize("published_at, expected", [
+    ("Tue, 10 Mar 2026 16:42:00 GMT", "2026-03-10T16:42:00.000Z"),
+    ("2026-03-10 16:42", "2026-03-10T16:42:00.000Z"),
+    ("10.03.2026", "2026-03-10T00:00:00.000Z"),
+    ("last Tuesday", None),
+])
+def test_an_article_keeps_its_body_and_the_raw_published_at_whatever_the_form(published_at, expected):
+    result = normalised({"id": "a", "text": "The council met on Tuesday.", "published_at": published_at})
+    validate_normalised(result.fields)
+    assert (result.fields["published_at"], result.fields["published_at_raw"]) == (expected, published_at)
+    assert result.fields["text"] == "The council met on Tuesday."
+
+
+@pytest.mark.parametrize("text, repaired, repairs", [
+    ("Don\u00e2\u20ac\u2122t stop at the Caf\u00c3\u00a9.", "Don\u2019t stop at the Caf\u00e9.", ("mojibake",)),
+    ("Caf&eacute; &amp; bar &#8211; open &#x2014; daily", "Caf\u00e9 & bar \u2013 open \u2014 daily", ("html_entities",)),
+    ("Tom &amp;amp; Jerry", "Tom &amp; Jerry", ("html_entities",)),  # escaped twice: decoded once
+    ("Don&rsquo;t \u00e2\u20ac\u0153quote\u00e2\u20ac\u009d", "Don\u2019t \u201cquote\u201d", ("html_entities", "mojibake")),
+    ("AT&T and R&D; Q&A", "AT&T and R&D; Q&A", ()),  # no entities
+    ("Caf\u00e9 \u00e0 la cr\u00e8me, \u201cquoted\u201d \u00c2ge", "Caf\u00e9 \u00e0 la cr\u00e8me, \u201cquoted\u201d \u00c2ge", ()),
+    ("\u00c3 \u00a9 apart, Sm\u00f8rrebr\u00f8d", "\u00c3 \u00a9 apart, Sm\u00f8rrebr\u00f8d", ()),
+])
+def test_repair_text_decodes_entities_and_undoes_mojibake_and_nothing_else(text, repaired, repairs):
+    assert repair_text(text) == (repaired, repairs)
+
+
+def test_an_article_with_mojibake_and_entities_is_repaired_in_title_and_body():
+    result = normalised({"id": "a", "title": "Caf&eacute; owners say Don\u00e2\u20ac\u2122t panic",
+                         "text": "Prices at the caf&eacute; rose.\n\nOwners Don\u00e2\u20ac\u2122t plan to close &amp; hope."})
+    assert result.fields["title"] == "Caf\u00e9 owners say Don\u2019t panic"
+    assert result.fields["text"] == "Prices at the caf\u00e9 rose.\n\nOwners Don\u2019t plan to close & hope."
 
 
 def test_fields_satisfy_the_output_contract():
@@ -513,6 +562,7 @@ def test_fields_satisfy_the_output_contract():
         "text": "First paragraph.\n\nSecond paragraph here.",
         "word_count": 5,
         "published_at": "2024-03-01T09:00:00.000Z",
+        "published_at_raw": "2024-03-01T10:00:00+01:00",
         "boilerplate_removed": {"byline": 1},
     }
     assert result.fingerprint == "first paragraph\nsecond paragraph here"
@@ -773,6 +823,23 @@ def test_normalise_transform(bodies):
             equal_to(["DeadLetter"] * 3 + ["Article"] * 8),
             label="one stream",
         )
+
+
+def test_the_transform_counts_repairs_and_unreadable_dates():
+    inputs = [
+        article({"id": "entities", "text": "Fish &amp; chips at the caf&eacute;.", "published_at": "10.03.2026"}, 0),
+        article({"id": "mojibake", "title": "Don\u00e2\u20ac\u2122t", "text": "Plain body.", "published_at": "soon"}, 1),
+        article({"id": "clean", "text": "Plain body, no repairs.", "published_at": "Tue, 10 Mar 2026 16:42:00 GMT"}, 2),
+    ]
+    with TestPipeline(runner="FnApiRunner") as pipeline:
+        outcomes = pipeline | beam.Create(inputs) | Normalise()
+        dates = outcomes | beam.Map(lambda a: (a.article_id, a.fields["published_at"], a.fields["published_at_raw"]))
+        assert_that(dates, equal_to([("entities", "2026-03-10T00:00:00.000Z", "10.03.2026"), ("mojibake", None, "soon"),
+                                     ("clean", "2026-03-10T16:42:00.000Z", "Tue, 10 Mar 2026 16:42:00 GMT")]))
+    counters = {m.key.metric.name: m.committed for m in pipeline.result.metrics().query()["counters"]}
+    assert counters["normalise_repaired_html_entities"] == 1
+    assert counters["normalise_repaired_mojibake"] == 1
+    assert counters["normalise_published_at_unparsable"] == 1
 
 
 def test_an_empty_result_says_whether_boilerplate_or_nothing_at_all_was_there():
