@@ -84,8 +84,10 @@ def run_config(parsed: run_options.ParsedOptions) -> RunConfig:
         try:
             settings = client_settings(args.kafka_config and Path(args.kafka_config), args.consumer_config,
                                        args.producer_config)
-        except (OSError, ValueError) as error:
-            raise UsageError(f"{error}" if not isinstance(error, OSError) else f"--kafka-config: {error}") from None
+        except OSError as error:
+            raise UsageError(f"--kafka-config: {error}") from None
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         bootstrap_servers = args.bootstrap_servers or settings.connection.get("bootstrap_servers")
         if not bootstrap_servers:
             raise UsageError("give --bootstrap-servers (Kafka mode) or --input-jsonl (file mode)")
