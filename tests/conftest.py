@@ -10,9 +10,7 @@ import trustme
 from wirecopy.pipelines.local_broker import LocalBroker, free_port
 from sasl_gate import SaslFrontedBroker  # tests/ is on sys.path (pytest rootdir conftest)
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-SEEDS = SHARED / "seeds"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +122,10 @@ def topic_name(request):
 
 
 @pytest.fixture(scope="session")
-def seed_pages():
-    pages = sorted(SEEDS.glob("*.txt"))
-    assert len(pages) == 2, f"expected the two seed pages in {SEEDS}"
-    return {page.stem: page.read_text(encoding="utf-8") for page in pages}
+def story_pages():
+    """Two copies of one (fictional) wire story as sites republish it: an aggregator's excerpt in its
+    header, contacts block and "Read more on" line, and a blog's longer edit with related content,
+    a byline and a comment form. Name → text, the longer copy first."""
+    pages = {page.stem: page.read_text(encoding="utf-8") for page in FIXTURES.glob("story_*.txt")}
+    assert len(pages) == 2, f"expected the two story pages in {FIXTURES}"
+    return dict(sorted(pages.items(), key=lambda item: -len(item[1])))

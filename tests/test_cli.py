@@ -1,7 +1,8 @@
-"""End to end through the `wirecopy` CLI: files and Kafka, over the seed pages and the samples."""
+"""End to end through the `wirecopy` CLI: files and Kafka, over the story pages and the samples."""
 
 import base64
 import json
+import os
 import random
 import re
 import subprocess
@@ -14,7 +15,8 @@ import orjson
 import pytest
 import trustme
 
-from wirecopy.pipelines.cli import client_configs, jaas_credentials
+from wirecopy.pipelines import options as run_options
+from wirecopy.pipelines.kafka_config import client_settings, jaas_credentials, read_properties
 from wirecopy.pipelines.demo import sample_lines
 from wirecopy.pipelines.local_broker import committed_offsets, produce, read_topic
 from wirecopy.schemas import codec
@@ -24,20 +26,20 @@ REPO = Path(__file__).resolve().parents[1]
 EXPECTED = json.loads((REPO / "pipelines" / "samples" / "expected.json").read_text())
 
 
-def wirecopy(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def wirecopy(*args: str, timeout: float = 240, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "wirecopy.pipelines.cli", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env and {**os.environ, **env})
 
 
 @pytest.fixture(scope="module")
-def input_lines(seed_pages) -> list[bytes]:
-    """The two seed pages as raw articles, then every bundled sample line."""
-    seeds = [orjson.dumps({"id": stem, "text": text}) for stem, text in seed_pages.items()]
-    return seeds + sample_lines()
+def input_lines(story_pages) -> list[bytes]:
+    """The two story pages as raw articles, then every bundled sample line."""
+    pages = [orjson.dumps({"id": stem, "text": text}) for stem, text in story_pages.items()]
+    return pages + sample_lines()
 
 
 def expected_dead_letters(lines: list[bytes]) -> dict[int, str]:
-    """Line number → reason, from the samples' ground truth (seeds come first and are valid)."""
+    """Line number → reason, from the samples' ground truth (the story pages come first and are valid)."""
     by_id, offset = {}, len(lines) - len(sample_lines())
     for number, line in enumerate(lines):
         try:
@@ -91,9 +93,10 @@ def cluster_roots(articles, cluster_events) -> dict[str, str]:
 def check_clusters(articles, cluster_events):
     clusters = cluster_roots(articles, cluster_events)
     by_id = {a["article_id"]: a for a in articles}
-    seeds = sorted(stem for stem in clusters if stem[:3].isdigit())
-    assert len(seeds) == 2 and clusters[seeds[0]] == clusters[seeds[1]], "the two seed pages are one story"
-    assert {by_id[s]["cluster"]["match"] for s in seeds} & {"near", "contained"}
+    pages = sorted(stem for stem in clusters if stem.startswith("story_"))
+    assert len(pages) == 2 and clusters[pages[0]] == clusters[pages[1]], "the two story pages are one story"
+    # whichever arrives second is a copy of the first: near, or contained in / containing the other
+    assert {by_id[page]["cluster"]["match"] for page in pages} & {"near", "contained", "contains"}
     for members in EXPECTED["clusters"]:
         assert len({clusters[m] for m in members}) == 1, f"one cluster expected: {members}"
     for first, second in EXPECTED["apart"]:
@@ -185,13 +188,144 @@ def test_a_java_client_properties_file_gives_both_clients_their_settings(tmp_pat
     properties = tmp_path / "client.properties"
     properties.write_text("# from the Java client\nsecurity.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"
                           "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
-                          'username="wirecopy" password="p=\\"q\\"";\n'
+                          r'username="wirecopy" password="p=\\\"q\\\"";' "\n"  # JAAS escapes inside properties escapes
                           "ssl.cafile=/etc/kafka/ca.pem\nfetch.max.bytes=1048576\n")
-    consumer, producer = client_configs(properties, ["max.poll.records=100"], ["linger.ms=5"])
+    settings = client_settings(properties, ["max.poll.records=100"], ["linger.ms=5"])
     shared = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "wirecopy",
               "sasl_plain_password": 'p="q"', "ssl_cafile": "/etc/kafka/ca.pem"}
-    assert consumer == {**shared, "fetch_max_bytes": 1048576, "max_poll_records": 100}
-    assert producer == {**shared, "linger_ms": 5}
+    assert settings.consumer == {**shared, "fetch_max_bytes": 1048576, "max_poll_records": 100}
+    assert settings.producer == {**shared, "linger_ms": 5}
+
+
+def test_properties_are_read_as_java_reads_them():
+    text = ("# comment\n! also a comment\n   \n"
+            "a=1\n"
+            "b : 2\n"
+            "c 3\n"
+            "d\t=\t  four  \n"
+            "e=first \\\n"
+            "     second \\\n"
+            "  third\n"
+            "f=tab\\there\\u00e9\\\\end\n"
+            "key\\ with\\=separators = value=with:separators\n"
+            "empty=\n"
+            "alone\n"
+            "  # not a comment inside a continuation? \\\n"
+            "a=again\r\n")
+    assert read_properties(text) == {
+        "a": "again", "b": "2", "c": "3", "d": "four  ", "e": "first second third", "f": "tab\there\u00e9\\end",
+        "key with=separators": "value=with:separators", "empty": "", "alone": "",
+    }
+
+
+def test_a_java_client_file_with_every_kind_of_setting(tmp_path, caplog):
+    properties = tmp_path / "client.properties"
+    properties.write_text("bootstrap.servers: kafka-1:9092,kafka-2:9092\n"
+                          "group.id newsroom\n"
+                          "acks=all\n"
+                          "enable.idempotence=true\n"
+                          "compression.type=none\n"
+                          "ssl.truststore.type=PEM\n"
+                          "ssl.truststore.location=/etc/kafka/ca.pem\n"
+                          "ssl.endpoint.identification.algorithm=\n"
+                          "buffer.memory=33554432\n"
+                          "key.serializer=org.apache.kafka.common.serialization.ByteArraySerializer\n"
+                          "session.timeout.ms=45000\n")
+    settings = client_settings(properties, [], [])
+    assert settings.connection == {"bootstrap_servers": "kafka-1:9092,kafka-2:9092", "group_id": "newsroom"}
+    assert settings.producer == {"acks": "all", "enable_idempotence": True, "ssl_cafile": "/etc/kafka/ca.pem",
+                                 "ssl_check_hostname": False}
+    assert settings.consumer == {"ssl_cafile": "/etc/kafka/ca.pem", "ssl_check_hostname": False, "session_timeout_ms": 45000}
+    assert "left out" in caplog.text and "buffer.memory, key.serializer" in caplog.text
+
+
+@pytest.mark.parametrize("line, message", [
+    ("bootstrap.server=kafka:9092", "did you mean 'bootstrap.servers'?"),
+    ("ssl.truststore.location=/etc/kafka/truststore.jks", "JKS store, which kafka-python cannot read"),
+    ("enable.auto.commit=true", "wirecopy commits offsets itself"),
+    ("sasl.mechanism=OAUTHBEARER", "token provider"),
+    ("request.timeout.ms=soon", "request_timeout_ms must be a number"),
+    ("x=\\u12", "malformed \\uXXXX escape"),
+])
+def test_settings_that_cannot_work_are_refused_with_a_reason(tmp_path, line, message):
+    properties = tmp_path / "client.properties"
+    properties.write_text(line + "\n")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        client_settings(properties, [], [])
+
+
+def test_connection_settings_come_from_the_command_line_then_the_environment_then_the_file(tmp_path, monkeypatch):
+    properties = tmp_path / "client.properties"
+    properties.write_text("bootstrap.servers=from-file:9092\ngroup.id=file-group\n")
+    monkeypatch.setenv("WIRECOPY_KAFKA_CONFIG", str(properties))
+    topics = ["--input-topic", "i", "--output-topic", "o", "--cluster-topic", "c", "--dead-letter-topic", "d"]
+
+    def io(*args):
+        return wirecopy_config(*topics, *args).io
+
+    assert (io().bootstrap_servers, io().group_id) == ("from-file:9092", "file-group")
+    monkeypatch.setenv("WIRECOPY_BOOTSTRAP_SERVERS", "from-env:9092")
+    monkeypatch.setenv("WIRECOPY_GROUP_ID", "env-group")
+    assert (io().bootstrap_servers, io().group_id) == ("from-env:9092", "env-group")
+    assert (io("--bootstrap-servers", "cli:9092", "--group-id", "cli-group").bootstrap_servers,
+            io("--group-id", "cli-group").group_id) == ("cli:9092", "cli-group")
+    monkeypatch.delenv("WIRECOPY_GROUP_ID")
+    monkeypatch.delenv("WIRECOPY_KAFKA_CONFIG")
+    assert io().group_id == run_options.DEFAULT_GROUP_ID
+
+
+def wirecopy_config(*args: str):
+    from wirecopy.pipelines.cli import run_config
+    return run_config(run_options.parse(list(args)))
+
+
+def test_version():
+    finished = wirecopy("--version")
+    assert finished.returncode == 0 and re.fullmatch(r"wirecopy \d+\.\d+\.\d+\S*\n", finished.stdout)
+
+
+def test_run_help_lists_wirecopy_options_and_their_environment_variables():
+    finished = wirecopy("run", "--help")
+    assert finished.returncode == 0
+    for option in ("--bootstrap-servers", "--language-threshold", "--max-dead-letter-ratio", "WIRECOPY_BOOTSTRAP_SERVERS"):
+        assert option in finished.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input-jsonl", "{tmp}/missing.jsonl", "--output-jsonl", "{tmp}/out.jsonl"],
+     "--input-jsonl {tmp}/missing.jsonl: no such file"),
+    (["--input-jsonl", "{samples}", "--output-jsonl", "{tmp}/out.jsonl", "--runner", "FlinkRuner"],
+     "unknown runner 'FlinkRuner'; did you mean FlinkRunner?"),
+    (["--input-jsonl", "{samples}", "--output-jsonl", "{tmp}/out.jsonl", "--langauge-threshold", "0.9"],
+     "unknown option --langauge-threshold; did you mean --language-threshold?"),
+    (["--input-jsonl", "{samples}", "--output-jsonl", "{tmp}/out.jsonl", "--flink_mastr=localhost:8081"],
+     "unknown option --flink_mastr; did you mean --flink_master?"),
+    (["--input-jsonl", "{samples}", "--output-jsonl", "{tmp}/out.jsonl", "--language-threshold", "1.5"],
+     "argument --language-threshold: must be within [0, 1], got 1.5"),
+    (["--bootstrap-servers", "127.0.0.1:1", "--input-topic", "a", "--output-topic", "b", "--cluster-topic", "c",
+      "--dead-letter-topic", "d", "--kafka-config", "{tmp}/missing.properties"],
+     "--kafka-config: [Errno 2] No such file or directory: '{tmp}/missing.properties'"),
+], ids=["missing-input", "unknown-runner", "typo", "beam-option-typo", "out-of-range", "missing-config"])
+def test_a_wrong_command_line_is_one_line_and_exit_2_with_nothing_left_behind(tmp_path, args, message):
+    samples = str(REPO / "pipelines" / "samples" / "articles.jsonl")
+    finished = wirecopy("run", *(arg.format(tmp=tmp_path, samples=samples) for arg in args))
+    assert finished.returncode == 2
+    assert finished.stderr.startswith(f"wirecopy: {message.format(tmp=tmp_path)}") and finished.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == [], "no output, no beam-temp-* folder"
+
+
+def test_a_run_that_dead_letters_too_much_fails_with_the_reason(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'{"id": 1}\n{"id": 2}\nnot json\n{"id": "a", "text": "The one good article."}\n')
+    failed = wirecopy("run", "--input-jsonl", str(source), "--output-jsonl", str(tmp_path / "out.jsonl"))
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines()[-1].endswith(
+        "3 of 4 records (75%) were dead-lettered, more than --max-dead-letter-ratio 0.5 allows "
+        "(schema_violation 2, invalid_json 1)")
+    assert len((tmp_path / "out.dead-letters.jsonl").read_bytes().splitlines()) == 3, "the outputs are written all the same"
+    tolerated = wirecopy("run", "--input-jsonl", str(source), "--output-jsonl", str(tmp_path / "again.jsonl"),
+                         "--max-dead-letter-ratio", "0.8")
+    assert tolerated.returncode == 0, tolerated.stderr[-3000:]
 
 
 def test_a_jaas_login_module_without_a_kafka_python_equivalent_is_refused():
@@ -268,7 +402,15 @@ def test_kafka_bounded_end_to_end(any_broker, topic_name, input_lines, tmp_path)
     keys = [str(number).encode() for number in range(len(input_lines))]
     produce(any_broker.bootstrap_servers, topics["in"], input_lines, keys, **any_broker.client_config)
     group = topic_name("group")
-    finished = wirecopy("run", *kafka_args(any_broker, topics, group, tmp_path / "client.properties"))
+    args = kafka_args(any_broker, topics, group, tmp_path / "client.properties")
+    environment = None
+    if not any_broker.client_config:
+        # The connection as a deployment gives it: brokers from the environment, the group and
+        # producer guarantees from a Java client.properties.
+        (tmp_path / "client.properties").write_text(f"group.id: {group}\nacks = all\nenable.idempotence=true\n")
+        environment = {"WIRECOPY_BOOTSTRAP_SERVERS": any_broker.bootstrap_servers}
+        args = [arg for arg in args[2:] if arg not in ("--group-id", group)] + ["--kafka-config", str(tmp_path / "client.properties")]
+    finished = wirecopy("run", *args, env=environment)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "running on FnApiRunner (bounded)" in finished.stderr
     check_kafka_outputs(any_broker, topics, group, input_lines)

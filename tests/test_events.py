@@ -26,7 +26,7 @@ def record(value: bytes, offset: int = 0) -> SourceRecord:
     ('{"id": "a", "text": "caf\u00e9"}'.encode("latin-1"), DeadLetterReason.INVALID_ENCODING),
     (b'{"id": 7, "text": "x"}', DeadLetterReason.SCHEMA_VIOLATION),
     (b'{"text": "no id"}', DeadLetterReason.SCHEMA_VIOLATION),
-    (b'{"id": "a", "published_at": "yesterday"}', DeadLetterReason.SCHEMA_VIOLATION),
+    (b'{"id": "a", "text": 7}', DeadLetterReason.SCHEMA_VIOLATION),
     (b'["not", "an", "object"]', DeadLetterReason.SCHEMA_VIOLATION),
 ])
 def test_bad_raw_records_are_rejected_with_their_reason(value, reason):
@@ -34,6 +34,39 @@ def test_bad_raw_records_are_rejected_with_their_reason(value, reason):
         codec.decode_raw_article(value)
     assert rejection.value.reason is reason
     assert rejection.value.detail
+
+
+@pytest.mark.parametrize("unreadable", [
+    {"published_at": 1741624920},
+    {"published_at": ["2026-03-10"]},
+    {"title": {"en": "A title"}},
+    {"url": 42, "language": "x" * 36},
+])
+def test_an_unreadable_optional_property_costs_that_property_not_the_article(unreadable):
+    dropped: list[str] = []
+    raw = codec.decode_raw_article(orjson.dumps({"id": "a", "text": "Body.", "title": "Kept", **unreadable}), dropped=dropped)
+    assert raw == {"id": "a", "text": "Body.", **({} if "title" in unreadable else {"title": "Kept"})}
+    assert sorted(dropped) == sorted(unreadable)
+
+
+def test_feed_forms_of_published_at_decode():
+    for published_at in ("Tue, 10 Mar 2026 16:42:00 GMT", "2026-03-10 16:42", "10.03.2026", "yesterday"):
+        dropped: list[str] = []
+        assert codec.decode_raw_article(orjson.dumps({"id": "a", "published_at": published_at}), dropped=dropped)["published_at"] == published_at
+        assert dropped == []  # read (or dropped) by the normalise stage, which keeps the raw string
+
+
+def test_decode_counts_the_properties_it_drops():
+    records = [record(orjson.dumps({"id": "a", "text": "t", "published_at": 17}), 0),
+               record(orjson.dumps({"id": "b", "text": "t", "title": 1, "source": 2}), 1),
+               record(orjson.dumps({"id": "c", "text": 5}), 2)]
+    with TestPipeline(runner="FnApiRunner") as pipeline:
+        outcomes = pipeline | beam.Create(records) | DecodeArticles()
+        assert_that(outcomes | beam.Map(lambda o: (type(o).__name__, sorted(getattr(o, "raw", {})))),
+                    equal_to([("Article", ["id", "text"]), ("Article", ["id", "text"]), ("DeadLetter", [])]))
+    counters = {m.key.metric.name: m.committed for m in pipeline.result.metrics().query()["counters"]}
+    assert (counters["decode_dropped_published_at"], counters["decode_dropped_title"], counters["decode_dropped_source"]) == (1, 1, 1)
+    assert counters["articles_decoded"] == 2
 
 
 def test_oversized_records_are_rejected_before_parsing():
@@ -74,7 +107,7 @@ def complete_article(article_id: str, offset: int) -> Article:
     fields = {
         "article_id": article_id, "url": None, "canonical_url": None, "source": "example.org", "title": "T",
         "byline": None, "text": "Body.", "word_count": 1, "boilerplate_removed": {},
-        "language": {"code": "en", "confidence": 0.99}, "published_at": None,
+        "language": {"code": "en", "confidence": 0.99}, "published_at": None, "published_at_raw": None,
         "cluster": {"id": "c1", "canonical_id": article_id, "similarity": 1.0, "match": "new"},
     }
     return Article(source=record(b"{}", offset), raw={"id": article_id}, fields=fields)

@@ -84,6 +84,10 @@ def test_timestamp_policies():
     assert TimestampPolicy(TimestampKind.CREATE_TIME).timestamp_micros(record) == 1_700_000_000 * 10**6
     assert TimestampPolicy(TimestampKind.PUBLISHED_AT).timestamp_micros(record) == 1714557600 * 10**6
     assert TimestampPolicy(TimestampKind.PUBLISHED_AT).timestamp_micros(Record(b"\xff")) == 1_700_000_000 * 10**6
+    rss = Record(b'{"published_at": "Wed, 01 May 2024 10:00:00 GMT"}')  # as feeds send it
+    assert TimestampPolicy(TimestampKind.PUBLISHED_AT).timestamp_micros(rss) == 1714557600 * 10**6
+    unreadable = Record(b'{"published_at": "last Tuesday"}')
+    assert TimestampPolicy(TimestampKind.PUBLISHED_AT).timestamp_micros(unreadable) == 1_700_000_000 * 10**6
     before = time.time_ns() // 1000
     assert before <= TimestampPolicy(TimestampKind.PROCESSING_TIME).timestamp_micros(record) <= time.time_ns() // 1000
     delayed = TimestampPolicy(TimestampKind.CREATE_TIME, Duration(seconds=30))

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import collections
-import csv
+import importlib.resources
 import itertools
+import json
 import math
 import random
-import sys
 from pathlib import Path
 
 import apache_beam as beam
 import fastjsonschema
+import orjson
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from wirecopy.schemas.codec import ENRICHED_ARTICLE, load_schema
+from wirecopy.schemas.codec import ENRICHED_ARTICLE, decode_raw_article, load_schema
 from wirecopy.schemas.records import Article, DeadLetter, DeadLetterReason, Rejected, SourceRecord
 from wirecopy.transforms.normalise import (
     COPY_OVERLAP,
@@ -43,18 +44,19 @@ from wirecopy.transforms.normalise import (
     registrable_domain,
     remember,
     remove_boilerplate,
+    repair_text,
     seen_article,
     template_paragraphs,
     word_count,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SEEDS = SHARED / "seeds"
-SCRAPER_SEED = SEEDS / "002_b140fbe8e2273e7d.txt"  # politmaster.com's copy of the wire story
-BLOG_SEED = SEEDS / "000_08082de8ad36f634.txt"  # publictechnology's copy
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SCRAPER_COPY = FIXTURES / "story_gridpolicyhub.txt"  # an aggregator's excerpt of the wire story
+BLOG_COPY = FIXTURES / "story_gridwatch.txt"  # a blog's longer edit of it
 
 _enriched = load_schema(ENRICHED_ARTICLE)
-_NORMALISED = "article_id url canonical_url source title byline text word_count boilerplate_removed published_at".split()
+_NORMALISED = ("article_id url canonical_url source title byline text word_count boilerplate_removed published_at "
+               "published_at_raw").split()
 validate_normalised = fastjsonschema.compile(
     {
         "type": "object",
@@ -74,11 +76,45 @@ def normalised(raw: dict) -> Article:
     return finish(draft_article(article(raw)))
 
 
-def corpus_bodies(count: int) -> list[str]:
-    csv.field_size_limit(sys.maxsize)
-    with open(SHARED / "corpus/masakhanews/data/eng/test.tsv", encoding="utf-8", newline="") as handle:
-        rows = csv.DictReader(handle, delimiter="\t")
-        return [row["text"] for row, _ in zip((row for row in rows if len(row["text"]) > 1500), range(count))]
+def project_texts() -> list[str]:
+    """Every raw plain text the project holds: the bundled samples' and the story pages'."""
+    texts = []
+    for line in importlib.resources.files("wirecopy.pipelines.samples").joinpath("articles.jsonl").read_bytes().split(b"\n"):
+        try:
+            raw = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # the samples' broken records
+        if isinstance(raw, dict) and isinstance(raw.get("text"), str):
+            texts.append(raw["text"])
+    return texts + [SCRAPER_COPY.read_text(encoding="utf-8"), BLOG_COPY.read_text(encoding="utf-8")]
+
+
+def distinct_bodies() -> list[str]:
+    """Bodies of distinct articles, longest first, in several languages and free of boilerplate: the
+    normalised text of one plain-text article per story of the bundled samples (copies count once), of
+    the blog's story page, and of the English texts of tests/fixtures."""
+    samples = importlib.resources.files("wirecopy.pipelines.samples")
+    story_of = {member: members[0] for members in json.loads(samples.joinpath("expected.json").read_text())["clusters"]
+                for member in members}
+    raws, stories = [], set()
+    for line in samples.joinpath("articles.jsonl").read_bytes().split(b"\n"):
+        try:
+            raw = decode_raw_article(line)
+        except Rejected:
+            continue
+        story = story_of.get(raw["id"], raw["id"])
+        if "text" in raw and story not in stories:
+            stories.add(story)
+            raws.append(raw)
+    english = json.loads((FIXTURES / "articles_by_language.json").read_text(encoding="utf-8"))["en"]
+    raws += [{"id": "blog", "text": BLOG_COPY.read_text(encoding="utf-8")}, *({"id": f"en{n}", "text": text} for n, text in enumerate(english))]
+    bodies = []
+    for raw in raws:
+        try:
+            bodies.append(normalised(raw).fields["text"])
+        except Rejected:
+            pass  # a sample with nothing left after cleaning is a dead letter, not a body
+    return sorted(bodies, key=len, reverse=True)
 
 
 # --- readable text ----------------------------------------------------------
@@ -166,7 +202,7 @@ def _awkward_texts(count: int, alphabet: list[str] = _AWKWARD) -> list[str]:
 
 
 def test_the_fast_paths_match_the_general_functions():
-    texts = _awkward_texts(3000) + _awkward_texts(3000, _PLAIN) + corpus_bodies(20)
+    texts = _awkward_texts(3000) + _awkward_texts(3000, _PLAIN) + project_texts()
     checked = collections.Counter()
     for text in texts:
         plain = is_plain_text(text)
@@ -214,21 +250,21 @@ def test_article_fingerprint_is_the_fingerprint_of_its_text():
     assert result.fingerprint == fingerprint(result.fields["text"]) == "one two\nthree"
 
 
-# --- the seeds --------------------------------------------------------------
+# --- two copies of a story --------------------------------------------------------------
 
 SCRAPER_BOILERPLATE = [
-    "PolitMaster.com is a comprehensive online platform providing insightful coverage",
+    "GridPolicyHub.com is a comprehensive online platform providing independent coverage",
     "Contacts",
-    "Owner: SNOWLAND s.r.o.",
-    "Registration certificate 06691200",
-    "16200, Na okraji 381/41, Veleslavín, 162 00 Praha 6",
+    "Owner: BRIGHTWATER MEDIA s.r.o.",
+    "Registration certificate 04417723",
+    "11000, Vodičkova 12/3, Nové Město, 110 00 Praha 1",
     "Czech Republic",
-    "Read more on politicshome.com",
+    "Read more on energyweekly.com",
 ]
 BLOG_BOILERPLATE = [
     "Related content",
-    "Versions of this story originally appeared on PublicTechnology sister publications",
-    "Zoe Crowther",
+    "Versions of this story originally appeared on GridWatch sister publications",
+    "Priya Raman",
     "Learn More",
     "Leave a Reply",
     "Your email address will not be published",
@@ -236,35 +272,38 @@ BLOG_BOILERPLATE = [
 ]
 
 
-def _seed_paragraphs(path: Path, boilerplate: list[str]) -> list[str]:
-    """The seed's article paragraphs: every paragraph that holds none of the listed boilerplate."""
+def _story_paragraphs(path: Path, boilerplate: list[str]) -> list[str]:
+    """The copy's article paragraphs: every paragraph that holds none of the listed boilerplate."""
     return [p for p in clean_text(path.read_text(encoding="utf-8")) if not any(b in p for b in boilerplate)]
 
 
 @pytest.mark.parametrize(
     "path, boilerplate, removed, byline",
     [
-        (SCRAPER_SEED, SCRAPER_BOILERPLATE, {"site_description": 1, "contact": 5, "read_more": 1}, None),
-        (BLOG_SEED, BLOG_BOILERPLATE, {"related": 1, "attribution": 1, "byline": 1, "learn_more": 1, "comment_form": 2}, "Zoe Crowther"),
+        (SCRAPER_COPY, SCRAPER_BOILERPLATE, {"site_description": 1, "contact": 5, "read_more": 1}, None),
+        (BLOG_COPY, BLOG_BOILERPLATE, {"related": 1, "attribution": 1, "byline": 1, "learn_more": 1, "comment_form": 2}, "Priya Raman"),
     ],
-    ids=["politmaster", "publictechnology"],
+    ids=["aggregator", "blog"],
 )
-def test_seed_pages_lose_every_boilerplate_line_and_keep_every_article_paragraph(path, boilerplate, removed, byline):
+def test_story_pages_lose_every_boilerplate_line_and_keep_every_article_paragraph(path, boilerplate, removed, byline):
     result = normalised({"id": path.stem, "text": path.read_text(encoding="utf-8")})
     text = result.fields["text"]
     for line in boilerplate:
         assert line not in text
-    assert text.split("\n\n") == _seed_paragraphs(path, boilerplate)
+    assert text.split("\n\n") == _story_paragraphs(path, boilerplate)
     assert result.fields["boilerplate_removed"] == removed
     assert result.fields["byline"] == byline
 
 
-def test_the_two_seed_copies_match_despite_their_typography():
-    scraper, blog = (normalised({"id": p.stem, "text": p.read_text(encoding="utf-8")}) for p in (SCRAPER_SEED, BLOG_SEED))
-    assert scraper.fingerprint.split("\n")[0] == "home secretary meeting big tech to collaborate on election year challenges"
-    # One copy writes “acid test” and the other "acid test"; one edited "will vote" to "vote".
-    election = [line for line in scraper.fingerprint.split("\n") if line.startswith("a general election")]
-    assert election and election[0] in blog.fingerprint.replace("will vote", "vote").split("\n")
+def test_the_two_story_copies_match_despite_their_typography():
+    scraper, blog = (normalised({"id": p.stem, "text": p.read_text(encoding="utf-8")}) for p in (SCRAPER_COPY, BLOG_COPY))
+    assert scraper.fingerprint.split("\n")[0] == "energy minister to meet battery makers on grid storage shortfall"
+    # One copy writes “quoted” and ’ where the other writes "quoted" and ', and no-break spaces;
+    # one edited "will rise" to "rises".
+    warning = [line for line in scraper.fingerprint.split("\n") if line.startswith("the talks follow a winter")]
+    assert warning and warning[0] in blog.fingerprint.split("\n")
+    demand = [line for line in scraper.fingerprint.split("\n") if line.startswith("demand for electricity")]
+    assert demand and demand[0] in blog.fingerprint.replace("will rise", "rises").split("\n")
 
 
 # --- generic patterns -------------------------------------------------------
@@ -447,12 +486,59 @@ def test_clean_title(title, sites, expected):
         ("2024-03-01T10:00:00Z", "2024-03-01T10:00:00.000Z"),
         ("2024-03-01T10:00:00+0100", "2024-03-01T09:00:00.000Z"),
         ("2024-03-01T10:00:00", "2024-03-01T10:00:00.000Z"),
+        # as feeds send it: RSS (RFC 822/2822), ISO 8601 with a space and no zone, day-first numeric dates
+        ("Tue, 10 Mar 2026 16:42:00 GMT", "2026-03-10T16:42:00.000Z"),
+        ("Tue, 10 Mar 2026 16:42:00 +0100", "2026-03-10T15:42:00.000Z"),
+        ("10 Mar 2026 11:42 EST", "2026-03-10T16:42:00.000Z"),
+        ("2026-03-10 16:42", "2026-03-10T16:42:00.000Z"),
+        ("2026-03-10", "2026-03-10T00:00:00.000Z"),
+        ("10.03.2026", "2026-03-10T00:00:00.000Z"),
+        ("10/03/2026 16:42", "2026-03-10T16:42:00.000Z"),
+        ("05-03-2026", "2026-03-05T00:00:00.000Z"),  # ambiguous: day first
+        ("03/15/2026", "2026-03-15T00:00:00.000Z"),  # month first: no 15th month
+        ("  Tue,  10 Mar 2026\n16:42:00 GMT ", "2026-03-10T16:42:00.000Z"),
+        ("Tue, 10 Mar 2026 16:42:00 CEST", None),  # a zone name RFC 2822 does not define is not guessed
+        ("31.02.2026", None),
+        ("13/13/2026", None),
         ("yesterday", None),
         (None, None),
     ],
 )
 def test_normalise_published_at(value, expected):
     assert normalise_published_at(value) == expected
+
+
+@pytest.mark.parametrize("published_at, expected", [
+    ("Tue, 10 Mar 2026 16:42:00 GMT", "2026-03-10T16:42:00.000Z"),
+    ("2026-03-10 16:42", "2026-03-10T16:42:00.000Z"),
+    ("10.03.2026", "2026-03-10T00:00:00.000Z"),
+    ("last Tuesday", None),
+])
+def test_an_article_keeps_its_body_and_the_raw_published_at_whatever_the_form(published_at, expected):
+    result = normalised({"id": "a", "text": "The council met on Tuesday.", "published_at": published_at})
+    validate_normalised(result.fields)
+    assert (result.fields["published_at"], result.fields["published_at_raw"]) == (expected, published_at)
+    assert result.fields["text"] == "The council met on Tuesday."
+
+
+@pytest.mark.parametrize("text, repaired, repairs", [
+    ("Don\u00e2\u20ac\u2122t stop at the Caf\u00c3\u00a9.", "Don\u2019t stop at the Caf\u00e9.", ("mojibake",)),
+    ("Caf&eacute; &amp; bar &#8211; open &#x2014; daily", "Caf\u00e9 & bar \u2013 open \u2014 daily", ("html_entities",)),
+    ("Tom &amp;amp; Jerry", "Tom &amp; Jerry", ("html_entities",)),  # escaped twice: decoded once
+    ("Don&rsquo;t \u00e2\u20ac\u0153quote\u00e2\u20ac\u009d", "Don\u2019t \u201cquote\u201d", ("html_entities", "mojibake")),
+    ("AT&T and R&D; Q&A", "AT&T and R&D; Q&A", ()),  # no entities
+    ("Caf\u00e9 \u00e0 la cr\u00e8me, \u201cquoted\u201d \u00c2ge", "Caf\u00e9 \u00e0 la cr\u00e8me, \u201cquoted\u201d \u00c2ge", ()),
+    ("\u00c3 \u00a9 apart, Sm\u00f8rrebr\u00f8d", "\u00c3 \u00a9 apart, Sm\u00f8rrebr\u00f8d", ()),
+])
+def test_repair_text_decodes_entities_and_undoes_mojibake_and_nothing_else(text, repaired, repairs):
+    assert repair_text(text) == (repaired, repairs)
+
+
+def test_an_article_with_mojibake_and_entities_is_repaired_in_title_and_body():
+    result = normalised({"id": "a", "title": "Caf&eacute; owners say Don\u00e2\u20ac\u2122t panic",
+                         "text": "Prices at the caf&eacute; rose.\n\nOwners Don\u00e2\u20ac\u2122t plan to close &amp; hope."})
+    assert result.fields["title"] == "Caf\u00e9 owners say Don\u2019t panic"
+    assert result.fields["text"] == "Prices at the caf\u00e9 rose.\n\nOwners Don\u2019t plan to close & hope."
 
 
 def test_fields_satisfy_the_output_contract():
@@ -476,6 +562,7 @@ def test_fields_satisfy_the_output_contract():
         "text": "First paragraph.\n\nSecond paragraph here.",
         "word_count": 5,
         "published_at": "2024-03-01T09:00:00.000Z",
+        "published_at_raw": "2024-03-01T10:00:00+01:00",
         "boilerplate_removed": {"byline": 1},
     }
     assert result.fingerprint == "first paragraph\nsecond paragraph here"
@@ -577,7 +664,9 @@ class SourceState:
 
 @pytest.fixture(scope="module")
 def bodies():
-    return corpus_bodies(40)
+    found = distinct_bodies()
+    assert len(found) > RECENT_ARTICLES
+    return found
 
 
 def test_template_is_learned_from_the_second_distinct_article(bodies):
@@ -699,7 +788,7 @@ def test_normalise_transform(bodies):
     earlier = DeadLetter(DeadLetterReason.INVALID_JSON, "not JSON", "Decode", SourceRecord("raw", 0, 99, b"{"))
     inputs = [
         earlier,
-        article({"id": SCRAPER_SEED.stem, "text": SCRAPER_SEED.read_text(encoding="utf-8")}, 0),
+        article({"id": SCRAPER_COPY.stem, "text": SCRAPER_COPY.read_text(encoding="utf-8")}, 0),
         article({"id": "page", "url": "https://politicshome.com/news/x", "html": PAGE}, 1),
         article({"id": "empty", "text": "   "}, 2),
         article({"id": "binary", "html": "\x00\x01\x02\x03" * 100}, 3),
@@ -710,7 +799,7 @@ def test_normalise_transform(bodies):
         outcomes = pipeline | beam.Create(inputs) | Normalise()
         articles = outcomes | "Articles" >> beam.Filter(lambda outcome: isinstance(outcome, Article))
         fields = articles | "Fields" >> beam.Map(lambda a: validate_normalised(a.fields) and a.article_id)
-        assert_that(fields, equal_to([SCRAPER_SEED.stem, "page", "undated", *(f"acme{n}" for n in range(5))]), label="valid")
+        assert_that(fields, equal_to([SCRAPER_COPY.stem, "page", "undated", *(f"acme{n}" for n in range(5))]), label="valid")
         # The first acme article processed shows the template for the first time; every later one loses it.
         learned = articles | "Learned" >> beam.Map(_summary) | beam.Filter(lambda s: s[1] == "acme-daily.co.uk")
         assert_that(
@@ -734,6 +823,23 @@ def test_normalise_transform(bodies):
             equal_to(["DeadLetter"] * 3 + ["Article"] * 8),
             label="one stream",
         )
+
+
+def test_the_transform_counts_repairs_and_unreadable_dates():
+    inputs = [
+        article({"id": "entities", "text": "Fish &amp; chips at the caf&eacute;.", "published_at": "10.03.2026"}, 0),
+        article({"id": "mojibake", "title": "Don\u00e2\u20ac\u2122t", "text": "Plain body.", "published_at": "soon"}, 1),
+        article({"id": "clean", "text": "Plain body, no repairs.", "published_at": "Tue, 10 Mar 2026 16:42:00 GMT"}, 2),
+    ]
+    with TestPipeline(runner="FnApiRunner") as pipeline:
+        outcomes = pipeline | beam.Create(inputs) | Normalise()
+        dates = outcomes | beam.Map(lambda a: (a.article_id, a.fields["published_at"], a.fields["published_at_raw"]))
+        assert_that(dates, equal_to([("entities", "2026-03-10T00:00:00.000Z", "10.03.2026"), ("mojibake", None, "soon"),
+                                     ("clean", "2026-03-10T16:42:00.000Z", "Tue, 10 Mar 2026 16:42:00 GMT")]))
+    counters = {m.key.metric.name: m.committed for m in pipeline.result.metrics().query()["counters"]}
+    assert counters["normalise_repaired_html_entities"] == 1
+    assert counters["normalise_repaired_mojibake"] == 1
+    assert counters["normalise_published_at_unparsable"] == 1
 
 
 def test_an_empty_result_says_whether_boilerplate_or_nothing_at_all_was_there():

@@ -36,10 +36,10 @@ OTHER = ("A tropical cyclone crossed the coast near Mackay overnight, cutting po
 
 
 @pytest.fixture(scope="module")
-def seeds(seed_pages):
-    first, second = sorted(seed_pages)
-    return (make_article("seed-long", seed_pages[first], "2024-03-01T08:00:00Z", offset=0, timestamp_ms=1000),
-            make_article("seed-short", seed_pages[second], "2024-03-01T09:00:00Z", offset=1, timestamp_ms=2000))
+def story_copies(story_pages):
+    longer, shorter = story_pages.values()
+    return (make_article("copy-long", longer, "2024-03-01T08:00:00Z", offset=0, timestamp_ms=1000),
+            make_article("copy-short", shorter, "2024-03-01T09:00:00Z", offset=1, timestamp_ms=2000))
 
 
 # --- sketches ---------------------------------------------------------------------
@@ -118,28 +118,28 @@ def test_a_passage_of_key_window_spans_shared_inside_long_unrelated_texts_gives_
     assert all(len(k) <= sketching.MAX_WINNOWED_KEYS + sketching.SAMPLE_KEYS for k in keys)
 
 
-# --- the seeds --------------------------------------------------------------------------
+# --- two copies of a story --------------------------------------------------------------------------
 
 
-def test_the_seed_pages_are_one_story(seeds):
+def test_the_story_pages_are_one_story(story_copies):
     stream = syn.InOrder()
-    long_page, short_page = seeds
+    long_page, short_page = story_copies
     founded = stream.send(long_page)
     joined = stream.send(short_page)
     assert founded["match"] == "new"
     assert joined["id"] == founded["id"] and joined["match"] in ("near", "contained")
-    assert joined["canonical_id"] == "seed-long"
-    assert [(e.type, e.article_id) for e in stream.events] == [("created", "seed-long"), ("joined", "seed-short")]
+    assert joined["canonical_id"] == "copy-long"
+    assert [(e.type, e.article_id) for e in stream.events] == [("created", "copy-long"), ("joined", "copy-short")]
 
 
-def test_the_seed_pages_meet_whichever_arrives_first(seeds):
+def test_the_story_pages_meet_whichever_arrives_first(story_copies):
     stream = syn.InOrder()
-    long_page, short_page = seeds
+    long_page, short_page = story_copies
     stream.send(short_page)
     stream.send(long_page)
     unions = stream.unions()
-    assert unions["seed-long"] == unions["seed-short"]
-    assert stream.clusters["seed-long"]["canonical_id"] == "seed-long"
+    assert unions["copy-long"] == unions["copy-short"]
+    assert stream.clusters["copy-long"]["canonical_id"] == "copy-long"
 
 
 def sample_records() -> list[Article]:
@@ -341,17 +341,17 @@ def test_entries_older_than_the_horizon_are_pruned_on_access():
 # --- the Beam transform ---------------------------------------------------------------
 
 
-def test_pipeline_on_the_local_runner_clusters_and_passes_other_outcomes_through(seeds):
-    long_page, short_page = seeds
+def test_pipeline_on_the_local_runner_clusters_and_passes_other_outcomes_through(story_copies):
+    long_page, short_page = story_copies
     passing = DeadLetter(DeadLetterReason.INVALID_JSON, "bad", "Decode", SourceRecord("articles.raw", 0, 7, b"{"))
     outcomes = [long_page, short_page, make_article("other", OTHER, offset=2, timestamp_ms=3000), passing]
 
     def check(results):
         articles = {o.article_id: o.fields["cluster"] for o in results if isinstance(o, Article)}
         events = sorted((e.type, e.article_id) for e in results if isinstance(e, ClusterEvent) and e.type != "merged")
-        assert articles["seed-long"]["id"] == articles["seed-short"]["id"] != articles["other"]["id"]
-        assert articles["seed-short"]["match"] in ("near", "contained")
-        assert events == [("created", "other"), ("created", "seed-long"), ("joined", "seed-short")]
+        assert articles["copy-long"]["id"] == articles["copy-short"]["id"] != articles["other"]["id"]
+        assert articles["copy-short"]["match"] in ("near", "contained")
+        assert events == [("created", "copy-long"), ("created", "other"), ("joined", "copy-short")]
         assert [o for o in results if isinstance(o, DeadLetter)] == [passing]
 
     with TestPipeline(runner="FnApiRunner") as pipeline:

@@ -50,22 +50,31 @@ class OutputEvent:
     value: bytes
 
 
-def decode_article(record: SourceRecord, max_record_bytes: int) -> Article:
-    return Article(source=record, raw=codec.decode_raw_article(record.value, max_record_bytes))
+def decode_article(record: SourceRecord, max_record_bytes: int, dropped: list[str] | None = None) -> Article:
+    return Article(source=record, raw=codec.decode_raw_article(record.value, max_record_bytes, dropped))
 
 
 class _DecodeFn(beam.DoFn):
     def __init__(self, max_record_bytes: int):
         self._max_record_bytes = max_record_bytes
         self._decoded = Metrics.counter("wirecopy", "articles_decoded")
+        self._dropped = {name: Metrics.counter("wirecopy", f"decode_dropped_{name}") for name in codec.DROPPABLE_PROPERTIES}
+        self._warned = False
 
     def process(self, record: SourceRecord) -> Iterable[Outcome]:
+        dropped: list[str] = []
         try:
-            article = decode_article(record, self._max_record_bytes)
+            article = decode_article(record, self._max_record_bytes, dropped)
         except Rejected as rejection:
             yield DeadLetter(rejection.reason, rejection.detail, STAGE, record)
             return
         self._decoded.inc()
+        for name in dropped:
+            self._dropped[name].inc()
+        if dropped and not self._warned:  # one line per worker: the counters have the rest
+            self._warned = True
+            _LOG.warning("article %s at %s/%d/%d: unreadable %s left out, the article goes on (counters decode_dropped_*)",
+                         article.article_id, record.topic, record.partition, record.offset, ", ".join(dropped))
         yield article
 
 

@@ -45,6 +45,7 @@ from kafka.errors import (ClusterAuthorizationFailedError, InvalidRecordError, I
                           TopicAuthorizationFailedError)
 from kafka.structs import OffsetAndMetadata
 
+from wirecopy.schemas.published_at import parse_published_at
 from wirecopy.schemas.records import SourceRecord
 
 _LOG = logging.getLogger(__name__)
@@ -148,10 +149,10 @@ class TimestampPolicy:
 
 def _published_at_micros(value: bytes | None) -> int | None:
     try:
-        text = orjson.loads(value).get("published_at")
-        return Timestamp.from_utc_datetime(dt.datetime.fromisoformat(text).astimezone(dt.timezone.utc)).micros
-    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        published = parse_published_at(orjson.loads(value).get("published_at"))
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
         return None
+    return None if published is None else Timestamp.from_utc_datetime(published).micros
 
 
 @dataclasses.dataclass(frozen=True)

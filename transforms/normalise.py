@@ -37,9 +37,12 @@ Boilerplate is removed paragraph by paragraph, and counted per reason in
 
 Bad input never stops the pipeline: no text, nothing left after cleaning,
 binary data and undecodable HTML become `empty_text`, `binary_content` and
-`undecodable_html` dead letters. An unparsable `published_at` is not worth
-losing an article over: it becomes None and the
-`normalise_published_at_unparsable` counter counts it.
+`undecodable_html` dead letters. An unreadable `published_at` is not worth
+losing an article over: it becomes None (`published_at_raw` keeps what the
+feed sent), the `normalise_published_at_unparsable` counter counts it and
+the first one is logged. HTML entities and mojibake in a plain-text body or
+title are repaired (`repair_text`) and counted
+(`normalise_repaired_html_entities`, `normalise_repaired_mojibake`).
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ import collections
 import dataclasses
 import datetime as dt
 import hashlib
+import html
 import itertools
+import logging
 import math
 import re
 import struct
@@ -61,13 +66,17 @@ from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 import courlan  # trafilatura's own URL library: registrable domains from its bundled public suffix list
+import ftfy
 import trafilatura
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from wirecopy.schemas.codec import utc_timestamp
+from wirecopy.schemas.published_at import parse_published_at
 from wirecopy.schemas.records import Article, DeadLetterReason, Rejected, SourceRecord
 from wirecopy.transforms.stage import Outcome, StatefulStageFn, run_stage
+
+_LOG = logging.getLogger(__name__)
 
 STAGE = "Normalise"
 
@@ -117,6 +126,37 @@ _SPACES = re.compile(r"  +")
 # Wire feeds end each paragraph with a `<` marker.
 _WIRE_LINE_END = re.compile(r"\s*<+\s*$")
 _SENTENCE_END = tuple(".!?:;…。！？\"”»)]’'")
+
+
+# An entity needs its semicolon here: "AT&T" or "R&D" in plain text are no entities.
+_HTML_ENTITY = re.compile(r"&(?:[A-Za-z][A-Za-z0-9]{1,31}|#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6});")
+# UTF-8 read as Windows-1252 turns each non-ASCII character into a lead
+# character (Â-ô) and one or more of the continuation bytes 0x80-0xBF as
+# Windows-1252 shows them. Only text holding such a pair goes to ftfy, whose
+# check costs ~10 ms on a 3 KB article (measured on the samples), more than
+# the whole pipeline spends on one.
+_MOJIBAKE_PAIR = re.compile(
+    "[\u00c2-\u00f4][\u0080-\u00bf\u20ac\u201a\u0192\u201e\u2026\u2020\u2021\u02c6\u2030\u0160\u2039\u0152"
+    "\u017d\u2018\u2019\u201c\u201d\u2022\u2013\u2014\u02dc\u2122\u0161\u203a\u0153\u017e\u0178]"
+)
+
+
+def repair_text(text: str) -> tuple[str, tuple[str, ...]]:
+    """`text` with HTML entities decoded (`Caf&eacute;`, `&amp;`) and mojibake undone (`Donâ€™t`), and which
+    of the two repairs (`html_entities`, `mojibake`) changed it. Feeds that put HTML-escaped or doubly
+    encoded text into a plain-text field do both."""
+    repairs = []
+    if "&" in text and _HTML_ENTITY.search(text):
+        unescaped = _HTML_ENTITY.sub(lambda entity: html.unescape(entity.group()), text)
+        if unescaped != text:
+            text = unescaped
+            repairs.append("html_entities")
+    if not text.isascii() and _MOJIBAKE_PAIR.search(text):
+        fixed = ftfy.fix_encoding(text)  # only the encoding: typography (curly quotes, widths) stays as written
+        if fixed != text:
+            text = fixed
+            repairs.append("mojibake")
+    return text, tuple(repairs)
 
 
 def clean_text(text: str, plain: bool = False) -> list[str]:
@@ -708,19 +748,11 @@ def clean_title(title: str | None, site_names: Iterable[str] = ()) -> str | None
 
 
 def normalise_published_at(value: str | None) -> str | None:
-    """`value` as UTC RFC 3339 with `Z`; None when absent or unparsable.
-
-    A timestamp without an offset is taken as UTC.
-    """
+    """`value` as UTC RFC 3339 with `Z`; None when absent or unreadable (see wirecopy.schemas.published_at)."""
     if not value:
         return None
-    try:
-        when = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return utc_timestamp(when)
+    when = parse_published_at(value)
+    return None if when is None else utc_timestamp(when)
 
 
 # --- bad input and HTML -----------------------------------------------------
@@ -786,6 +818,7 @@ class Draft:
     fields: dict[str, Any]  # every normalised field but text, word_count and boilerplate_removed
     removed: dict[str, int]
     source_key: str | None  # the source domain whose template state this article reads and feeds
+    repairs: frozenset[str] = frozenset()  # what repair_text changed in the title or body
 
 
 def draft_article(article: Article) -> Draft:
@@ -795,14 +828,15 @@ def draft_article(article: Article) -> Draft:
     page = None
     plain = False  # extracted HTML takes the careful path
     if (raw.get("text") or "").strip():
-        text = raw["text"]
+        text, repairs = repair_text(raw["text"])
         plain = is_plain_text(text)
         if not plain:
             check_not_binary(text)
         paragraphs = clean_text(text, plain)
     elif (raw.get("html") or "").strip():
         page = extract_html(raw["html"], url)
-        paragraphs = clean_text(page.text)
+        text, repairs = repair_text(page.text)
+        paragraphs = clean_text(text)
     else:
         raise Rejected(DeadLetterReason.EMPTY_TEXT, "the record has neither text nor html")
     kept, removed, byline = remove_boilerplate(paragraphs)
@@ -815,17 +849,20 @@ def draft_article(article: Article) -> Draft:
     domain = _registrable_domain(canonical)
     site_names = [name for name in (given_source, domain and domain.split(".")[0], page and page.site_name) if name]
     page_byline = page and page.byline and " ".join(page.byline.split())
+    title, title_repairs = repair_text(raw.get("title") or (page and page.title) or "")
     fields = {
         "article_id": raw["id"],
         "url": url,
         "canonical_url": canonical,
         "source": given_source or domain,
-        "title": clean_title(raw.get("title") or (page and page.title), site_names),
+        "title": clean_title(title or None, site_names),
         "byline": page_byline or byline,
         "published_at": normalise_published_at(raw.get("published_at") or (page and page.published_at)),
+        "published_at_raw": raw.get("published_at"),
     }
     source_key = domain or (given_source.casefold() if given_source else None)
-    return Draft(article, tuple(kept), tuple(paragraph_fingerprints(kept, plain)), fields, removed, source_key)
+    return Draft(article, tuple(kept), tuple(paragraph_fingerprints(kept, plain)), fields, removed, source_key,
+                 frozenset(repairs + title_repairs))
 
 
 def finish(draft: Draft, template: frozenset[int] = frozenset()) -> Article:
@@ -1047,6 +1084,8 @@ class _DraftFn(beam.DoFn):
     def __init__(self):
         self._html = Metrics.counter("wirecopy", "normalise_html_articles")
         self._unparsable_dates = Metrics.counter("wirecopy", "normalise_published_at_unparsable")
+        self._repaired = {repair: Metrics.counter("wirecopy", f"normalise_repaired_{repair}") for repair in ("html_entities", "mojibake")}
+        self._warned = False
 
     def process(self, element: Outcome) -> Iterator[tuple[str, Any]]:
         if not isinstance(element, Article):
@@ -1058,6 +1097,13 @@ class _DraftFn(beam.DoFn):
                     self._html.inc()
                 if outcome.fields["published_at"] is None and element.raw.get("published_at"):
                     self._unparsable_dates.inc()
+                    if not self._warned:  # one line per worker: the counter has the rest
+                        self._warned = True
+                        _LOG.warning("article %s: published_at %r is no time this pipeline reads; the article goes on "
+                                     "without it (counter normalise_published_at_unparsable counts every such article)",
+                                     outcome.article.article_id, element.raw["published_at"])
+                for repair in outcome.repairs:
+                    self._repaired[repair].inc()
             yield _stage_key(outcome), outcome
 
 
