@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from apache_kafka import on_both_brokers
+from apache_kafka import on_both_brokers, recent_record_time_ms
 from wirecopy.pipelines.local_broker import LocalBroker, committed_offsets, read_topic
 
 pytestmark = pytest.mark.broker
@@ -209,10 +209,11 @@ def test_poison_records_are_dead_lettered_with_their_metadata(broker, topic_name
         (orjson.dumps(huge), "payload_too_large"),
         (orjson.dumps({"id": "blank", "text": " \u200b\t "}), "empty_text"),
     ]
+    first_ms = recent_record_time_ms()
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
     for number, (value, _) in enumerate(poison):
         producer.send(topics.input, key=b"key-%d" % number, value=value, headers=[("trace", b"t-%d" % number)],
-                      timestamp_ms=1_700_000_000_000 + number)
+                      timestamp_ms=first_ms + number)
     for article in good:
         producer.send(topics.input, key=article["id"].encode(), value=orjson.dumps(article))
     producer.flush()
@@ -227,7 +228,7 @@ def test_poison_records_are_dead_lettered_with_their_metadata(broker, topic_name
         assert base64.b64decode(letter["payload"]) == poison[number][0]
         assert base64.b64decode(letter["key"]) == b"key-%d" % number
         assert letter["headers"] == [{"key": "trace", "value": base64.b64encode(b"t-%d" % number).decode()}]
-        assert letter["timestamp"] == 1_700_000_000_000 + number and letter["topic"] == topics.input
+        assert letter["timestamp"] == first_ms + number and letter["topic"] == topics.input
     assert sorted(article_ids(broker.bootstrap_servers, topics.output)) == sorted(a["id"] for a in good)
     keys = {record.key for record in read_topic(broker.bootstrap_servers, topics.output)}
     assert keys == {a["id"].encode() for a in good}, "enriched articles are keyed by article id"

@@ -14,7 +14,7 @@ from apache_beam.utils.timestamp import Timestamp
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from apache_kafka import on_both_brokers
+from apache_kafka import on_both_brokers, recent_record_time_ms
 from wirecopy.pipelines.local_broker import committed_offsets, produce, read_topic
 from wirecopy.transforms import kafkaio
 from wirecopy.transforms.kafkaio import (KafkaMessage, KafkaReadSpec, PartitionCursor, PartitionSet, PartitionSetTracker,
@@ -188,7 +188,7 @@ def produce_timed(broker, topic: str, count: int, first_ms: int, values=None) ->
 def test_start_positions(broker, topic_name):
     topic = topic_name("in")
     broker.create_topics([topic])
-    first_ms = 1_700_000_000_000
+    first_ms = recent_record_time_ms()
     produce_timed(broker, topic, 30, first_ms)
     keys = lambda spec: sorted(int(key) for key, _ in read_with_timestamps(broker, spec, topic_name("out")))
 
@@ -206,7 +206,7 @@ def test_start_positions(broker, topic_name):
 def test_timestamp_policies(broker, topic_name):
     topic = topic_name("in")
     broker.create_topics([topic])
-    first_ms = 1_700_000_000_000
+    first_ms = recent_record_time_ms()
     values = [b'{"id": "a", "published_at": "2024-05-01T12:00:00+02:00"}', b"not json", b'{"id": "c"}']
     produce_timed(broker, topic, 3, first_ms, values)
     spec = lambda kind: KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), timestamp_policy=TimestampPolicy(kind))
