@@ -93,10 +93,10 @@ class Listener:
     def admin(self) -> KafkaAdminClient:
         return KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, **self.client_config)
 
-    def create_topics(self, names: list[str], partitions: int = 1, config: Mapping[str, str] | None = None) -> None:
+    def create_topics(self, names: list[str], partitions: int = 1, configs: dict[str, str] | None = None) -> None:
         admin = self.admin()
         try:
-            admin.create_topics([NewTopic(name, partitions, 1, topic_configs=dict(config or {})) for name in names])
+            admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {}) for name in names])
         except TopicAlreadyExistsError:
             pass
         finally:

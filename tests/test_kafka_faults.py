@@ -240,9 +240,7 @@ def test_an_article_too_large_for_the_output_topic_is_dead_lettered_and_the_run_
     producer's 1 MiB; sending it would fail the bundle on every retry. Apache Kafka's own default limit
     (message.max.bytes, 1 MiB) holds for the outputs; the input topic is raised to take the article."""
     topics, group = Topics(topic_name), topic_name("group")
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
-    admin.create_topics([NewTopic(topics.input, 1, 1, topic_configs={"max.message.bytes": str(4 * 1024 * 1024)})])
-    admin.close()
+    broker.create_topics([topics.input], configs={"max.message.bytes": str(4 * 1024 * 1024)})
     broker.create_topics([topics.output, topics.clusters, topics.dead])
     before, large, after = synthetic_articles(3, "size")
     large["text"] = "\n\n".join([large["text"]] * 1400)
