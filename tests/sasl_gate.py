@@ -222,6 +222,9 @@ class SaslFrontedBroker(LocalBroker):
         return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": mechanism,
                 "sasl_plain_username": self.user, "sasl_plain_password": password or self.password}
 
+    def authentication_failures(self) -> list[str]:
+        return self.gate.rejections
+
     def start(self) -> "SaslFrontedBroker":
         super().start()
         self.gate.start()
