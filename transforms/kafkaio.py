@@ -724,7 +724,16 @@ class _ReadFn(beam.DoFn):
                 # is not committed, so the next run starts there.
                 tracker.try_claim(END_OF_READ)
                 break
-            positions = {p: self._consumer.position(p) for p in cursors}
+            try:
+                positions = {p: self._consumer.position(p) for p in cursors}
+            except KafkaError as error:
+                # position() may validate offsets with the broker (after a
+                # reconnect): a broker that is down is retried, as a poll is.
+                if not error.retriable:
+                    raise
+                _LOG.warning("Kafka unavailable, retrying: %s", error)
+                time.sleep(_POLL_TIMEOUT_MS / 1000)
+                continue
             for partition in cursors:
                 highwater = self._consumer.highwater(partition)
                 if highwater is not None and highwater < expected[partition]:
