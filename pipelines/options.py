@@ -170,11 +170,17 @@ def help_text() -> str:
     return parser.format_help()
 
 
+_JOB_SERVER_RUNNERS = frozenset({"flink", "spark", "portable"})
+
+
 def parse(flags: list[str]) -> ParsedOptions:
     """wirecopy's and Beam's options from `wirecopy run`'s arguments; raises `UsageError`."""
     every_parser = _parser({str(c): c for c in PipelineOptions.__subclasses__()}.values())
     _, unknown = every_parser.parse_known_args(flags)  # type errors of any option raise here
-    if unknown:
+    requested = (PipelineOptions(flags).view_as(StandardOptions).runner or "").lower().removesuffix("runner")
+    # A job-server runner's Java options (Flink's --checkpointing_interval, ...) have no Python
+    # definition: Beam passes them to the job server, which checks them.
+    if unknown and requested not in _JOB_SERVER_RUNNERS:
         raise UsageError(_unknown_message(unknown[0], every_parser))
     ours, beam_args = _parser([WirecopyOptions]).parse_known_args(flags)
     for dest, variable in ENVIRONMENT.items():
