@@ -193,8 +193,9 @@ class ApacheKafka:
 
     def _format_storage(self) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # "--cluster-id=": one id in 64 starts with "-", which the tool's parser would take for an option (CI saw it)
         formatted = subprocess.run(
-            [*java_command(), "kafka.tools.StorageTool", "format", "--standalone", "--cluster-id", cluster_id,
+            [*java_command(), "kafka.tools.StorageTool", "format", "--standalone", f"--cluster-id={cluster_id}",
              "--config", str(self._properties)], capture_output=True, text=True, timeout=120)
         if formatted.returncode != 0:
             raise RuntimeError(f"formatting the Kafka log directory failed:\n{formatted.stdout}{formatted.stderr}")
