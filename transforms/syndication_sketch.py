@@ -113,9 +113,12 @@ class Alignment:
     spread_b: float
     shared_shingles: float  # estimated number of distinct shingles in the chain
     matched_a: tuple[int, ...]  # indices into a's sample of the chain's values
+    # The chain's share of the sample within its extent, the sparser side's: ~1 for one passage both texts hold
+    # verbatim, lower where the shared runs alternate with reworded text.
+    density: float
 
 
-_NO_ALIGNMENT = Alignment(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ())
+_NO_ALIGNMENT = Alignment(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, (), 0.0)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -196,7 +199,13 @@ def align(a: Signature, b: Signature) -> Alignment:
         spread_b=float(positions_b.max() - positions_b.min() + 1) / max(b.tokens, 1),
         shared_shingles=len(chain_a) * _FULL_LIMIT / limit,
         matched_a=tuple(chain_a.tolist()),
+        density=len(chain_a) / max(_within(packed_a[:count_a] >> 1, positions_a), _within(packed_b[:count_b] >> 1, positions_b)),
     )
+
+
+def _within(positions: np.ndarray, chain_positions: np.ndarray) -> int:
+    """How many sampled shingles lie within the extent of the chain's positions."""
+    return int(((positions >= chain_positions.min()) & (positions <= chain_positions.max())).sum())
 
 
 def _longest_increasing(sequence: list[int]) -> list[int]:
