@@ -16,6 +16,7 @@ import pytest
 import trustme
 
 from apache_kafka import on_both_brokers
+from test_stories import ORDER_DEPENDENT
 from wirecopy.pipelines import options as run_options
 from wirecopy.pipelines.kafka_config import client_settings, jaas_credentials, read_properties
 from wirecopy.pipelines.demo import sample_lines
@@ -98,8 +99,9 @@ def check_clusters(articles, cluster_events):
     assert len(pages) == 2 and clusters[pages[0]] == clusters[pages[1]], "the two story pages are one story"
     # whichever arrives second is a copy of the first: near, or contained in / containing the other
     assert {by_id[page]["cluster"]["match"] for page in pages} & {"near", "contained", "contains"}
+    # Kafka runs read three partitions in any interleaving: the one known order-dependent excerpt is left out.
     for members in EXPECTED["clusters"]:
-        assert len({clusters[m] for m in members}) == 1, f"one cluster expected: {members}"
+        assert len({clusters[m] for m in set(members) - ORDER_DEPENDENT}) == 1, f"one cluster expected: {members}"
     for first, second in EXPECTED["apart"]:
         assert clusters[first] != clusters[second], f"different stories: {first} / {second}"
 
