@@ -35,8 +35,7 @@ from wirecopy.pipelines import options as run_options
 from wirecopy.pipelines.enrich import FileIO, KafkaIO, RunConfig, RunResult, SetupError, run
 from wirecopy.pipelines.kafka_config import client_settings
 from wirecopy.pipelines.options import UsageError
-from wirecopy.transforms import kafkaio
-from wirecopy.transforms.kafkaio import StartPosition, TimestampKind, TimestampPolicy
+from wirecopy.transforms.kafkaio import ReadStop, StartPosition, TimestampKind, TimestampPolicy
 
 _LOG = logging.getLogger("wirecopy")
 
@@ -193,6 +192,7 @@ class JobStopper:
     """
 
     def __init__(self):
+        self.read_stop = ReadStop()  # the run's readers get it (enrich.run)
         self._job = None
         self._workers_here = True
         self.stopped = False
@@ -217,7 +217,7 @@ class JobStopper:
         if self._workers_here or self._job is None:
             _LOG.warning("%s received: stopping the readers (workers run in this process): finishing the current "
                          "bundles, committing, then stopping (again to abort)", name)
-            kafkaio.request_stop()
+            self.read_stop.request()
         else:
             _LOG.warning("%s received: cancelling the job through the job service (its workers run elsewhere; "
                          "records after the last committed offsets are read again next run)", name)
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     stopper = JobStopper()
     try:
-        result = run(config, parsed.beam_args, on_started=stopper.started)
+        result = run(config, parsed.beam_args, on_started=stopper.started, read_stop=stopper.read_stop)
     except SetupError as error:
         _LOG.error("%s", error)
         return 2

@@ -26,8 +26,8 @@ from wirecopy.transforms.jsonlio import ReadJsonLines, WriteJsonLines
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
-from wirecopy.transforms.kafkaio import (KafkaMessage, KafkaReadSpec, ReadFromKafka, StartPosition, TimestampPolicy,
-                                WriteToKafka, group_lag, largest_message_bytes)
+from wirecopy.transforms.kafkaio import (KafkaMessage, KafkaReadSpec, ReadFromKafka, ReadStop, StartPosition,
+                                        TimestampPolicy, WriteToKafka, group_lag, largest_message_bytes)
 from wirecopy.transforms import language
 from wirecopy.transforms.language import DetectLanguage
 from wirecopy.transforms.normalise import Normalise
@@ -114,10 +114,10 @@ def read_spec(config: RunConfig) -> KafkaReadSpec:
     )
 
 
-def build(pipeline: beam.Pipeline, config: RunConfig) -> None:
+def build(pipeline: beam.Pipeline, config: RunConfig, read_stop: ReadStop | None = None) -> None:
     io = config.io
     if isinstance(io, KafkaIO):
-        (enrich(pipeline | "ReadKafka" >> ReadFromKafka(read_spec(config)), config)
+        (enrich(pipeline | "ReadKafka" >> ReadFromKafka(read_spec(config), read_stop), config)
          | "ToMessages" >> beam.Map(lambda e: KafkaMessage(io.topic_for(e.kind), e.key, e.value))
          | "WriteKafka" >> WriteToKafka(io.bootstrap_servers, io.producer_config))
     else:
@@ -218,14 +218,16 @@ def workers_run_here(runner: str, options: PipelineOptions) -> bool:
 
 
 def run(config: RunConfig, beam_args: list[str] | None = None,
-        on_started: Callable[[beam.runners.runner.PipelineResult, bool], None] | None = None) -> RunResult:
-    """Run to the end. `on_started(job, workers_run_here)` is called once the job is submitted."""
+        on_started: Callable[[beam.runners.runner.PipelineResult, bool], None] | None = None,
+        read_stop: ReadStop | None = None) -> RunResult:
+    """Run to the end. `on_started(job, workers_run_here)` is called once the job is submitted; `read_stop`,
+    when requested, ends a Kafka read cleanly (readers in this process only)."""
     options = pipeline_options(config, beam_args or [])
     runner = FnApiRunner() if config.runner == LOCAL_RUNNER else None
     runner_name = type(runner).__name__ if runner else options.view_as(StandardOptions).runner
     pipeline = beam.Pipeline(runner=runner, options=options)
     try:
-        build(pipeline, config)
+        build(pipeline, config, read_stop)
     except ValueError as error:  # the transforms validate their settings when built
         raise SetupError(str(error)) from None
     if isinstance(config.io, KafkaIO):

@@ -18,25 +18,18 @@ from apache_kafka import on_both_brokers, recent_record_time_ms
 from wirecopy.pipelines.local_broker import committed_offsets, produce, read_topic
 from wirecopy.transforms import kafkaio
 from wirecopy.transforms.kafkaio import (KafkaMessage, KafkaReadSpec, PartitionCursor, PartitionSet, PartitionSetTracker,
-                                ReadFromKafka, StartPosition, TimestampKind, TimestampPolicy, WriteToKafka,
+                                ReadFromKafka, ReadStop, StartPosition, TimestampKind, TimestampPolicy, WriteToKafka,
                                 group_lag, high_watermarks)
 
 pytestmark = pytest.mark.broker
 
 
-@pytest.fixture(autouse=True)
-def no_pending_stop_request():
-    kafkaio._stop_requested.clear()
-    yield
-    kafkaio._stop_requested.clear()
-
-
-def copy_topic(spec: KafkaReadSpec, output_topic: str, producer_config=None) -> None:
+def copy_topic(spec: KafkaReadSpec, output_topic: str, producer_config=None, stop: ReadStop | None = None) -> None:
     """Run reader → sink on the local runner, the way the real pipeline is fused."""
     options = PipelineOptions(streaming=spec.streaming)
     with beam.Pipeline(runner=FnApiRunner(), options=options) as pipeline:
         (pipeline
-         | ReadFromKafka(spec)
+         | ReadFromKafka(spec, stop)
          | beam.Map(lambda record: KafkaMessage(output_topic, record.key, record.value))
          | WriteToKafka(spec.bootstrap_servers, producer_config))
 
@@ -107,12 +100,13 @@ def test_stop_request_ends_a_streaming_read_cleanly_and_commits(broker, topic_na
     broker.create_topics([sink])
     keys = produce_numbered(broker, source, 0, 400)
     spec = KafkaReadSpec(broker.bootstrap_servers, source, group, streaming=True)
-    pipeline = threading.Thread(target=copy_topic, args=(spec, sink))
+    stop = ReadStop()
+    pipeline = threading.Thread(target=copy_topic, args=(spec, sink), kwargs={"stop": stop})
     pipeline.start()
     deadline = time.monotonic() + 60
     while len(read_topic(broker.bootstrap_servers, sink)) < 400 and time.monotonic() < deadline:
         time.sleep(0.5)
-    kafkaio.request_stop()
+    stop.request()
     pipeline.join(timeout=60)
     assert not pipeline.is_alive(), "the streaming read did not stop when asked"
     assert sorted(r.key for r in read_topic(broker.bootstrap_servers, sink)) == sorted(keys)
@@ -232,7 +226,7 @@ class ReaderOutsideARunner:
     """The reader's process() called directly on a real broker, the way a runner calls it."""
 
     def __init__(self, spec: KafkaReadSpec):
-        self._reader = kafkaio._ReadFn(spec)
+        self._reader = kafkaio._ReadFn(spec, stop=None)
         self._reader.setup()
 
     def process(self, restriction: PartitionSet, estimator: ManualWatermarkEstimator) -> list:

@@ -5,12 +5,13 @@ import dataclasses
 import time
 
 import pytest
+from apache_beam.internal import pickler
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from wirecopy.transforms import kafkaio
 from wirecopy.transforms.kafkaio import (END_OF_READ, Adopt, Claim, PartitionCursor, PartitionSet, PartitionSetTracker,
-                                TimestampKind, TimestampPolicy, _PartitionSetProvider, redacted)
+                                ReadStop, TimestampKind, TimestampPolicy, _PartitionSetProvider, redacted)
 
 
 @dataclasses.dataclass
@@ -109,3 +110,12 @@ def test_watermark_never_goes_backwards():
 def test_secrets_are_masked():
     assert redacted({"sasl_plain_password": "x", "ssl_password": "y", "client_id": "c"}) == {
         "sasl_plain_password": "***", "ssl_password": "***", "client_id": "c"}
+
+
+def test_read_stop_reaches_readers_unpickled_in_this_process_and_no_other_run():
+    stop, other_run = ReadStop(), ReadStop()
+    reader_copy = pickler.loads(pickler.dumps(stop))  # as the runner ships the reader to its workers
+    assert not reader_copy.requested()
+    stop.request()
+    assert reader_copy.requested()
+    assert not other_run.requested() and not pickler.loads(pickler.dumps(other_run)).requested()

@@ -4,8 +4,8 @@
 with a cursor each; the initial split gives every partition its own
 restriction, so production runners read partitions in parallel. Bounded, a
 read goes from the start position up to the high watermark taken at start;
-streaming, it keeps going until `max_records`, `max_read_time` or a stop
-request (SIGINT/SIGTERM in the CLI), and one extra restriction adopts
+streaming, it keeps going until `max_records`, `max_read_time` or its
+`ReadStop` is requested (SIGINT/SIGTERM in the CLI), and one extra restriction adopts
 partitions added to the topic while the job runs (checked every
 `partition_discovery_interval_s`).
 
@@ -37,6 +37,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.display import DisplayDataItem
 from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils import shared
 from apache_beam.utils.windowed_value import WindowedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -83,15 +84,36 @@ _SECRET_MARKERS = ("password", "secret", "token", "jaas", "keyfile")
 # headers: about a hundred bytes), with room to spare; max_request_size counts it.
 _RECORD_FRAMING_BYTES = 512
 
-# Signals are process-wide, so the stop request is too: the CLI's SIGINT and
-# SIGTERM handlers set it, every reader in the process sees it at its next poll,
-# ends its restrictions, and the pipeline finishes its bundles and commits.
-_stop_requested = threading.Event()
 
+class ReadStop:
+    """A request to end one run's Kafka reads cleanly: whoever runs the
+    pipeline keeps it and calls `request()`; the run's readers see it at their
+    next poll, end their restrictions, and the pipeline finishes its bundles
+    and commits.
 
-def request_stop() -> None:
-    """Ask every Kafka reader in this process to stop cleanly."""
-    _stop_requested.set()
+    It travels with the pickled reader as a Beam `Shared` handle: a reader
+    unpickled in the requester's process (the local runner, Prism's loopback
+    workers) acquires the requester's own event. Workers in another process
+    never see it; such jobs are stopped through the job service
+    (`cli.JobStopper` cancels them).
+    """
+
+    def __init__(self):
+        self._handle = shared.Shared()
+        self._event = self._handle.acquire(threading.Event)  # held: Shared keeps only weak references
+
+    def __getstate__(self):
+        return {"_handle": self._handle}
+
+    def __setstate__(self, state):
+        self._handle = state["_handle"]
+        self._event = self._handle.acquire(threading.Event)
+
+    def request(self) -> None:
+        self._event.set()
+
+    def requested(self) -> bool:
+        return self._event.is_set()
 
 
 def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -516,8 +538,9 @@ class _PlanReadFn(beam.DoFn):
 
 
 class _ReadFn(beam.DoFn):
-    def __init__(self, spec: KafkaReadSpec):
+    def __init__(self, spec: KafkaReadSpec, stop: ReadStop | None):
         self._spec = spec
+        self._stop = stop
 
     def setup(self):
         spec = self._spec
@@ -547,7 +570,7 @@ class _ReadFn(beam.DoFn):
 
     def _should_stop(self) -> bool:
         spec = self._spec
-        if _stop_requested.is_set() or self._budget() == 0:
+        if (self._stop is not None and self._stop.requested()) or self._budget() == 0:
             return True
         return spec.max_read_time_s is not None and time.monotonic() - self._started_at >= spec.max_read_time_s
 
@@ -803,18 +826,23 @@ def _source_record(record) -> SourceRecord:
 
 class ReadFromKafka(beam.PTransform):
     """Reads a topic as `SourceRecord`s (topic, partition, offset, timestamp,
-    key, headers and value), timestamped by the spec's timestamp policy."""
+    key, headers and value), timestamped by the spec's timestamp policy.
 
-    def __init__(self, spec: KafkaReadSpec):
+    `stop`: a `ReadStop` that ends a streaming read cleanly when requested
+    (without one, it ends at the spec's `max_records` or `max_read_time_s`).
+    """
+
+    def __init__(self, spec: KafkaReadSpec, stop: ReadStop | None = None):
         super().__init__()
         self._spec = spec
+        self._stop = stop
 
     def expand(self, pbegin):
         return (
             pbegin
             | "Impulse" >> beam.Impulse()
             | "PlanRead" >> beam.ParDo(_PlanReadFn(self._spec))
-            | "ReadPartitions" >> beam.ParDo(_ReadFn(self._spec))
+            | "ReadPartitions" >> beam.ParDo(_ReadFn(self._spec, self._stop))
         )
 
     def display_data(self):
