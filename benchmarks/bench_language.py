@@ -30,8 +30,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from language_fit import fit_calibration  # benchmarks/, beside this script
 from wirecopy.transforms.language_detector import DEFAULT_THRESHOLD, UNDETERMINED, LanguageDetector, normalise_code
-from wirecopy.transforms.language_fit import fit_calibration
 
 KINDS = ("sentences", "word-pairs", "single-words")
 KNOWN_ARTICLES = {"eng": "en", "fra": "fr", "swa": "sw", "som": "so"}

@@ -224,17 +224,9 @@ class JobStopper:
             self._job.cancel()
 
 
-def _not_exception_handling_noise(record: logging.LogRecord) -> bool:
-    # Beam warns for every multi-output ParDo wrapped by
-    # with_exception_handling (transforms/stage.py) that its extra output tag
-    # has no type hint; harmless, and it would fill the log of every run.
-    return "requested in with_outputs() but not declared" not in record.getMessage()
-
-
 def configure_logging() -> None:
     # force: importing Beam already gave the root logger a WARNING handler.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    logging.getLogger().handlers[0].addFilter(_not_exception_handling_noise)
     # kafka-python logs every reconnect attempt at WARNING; its errors still show.
     logging.getLogger("kafka").setLevel(logging.ERROR)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)

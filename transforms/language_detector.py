@@ -25,7 +25,7 @@ On top of the plain model:
   single words 0.8 over weights per n-gram order alone; sentences do not
   change.
 - Calibration (`language_calibration`, fitted on development data by
-  `language_fit`): per profile, a weight for each class of n-gram (unigrams;
+  `benchmarks/language_fit.py`): per profile, a weight for each class of n-gram (unigrams;
   bigrams and trigrams at a word's start, at its end, inside it), the score of
   an n-gram the profile lacks, per class (profiles were pruned very
   differently, so absence means different things), and a bias. The softmax of
