@@ -906,7 +906,11 @@ _DIGITS = re.compile(r"\d\d*")  # not `\d+`: see _NON_WORD_BMP
 # `\d` looks up each character's category; the digits of the BMP as a class are one table lookup (2x faster).
 _BMP_DIGIT_CLASS = _character_class(("Nd",), range(0x10000))
 _BMP_DIGITS = re.compile(_BMP_DIGIT_CLASS + _BMP_DIGIT_CLASS + "*")
-MAX_HISTORY_BYTES = 2 + RECENT_ARTICLES * (8 + 2 + TRACKED_PARAGRAPHS * (8 + 2))
+# The state's format: the first byte of what `encode_history` writes. A new
+# layout gets a new number and `decode_history` keeps reading the old ones, so
+# a job restored from a savepoint taken before an upgrade reads its state.
+HISTORY_FORMAT = 1
+MAX_HISTORY_BYTES = 1 + 2 + RECENT_ARTICLES * (8 + 2 + TRACKED_PARAGRAPHS * (8 + 2))
 
 
 def _hash64(text: str) -> int:
@@ -949,21 +953,24 @@ def _little_endian(values: array.array) -> array.array:
 
 
 def encode_history(history: list[SeenArticle]) -> bytes:
-    """The state bytes: article count, ids, paragraph counts, paragraph hashes, paragraph lengths."""
+    """The state bytes: format, article count, ids, paragraph counts, paragraph hashes, paragraph lengths."""
     parts = [
         _array("Q", (seen.article for seen in history)),
         _array("H", (len(seen.paragraphs) for seen in history)),
         _array("Q", itertools.chain.from_iterable(seen.paragraphs for seen in history)),
         _array("H", itertools.chain.from_iterable(seen.lengths for seen in history)),
     ]
-    return struct.pack("<H", len(history)) + b"".join(_little_endian(part).tobytes() for part in parts)
+    return struct.pack("<BH", HISTORY_FORMAT, len(history)) + b"".join(_little_endian(part).tobytes() for part in parts)
 
 
 def decode_history(data: bytes | None) -> list[SeenArticle]:
+    """What `encode_history` wrote; refuses a format it does not know (state from a newer wirecopy)."""
     if not data:
         return []
-    (count,) = struct.unpack_from("<H", data)
-    offset = 2
+    format_, count = struct.unpack_from("<BH", data)
+    if format_ != HISTORY_FORMAT:
+        raise ValueError(f"normaliser history in format {format_}; this wirecopy reads format {HISTORY_FORMAT}")
+    offset = 3
 
     def take(typecode: str, items: int) -> array.array:
         nonlocal offset
