@@ -62,6 +62,7 @@ from benchmarks.pipeline_contenders import NAIVE_THRESHOLD  # noqa: E402
 from benchmarks.syndication_labelled import build  # noqa: E402
 from wirecopy.pipelines.enrich import KafkaIO  # noqa: E402
 from wirecopy.pipelines.local_broker import LocalBroker, produce, read_topic  # noqa: E402
+from wirecopy.transforms.kafkaio import KafkaReadSpec  # noqa: E402
 
 PARTITIONS = 3
 KNOWN_LANGUAGES = {"eng": "en", "fra": "fr", "deu": "de", "swa": "sw", "som": "so"}
@@ -93,13 +94,12 @@ def contender(name: str, broker: LocalBroker, source: str, count: int, tag: str)
 
 def wirecopy_args(broker: LocalBroker, source: str, tag: str) -> tuple[KafkaIO, list[str]]:
     """`wirecopy run`'s arguments: bounded, from the earliest offset, fresh output topics and group."""
-    io = KafkaIO(bootstrap_servers=broker.bootstrap_servers, input_topic=source,
-                 output_topic=f"{tag}.enriched", cluster_topic=f"{tag}.clusters",
-                 dead_letter_topic=f"{tag}.dead", group_id=f"{tag}-group")
+    io = KafkaIO(KafkaReadSpec(broker.bootstrap_servers, source, group_id=f"{tag}-group"),
+                 output_topic=f"{tag}.enriched", cluster_topic=f"{tag}.clusters", dead_letter_topic=f"{tag}.dead")
     broker.create_topics([io.output_topic, io.cluster_topic, io.dead_letter_topic], partitions=PARTITIONS)
     return io, ["--bootstrap-servers", io.bootstrap_servers, "--input-topic", source,
                 "--output-topic", io.output_topic, "--cluster-topic", io.cluster_topic,
-                "--dead-letter-topic", io.dead_letter_topic, "--group-id", io.group_id, "--start-from", "earliest"]
+                "--dead-letter-topic", io.dead_letter_topic, "--group-id", io.read.group_id, "--start-from", "earliest"]
 
 
 # --- the per-stage profile -----------------------------------------------------------------------

@@ -32,10 +32,10 @@ from apache_beam.utils.timestamp import Duration  # noqa: E402
 from kafka.errors import KafkaError  # noqa: E402
 
 from wirecopy.pipelines import options as run_options
-from wirecopy.pipelines.enrich import FileIO, KafkaIO, RunConfig, RunResult, SetupError, run
+from wirecopy.pipelines.enrich import DEFAULT_GROUP_ID, FileIO, KafkaIO, RunConfig, RunResult, SetupError, run
 from wirecopy.pipelines.kafka_config import client_settings
 from wirecopy.pipelines.options import UsageError
-from wirecopy.transforms.kafkaio import ReadStop, StartPosition, TimestampKind, TimestampPolicy
+from wirecopy.transforms.kafkaio import KafkaReadSpec, ReadStop, StartPosition, TimestampKind, TimestampPolicy
 
 _LOG = logging.getLogger("wirecopy")
 
@@ -153,18 +153,21 @@ def run_config(parsed: run_options.ParsedOptions) -> RunConfig:
         topics = (args.input_topic, args.output_topic, args.cluster_topic, args.dead_letter_topic)
         if not all(topics):
             raise UsageError("Kafka mode needs --input-topic, --output-topic, --cluster-topic and --dead-letter-topic")
-        io = KafkaIO(
-            bootstrap_servers, *topics,
-            group_id=args.group_id or settings.connection.get("group_id") or run_options.DEFAULT_GROUP_ID,
-            start_position=StartPosition(args.start_from),
-            start_time=args.start_time and dt.datetime.fromisoformat(args.start_time),
-            timestamp_policy=TimestampPolicy(TimestampKind(args.timestamp_policy), Duration(seconds=args.max_event_delay)),
-            partition_discovery_interval_s=args.partition_discovery_interval,
-            consumer_config=settings.consumer, producer_config=settings.producer, story_topic=args.story_topic,
-        )
-    return RunConfig(io=io, streaming=parsed.streaming, max_records=args.max_records,
-                     max_read_time_s=args.max_read_time, max_record_bytes=args.max_record_bytes,
-                     language_threshold=args.language_threshold,
+        try:
+            read = KafkaReadSpec(
+                bootstrap_servers, args.input_topic,
+                group_id=args.group_id or settings.connection.get("group_id") or DEFAULT_GROUP_ID,
+                streaming=parsed.streaming, start_position=StartPosition(args.start_from),
+                start_time=args.start_time and dt.datetime.fromisoformat(args.start_time),
+                timestamp_policy=TimestampPolicy(TimestampKind(args.timestamp_policy),
+                                                 Duration(seconds=args.max_event_delay)),
+                partition_discovery_interval_s=args.partition_discovery_interval, max_records=args.max_records,
+                max_read_time_s=args.max_read_time, consumer_config=settings.consumer)
+            io = KafkaIO(read, args.output_topic, args.cluster_topic, args.dead_letter_topic,
+                         producer_config=settings.producer, story_topic=args.story_topic)
+        except ValueError as error:  # the specs validate themselves
+            raise UsageError(str(error)) from None
+    return RunConfig(io=io, max_record_bytes=args.max_record_bytes, language_threshold=args.language_threshold,
                      syndication_horizon=dt.timedelta(days=args.syndication_horizon_days), runner=parsed.runner)
 
 

@@ -19,6 +19,7 @@ from apache_kafka import on_both_brokers
 from wirecopy.pipelines import options as run_options
 from wirecopy.pipelines.kafka_config import client_settings, jaas_credentials, read_properties
 from wirecopy.pipelines.demo import sample_lines
+from wirecopy.pipelines.enrich import DEFAULT_GROUP_ID
 from wirecopy.pipelines.local_broker import committed_offsets, produce, read_topic
 from wirecopy.schemas import codec
 from wirecopy.transforms.stories import StoryTable
@@ -262,7 +263,7 @@ def test_connection_settings_come_from_the_command_line_then_the_environment_the
     topics = ["--input-topic", "i", "--output-topic", "o", "--cluster-topic", "c", "--dead-letter-topic", "d"]
 
     def io(*args):
-        return wirecopy_config(*topics, *args).io
+        return wirecopy_config(*topics, *args).io.read
 
     assert (io().bootstrap_servers, io().group_id) == ("from-file:9092", "file-group")
     monkeypatch.setenv("WIRECOPY_BOOTSTRAP_SERVERS", "from-env:9092")
@@ -272,7 +273,7 @@ def test_connection_settings_come_from_the_command_line_then_the_environment_the
             io("--group-id", "cli-group").group_id) == ("cli:9092", "cli-group")
     monkeypatch.delenv("WIRECOPY_GROUP_ID")
     monkeypatch.delenv("WIRECOPY_KAFKA_CONFIG")
-    assert io().group_id == run_options.DEFAULT_GROUP_ID
+    assert io().group_id == DEFAULT_GROUP_ID
 
 
 def wirecopy_config(*args: str):

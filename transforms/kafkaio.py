@@ -79,6 +79,9 @@ _MAX_UNACKED_BYTES = 4 * 1024 * 1024
 # producer before the bundle fails.
 _UNDELIVERABLE = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError, InvalidRecordError,
                   TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
+# How often a streaming read looks for partitions added to its topic: a new
+# partition's first records wait up to this long; each look is one metadata request.
+DEFAULT_PARTITION_DISCOVERY_INTERVAL_S = 30.0
 _SECRET_MARKERS = ("password", "secret", "token", "jaas", "keyfile")
 # What the producer adds around a key and value (record batch and record
 # headers: about a hundred bytes), with room to spare; max_request_size counts it.
@@ -193,7 +196,7 @@ class KafkaReadSpec:
     start_position: StartPosition = StartPosition.COMMITTED
     start_time: dt.datetime | None = None
     timestamp_policy: TimestampPolicy = TimestampPolicy()
-    partition_discovery_interval_s: float = 30.0
+    partition_discovery_interval_s: float = DEFAULT_PARTITION_DISCOVERY_INTERVAL_S
     max_records: int | None = None
     max_read_time_s: float | None = None
     consumer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -883,6 +886,17 @@ def largest_message_bytes(producer_config: Mapping[str, Any]) -> int:
     return int(max_request_size) - _RECORD_FRAMING_BYTES
 
 
+def check_producer_config(producer_config: Mapping[str, Any]) -> None:
+    """Raises ValueError for settings kafka-python does not know or that weaken the sink's guarantees."""
+    unknown = set(producer_config) - set(KafkaProducer.DEFAULT_CONFIG)
+    if unknown:
+        raise ValueError(f"unknown kafka-python producer settings: {', '.join(sorted(unknown))}")
+    weakened = [key for key, value in _SINK_GUARANTEES.items() if producer_config.get(key, value) != value]
+    if weakened:
+        raise ValueError(f"the sink needs {', '.join(f'{k}={_SINK_GUARANTEES[k]}' for k in weakened)} "
+                         "(at-least-once delivery); leave them out of producer_config")
+
+
 class _WriteFn(beam.DoFn):
     def __init__(self, bootstrap_servers: str, producer_config: Mapping[str, Any], delivery_attempts: int):
         self._bootstrap_servers = bootstrap_servers
@@ -977,15 +991,9 @@ class WriteToKafka(beam.PTransform):
         if not bootstrap_servers:
             raise ValueError("bootstrap_servers is required")
         config = dict(producer_config or {})
-        unknown = set(config) - set(KafkaProducer.DEFAULT_CONFIG)
-        if unknown:
-            raise ValueError(f"unknown kafka-python producer settings: {', '.join(sorted(unknown))}")
+        check_producer_config(config)
         if delivery_attempts < 1:
             raise ValueError("delivery_attempts must be at least 1")
-        weakened = [key for key, value in _SINK_GUARANTEES.items() if config.get(key, value) != value]
-        if weakened:
-            raise ValueError(f"the sink needs {', '.join(f'{k}={_SINK_GUARANTEES[k]}' for k in weakened)} "
-                             "(at-least-once delivery); leave them out of producer_config")
         self._bootstrap_servers = bootstrap_servers
         self._producer_config = config
         self._delivery_attempts = delivery_attempts
