@@ -137,8 +137,8 @@ def stage_of(frames: list[str]) -> str:
             continue
         if path in _MODULE_STAGES:
             return _MODULE_STAGES[path]
-        if path == "transforms/kafkaio.py":
-            return "Kafka write" if "Write" in function or "send" in function else "Kafka read"
+        if path.startswith("transforms/kafkaio/"):
+            return "Kafka write" if path == "transforms/kafkaio/write.py" else "Kafka read"
         return "decode" if function.startswith(_DECODE_FUNCTIONS) else "encode"
     if frames[0].startswith("Thread._bootstrap"):
         return "Kafka client threads"

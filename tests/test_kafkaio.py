@@ -16,10 +16,11 @@ from kafka.structs import OffsetAndMetadata
 
 from apache_kafka import on_both_brokers, recent_record_time_ms
 from wirecopy.pipelines.local_broker import committed_offsets, produce, read_topic
-from wirecopy.transforms import kafkaio
 from wirecopy.transforms.kafkaio import (KafkaMessage, KafkaReadSpec, PartitionCursor, PartitionSet, PartitionSetTracker,
                                 ReadFromKafka, ReadStop, StartPosition, TimestampKind, TimestampPolicy, WriteToKafka,
                                 group_lag, high_watermarks)
+from wirecopy.transforms.kafkaio.read import ReadFn
+from wirecopy.transforms.kafkaio.write import MAX_UNACKED_BYTES
 
 pytestmark = pytest.mark.broker
 
@@ -131,7 +132,7 @@ def test_a_bundle_over_the_sinks_unacknowledged_bound_is_delivered_whole(broker,
     sink = topic_name("out")
     broker.create_topics([sink], partitions=3)
     value = b"x" * 2048
-    count = 2 * kafkaio._MAX_UNACKED_BYTES // len(value) + 7  # two flushes inside the bundle, then the rest
+    count = 2 * MAX_UNACKED_BYTES // len(value) + 7  # two flushes inside the bundle, then the rest
     keys = [str(n).encode() for n in range(count)]
     with beam.Pipeline(runner=FnApiRunner()) as pipeline:
         (pipeline
@@ -226,7 +227,7 @@ class ReaderOutsideARunner:
     """The reader's process() called directly on a real broker, the way a runner calls it."""
 
     def __init__(self, spec: KafkaReadSpec):
-        self._reader = kafkaio._ReadFn(spec, stop=None)
+        self._reader = ReadFn(spec, stop=None)
         self._reader.setup()
 
     def process(self, restriction: PartitionSet, estimator: ManualWatermarkEstimator) -> list:
