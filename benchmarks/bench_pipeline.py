@@ -106,7 +106,7 @@ def wirecopy_args(broker: LocalBroker, source: str, tag: str) -> tuple[KafkaIO, 
 
 # A sample belongs to the innermost frame of one of our modules (py-spy names frames `function (path:line)`),
 # skipping the modules every stage calls (the stage harness, the record types).
-_OUR_FRAME = re.compile(r"^(?P<function>\S+) \((?P<path>(?:transforms|schemas|pipelines)/\w+\.py)")
+_OUR_FRAME = re.compile(r"^(?P<function>\S+) \((?P<path>(?:transforms|schemas|pipelines)/(?:\w+/)?\w+\.py)")
 _SHARED_MODULES = {"transforms/stage.py", "schemas/records.py"}
 _MODULE_STAGES = {
     "transforms/normalise.py": "normalise", "transforms/language.py": "language",
