@@ -215,7 +215,7 @@ def fit_calibration(
     shared_weight, shared_offset, weight, offset, bias, has_data, scores = fit_scores(tables, items, masks, gold)
     lexicon_weight = fit_lexicon_weight(scores, items[:, -1, :], masks, gold)
     rates, dispersion = miss_rates(miss)
-    fitted_languages = [(i, l) for i, l in enumerate(tables.languages) if has_data[i]]
+    fitted_languages = [(i, language) for i, language in enumerate(tables.languages) if has_data[i]]
     as_tuple = lambda row: tuple(round(float(x), 4) for x in row)  # noqa: E731
     return types.SimpleNamespace(
         SHARED_SEEN_WEIGHT=as_tuple(shared_weight),
@@ -223,10 +223,10 @@ def fit_calibration(
         LEXICON_WEIGHT=round(float(lexicon_weight), 4),
         SHARED_TRIGRAM_MISS_RATE=round(float(np.median(list(rates.values()))), 4),
         TRIGRAM_MISS_DISPERSION=round(dispersion, 4),
-        SEEN_WEIGHT={l: as_tuple(weight[i]) for i, l in fitted_languages},
-        UNSEEN_OFFSET={l: as_tuple(offset[i]) for i, l in fitted_languages},
-        BIAS={l: round(float(bias[i]), 4) for i, l in fitted_languages},
-        TRIGRAM_MISS_RATE={l: round(r, 4) for l, r in sorted(rates.items())},
+        SEEN_WEIGHT={language: as_tuple(weight[i]) for i, language in fitted_languages},
+        UNSEEN_OFFSET={language: as_tuple(offset[i]) for i, language in fitted_languages},
+        BIAS={language: round(float(bias[i]), 4) for i, language in fitted_languages},
+        TRIGRAM_MISS_RATE={language: round(r, 4) for language, r in sorted(rates.items())},
     )
 
 

@@ -25,11 +25,13 @@ def _not_beam_import_noise(record: logging.LogRecord) -> bool:
 
 
 logging.getLogger().addFilter(_not_beam_import_noise)
+# The imports below come after the filter, so that importing Beam is quiet.
+# ruff: noqa: E402
 
-from apache_beam.io.filesystem import BeamIOError  # noqa: E402 (after the filter above)
-from apache_beam.io.filesystems import FileSystems  # noqa: E402
-from apache_beam.utils.timestamp import Duration  # noqa: E402
-from kafka.errors import KafkaError  # noqa: E402
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.utils.timestamp import Duration
+from kafka.errors import KafkaError
 
 from wirecopy.pipelines import options as run_options
 from wirecopy.pipelines.enrich import DEFAULT_GROUP_ID, FileIO, KafkaIO, RunConfig, RunResult, SetupError, run

@@ -123,7 +123,9 @@ def test_file_mode_end_to_end(tmp_path, input_lines):
                         "--dead-letter-jsonl", str(dead))
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "running on FnApiRunner" in finished.stderr
-    read = lambda path: [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    def read(path):
+        return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
     dead_letters = read(dead)
     assert {d["topic"] for d in dead_letters} == {str(source)}
     check_outputs(input_lines, read(output), dead_letters, read(tmp_path / "out.clusters.jsonl"))
@@ -185,8 +187,8 @@ def test_file_mode_accounts_for_every_line_of_mangled_input(tmp_path):
     source.write_bytes(b"\n".join(lines) + b"\n")
     finished = wirecopy("run", "--input-jsonl", str(source), "--output-jsonl", str(tmp_path / "out.jsonl"))
     assert finished.returncode == 0, finished.stderr[-3000:]
-    enriched = [orjson.loads(l)["ingest"]["offset"] for l in (tmp_path / "out.jsonl").read_bytes().splitlines()]
-    dead = [orjson.loads(l)["offset"] for l in (tmp_path / "out.dead-letters.jsonl").read_bytes().splitlines()]
+    enriched = [orjson.loads(line)["ingest"]["offset"] for line in (tmp_path / "out.jsonl").read_bytes().splitlines()]
+    dead = [orjson.loads(line)["offset"] for line in (tmp_path / "out.dead-letters.jsonl").read_bytes().splitlines()]
     assert Counter(enriched + dead) == Counter(range(len(lines)))
     assert len(enriched) > 800 and len(dead) > 300
 
@@ -395,8 +397,9 @@ def kafka_args(broker, topics, group, config_file: Path | None = None):
 
 
 def read_outputs(broker, topics):
-    read = lambda role: [orjson.loads(r.value)
-                         for r in read_topic(broker.bootstrap_servers, topics[role], **broker.client_config)]
+    def read(role):
+        return [orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics[role], **broker.client_config)]
+
     return read("out"), read("dead"), read("clusters")
 
 

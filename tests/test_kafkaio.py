@@ -185,7 +185,8 @@ def test_start_positions(broker, topic_name):
     broker.create_topics([topic])
     first_ms = recent_record_time_ms()
     produce_timed(broker, topic, 30, first_ms)
-    keys = lambda spec: sorted(int(key) for key, _ in read_with_timestamps(broker, spec, topic_name("out")))
+    def keys(spec):
+        return sorted(int(key) for key, _ in read_with_timestamps(broker, spec, topic_name("out")))
 
     assert keys(KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), start_position=StartPosition.EARLIEST)) == list(range(30))
     assert keys(KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), start_position=StartPosition.LATEST)) == []
@@ -204,9 +205,10 @@ def test_timestamp_policies(broker, topic_name):
     first_ms = recent_record_time_ms()
     values = [b'{"id": "a", "published_at": "2024-05-01T12:00:00+02:00"}', b"not json", b'{"id": "c"}']
     produce_timed(broker, topic, 3, first_ms, values)
-    spec = lambda kind: KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), timestamp_policy=TimestampPolicy(kind))
+    def read(kind):
+        spec = KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), timestamp_policy=TimestampPolicy(kind))
+        return read_with_timestamps(broker, spec, topic_name("out"))
 
-    read = lambda kind: read_with_timestamps(broker, spec(kind), topic_name("out"))
     assert sorted(read(TimestampKind.CREATE_TIME)) == [(b"0", first_ms), (b"1", first_ms + 1000), (b"2", first_ms + 2000)]
     published = dict(read(TimestampKind.PUBLISHED_AT))
     assert published[b"0"] == int(dt.datetime(2024, 5, 1, 10, tzinfo=dt.timezone.utc).timestamp() * 1000)

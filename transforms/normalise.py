@@ -51,7 +51,6 @@ import array
 import bisect
 import collections
 import dataclasses
-import datetime as dt
 import hashlib
 import html
 import itertools
