@@ -109,7 +109,7 @@ def wirecopy_args(broker: LocalBroker, source: str, tag: str) -> tuple[KafkaIO, 
 _OUR_FRAME = re.compile(r"^(?P<function>\S+) \((?P<path>(?:transforms|schemas|pipelines)/(?:\w+/)?\w+\.py)")
 _SHARED_MODULES = {"transforms/stage.py", "schemas/records.py"}
 _MODULE_STAGES = {
-    "transforms/normalise.py": "normalise", "transforms/language.py": "language",
+    "transforms/language.py": "language",
     "transforms/language_detector.py": "language", "transforms/language_calibration.py": "language",
     "transforms/syndication.py": "syndication", "transforms/syndication_sketch.py": "syndication",
 }
@@ -137,6 +137,8 @@ def stage_of(frames: list[str]) -> str:
             continue
         if path in _MODULE_STAGES:
             return _MODULE_STAGES[path]
+        if path.startswith("transforms/normalise/"):
+            return "normalise"
         if path.startswith("transforms/kafkaio/"):
             return "Kafka write" if path == "transforms/kafkaio/write.py" else "Kafka read"
         return "decode" if function.startswith(_DECODE_FUNCTIONS) else "encode"
