@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/kafka/pom.xml)
 KAFKA_LIBS := .cache/kafka-$(KAFKA_VERSION)/libs
 
-.PHONY: demo test browser runners kafka-jars
+.PHONY: demo test lint browser runners kafka-jars
 
 
 # The runners the tests run on, built or fetched once into a cache shared by
@@ -23,8 +23,13 @@ runners: $(INSTALLED)
 demo: $(INSTALLED)
 	$(VENV)/bin/wirecopy demo
 
-test: $(INSTALLED) browser runners kafka-jars
+test: lint $(INSTALLED) browser runners kafka-jars
 	$(VENV)/bin/pytest
+
+# ruff (from the test extra) with the settings in pyproject.toml: lint errors
+# and no function over cyclomatic complexity 15.
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
 
 # tests/test_report.py renders the report in headless Chromium: Debian's
 # package, installed once when missing (CI runs the tests as root).

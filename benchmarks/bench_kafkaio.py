@@ -59,10 +59,10 @@ from wirecopy.pipelines.local_broker import LocalBroker
 from wirecopy.transforms.kafkaio import KafkaMessage, KafkaReadSpec, ReadFromKafka, WriteToKafka, high_watermarks
 
 PARTITIONS = 3
-# Our sink's producer settings (transforms/kafkaio.py, _WriteFn._new_producer):
+# Our sink's producer settings (transforms/kafkaio/write.py, _WriteFn._new_producer):
 # the raw producer uses the same, so the comparison is of the code, not the config.
 SINK_PRODUCER_SETTINGS = {"acks": "all", "enable_idempotence": True, "linger_ms": 20, "batch_size": 256 * 1024}
-# Records per poll: kafka-python's default, and our reader's (transforms/kafkaio.py, _BUNDLE_RECORDS).
+# Records per poll: kafka-python's default, and our reader's most (transforms/kafkaio/read.py, _MAX_POLL_RECORDS).
 RAW_POLL_SIZES = {"raw": 500, "raw5000": 5000}
 METRICS_NAMESPACE = "bench"
 

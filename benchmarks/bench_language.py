@@ -30,8 +30,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from language_fit import fit_calibration  # benchmarks/, beside this script
 from wirecopy.transforms.language_detector import DEFAULT_THRESHOLD, UNDETERMINED, LanguageDetector, normalise_code
-from wirecopy.transforms.language_fit import fit_calibration
 
 KINDS = ("sentences", "word-pairs", "single-words")
 KNOWN_ARTICLES = {"eng": "en", "fra": "fr", "swa": "sw", "som": "so"}
@@ -135,6 +135,47 @@ def percent(x: float) -> str:
     return f"{100 * x:6.2f} %"
 
 
+def print_unknown_languages(detectors, ours, corpus: pathlib.Path, langid: pathlib.Path, unknown: list[str],
+                            t: float, limit: int | None) -> dict:
+    """How often each detector labels articles and sentences of languages langdetect has no profile for."""
+    print(f"\n== languages langdetect does not know: labelled with confidence >= {t} (any label is wrong) ==")
+    unknown_runs = {}
+    for language in UNKNOWN_ARTICLES:
+        texts = masakhanews(corpus, language, limit)
+        line = f"{language} ({len(texts)} articles)"
+        for detector in detectors:
+            result = run(detector, texts, [language] * len(texts))
+            unknown_runs[(language, detector.name)] = result
+            confident = sum(c != UNDETERMINED for c in result.codes(t)) / len(texts)
+            labels = {}
+            for c in result.codes(t):
+                labels[c] = labels.get(c, 0) + 1
+            common = ", ".join(f"{c} {n}" for c, n in sorted(labels.items(), key=lambda x: -x[1])[:3])
+            line += f"   {'ours' if detector is ours else 'langdetect'} {percent(confident)} [{common}]"
+        print(line)
+    for detector in detectors:
+        rates = [
+            sum(c != UNDETERMINED for c in r.codes(t)) / len(r.gold)
+            for (_, n), r in unknown_runs.items()
+            if n == detector.name
+        ]
+        print(f"mean over these languages, {'ours' if detector is ours else 'langdetect'}: {percent(statistics.mean(rates))}")
+    sentence_rates = {}
+    for detector in detectors:
+        rates = []
+        for code in unknown:
+            texts, gold = langid_items(langid, "sentences", [code], 0, limit)
+            result = run(detector, texts, gold)
+            rates.append((code, sum(c not in (UNDETERMINED, code) for c in result.codes(t)) / len(texts)))
+        sentence_rates[detector.name] = rates
+    print(f"langid sentences of the {len(unknown)} languages without a profile (fit half; a script-decided label like hy/ka is right):")
+    for detector in detectors:
+        rates = sentence_rates[detector.name]
+        worst = ", ".join(f"{c} {100 * r:.0f}%" for c, r in sorted(rates, key=lambda x: -x[1])[:6])
+        print(f"  {'ours' if detector is ours else 'langdetect':10} wrong label {percent(statistics.mean(r for _, r in rates))}  (worst: {worst})")
+    return unknown_runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parents[1].parent / "shared")
@@ -206,41 +247,7 @@ def main() -> None:
         )
         print(f"all known-language articles, {'ours' if detector is ours else 'langdetect'}: {percent(correct / total)} of {total}")
 
-    print(f"\n== languages langdetect does not know: labelled with confidence >= {t} (any label is wrong) ==")
-    unknown_runs = {}
-    for language in UNKNOWN_ARTICLES:
-        texts = masakhanews(corpus, language, args.limit)
-        line = f"{language} ({len(texts)} articles)"
-        for detector in detectors:
-            result = run(detector, texts, [language] * len(texts))
-            unknown_runs[(language, detector.name)] = result
-            confident = sum(c != UNDETERMINED for c in result.codes(t)) / len(texts)
-            labels = {}
-            for c in result.codes(t):
-                labels[c] = labels.get(c, 0) + 1
-            common = ", ".join(f"{c} {n}" for c, n in sorted(labels.items(), key=lambda x: -x[1])[:3])
-            line += f"   {'ours' if detector is ours else 'langdetect'} {percent(confident)} [{common}]"
-        print(line)
-    for detector in detectors:
-        rates = [
-            sum(c != UNDETERMINED for c in r.codes(t)) / len(r.gold)
-            for (_, n), r in unknown_runs.items()
-            if n == detector.name
-        ]
-        print(f"mean over these languages, {'ours' if detector is ours else 'langdetect'}: {percent(statistics.mean(rates))}")
-    sentence_rates = {}
-    for detector in detectors:
-        rates = []
-        for code in unknown:
-            texts, gold = langid_items(langid, "sentences", [code], 0, args.limit)
-            result = run(detector, texts, gold)
-            rates.append((code, sum(c not in (UNDETERMINED, code) for c in result.codes(t)) / len(texts)))
-        sentence_rates[detector.name] = rates
-    print(f"langid sentences of the {len(unknown)} languages without a profile (fit half; a script-decided label like hy/ka is right):")
-    for detector in detectors:
-        rates = sentence_rates[detector.name]
-        worst = ", ".join(f"{c} {100 * r:.0f}%" for c, r in sorted(rates, key=lambda x: -x[1])[:6])
-        print(f"  {'ours' if detector is ours else 'langdetect':10} wrong label {percent(statistics.mean(r for _, r in rates))}  (worst: {worst})")
+    unknown_runs = print_unknown_languages(detectors, ours, corpus, langid, unknown, t, args.limit)
 
     print("\n== speed, CPU seconds of this process, same run ==")
     for unit, selection in (("article", article_runs), ("sentence", {k: v for k, v in runs.items() if k[0] == "sentences"})):

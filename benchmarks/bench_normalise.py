@@ -11,7 +11,7 @@ Speed: one process, one core, counted in CPU seconds of this process. Plain text
 patterns, metadata, per-source template state encode/decode, fingerprint) on
 ~3 KB articles. HTML: the same articles rendered into pages with navigation,
 sidebar, comments and footer, through trafilatura and the same path.
-`--baseline REV` also times the plain-text path of `transforms/normalise.py`
+`--baseline REV` also times the plain-text path of the normalise stage
 as of a git revision, in the same process and run: on a shared machine the
 ratio is steadier than either figure.
 """
@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import html
 import statistics
 import subprocess
 import sys
 import time
+import tempfile
 import timeit
 import types
 from pathlib import Path
@@ -67,12 +69,28 @@ def normalise_stream(
 
 
 def stage_at(revision: str) -> types.ModuleType:
-    """`transforms/normalise.py` as of git `revision`, loaded beside the current one."""
-    path = "transforms/normalise.py"
-    source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:{path}"], check=True, capture_output=True, text=True).stdout
-    module = types.ModuleType(f"normalise_at_{revision}")
-    sys.modules[module.__name__] = module  # dataclasses look their module up by name
-    exec(compile(source, f"{revision}:{path}", "exec"), module.__dict__)
+    """The normalise stage as of git `revision`, loaded beside the current one: the package
+    `transforms/normalise/` (its modules import each other relatively), or the single module it was before."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], check=True, capture_output=True, text=True).stdout
+
+    name = f"normalise_at_{revision}"
+    package = git("ls-tree", "--name-only", revision, "transforms/normalise/").split()  # empty for the module
+    if not package:
+        module = types.ModuleType(name)
+        sys.modules[name] = module  # dataclasses look their module up by name
+        path = "transforms/normalise.py"
+        exec(compile(git("show", f"{revision}:{path}"), f"{revision}:{path}", "exec"), module.__dict__)
+        return module
+    directory = Path(tempfile.mkdtemp()) / name
+    directory.mkdir()
+    for path in package:
+        (directory / Path(path).name).write_text(git("show", f"{revision}:{path}"), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(name, directory / "__init__.py",
+                                                  submodule_search_locations=[str(directory)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
     return module
 
 

@@ -62,6 +62,7 @@ from benchmarks.pipeline_contenders import NAIVE_THRESHOLD  # noqa: E402
 from benchmarks.syndication_labelled import build  # noqa: E402
 from wirecopy.pipelines.enrich import KafkaIO  # noqa: E402
 from wirecopy.pipelines.local_broker import LocalBroker, produce, read_topic  # noqa: E402
+from wirecopy.transforms.kafkaio import KafkaReadSpec  # noqa: E402
 
 PARTITIONS = 3
 KNOWN_LANGUAGES = {"eng": "en", "fra": "fr", "deu": "de", "swa": "sw", "som": "so"}
@@ -93,23 +94,22 @@ def contender(name: str, broker: LocalBroker, source: str, count: int, tag: str)
 
 def wirecopy_args(broker: LocalBroker, source: str, tag: str) -> tuple[KafkaIO, list[str]]:
     """`wirecopy run`'s arguments: bounded, from the earliest offset, fresh output topics and group."""
-    io = KafkaIO(bootstrap_servers=broker.bootstrap_servers, input_topic=source,
-                 output_topic=f"{tag}.enriched", cluster_topic=f"{tag}.clusters",
-                 dead_letter_topic=f"{tag}.dead", group_id=f"{tag}-group")
+    io = KafkaIO(KafkaReadSpec(broker.bootstrap_servers, source, group_id=f"{tag}-group"),
+                 output_topic=f"{tag}.enriched", cluster_topic=f"{tag}.clusters", dead_letter_topic=f"{tag}.dead")
     broker.create_topics([io.output_topic, io.cluster_topic, io.dead_letter_topic], partitions=PARTITIONS)
     return io, ["--bootstrap-servers", io.bootstrap_servers, "--input-topic", source,
                 "--output-topic", io.output_topic, "--cluster-topic", io.cluster_topic,
-                "--dead-letter-topic", io.dead_letter_topic, "--group-id", io.group_id, "--start-from", "earliest"]
+                "--dead-letter-topic", io.dead_letter_topic, "--group-id", io.read.group_id, "--start-from", "earliest"]
 
 
 # --- the per-stage profile -----------------------------------------------------------------------
 
 # A sample belongs to the innermost frame of one of our modules (py-spy names frames `function (path:line)`),
 # skipping the modules every stage calls (the stage harness, the record types).
-_OUR_FRAME = re.compile(r"^(?P<function>\S+) \((?P<path>(?:transforms|schemas|pipelines)/\w+\.py)")
+_OUR_FRAME = re.compile(r"^(?P<function>\S+) \((?P<path>(?:transforms|schemas|pipelines)/(?:\w+/)?\w+\.py)")
 _SHARED_MODULES = {"transforms/stage.py", "schemas/records.py"}
 _MODULE_STAGES = {
-    "transforms/normalise.py": "normalise", "transforms/language.py": "language",
+    "transforms/language.py": "language",
     "transforms/language_detector.py": "language", "transforms/language_calibration.py": "language",
     "transforms/syndication.py": "syndication", "transforms/syndication_sketch.py": "syndication",
 }
@@ -137,8 +137,10 @@ def stage_of(frames: list[str]) -> str:
             continue
         if path in _MODULE_STAGES:
             return _MODULE_STAGES[path]
-        if path == "transforms/kafkaio.py":
-            return "Kafka write" if "Write" in function or "send" in function else "Kafka read"
+        if path.startswith("transforms/normalise/"):
+            return "normalise"
+        if path.startswith("transforms/kafkaio/"):
+            return "Kafka write" if path == "transforms/kafkaio/write.py" else "Kafka read"
         return "decode" if function.startswith(_DECODE_FUNCTIONS) else "encode"
     if frames[0].startswith("Thread._bootstrap"):
         return "Kafka client threads"

@@ -10,7 +10,7 @@ twice under another id, as exact or lightly edited copies, whose paragraphs
 must survive. Texts are read from shared/ at run time; nothing is copied.
 
 The generic lines were written by the author of the patterns in
-`transforms/normalise.py`, so the pattern recall measured on them is
+`transforms/normalise/boilerplate.py`, so the pattern recall measured on them is
 optimistic; the site's blurb, advert and app lines and several
 language-specific lines match no pattern on purpose: only per-source learning
 removes them.

@@ -25,18 +25,19 @@ def _not_beam_import_noise(record: logging.LogRecord) -> bool:
 
 
 logging.getLogger().addFilter(_not_beam_import_noise)
+# The imports below come after the filter, so that importing Beam is quiet.
+# ruff: noqa: E402
 
-from apache_beam.io.filesystem import BeamIOError  # noqa: E402 (after the filter above)
-from apache_beam.io.filesystems import FileSystems  # noqa: E402
-from apache_beam.utils.timestamp import Duration  # noqa: E402
-from kafka.errors import KafkaError  # noqa: E402
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.utils.timestamp import Duration
+from kafka.errors import KafkaError
 
 from wirecopy.pipelines import options as run_options
-from wirecopy.pipelines.enrich import FileIO, KafkaIO, RunConfig, RunResult, SetupError, run
+from wirecopy.pipelines.enrich import DEFAULT_GROUP_ID, FileIO, KafkaIO, RunConfig, RunResult, SetupError, run
 from wirecopy.pipelines.kafka_config import client_settings
 from wirecopy.pipelines.options import UsageError
-from wirecopy.transforms import kafkaio
-from wirecopy.transforms.kafkaio import StartPosition, TimestampKind, TimestampPolicy
+from wirecopy.transforms.kafkaio import KafkaReadSpec, ReadStop, StartPosition, TimestampKind, TimestampPolicy
 
 _LOG = logging.getLogger("wirecopy")
 
@@ -154,18 +155,21 @@ def run_config(parsed: run_options.ParsedOptions) -> RunConfig:
         topics = (args.input_topic, args.output_topic, args.cluster_topic, args.dead_letter_topic)
         if not all(topics):
             raise UsageError("Kafka mode needs --input-topic, --output-topic, --cluster-topic and --dead-letter-topic")
-        io = KafkaIO(
-            bootstrap_servers, *topics,
-            group_id=args.group_id or settings.connection.get("group_id") or run_options.DEFAULT_GROUP_ID,
-            start_position=StartPosition(args.start_from),
-            start_time=args.start_time and dt.datetime.fromisoformat(args.start_time),
-            timestamp_policy=TimestampPolicy(TimestampKind(args.timestamp_policy), Duration(seconds=args.max_event_delay)),
-            partition_discovery_interval_s=args.partition_discovery_interval,
-            consumer_config=settings.consumer, producer_config=settings.producer, story_topic=args.story_topic,
-        )
-    return RunConfig(io=io, streaming=parsed.streaming, max_records=args.max_records,
-                     max_read_time_s=args.max_read_time, max_record_bytes=args.max_record_bytes,
-                     language_threshold=args.language_threshold,
+        try:
+            read = KafkaReadSpec(
+                bootstrap_servers, args.input_topic,
+                group_id=args.group_id or settings.connection.get("group_id") or DEFAULT_GROUP_ID,
+                streaming=parsed.streaming, start_position=StartPosition(args.start_from),
+                start_time=args.start_time and dt.datetime.fromisoformat(args.start_time),
+                timestamp_policy=TimestampPolicy(TimestampKind(args.timestamp_policy),
+                                                 Duration(seconds=args.max_event_delay)),
+                partition_discovery_interval_s=args.partition_discovery_interval, max_records=args.max_records,
+                max_read_time_s=args.max_read_time, consumer_config=settings.consumer)
+            io = KafkaIO(read, args.output_topic, args.cluster_topic, args.dead_letter_topic,
+                         producer_config=settings.producer, story_topic=args.story_topic)
+        except ValueError as error:  # the specs validate themselves
+            raise UsageError(str(error)) from None
+    return RunConfig(io=io, max_record_bytes=args.max_record_bytes, language_threshold=args.language_threshold,
                      syndication_horizon=dt.timedelta(days=args.syndication_horizon_days), runner=parsed.runner)
 
 
@@ -193,6 +197,7 @@ class JobStopper:
     """
 
     def __init__(self):
+        self.read_stop = ReadStop()  # the run's readers get it (enrich.run)
         self._job = None
         self._workers_here = True
         self.stopped = False
@@ -217,24 +222,16 @@ class JobStopper:
         if self._workers_here or self._job is None:
             _LOG.warning("%s received: stopping the readers (workers run in this process): finishing the current "
                          "bundles, committing, then stopping (again to abort)", name)
-            kafkaio.request_stop()
+            self.read_stop.request()
         else:
             _LOG.warning("%s received: cancelling the job through the job service (its workers run elsewhere; "
                          "records after the last committed offsets are read again next run)", name)
             self._job.cancel()
 
 
-def _not_exception_handling_noise(record: logging.LogRecord) -> bool:
-    # Beam warns for every multi-output ParDo wrapped by
-    # with_exception_handling (transforms/stage.py) that its extra output tag
-    # has no type hint; harmless, and it would fill the log of every run.
-    return "requested in with_outputs() but not declared" not in record.getMessage()
-
-
 def configure_logging() -> None:
     # force: importing Beam already gave the root logger a WARNING handler.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    logging.getLogger().handlers[0].addFilter(_not_exception_handling_noise)
     # kafka-python logs every reconnect attempt at WARNING; its errors still show.
     logging.getLogger("kafka").setLevel(logging.ERROR)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
@@ -277,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     stopper = JobStopper()
     try:
-        result = run(config, parsed.beam_args, on_started=stopper.started)
+        result = run(config, parsed.beam_args, on_started=stopper.started, read_stop=stopper.read_stop)
     except SetupError as error:
         _LOG.error("%s", error)
         return 2

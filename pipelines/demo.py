@@ -20,6 +20,7 @@ from wirecopy.pipelines.enrich import KafkaIO, RunConfig, RunResult, run
 from wirecopy.pipelines.local_broker import LocalBroker, produce, read_topic
 from wirecopy.pipelines.outputs import deduplicated
 from wirecopy.pipelines.report import render
+from wirecopy.transforms.kafkaio import KafkaReadSpec
 from wirecopy.transforms.stories import StoryTable
 
 _LOG = logging.getLogger(__name__)
@@ -45,8 +46,8 @@ def run_demo(show_text: bool = False) -> int:
         broker.create_topics([STORY_TOPIC], configs={"cleanup.policy": "compact"})
         produce(broker.bootstrap_servers, INPUT_TOPIC, lines)
         _LOG.info("produced %d sample records to %s on %s", len(lines), INPUT_TOPIC, broker.bootstrap_servers)
-        io = KafkaIO(broker.bootstrap_servers, INPUT_TOPIC, OUTPUT_TOPIC, CLUSTER_TOPIC, DEAD_LETTER_TOPIC,
-                     group_id="wirecopy-demo", story_topic=STORY_TOPIC)
+        io = KafkaIO(KafkaReadSpec(broker.bootstrap_servers, INPUT_TOPIC, group_id="wirecopy-demo"),
+                     OUTPUT_TOPIC, CLUSTER_TOPIC, DEAD_LETTER_TOPIC, story_topic=STORY_TOPIC)
         result = run(RunConfig(io=io))
         articles = [orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, OUTPUT_TOPIC)]
         table = StoryTable()

@@ -21,18 +21,18 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from wirecopy.schemas import codec
-from wirecopy.transforms.events import DecodeArticles, EncodeEvents, EventKind
+from wirecopy.transforms.events import DecodeArticles, EncodeEvents, EventKind, check_max_event_bytes
 from wirecopy.transforms.jsonlio import ReadJsonLines, WriteJsonLines
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
-from wirecopy.transforms.kafkaio import (KafkaMessage, KafkaReadSpec, ReadFromKafka, StartPosition, TimestampPolicy,
-                                WriteToKafka, group_lag, largest_message_bytes)
+from wirecopy.transforms.kafkaio import (KafkaMessage, KafkaReadSpec, ReadFromKafka, ReadStop, WriteToKafka,
+                                        check_producer_config, group_lag, largest_message_bytes)
 from wirecopy.transforms import language
 from wirecopy.transforms.language import DetectLanguage
 from wirecopy.transforms.normalise import Normalise
 from wirecopy.transforms.stories import TrackStories
-from wirecopy.transforms.syndication import ClusterSyndicated
+from wirecopy.transforms.syndication import DEFAULT_HORIZON_MS, ClusterSyndicated
 
 _LOG = logging.getLogger(__name__)
 
@@ -43,21 +43,35 @@ class SetupError(Exception):
     """The pipeline cannot start as configured; the message says why."""
 
 
+DEFAULT_GROUP_ID = "wirecopy"
+
+
 @dataclasses.dataclass(frozen=True)
 class KafkaIO:
-    bootstrap_servers: str
-    input_topic: str
+    """Kafka mode: the input read (topic, group, where to start, when to stop) and the output topics.
+
+    Validated when made: a setting the sink or the events' size limit cannot
+    work with raises ValueError here, before any pipeline is built.
+    """
+
+    read: KafkaReadSpec
     output_topic: str
     cluster_topic: str
     dead_letter_topic: str
-    group_id: str = "wirecopy"
-    start_position: StartPosition = StartPosition.COMMITTED
-    start_time: dt.datetime | None = None
-    timestamp_policy: TimestampPolicy = TimestampPolicy()
-    partition_discovery_interval_s: float = 30.0
-    consumer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     producer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     story_topic: str | None = None  # without it the story view is not built
+
+    def __post_init__(self):
+        check_producer_config(self.producer_config)
+        check_max_event_bytes(largest_message_bytes(self.producer_config))
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.read.bootstrap_servers
+
+    @property
+    def input_topic(self) -> str:
+        return self.read.topic
 
     def topic_for(self, kind: EventKind) -> str:
         return {EventKind.ARTICLE: self.output_topic, EventKind.CLUSTER: self.cluster_topic,
@@ -76,17 +90,15 @@ class FileIO:
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     io: KafkaIO | FileIO
-    streaming: bool = False
-    max_records: int | None = None
-    max_read_time_s: float | None = None
     max_record_bytes: int = codec.DEFAULT_MAX_RECORD_BYTES
     language_threshold: float = language.DEFAULT_THRESHOLD
-    syndication_horizon: dt.timedelta = dt.timedelta(days=7)
+    syndication_horizon: dt.timedelta = dt.timedelta(milliseconds=DEFAULT_HORIZON_MS)
     runner: str = LOCAL_RUNNER
 
-    def __post_init__(self):
-        if isinstance(self.io, FileIO) and (self.streaming or self.max_records or self.max_read_time_s):
-            raise SetupError("--streaming, --max-records and --max-read-time apply to Kafka mode only")
+    @property
+    def streaming(self) -> bool:
+        """Whether the run keeps reading (Kafka mode's read is unbounded); file mode is always bounded."""
+        return isinstance(self.io, KafkaIO) and self.io.read.streaming
 
 
 def enrich(records: beam.PCollection, config: RunConfig) -> beam.PCollection:
@@ -104,20 +116,10 @@ def enrich(records: beam.PCollection, config: RunConfig) -> beam.PCollection:
         largest_message_bytes(config.io.producer_config) if isinstance(config.io, KafkaIO) else None)
 
 
-def read_spec(config: RunConfig) -> KafkaReadSpec:
-    io = config.io
-    return KafkaReadSpec(
-        bootstrap_servers=io.bootstrap_servers, topic=io.input_topic, group_id=io.group_id,
-        streaming=config.streaming, start_position=io.start_position, start_time=io.start_time,
-        timestamp_policy=io.timestamp_policy, partition_discovery_interval_s=io.partition_discovery_interval_s,
-        max_records=config.max_records, max_read_time_s=config.max_read_time_s, consumer_config=io.consumer_config,
-    )
-
-
-def build(pipeline: beam.Pipeline, config: RunConfig) -> None:
+def build(pipeline: beam.Pipeline, config: RunConfig, read_stop: ReadStop | None = None) -> None:
     io = config.io
     if isinstance(io, KafkaIO):
-        (enrich(pipeline | "ReadKafka" >> ReadFromKafka(read_spec(config)), config)
+        (enrich(pipeline | "ReadKafka" >> ReadFromKafka(io.read, read_stop), config)
          | "ToMessages" >> beam.Map(lambda e: KafkaMessage(io.topic_for(e.kind), e.key, e.value))
          | "WriteKafka" >> WriteToKafka(io.bootstrap_servers, io.producer_config))
     else:
@@ -186,7 +188,8 @@ def direct_runner_engine(result: beam.runners.runner.PipelineResult) -> str:
 def check_kafka(io: KafkaIO) -> None:
     """Fail fast, in seconds and with a plain message, when Kafka is unreachable or a topic is missing."""
     try:
-        consumer = KafkaConsumer(bootstrap_servers=io.bootstrap_servers, **{"bootstrap_timeout_ms": 5000, **io.consumer_config})
+        consumer = KafkaConsumer(bootstrap_servers=io.bootstrap_servers,
+                                 **{"bootstrap_timeout_ms": 5000, **io.read.consumer_config})
     except KafkaError as error:
         raise SetupError(f"cannot reach Kafka at {io.bootstrap_servers}: {error}") from None
     try:
@@ -218,16 +221,15 @@ def workers_run_here(runner: str, options: PipelineOptions) -> bool:
 
 
 def run(config: RunConfig, beam_args: list[str] | None = None,
-        on_started: Callable[[beam.runners.runner.PipelineResult, bool], None] | None = None) -> RunResult:
-    """Run to the end. `on_started(job, workers_run_here)` is called once the job is submitted."""
+        on_started: Callable[[beam.runners.runner.PipelineResult, bool], None] | None = None,
+        read_stop: ReadStop | None = None) -> RunResult:
+    """Run to the end. `on_started(job, workers_run_here)` is called once the job is submitted; `read_stop`,
+    when requested, ends a Kafka read cleanly (readers in this process only)."""
     options = pipeline_options(config, beam_args or [])
     runner = FnApiRunner() if config.runner == LOCAL_RUNNER else None
     runner_name = type(runner).__name__ if runner else options.view_as(StandardOptions).runner
     pipeline = beam.Pipeline(runner=runner, options=options)
-    try:
-        build(pipeline, config)
-    except ValueError as error:  # the transforms validate their settings when built
-        raise SetupError(str(error)) from None
+    build(pipeline, config, read_stop)
     if isinstance(config.io, KafkaIO):
         check_kafka(config.io)
     _LOG.info("running on %s (%s)", runner_name, "streaming" if config.streaming else "bounded")
@@ -256,7 +258,7 @@ def run(config: RunConfig, beam_args: list[str] | None = None,
         # The group's lag from Kafka itself, not the reader's backlog gauges:
         # the local runner reports an arbitrary bundle's gauge value.
         try:
-            for partition, lag in group_lag(read_spec(config)).items():
+            for partition, lag in group_lag(config.io.read).items():
                 counters[f"lag.{config.io.input_topic}.{partition}"] = lag
         except KafkaError as error:  # the run itself is over and committed; only the report lacks it
             _LOG.warning("could not ask Kafka for the group's lag: %s", error)

@@ -20,16 +20,17 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
 
-from wirecopy.pipelines.enrich import LOCAL_RUNNER
+from wirecopy.pipelines.enrich import DEFAULT_GROUP_ID, LOCAL_RUNNER
 from wirecopy.schemas import codec
 from wirecopy.transforms import language
-from wirecopy.transforms.kafkaio import StartPosition, TimestampKind
-
-DEFAULT_GROUP_ID = "wirecopy"
+from wirecopy.transforms.kafkaio import DEFAULT_PARTITION_DISCOVERY_INTERVAL_S, StartPosition, TimestampKind
+from wirecopy.transforms.syndication import DEFAULT_HORIZON_MS
 # Above this share of dead letters among the records a run read, the run
 # fails: a wrong topic, a producer's new format or a broken stage, not bad
 # records here and there (the samples, built to hold bad records, have 6 of 58).
 DEFAULT_MAX_DEAD_LETTER_RATIO = 0.5
+
+_DAY_MS = 24 * 3600 * 1000
 
 # option dest → environment variable
 ENVIRONMENT = {
@@ -113,8 +114,10 @@ class WirecopyOptions(PipelineOptions):
                  "or the article's published_at (record time when absent)")
         add(kafka, "--max-event-delay", type=float, default=0.0, metavar="SECONDS",
             help="how far behind the newest event time the watermark stays (for out-of-order event times)")
-        add(kafka, "--partition-discovery-interval", type=_positive_float, default=30.0, metavar="SECONDS",
-            help="streaming: how often to look for partitions added to the input topic (default 30)")
+        add(kafka, "--partition-discovery-interval", type=_positive_float,
+            default=DEFAULT_PARTITION_DISCOVERY_INTERVAL_S, metavar="SECONDS",
+            help="streaming: how often to look for partitions added to the input topic "
+                 f"(default {DEFAULT_PARTITION_DISCOVERY_INTERVAL_S:g})")
         add(kafka, "--kafka-config", metavar="FILE",
             help="a Java client.properties (or kafka-python names): settings for consumer and producer; its "
                  "bootstrap.servers and group.id count when neither the command line nor the environment gives them")
@@ -131,8 +134,9 @@ class WirecopyOptions(PipelineOptions):
             help="records larger than this are dead-lettered (default: 10 MiB)")
         add(both, "--language-threshold", type=_share, default=language.DEFAULT_THRESHOLD, metavar="P",
             help=f"language confidence below which the code is `und` (default {language.DEFAULT_THRESHOLD})")
-        add(both, "--syndication-horizon-days", type=_positive_float, default=7.0, metavar="DAYS",
-            help="how long, in event time, an article stays matchable by later copies (default 7)")
+        add(both, "--syndication-horizon-days", type=_positive_float, default=DEFAULT_HORIZON_MS / _DAY_MS,
+            metavar="DAYS", help="how long, in event time, an article stays matchable by later copies "
+                                 f"(default {DEFAULT_HORIZON_MS / _DAY_MS:g})")
         add(both, "--max-dead-letter-ratio", type=_share, default=DEFAULT_MAX_DEAD_LETTER_RATIO, metavar="R",
             help="a run that dead-letters a larger share of the records it read exits 1 "
                  f"(default {DEFAULT_MAX_DEAD_LETTER_RATIO}; 1 never fails)")

@@ -17,9 +17,11 @@ import trustme
 
 from apache_kafka import on_both_brokers
 from test_stories import ORDER_DEPENDENT
+from wirecopy.pipelines import cli
 from wirecopy.pipelines import options as run_options
 from wirecopy.pipelines.kafka_config import client_settings, jaas_credentials, read_properties
 from wirecopy.pipelines.demo import sample_lines
+from wirecopy.pipelines.enrich import DEFAULT_GROUP_ID
 from wirecopy.pipelines.local_broker import committed_offsets, produce, read_topic
 from wirecopy.schemas import codec
 from wirecopy.transforms.stories import StoryTable
@@ -31,6 +33,15 @@ EXPECTED = json.loads((REPO / "pipelines" / "samples" / "expected.json").read_te
 def wirecopy(*args: str, timeout: float = 240, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "wirecopy.pipelines.cli", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env=env and {**os.environ, **env})
+
+
+def wirecopy_refusing(capsys, *args: str) -> subprocess.CompletedProcess:
+    """`wirecopy ARGS` through `cli.main` in this process, for command lines refused before anything starts
+    (no logging set up, no signal handlers): a new interpreter costs each case 5-10 s of imports on CI.
+    Whole-process behaviour (imports' own output, exit status) is checked through `wirecopy()`."""
+    status = cli.main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, status, captured.out, captured.err)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +125,9 @@ def test_file_mode_end_to_end(tmp_path, input_lines):
                         "--dead-letter-jsonl", str(dead))
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "running on FnApiRunner" in finished.stderr
-    read = lambda path: [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    def read(path):
+        return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
     dead_letters = read(dead)
     assert {d["topic"] for d in dead_letters} == {str(source)}
     check_outputs(input_lines, read(output), dead_letters, read(tmp_path / "out.clusters.jsonl"))
@@ -176,14 +189,14 @@ def test_file_mode_accounts_for_every_line_of_mangled_input(tmp_path):
     source.write_bytes(b"\n".join(lines) + b"\n")
     finished = wirecopy("run", "--input-jsonl", str(source), "--output-jsonl", str(tmp_path / "out.jsonl"))
     assert finished.returncode == 0, finished.stderr[-3000:]
-    enriched = [orjson.loads(l)["ingest"]["offset"] for l in (tmp_path / "out.jsonl").read_bytes().splitlines()]
-    dead = [orjson.loads(l)["offset"] for l in (tmp_path / "out.dead-letters.jsonl").read_bytes().splitlines()]
+    enriched = [orjson.loads(line)["ingest"]["offset"] for line in (tmp_path / "out.jsonl").read_bytes().splitlines()]
+    dead = [orjson.loads(line)["offset"] for line in (tmp_path / "out.dead-letters.jsonl").read_bytes().splitlines()]
     assert Counter(enriched + dead) == Counter(range(len(lines)))
     assert len(enriched) > 800 and len(dead) > 300
 
 
-def test_file_mode_rejects_kafka_only_options(tmp_path):
-    finished = wirecopy("run", "--input-jsonl", "x.jsonl", "--output-jsonl", "y.jsonl", "--streaming")
+def test_file_mode_rejects_kafka_only_options(capsys):
+    finished = wirecopy_refusing(capsys, "run", "--input-jsonl", "x.jsonl", "--output-jsonl", "y.jsonl", "--streaming")
     assert finished.returncode == 2 and "Kafka mode only" in finished.stderr
 
 
@@ -264,7 +277,7 @@ def test_connection_settings_come_from_the_command_line_then_the_environment_the
     topics = ["--input-topic", "i", "--output-topic", "o", "--cluster-topic", "c", "--dead-letter-topic", "d"]
 
     def io(*args):
-        return wirecopy_config(*topics, *args).io
+        return wirecopy_config(*topics, *args).io.read
 
     assert (io().bootstrap_servers, io().group_id) == ("from-file:9092", "file-group")
     monkeypatch.setenv("WIRECOPY_BOOTSTRAP_SERVERS", "from-env:9092")
@@ -274,7 +287,7 @@ def test_connection_settings_come_from_the_command_line_then_the_environment_the
             io("--group-id", "cli-group").group_id) == ("cli:9092", "cli-group")
     monkeypatch.delenv("WIRECOPY_GROUP_ID")
     monkeypatch.delenv("WIRECOPY_KAFKA_CONFIG")
-    assert io().group_id == run_options.DEFAULT_GROUP_ID
+    assert io().group_id == DEFAULT_GROUP_ID
 
 
 def wirecopy_config(*args: str):
@@ -287,8 +300,8 @@ def test_version():
     assert finished.returncode == 0 and re.fullmatch(r"wirecopy \d+\.\d+\.\d+\S*\n", finished.stdout)
 
 
-def test_run_help_lists_wirecopy_options_and_their_environment_variables():
-    finished = wirecopy("run", "--help")
+def test_run_help_lists_wirecopy_options_and_their_environment_variables(capsys):
+    finished = wirecopy_refusing(capsys, "run", "--help")
     assert finished.returncode == 0
     for option in ("--bootstrap-servers", "--language-threshold", "--max-dead-letter-ratio", "WIRECOPY_BOOTSTRAP_SERVERS"):
         assert option in finished.stdout
@@ -309,12 +322,18 @@ def test_run_help_lists_wirecopy_options_and_their_environment_variables():
       "--dead-letter-topic", "d", "--kafka-config", "{tmp}/missing.properties"],
      "--kafka-config: [Errno 2] No such file or directory: '{tmp}/missing.properties'"),
 ], ids=["missing-input", "unknown-runner", "typo", "beam-option-typo", "out-of-range", "missing-config"])
-def test_a_wrong_command_line_is_one_line_and_exit_2_with_nothing_left_behind(tmp_path, args, message):
+def test_a_wrong_command_line_is_one_line_and_exit_2_with_nothing_left_behind(tmp_path, capsys, args, message):
     samples = str(REPO / "pipelines" / "samples" / "articles.jsonl")
-    finished = wirecopy("run", *(arg.format(tmp=tmp_path, samples=samples) for arg in args))
+    finished = wirecopy_refusing(capsys, "run", *(arg.format(tmp=tmp_path, samples=samples) for arg in args))
     assert finished.returncode == 2
     assert finished.stderr.startswith(f"wirecopy: {message.format(tmp=tmp_path)}") and finished.stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == [], "no output, no beam-temp-* folder"
+
+
+def test_the_installed_command_refuses_a_wrong_command_line_in_one_line_and_exit_2():
+    finished = wirecopy("run", "--input-jsonl", "x.jsonl", "--output-jsonl", "y.jsonl", "--langauge-threshold", "0.9")
+    assert finished.returncode == 2
+    assert finished.stderr == "wirecopy: unknown option --langauge-threshold; did you mean --language-threshold?\n"
 
 
 def test_a_run_that_dead_letters_too_much_fails_with_the_reason(tmp_path):
@@ -342,10 +361,10 @@ def test_a_jaas_login_module_without_a_kafka_python_equivalent_is_refused():
 # password, and the streaming stop condition. On Tansu only: the progress log and the demo, which do not
 # depend on the broker.
 
-@pytest.fixture(params=["broker", "tls_broker", "sasl_broker"])
-def any_broker(request, broker_kind):
-    """The plaintext broker, one reachable only over TLS, and one only after SASL (SCRAM-SHA-512) authentication,
-    of the test's `broker_kind`."""
+@pytest.fixture(params=["tls_broker", "sasl_broker"])
+def secured_broker(request, broker_kind):
+    """A broker reachable only over TLS, and one only after SASL (SCRAM-SHA-512) authentication, of the test's
+    `broker_kind`. (No plaintext variant: every other broker test runs over plaintext.)"""
     return request.getfixturevalue(request.param)
 
 
@@ -380,8 +399,9 @@ def kafka_args(broker, topics, group, config_file: Path | None = None):
 
 
 def read_outputs(broker, topics):
-    read = lambda role: [orjson.loads(r.value)
-                         for r in read_topic(broker.bootstrap_servers, topics[role], **broker.client_config)]
+    def read(role):
+        return [orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics[role], **broker.client_config)]
+
     return read("out"), read("dead"), read("clusters")
 
 
@@ -406,23 +426,22 @@ def check_kafka_outputs(broker, kafka_topics, group, input_lines):
 
 @pytest.mark.broker
 @on_both_brokers
-def test_kafka_bounded_end_to_end(any_broker, topic_name, input_lines, tmp_path):
-    topics = create_topics(any_broker, topic_name)
+def test_kafka_bounded_end_to_end(secured_broker, topic_name, input_lines, tmp_path):
+    topics = create_topics(secured_broker, topic_name)
     keys = [str(number).encode() for number in range(len(input_lines))]
-    produce(any_broker.bootstrap_servers, topics["in"], input_lines, keys, **any_broker.client_config)
+    produce(secured_broker.bootstrap_servers, topics["in"], input_lines, keys, **secured_broker.client_config)
     group = topic_name("group")
-    args = kafka_args(any_broker, topics, group, tmp_path / "client.properties")
-    environment = None
-    if not any_broker.client_config:
-        # The connection as a deployment gives it: brokers from the environment, the group and
-        # producer guarantees from a Java client.properties.
-        (tmp_path / "client.properties").write_text(f"group.id: {group}\nacks = all\nenable.idempotence=true\n")
-        environment = {"WIRECOPY_BOOTSTRAP_SERVERS": any_broker.bootstrap_servers}
-        args = [arg for arg in args[2:] if arg not in ("--group-id", group)] + ["--kafka-config", str(tmp_path / "client.properties")]
+    config = tmp_path / "client.properties"
+    args = kafka_args(secured_broker, topics, group, config)
+    # The connection as a deployment gives it: brokers from the environment; the group and producer
+    # guarantees, beside the security settings, from a Java client.properties in its own syntax.
+    config.write_text(config.read_text() + f"group.id: {group}\nacks = all\nenable.idempotence=true\n")
+    environment = {"WIRECOPY_BOOTSTRAP_SERVERS": secured_broker.bootstrap_servers}
+    args = [arg for arg in args[2:] if arg not in ("--group-id", group)]
     finished = wirecopy("run", *args, env=environment)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "running on FnApiRunner (bounded)" in finished.stderr
-    check_kafka_outputs(any_broker, topics, group, input_lines)
+    check_kafka_outputs(secured_broker, topics, group, input_lines)
 
 
 @pytest.mark.broker
@@ -525,8 +544,9 @@ def test_demo_runs_and_shows_stories_and_dead_letters():
     ("acks=1", "the sink needs acks=all"),
     ("max.request.size=1000", "the output must take events of at least 16,384 bytes"),
 ], ids=["weakened-acks", "tiny-messages"])
-def test_producer_settings_the_pipeline_cannot_keep_its_promises_with_are_refused_before_connecting(setting, message):
-    finished = wirecopy("run", "--bootstrap-servers", "127.0.0.1:1", "--input-topic", "a", "--output-topic", "b",
+def test_producer_settings_the_pipeline_cannot_keep_its_promises_with_are_refused_before_connecting(capsys, setting,
+                                                                                                   message):
+    finished = wirecopy_refusing(capsys, "run", "--bootstrap-servers", "127.0.0.1:1", "--input-topic", "a", "--output-topic", "b",
                         "--cluster-topic", "c", "--dead-letter-topic", "d", "--producer-config", setting)
     assert finished.returncode == 2 and message in finished.stderr
     assert "Traceback" not in finished.stderr and "cannot reach Kafka" not in finished.stderr

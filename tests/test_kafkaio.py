@@ -16,27 +16,21 @@ from kafka.structs import OffsetAndMetadata
 
 from apache_kafka import on_both_brokers, recent_record_time_ms
 from wirecopy.pipelines.local_broker import committed_offsets, produce, read_topic
-from wirecopy.transforms import kafkaio
 from wirecopy.transforms.kafkaio import (KafkaMessage, KafkaReadSpec, PartitionCursor, PartitionSet, PartitionSetTracker,
-                                ReadFromKafka, StartPosition, TimestampKind, TimestampPolicy, WriteToKafka,
+                                ReadFromKafka, ReadStop, StartPosition, TimestampKind, TimestampPolicy, WriteToKafka,
                                 group_lag, high_watermarks)
+from wirecopy.transforms.kafkaio.read import ReadFn
+from wirecopy.transforms.kafkaio.write import MAX_UNACKED_BYTES
 
 pytestmark = pytest.mark.broker
 
 
-@pytest.fixture(autouse=True)
-def no_pending_stop_request():
-    kafkaio._stop_requested.clear()
-    yield
-    kafkaio._stop_requested.clear()
-
-
-def copy_topic(spec: KafkaReadSpec, output_topic: str, producer_config=None) -> None:
+def copy_topic(spec: KafkaReadSpec, output_topic: str, producer_config=None, stop: ReadStop | None = None) -> None:
     """Run reader → sink on the local runner, the way the real pipeline is fused."""
     options = PipelineOptions(streaming=spec.streaming)
     with beam.Pipeline(runner=FnApiRunner(), options=options) as pipeline:
         (pipeline
-         | ReadFromKafka(spec)
+         | ReadFromKafka(spec, stop)
          | beam.Map(lambda record: KafkaMessage(output_topic, record.key, record.value))
          | WriteToKafka(spec.bootstrap_servers, producer_config))
 
@@ -107,12 +101,13 @@ def test_stop_request_ends_a_streaming_read_cleanly_and_commits(broker, topic_na
     broker.create_topics([sink])
     keys = produce_numbered(broker, source, 0, 400)
     spec = KafkaReadSpec(broker.bootstrap_servers, source, group, streaming=True)
-    pipeline = threading.Thread(target=copy_topic, args=(spec, sink))
+    stop = ReadStop()
+    pipeline = threading.Thread(target=copy_topic, args=(spec, sink), kwargs={"stop": stop})
     pipeline.start()
     deadline = time.monotonic() + 60
     while len(read_topic(broker.bootstrap_servers, sink)) < 400 and time.monotonic() < deadline:
         time.sleep(0.5)
-    kafkaio.request_stop()
+    stop.request()
     pipeline.join(timeout=60)
     assert not pipeline.is_alive(), "the streaming read did not stop when asked"
     assert sorted(r.key for r in read_topic(broker.bootstrap_servers, sink)) == sorted(keys)
@@ -137,7 +132,7 @@ def test_a_bundle_over_the_sinks_unacknowledged_bound_is_delivered_whole(broker,
     sink = topic_name("out")
     broker.create_topics([sink], partitions=3)
     value = b"x" * 2048
-    count = 2 * kafkaio._MAX_UNACKED_BYTES // len(value) + 7  # two flushes inside the bundle, then the rest
+    count = 2 * MAX_UNACKED_BYTES // len(value) + 7  # two flushes inside the bundle, then the rest
     keys = [str(n).encode() for n in range(count)]
     with beam.Pipeline(runner=FnApiRunner()) as pipeline:
         (pipeline
@@ -190,7 +185,8 @@ def test_start_positions(broker, topic_name):
     broker.create_topics([topic])
     first_ms = recent_record_time_ms()
     produce_timed(broker, topic, 30, first_ms)
-    keys = lambda spec: sorted(int(key) for key, _ in read_with_timestamps(broker, spec, topic_name("out")))
+    def keys(spec):
+        return sorted(int(key) for key, _ in read_with_timestamps(broker, spec, topic_name("out")))
 
     assert keys(KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), start_position=StartPosition.EARLIEST)) == list(range(30))
     assert keys(KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), start_position=StartPosition.LATEST)) == []
@@ -209,9 +205,10 @@ def test_timestamp_policies(broker, topic_name):
     first_ms = recent_record_time_ms()
     values = [b'{"id": "a", "published_at": "2024-05-01T12:00:00+02:00"}', b"not json", b'{"id": "c"}']
     produce_timed(broker, topic, 3, first_ms, values)
-    spec = lambda kind: KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), timestamp_policy=TimestampPolicy(kind))
+    def read(kind):
+        spec = KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), timestamp_policy=TimestampPolicy(kind))
+        return read_with_timestamps(broker, spec, topic_name("out"))
 
-    read = lambda kind: read_with_timestamps(broker, spec(kind), topic_name("out"))
     assert sorted(read(TimestampKind.CREATE_TIME)) == [(b"0", first_ms), (b"1", first_ms + 1000), (b"2", first_ms + 2000)]
     published = dict(read(TimestampKind.PUBLISHED_AT))
     assert published[b"0"] == int(dt.datetime(2024, 5, 1, 10, tzinfo=dt.timezone.utc).timestamp() * 1000)
@@ -232,7 +229,7 @@ class ReaderOutsideARunner:
     """The reader's process() called directly on a real broker, the way a runner calls it."""
 
     def __init__(self, spec: KafkaReadSpec):
-        self._reader = kafkaio._ReadFn(spec)
+        self._reader = ReadFn(spec, stop=None)
         self._reader.setup()
 
     def process(self, restriction: PartitionSet, estimator: ManualWatermarkEstimator) -> list:

@@ -5,12 +5,14 @@ import dataclasses
 import time
 
 import pytest
+from apache_beam.internal import pickler
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from wirecopy.transforms import kafkaio
 from wirecopy.transforms.kafkaio import (END_OF_READ, Adopt, Claim, PartitionCursor, PartitionSet, PartitionSetTracker,
-                                TimestampKind, TimestampPolicy, _PartitionSetProvider, redacted)
+                                ReadStop, TimestampKind, TimestampPolicy, redacted)
+from wirecopy.transforms.kafkaio.read import ReadFn
+from wirecopy.transforms.kafkaio.restriction import PartitionSetProvider
 
 
 @dataclasses.dataclass
@@ -21,7 +23,7 @@ class Record:
 
 def test_initial_split_gives_each_partition_its_own_restriction_plus_discovery():
     plan = PartitionSet("t", (PartitionCursor(0, 5), PartitionCursor(1, 7)), discover_from=2)
-    parts = list(_PartitionSetProvider().split(plan, plan))
+    parts = list(PartitionSetProvider().split(plan, plan))
     assert parts == [PartitionSet("t", (PartitionCursor(0, 5),)), PartitionSet("t", (PartitionCursor(1, 7),)),
                      PartitionSet("t", (), discover_from=2)]
 
@@ -98,14 +100,23 @@ def test_timestamp_policies():
 
 def test_watermark_never_goes_backwards():
     estimator = ManualWatermarkEstimator(Timestamp(100))
-    kafkaio._ReadFn._advance_watermark(estimator, Timestamp(50))
+    ReadFn._advance_watermark(estimator, Timestamp(50))
     assert estimator.current_watermark() == Timestamp(100)
-    kafkaio._ReadFn._advance_watermark(estimator, None)
+    ReadFn._advance_watermark(estimator, None)
     assert estimator.current_watermark() == Timestamp(100)
-    kafkaio._ReadFn._advance_watermark(estimator, Timestamp(150))
+    ReadFn._advance_watermark(estimator, Timestamp(150))
     assert estimator.current_watermark() == Timestamp(150)
 
 
 def test_secrets_are_masked():
     assert redacted({"sasl_plain_password": "x", "ssl_password": "y", "client_id": "c"}) == {
         "sasl_plain_password": "***", "ssl_password": "***", "client_id": "c"}
+
+
+def test_read_stop_reaches_readers_unpickled_in_this_process_and_no_other_run():
+    stop, other_run = ReadStop(), ReadStop()
+    reader_copy = pickler.loads(pickler.dumps(stop))  # as the runner ships the reader to its workers
+    assert not reader_copy.requested()
+    stop.request()
+    assert reader_copy.requested()
+    assert not other_run.requested() and not pickler.loads(pickler.dumps(other_run)).requested()

@@ -29,7 +29,6 @@ from wirecopy.transforms.language import (
     representative_sample,
 )
 from wirecopy.transforms.language_detector import GRAM_CLASSES, LEXICON_MAX_TEXT_WORDS, SAMPLE_CHARS, _key, lexicon_scores
-from wirecopy.transforms.language_fit import development_lines
 from wirecopy.transforms.normalise import draft_article, finish
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -288,14 +287,6 @@ def test_word_boundary_ngrams_have_their_own_classes(detector, gram, gram_class)
     row = int(np.searchsorted(tables.keys, _key(gram)))
     assert tables.keys[row] == _key(gram), "the profiles have it"
     assert GRAM_CLASSES[tables.gram_class[row]][0] == gram_class
-
-
-def test_development_halves_split_the_lines(tmp_path):
-    path = tmp_path / "xx.txt"
-    path.write_text("".join(f"line {i}\n" for i in range(7)), encoding="utf-8")
-    even, odd, every = development_lines(path, 0), development_lines(path, 1), development_lines(path)
-    assert even == ["line 0", "line 2", "line 4", "line 6"] and odd == ["line 1", "line 3", "line 5"]
-    assert sorted(even + odd) == every
 
 
 def _project_articles() -> dict[str, list[str]]:

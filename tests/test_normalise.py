@@ -772,6 +772,21 @@ def test_source_history_is_bounded():
     assert len(encode_history(source.history)) <= MAX_HISTORY_BYTES
 
 
+# Format 1 of two remembered articles, byte for byte: a layout change must come with a new format number.
+HISTORY_FORMAT_1 = bytes.fromhex(
+    "01" "0200" "0700000000000000" "0900000000000000" "0200" "0000"
+    "0100000000000000" "ffffffffffffffff" "0a00" "ffff")
+
+
+def test_source_history_state_is_versioned_plain_data():
+    history = [SeenArticle(7, (1, 2**64 - 1), (10, 0xFFFF)), SeenArticle(9, (), ())]
+    assert encode_history(history) == HISTORY_FORMAT_1
+    assert decode_history(HISTORY_FORMAT_1) == history
+    assert decode_history(encode_history([])) == [] and decode_history(None) == []
+    with pytest.raises(ValueError, match="format 2; this wirecopy reads format 1"):
+        decode_history(b"\x02" + HISTORY_FORMAT_1[1:])
+
+
 # --- the transform ----------------------------------------------------------
 
 

@@ -185,6 +185,13 @@ class _EncodeFn(beam.DoFn):
             _LOG.info("so far: %s", self._tally.summary())
 
 
+def check_max_event_bytes(max_event_bytes: int | None) -> None:
+    """Raises ValueError for an output limit too small for a dead letter."""
+    if max_event_bytes is not None and max_event_bytes < _SMALLEST_EVENT_LIMIT:
+        raise ValueError(f"the output must take events of at least {_SMALLEST_EVENT_LIMIT:,} bytes (a dead letter "
+                         f"needs room), not {max_event_bytes:,}: for Kafka, raise the producer's max_request_size")
+
+
 class EncodeEvents(beam.PTransform):
     """Outcomes → `OutputEvent`s, each validated against its schema and keyed for consumers.
 
@@ -196,9 +203,7 @@ class EncodeEvents(beam.PTransform):
 
     def __init__(self, max_event_bytes: int | None = None):
         super().__init__()
-        if max_event_bytes is not None and max_event_bytes < _SMALLEST_EVENT_LIMIT:
-            raise ValueError(f"the output must take events of at least {_SMALLEST_EVENT_LIMIT:,} bytes (a dead letter "
-                             f"needs room), not {max_event_bytes:,}: for Kafka, raise the producer's max_request_size")
+        check_max_event_bytes(max_event_bytes)
         self._max_event_bytes = max_event_bytes
 
     def expand(self, outcomes):

@@ -25,7 +25,7 @@ On top of the plain model:
   single words 0.8 over weights per n-gram order alone; sentences do not
   change.
 - Calibration (`language_calibration`, fitted on development data by
-  `language_fit`): per profile, a weight for each class of n-gram (unigrams;
+  `benchmarks/language_fit.py`): per profile, a weight for each class of n-gram (unigrams;
   bigrams and trigrams at a word's start, at its end, inside it), the score of
   an n-gram the profile lacks, per class (profiles were pruned very
   differently, so absence means different things), and a bias. The softmax of
@@ -572,8 +572,10 @@ class LanguageDetector:
         # Codes the profiles cover; the scripts in SCRIPT_LANGUAGE add a few more.
         self.profile_codes = frozenset(self._codes)
 
-        weight = np.array([calibration.SEEN_WEIGHT.get(l, calibration.SHARED_SEEN_WEIGHT) for l in tables.languages])
-        offset = np.array([calibration.UNSEEN_OFFSET.get(l, calibration.SHARED_UNSEEN_OFFSET) for l in tables.languages])
+        weight = np.array([calibration.SEEN_WEIGHT.get(language, calibration.SHARED_SEEN_WEIGHT)
+                           for language in tables.languages])
+        offset = np.array([calibration.UNSEEN_OFFSET.get(language, calibration.SHARED_UNSEEN_OFFSET)
+                           for language in tables.languages])
         unseen = tables.log_floor[:, GRAM_CLASS_ORDER - 1] + offset
         gram_class = tables.gram_class.astype(np.intp)
         scores = np.where(tables.seen, tables.log_prob * weight[:, gram_class].T, unseen[:, gram_class].T).astype(np.float32)
@@ -582,10 +584,10 @@ class LanguageDetector:
             script: np.ascontiguousarray(scores[:, [i for i, s in enumerate(tables.profile_script) if s == script]])
             for script in set(tables.profile_script)
         }
-        self._bias = np.array([calibration.BIAS.get(l, 0.0) for l in tables.languages])
+        self._bias = np.array([calibration.BIAS.get(language, 0.0) for language in tables.languages])
         self._seen = tables.seen
         self._expected_miss = np.array(
-            [calibration.TRIGRAM_MISS_RATE.get(l, calibration.SHARED_TRIGRAM_MISS_RATE) for l in tables.languages]
+            [calibration.TRIGRAM_MISS_RATE.get(language, calibration.SHARED_TRIGRAM_MISS_RATE) for language in tables.languages]
         )
         self._dispersion = calibration.TRIGRAM_MISS_DISPERSION
 
