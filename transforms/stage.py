@@ -16,8 +16,9 @@ and nothing is dropped.
 
 from __future__ import annotations
 
+import collections
 import traceback
-from typing import Callable, Iterable, Union
+from typing import Any, Callable, Generic, Hashable, Iterable, TypeVar, Union
 
 import apache_beam as beam
 import objsize
@@ -25,6 +26,7 @@ import objsize
 from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected
 
 Outcome = Union[Article, DeadLetter, ClusterEvent]
+Value = TypeVar("Value")
 
 
 def run_stage(stage: str, article: Article, work: Callable[[Article], Iterable[Outcome]]) -> list[Outcome]:
@@ -78,3 +80,43 @@ class StatefulStageFn(beam.DoFn):
 
     def setup(self):
         weigh_state_without_scanning_modules()
+
+
+class EncodedState(Generic[Value]):
+    """A stateful DoFn's value kept in Beam state as the bytes of its own versioned encoding.
+
+    The SDK's state cache weighs what it holds with objsize when it loads a key
+    and again when a bundle commits it, walking every object of a decoded value
+    (a bucket of 48 entries is thousands of objects); bytes weigh in constant
+    time. The local runner hands out a new cache token per bundle, so every key
+    a bundle touches pays that load and commit. The decoded value of each of the
+    last `remembered` keys is kept beside the bytes it came from: a key read
+    again before anyone else wrote it (the same bytes object) is not decoded
+    again. Values must be immutable: the stages' pure functions return new ones.
+    """
+
+    def __init__(self, encode: Callable[[Value], bytes], decode: Callable[[bytes], Value], remembered: int = 1024):
+        self._encode, self._decode, self._remembered = encode, decode, remembered
+        self._decoded: collections.OrderedDict[Hashable, tuple[bytes, Value]] = collections.OrderedDict()
+
+    def read(self, state: Any, key: Hashable) -> Value | None:
+        data = state.read()
+        if data is None:
+            return None
+        known = self._decoded.get(key)
+        if known is not None and known[0] is data:
+            return known[1]
+        value = self._decode(data)
+        self._remember(key, data, value)
+        return value
+
+    def write(self, state: Any, key: Hashable, value: Value) -> None:
+        data = self._encode(value)
+        state.write(data)
+        self._remember(key, data, value)
+
+    def _remember(self, key: Hashable, data: bytes, value: Value) -> None:
+        self._decoded[key] = (data, value)
+        self._decoded.move_to_end(key)
+        if len(self._decoded) > self._remembered:
+            self._decoded.popitem(last=False)
