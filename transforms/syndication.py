@@ -116,13 +116,12 @@ import pickle
 from typing import Any, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
-from apache_beam.coders import BytesCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, SourceRecord
 from wirecopy.transforms import syndication_sketch as sketching
-from wirecopy.transforms.stage import EncodedState, Outcome, StatefulStageFn, run_stage
+from wirecopy.transforms.stage import EncodedState, Outcome, StatefulStageFn, StoredValueCoder, run_stage
 
 SKETCH_STAGE = "SyndicationSketch"
 INDEX_STAGE = "SyndicationIndex"
@@ -997,7 +996,7 @@ class _SketchFn(beam.DoFn):
 class _IndexFn(StatefulStageFn):
     """Index buckets: verify and record each query; everything else passes to the home shards."""
 
-    BUCKET = ReadModifyWriteStateSpec("bucket", BytesCoder())
+    BUCKET = ReadModifyWriteStateSpec("bucket", StoredValueCoder())
 
     def __init__(self, horizon_ms: int):
         self._horizon_ms = horizon_ms
@@ -1029,7 +1028,7 @@ def _count_events(outputs: list[Any]) -> None:
 class _DecideFn(StatefulStageFn):
     """Home shards: collect an article's replies, decide its cluster; everything keyed on for the announcer."""
 
-    SHARD = ReadModifyWriteStateSpec("shard", BytesCoder())
+    SHARD = ReadModifyWriteStateSpec("shard", StoredValueCoder())
 
     def __init__(self, horizon_ms: int):
         self._horizon_ms = horizon_ms
@@ -1058,7 +1057,7 @@ class _DecideFn(StatefulStageFn):
 class _AnnounceFn(StatefulStageFn):
     """Announcers: `merged` for an article's own root once it is both exposed and used; the rest passes."""
 
-    ANNOUNCEMENTS = ReadModifyWriteStateSpec("announcements", BytesCoder())
+    ANNOUNCEMENTS = ReadModifyWriteStateSpec("announcements", StoredValueCoder())
 
     def __init__(self, horizon_ms: int):
         self._horizon_ms = horizon_ms
