@@ -98,11 +98,16 @@ signature of at most `syndication_sketch.MAX_SAMPLE` 32-bit values and 16-bit po
 and a few hundred bytes in its home shard; `benchmarks/bench_syndication.py` prints the
 measured bytes and the per-article lookup cost at 10k and 500k articles.
 On the local runner the cost per article is set by the number of state keys
-it touches (its buckets and home shard): each access costs the SDK's state
-cache a weighing of the value. Its default first scanned every loaded module,
-~0.5 ms per access; the stateful DoFns turn that scan off
+it touches (its buckets and home shard): the runner hands out a new state
+cache token per bundle, so each key a bundle touches is loaded and committed
+once in it, and the SDK's state cache weighs the value each time (objsize).
+Its default first scanned every loaded module, ~0.5 ms per access; the
+stateful DoFns turn that scan off
 (`wirecopy.transforms.stage.weigh_state_without_scanning_modules`), which cut the
-stage from ~12 to ~2-3 ms per article (`--pipeline` prints it). Fewer keys
+stage from ~12 to ~2-3 ms per article (`--pipeline` prints it). The states are
+kept as versioned bytes (`encode_bucket`, `encode_shard`,
+`encode_announcements`, through `stage.EncodedState`): weighed as bytes, not by
+walking every entry and signature, encoded once per key and bundle. Fewer keys
 per article (tried: ~8) let site chrome left in the text merge different
 stories (precision 0.92 instead of 1.00), so the keys stay.
 """
