@@ -198,7 +198,6 @@ def time_lookups(articles: list[Article], in_state: int, queries: int, rng: rand
     signatures, then the query is timed, including encoding and decoding the
     bucket state as the runner does.
     """
-    coder = syn.BucketCoder()
     donors = [(m, a) for a in articles[:400] for _, m in syn.fan_out(a) if isinstance(m, syn.IndexQuery)]
     keys_per_article = len(donors) / 400
     mean = in_state * keys_per_article / syn.BUCKETS
@@ -214,12 +213,12 @@ def time_lookups(articles: list[Article], in_state: int, queries: int, rng: rand
                     continue
                 fake = dataclasses_replace_query(donor, rng)
                 bucket, _ = syn.index_step(bucket, fake, bucket_id)
-            prepared.append((bucket_id, query, bucket and coder.encode(bucket)))
+            prepared.append((bucket_id, query, bucket and syn.encode_bucket(bucket)))
             entries_seen.append(len(bucket.entries) if bucket else 0)
         started = time.perf_counter()
         for bucket_id, query, encoded in prepared:
-            bucket, _ = syn.index_step(encoded and coder.decode(encoded), query, bucket_id)
-            coder.encode(bucket)
+            bucket, _ = syn.index_step(encoded and syn.decode_bucket(encoded), query, bucket_id)
+            syn.encode_bucket(bucket)
         samples.append(time.perf_counter() - started)
     return {"ms_per_article": statistics.mean(samples) * 1000, "entries_per_bucket": statistics.mean(entries_seen),
             "buckets_per_article": keys_per_article}
@@ -244,7 +243,7 @@ def _poisson(rng: random.Random, mean: float) -> int:
 
 
 def state_bytes(articles: list[Article]) -> dict[str, float]:
-    """Measured state per article: index buckets as their state coder stores them, entries, pickled home shards."""
+    """Measured state per article: index buckets and home shards as their state is stored (versioned bytes), entries."""
     buckets: dict[int, syn.Bucket] = {}
     shards: dict[int, syn.Shard] = {}
     for article in articles:
@@ -254,9 +253,8 @@ def state_bytes(articles: list[Article]) -> dict[str, float]:
                 key = syn.home_shard(message.article_id)
             shards[key], _ = syn.home_step(shards.get(key), message)
     entries = sum(len(b.entries) for b in buckets.values())
-    coder = syn.BucketCoder()
-    total = sum(len(coder.encode(b)) for b in buckets.values())
-    home = sum(len(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL)) for s in shards.values())
+    total = sum(len(syn.encode_bucket(b)) for b in buckets.values())
+    home = sum(len(syn.encode_shard(s)) for s in shards.values())
     return {"bytes_per_article": total / len(articles), "entries_per_article": entries / len(articles),
             "home_bytes_per_article": home / len(articles)}
 

@@ -8,7 +8,7 @@ from wirecopy.schemas.records import Rejected
 from test_syndication import sample_records
 from wirecopy.transforms import syndication as syn
 from wirecopy.transforms.normalise import _SourceTemplateFn, draft_article, finish, remember, seen_article
-from wirecopy.transforms.stage import weigh_state_without_scanning_modules
+from wirecopy.transforms.stage import StoredValue, StoredValueCoder, weigh_state_without_scanning_modules
 
 
 @pytest.fixture
@@ -49,3 +49,20 @@ def test_every_stateful_stage_turns_the_scan_off_on_its_worker(module_scan_resto
     objsize.default_settings.update(exclude_modules_globals=True)
     stateful_fn().setup()
     assert objsize.default_settings.exclude_modules_globals is False
+
+
+def test_a_stored_value_is_encoded_once_and_weighed_as_its_bytes():
+    encoded = []
+
+    def encode(value):
+        encoded.append(value)
+        return syn.encode_bucket(value)
+
+    bucket = max((v for v in state_values() if isinstance(v, syn.Bucket)), key=lambda b: len(b.entries))
+    stored = StoredValue(bucket, encode)
+    coder = StoredValueCoder()
+    data = coder.encode(stored)
+    # What the SDK's cache holds for a key (a list of the bag's values) weighs the bytes, not the decoded bucket.
+    assert statecache.get_deep_size([stored]) < len(data) + 400 < statecache.get_deep_size([bucket])
+    assert coder.encode(stored) is data and encoded == [bucket]
+    assert coder.decode(data).value(syn.decode_bucket) == bucket

@@ -16,15 +16,18 @@ and nothing is dropped.
 
 from __future__ import annotations
 
+import collections
 import traceback
-from typing import Callable, Iterable, Union
+from typing import Any, Callable, Generic, Hashable, Iterable, TypeVar, Union
 
 import apache_beam as beam
 import objsize
+from apache_beam.runners.worker import statecache
 
 from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected
 
 Outcome = Union[Article, DeadLetter, ClusterEvent]
+Value = TypeVar("Value")
 
 
 def run_stage(stage: str, article: Article, work: Callable[[Article], Iterable[Outcome]]) -> list[Outcome]:
@@ -78,3 +81,83 @@ class StatefulStageFn(beam.DoFn):
 
     def setup(self):
         weigh_state_without_scanning_modules()
+
+
+class StoredValue(statecache.CacheAware):
+    """A stateful stage's value as Beam state holds it: encoded by the stage's own versioned codec once, when the
+    bundle commits it (or the SDK's cache weighs it), and weighed as those bytes.
+
+    The SDK's state cache weighs what it holds with objsize when it loads a key
+    and again when a bundle commits it, walking every object of a decoded value
+    (a full index bucket is thousands of objects); bytes weigh in constant time.
+    Once encoded, only the bytes are kept (the decoded value lives in the
+    stage's `EncodedState` while it is in use).
+    """
+
+    def __init__(self, value: Any = None, encode: Callable[[Any], bytes] | None = None, data: bytes | None = None):
+        super().__init__()
+        self._value, self._encode, self._data = value, encode, data
+
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = self._encode(self._value)
+            self._value = self._encode = None
+        return self._data
+
+    def value(self, decode: Callable[[bytes], Any]) -> Any:
+        return decode(self._data) if self._data is not None else self._value
+
+    def get_referents_for_cache(self) -> list[Any]:
+        return [self.data()]
+
+
+class StoredValueCoder(beam.coders.Coder):
+    """The state coder of `EncodedState`'s values: their own bytes, whatever their codec."""
+
+    def encode(self, stored: StoredValue) -> bytes:
+        return stored.data()
+
+    def decode(self, data: bytes) -> StoredValue:
+        return StoredValue(data=data)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+
+class EncodedState(Generic[Value]):
+    """A stateful DoFn's value per key, kept in a `ReadModifyWriteStateSpec(name, StoredValueCoder())`.
+
+    A value is encoded once per key and bundle, when the bundle commits, and
+    weighed as bytes (see `StoredValue`). The local runner hands out a new
+    cache token per bundle, so every key a bundle touches is loaded and
+    committed once in it. The decoded value of each of the last `remembered`
+    keys is kept beside what it was stored as: a key read again before anyone
+    else wrote it is not decoded again. Values must be immutable: the stages'
+    pure functions return new ones.
+    """
+
+    def __init__(self, encode: Callable[[Value], bytes], decode: Callable[[bytes], Value], remembered: int = 1024):
+        self._encode, self._decode, self._remembered = encode, decode, remembered
+        self._decoded: collections.OrderedDict[Hashable, tuple[StoredValue, Value]] = collections.OrderedDict()
+
+    def read(self, state: Any, key: Hashable) -> Value | None:
+        stored = state.read()
+        if stored is None:
+            return None
+        known = self._decoded.get(key)
+        if known is not None and known[0] is stored:
+            return known[1]
+        value = stored.value(self._decode)
+        self._remember(key, stored, value)
+        return value
+
+    def write(self, state: Any, key: Hashable, value: Value) -> None:
+        stored = StoredValue(value, self._encode)
+        state.write(stored)
+        self._remember(key, stored, value)
+
+    def _remember(self, key: Hashable, stored: StoredValue, value: Value) -> None:
+        self._decoded[key] = (stored, value)
+        self._decoded.move_to_end(key)
+        if len(self._decoded) > self._remembered:
+            self._decoded.popitem(last=False)

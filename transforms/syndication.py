@@ -98,11 +98,16 @@ signature of at most `syndication_sketch.MAX_SAMPLE` 32-bit values and 16-bit po
 and a few hundred bytes in its home shard; `benchmarks/bench_syndication.py` prints the
 measured bytes and the per-article lookup cost at 10k and 500k articles.
 On the local runner the cost per article is set by the number of state keys
-it touches (its buckets and home shard): each access costs the SDK's state
-cache a weighing of the value. Its default first scanned every loaded module,
-~0.5 ms per access; the stateful DoFns turn that scan off
+it touches (its buckets and home shard): the runner hands out a new state
+cache token per bundle, so each key a bundle touches is loaded and committed
+once in it, and the SDK's state cache weighs the value each time (objsize).
+Its default first scanned every loaded module, ~0.5 ms per access; the
+stateful DoFns turn that scan off
 (`wirecopy.transforms.stage.weigh_state_without_scanning_modules`), which cut the
-stage from ~12 to ~2-3 ms per article (`--pipeline` prints it). Fewer keys
+stage from ~12 to ~2-3 ms per article (`--pipeline` prints it). The states are
+kept as versioned bytes (`encode_bucket`, `encode_shard`,
+`encode_announcements`, through `stage.EncodedState`): weighed as bytes, not by
+walking every entry and signature, encoded once per key and bundle. Fewer keys
 per article (tried: ~8) let site chrome left in the text merge different
 stories (precision 0.92 instead of 1.00), so the keys stay.
 """
@@ -116,13 +121,12 @@ import pickle
 from typing import Any, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, SourceRecord
 from wirecopy.transforms import syndication_sketch as sketching
-from wirecopy.transforms.stage import Outcome, StatefulStageFn, run_stage
+from wirecopy.transforms.stage import EncodedState, Outcome, StatefulStageFn, StoredValueCoder, run_stage
 
 SKETCH_STAGE = "SyndicationSketch"
 INDEX_STAGE = "SyndicationIndex"
@@ -376,35 +380,6 @@ class Bucket(NamedTuple):
     # that span, so it is boilerplate or a stock phrase and proves nothing.
     conflicts: dict[int, tuple[int, ...]]
     newest_ms: int
-
-
-class BucketCoder(beam.coders.Coder):
-    """A bucket as plain tuples: no class names per stored state, about half the bytes of pickling it as is."""
-
-    def encode(self, bucket: Bucket) -> bytes:
-        return pickle.dumps(([_plain_entry(e) for e in bucket.entries], bucket.conflicts, bucket.newest_ms),
-                            protocol=pickle.HIGHEST_PROTOCOL)
-
-    def decode(self, data: bytes) -> Bucket:
-        entries, conflicts, newest_ms = pickle.loads(data)
-        return Bucket(tuple(_entry_from_plain(e) for e in entries), conflicts, newest_ms)
-
-    def is_deterministic(self) -> bool:
-        return False
-
-
-def _plain_entry(entry: Entry) -> tuple:
-    label = entry.label and (*entry.label.root, entry.label.confirmed)
-    signature = entry.signature and dataclasses.astuple(entry.signature)
-    return (tuple(entry.keys), entry.article_id, entry.sort_key[:3], entry.event_ms, label, signature,
-            entry.publisher)
-
-
-def _entry_from_plain(plain: tuple) -> Entry:
-    keys, article_id, sort_key, at_ms, label, signature, publisher = plain
-    return Entry(frozenset(keys), article_id, SortKey(*sort_key, article_id), at_ms,
-                 label and Label(Root(*label[:3]), label[3]), signature and sketching.Signature(*signature),
-                 publisher)
 
 
 def index_step(bucket: Bucket | None, query: IndexQuery, bucket_id: int,
@@ -829,6 +804,148 @@ class InOrder:
         return {article_id: find(cluster["id"]) for article_id, cluster in self.clusters.items()}
 
 
+# --- state as versioned bytes ----------------------------------------------------
+
+
+class StateVersionError(ValueError):
+    """Stored state this code cannot read: another kind of state, or a version it does not know."""
+
+
+# Each state value is stored as a kind byte, a version byte, then a pickle of plain values only (tuples, dicts,
+# str, bytes, int, float, bool, None): no class is named in the bytes, so a savepoint survives renaming or moving
+# a class, and a change of layout is a new version that the decoder refuses to misread.
+STATE_VERSION = 1
+_BUCKET_KIND, _SHARD_KIND, _ANNOUNCEMENTS_KIND = b"B", b"S", b"A"
+_KIND_NAMES = {_BUCKET_KIND: "bucket", _SHARD_KIND: "home shard", _ANNOUNCEMENTS_KIND: "announcer"}
+
+
+def _versioned(kind: bytes, plain: Any) -> bytes:
+    return kind + bytes([STATE_VERSION]) + pickle.dumps(plain, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _unversioned(kind: bytes, data: bytes) -> Any:
+    if data[:1] != kind or len(data) < 2:
+        raise StateVersionError(f"not syndication {_KIND_NAMES[kind]} state (starts {bytes(data[:2])!r})")
+    if data[1] != STATE_VERSION:
+        raise StateVersionError(f"syndication {_KIND_NAMES[kind]} state version {data[1]}: this code reads "
+                                f"version {STATE_VERSION} only (state written by another wirecopy release)")
+    return pickle.loads(data[2:])
+
+
+def _plain_signature(signature: sketching.Signature | None) -> tuple | None:
+    return signature and (signature.seed, signature.shingle_tokens, signature.values, signature.positions,
+                          signature.limit, signature.shingles, signature.tokens, signature.content_hash)
+
+
+def _signature(plain: tuple | None) -> sketching.Signature | None:
+    return plain and sketching.Signature(*plain)
+
+
+def _plain_label(label: Label | None) -> tuple | None:
+    return label and (*label.root, label.confirmed)
+
+
+def _label(plain: tuple | None) -> Label | None:
+    return plain and Label(Root(plain[0], plain[1], plain[2]), plain[3])
+
+
+def _plain_entry(entry: Entry) -> tuple:
+    return (tuple(entry.keys), entry.article_id, entry.sort_key[:3], entry.event_ms, _plain_label(entry.label),
+            _plain_signature(entry.signature), entry.publisher)
+
+
+def _entry(plain: tuple) -> Entry:
+    keys, article_id, sort_key, at_ms, label, signature, publisher = plain
+    return Entry(frozenset(keys), article_id, SortKey(*sort_key, article_id), at_ms, _label(label),
+                 _signature(signature), publisher)
+
+
+def encode_bucket(bucket: Bucket) -> bytes:
+    return _versioned(_BUCKET_KIND, ([_plain_entry(e) for e in bucket.entries], bucket.conflicts, bucket.newest_ms))
+
+
+def decode_bucket(data: bytes) -> Bucket:
+    entries, conflicts, newest_ms = _unversioned(_BUCKET_KIND, data)
+    return Bucket(tuple(map(_entry, entries)), conflicts, newest_ms)
+
+
+def _plain_article(article: Article) -> tuple:
+    return tuple(article.source), article.raw, article.fields, article.fingerprint
+
+
+def _article(plain: tuple) -> Article:
+    source, raw, fields, fingerprint = plain
+    return Article(SourceRecord(*source), raw, fields, fingerprint)
+
+
+def _plain_pending(pending: Pending | None) -> tuple | None:
+    return pending and (_plain_article(pending.article), tuple(pending.sort_key), tuple(pending.root),
+                        tuple(pending.buckets), _plain_signature(pending.signature), pending.spans)
+
+
+def _pending(plain: tuple | None) -> Pending | None:
+    if plain is None:
+        return None
+    article, key, root, buckets, signature, spans = plain
+    return Pending(_article(article), SortKey(*key), Root(*root), frozenset(buckets), _signature(signature), spans)
+
+
+def _plain_reply(reply: IndexReply) -> tuple:
+    matches = tuple((m.article_id, tuple(m.sort_key), _plain_label(m.label), _plain_signature(m.signature),
+                     m.same_text, m.same_publisher) for m in reply.matches)
+    return (reply.article_id, tuple(reply.source), reply.bucket, matches, _plain_label(reply.label),
+            reply.content_only)
+
+
+def _reply(plain: tuple) -> IndexReply:
+    article_id, source, bucket, matches, label, content_only = plain
+    return IndexReply(article_id, SourceRecord(*source), bucket,
+                      tuple(Match(m_id, SortKey(*key), _label(m_label), _signature(signature), same_text,
+                                  same_publisher)
+                            for m_id, key, m_label, signature, same_text, same_publisher in matches),
+                      _label(label), content_only)
+
+
+def encode_shard(shard: Shard) -> bytes:
+    decided = {k: (d.cluster, [tuple(r) for r in d.roots], d.since_ms) for k, d in shard.decided.items()}
+    waiting = {k: (_plain_pending(w.pending), [_plain_reply(r) for r in w.replies.values()], w.since_ms)
+               for k, w in shard.waiting.items()}
+    return _versioned(_SHARD_KIND, (decided, waiting, shard.newest_ms))
+
+
+def decode_shard(data: bytes) -> Shard:
+    decided, waiting, newest_ms = _unversioned(_SHARD_KIND, data)
+    return Shard({k: Decided(cluster, frozenset(Root(*r) for r in roots), since_ms)
+                  for k, (cluster, roots, since_ms) in decided.items()},
+                 {k: Waiting(_pending(pending), {reply.bucket: reply for reply in map(_reply, replies)}, since_ms)
+                  for k, (pending, replies, since_ms) in waiting.items()},
+                 newest_ms)
+
+
+def _plain_exposure(exposure: Exposure | None) -> tuple | None:
+    return exposure and (exposure.article_id, tuple(exposure.source), exposure.own_cluster_id, exposure.cluster,
+                         exposure.event_ms)
+
+
+def _exposure(plain: tuple | None) -> Exposure | None:
+    if plain is None:
+        return None
+    article_id, source, own_cluster_id, cluster, at_ms = plain
+    return Exposure(article_id, SourceRecord(*source), own_cluster_id, cluster, at_ms)
+
+
+def encode_announcements(announcements: Announcements) -> bytes:
+    articles = {k: (_plain_exposure(a.exposure), a.used, a.announced, a.since_ms)
+                for k, a in announcements.articles.items()}
+    return _versioned(_ANNOUNCEMENTS_KIND, (articles, announcements.newest_ms))
+
+
+def decode_announcements(data: bytes) -> Announcements:
+    articles, newest_ms = _unversioned(_ANNOUNCEMENTS_KIND, data)
+    return Announcements({k: Announcement(_exposure(exposure), used, announced, since_ms)
+                          for k, (exposure, used, announced, since_ms) in articles.items()}, newest_ms)
+
+
 # --- the stage ----------------------------------------------------------------
 
 
@@ -884,23 +1001,24 @@ class _SketchFn(beam.DoFn):
 class _IndexFn(StatefulStageFn):
     """Index buckets: verify and record each query; everything else passes to the home shards."""
 
-    BUCKET = ReadModifyWriteStateSpec("bucket", BucketCoder())
+    BUCKET = ReadModifyWriteStateSpec("bucket", StoredValueCoder())
 
     def __init__(self, horizon_ms: int):
         self._horizon_ms = horizon_ms
+        self._buckets = EncodedState(encode_bucket, decode_bucket)
 
     def process(self, keyed: tuple[int, Any], bucket_state=beam.DoFn.StateParam(BUCKET)):
         bucket_id, message = keyed
         if not isinstance(message, IndexQuery):
             yield keyed
             return
-        [result] = run_stage(INDEX_STAGE, message,
-                             lambda query: [index_step(bucket_state.read(), query, bucket_id, self._horizon_ms)])
+        [result] = run_stage(INDEX_STAGE, message, lambda query: [
+            index_step(self._buckets.read(bucket_state, bucket_id), query, bucket_id, self._horizon_ms)])
         if isinstance(result, DeadLetter):
             yield home_shard(message.article_id), result
             return
         bucket, reply = result
-        bucket_state.write(bucket)
+        self._buckets.write(bucket_state, bucket_id, bucket)
         yield home_shard(message.article_id), reply
 
 
@@ -915,10 +1033,11 @@ def _count_events(outputs: list[Any]) -> None:
 class _DecideFn(StatefulStageFn):
     """Home shards: collect an article's replies, decide its cluster; everything keyed on for the announcer."""
 
-    SHARD = ReadModifyWriteStateSpec("shard", PickleCoder())
+    SHARD = ReadModifyWriteStateSpec("shard", StoredValueCoder())
 
     def __init__(self, horizon_ms: int):
         self._horizon_ms = horizon_ms
+        self._shards = EncodedState(encode_shard, decode_shard)
         self._redelivered = Metrics.counter("wirecopy", "syndication_articles_redelivered")
 
     def process(self, keyed: tuple[int, Any], shard_state=beam.DoFn.StateParam(SHARD)) -> Iterator[tuple[int, Any]]:
@@ -926,14 +1045,13 @@ class _DecideFn(StatefulStageFn):
         if not isinstance(message, (Pending, IndexReply)):
             yield keyed
             return
-        [result] = run_stage(DECIDE_STAGE, message,
-                             lambda pending_or_reply: [home_step(shard_state.read(), pending_or_reply,
-                                                                 self._horizon_ms)])
+        [result] = run_stage(DECIDE_STAGE, message, lambda pending_or_reply: [
+            home_step(self._shards.read(shard_state, key), pending_or_reply, self._horizon_ms)])
         if isinstance(result, DeadLetter):
             yield key, result
             return
         shard, outputs = result
-        shard_state.write(shard)
+        self._shards.write(shard_state, key, shard)
         _count_events(outputs)
         if isinstance(message, Pending) and len(outputs) == 1:  # a decision emits its event too
             self._redelivered.inc()
@@ -944,23 +1062,24 @@ class _DecideFn(StatefulStageFn):
 class _AnnounceFn(StatefulStageFn):
     """Announcers: `merged` for an article's own root once it is both exposed and used; the rest passes."""
 
-    ANNOUNCEMENTS = ReadModifyWriteStateSpec("announcements", PickleCoder())
+    ANNOUNCEMENTS = ReadModifyWriteStateSpec("announcements", StoredValueCoder())
 
     def __init__(self, horizon_ms: int):
         self._horizon_ms = horizon_ms
+        self._announcers = EncodedState(encode_announcements, decode_announcements)
 
     def process(self, keyed: tuple[int, Any], state=beam.DoFn.StateParam(ANNOUNCEMENTS)) -> Iterator[Outcome]:
-        _, message = keyed
+        key, message = keyed
         if not isinstance(message, (Exposure, Use)):
             yield message
             return
-        [result] = run_stage(ANNOUNCE_STAGE, message,
-                             lambda exposure_or_use: [announce_step(state.read(), exposure_or_use, self._horizon_ms)])
+        [result] = run_stage(ANNOUNCE_STAGE, message, lambda exposure_or_use: [
+            announce_step(self._announcers.read(state, key), exposure_or_use, self._horizon_ms)])
         if isinstance(result, DeadLetter):
             yield result
             return
         announcements, events = result
-        state.write(announcements)
+        self._announcers.write(state, key, announcements)
         _count_events(events)
         yield from events
 
