@@ -624,8 +624,9 @@ def _same_story(candidate: Candidate) -> bool:
     it is the same text as one of `candidate`'s members too, one of them is a rewrite of it, or one of them is
     mostly a copy of it (a member of one story that is a copy of a member of the other). A passage it merely
     shares proves nothing."""
-    return candidate.same_text or candidate.best.match == "rewritten" or (candidate.best.match == "contains" and candidate.share >= MIN_MERGING_SHARE
-                                   and candidate.best.verdict.similarity >= MERGE_CONTAINMENT)
+    contains = (candidate.best.match == "contains" and candidate.share >= MIN_MERGING_SHARE
+                and candidate.best.verdict.similarity >= MERGE_CONTAINMENT)
+    return candidate.same_text or candidate.best.match == "rewritten" or contains
 
 
 def _copies(one: Aligned, other: Aligned) -> bool:

@@ -199,7 +199,8 @@ def align(a: Signature, b: Signature) -> Alignment:
         spread_b=float(positions_b.max() - positions_b.min() + 1) / max(b.tokens, 1),
         shared_shingles=len(chain_a) * _FULL_LIMIT / limit,
         matched_a=tuple(chain_a.tolist()),
-        density=len(chain_a) / max(_within(packed_a[:count_a] >> 1, positions_a), _within(packed_b[:count_b] >> 1, positions_b)),
+        density=len(chain_a) / max(_within(packed_a[:count_a] >> 1, positions_a),
+                                   _within(packed_b[:count_b] >> 1, positions_b)),
     )
 
 
