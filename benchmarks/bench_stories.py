@@ -40,7 +40,7 @@ from benchmarks.syndication_labelled import LabelledArticle, build_hard  # noqa:
 from wirecopy.schemas.records import Article, Rejected, SourceRecord  # noqa: E402
 from wirecopy.transforms.normalise import draft_article, finish  # noqa: E402
 from wirecopy.transforms import stories  # noqa: E402
-from wirecopy.transforms import syndication as syn  # noqa: E402
+from benchmarks.in_order import InOrder  # noqa: E402
 
 COPY_KINDS = ("truncated", "lead_edited", "typography", "regrouped", "paragraphs_added", "boilerplate", "retitled",
               "rewritten", "pasted", "live_blog")
@@ -50,7 +50,7 @@ ALONE_KINDS = ("digest", "independent")
 def consumer_view(articles) -> tuple[dict[str, str], float]:
     """Each article's story from the story records alone, and ms per article for both stages in process."""
     started = time.perf_counter()
-    stream = syn.InOrder()
+    stream = InOrder()
     shards: dict[int, stories.StoryShard] = {}
     table = stories.StoryTable()
     for article in articles:
@@ -112,7 +112,7 @@ def show_seeds(shared: Path) -> None:
     source = [SourceRecord("seeds", 0, number, b"", timestamp_ms=1_000 * (number + 1)) for number in range(2)]
     articles = [finish(draft_article(Article(record, {"id": page.stem, "text": page.read_text()})))
                 .with_fields(language={"code": "en", "confidence": 1.0}) for record, page in zip(source, pages)]
-    stream = syn.InOrder()
+    stream = InOrder()
     for article in articles:
         stream.send(article)
     print("\nThe seed pages (../shared/seeds), as the normalise and syndication stages see them:")

@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.syndication_labelled import LabelledArticle, build  # noqa: E402
 from wirecopy.schemas.records import Article, Rejected, SourceRecord  # noqa: E402
+from benchmarks.in_order import InOrder  # noqa: E402
 from wirecopy.transforms import syndication as syn  # noqa: E402
 from wirecopy.transforms import syndication_sketch as sketching  # noqa: E402
 from wirecopy.transforms.normalise import draft_article, finish, fingerprint  # noqa: E402
@@ -70,9 +71,9 @@ def to_article(labelled: LabelledArticle, position: int, start_ms: int, boilerpl
 # --- our stage, in process --------------------------------------------------
 
 
-def run_stage(articles: list[Article]) -> syn.InOrder:
+def run_stage(articles: list[Article]) -> InOrder:
     """Every article through the stage's steps in arrival order."""
-    run = syn.InOrder()
+    run = InOrder()
     for article in articles:
         run.send(article)
     return run

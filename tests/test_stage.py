@@ -6,6 +6,7 @@ from apache_beam.runners.worker import statecache
 
 from wirecopy.schemas.records import Rejected
 from test_syndication import sample_records
+from benchmarks.in_order import InOrder
 from wirecopy.transforms import syndication as syn
 from wirecopy.transforms.normalise import _SourceTemplateFn, draft_article, finish, remember, seen_article
 from wirecopy.transforms.stage import StoredValue, StoredValueCoder, weigh_state_without_scanning_modules
@@ -20,7 +21,7 @@ def module_scan_restored():
 
 def state_values() -> list:
     """What the stateful stages keep, built from the bundled samples by their pure functions."""
-    stream, history = syn.InOrder(), []
+    stream, history = InOrder(), []
     for record in sample_records():
         try:
             draft = draft_article(record)

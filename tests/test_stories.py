@@ -8,6 +8,7 @@ from apache_beam.testing.util import assert_that
 from wirecopy.schemas import codec
 from wirecopy.schemas.records import Article, ClusterEvent, Rejected, SourceRecord, Story
 from wirecopy.transforms import stories
+from benchmarks.in_order import InOrder
 from wirecopy.transforms import syndication as syn
 from wirecopy.transforms.normalise import draft_article, finish
 from test_syndication import OTHER, STORY, make_article, sample_records
@@ -95,7 +96,7 @@ def _sample_stories(order_seed: int | None) -> set[frozenset[str]]:
         random.Random(order_seed).shuffle(records)
         records = [Article(SourceRecord(r.source.topic, 0, offset, r.source.value, timestamp_ms=1_000 * offset), r.raw)
                    for offset, r in enumerate(records)]
-    stream = syn.InOrder()
+    stream = InOrder()
     outcomes = []
     for record in records:
         try:

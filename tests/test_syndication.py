@@ -11,6 +11,7 @@ from apache_beam.testing.util import assert_that
 
 from wirecopy.schemas import codec
 from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord
+from benchmarks.in_order import InOrder
 from wirecopy.transforms import syndication as syn
 from wirecopy.transforms import syndication_sketch as sketching
 from wirecopy.transforms.normalise import Normalise, draft_article, finish
@@ -122,7 +123,7 @@ def test_a_passage_of_key_window_spans_shared_inside_long_unrelated_texts_gives_
 
 
 def test_the_story_pages_are_one_story(story_copies):
-    stream = syn.InOrder()
+    stream = InOrder()
     long_page, short_page = story_copies
     founded = stream.send(long_page)
     joined = stream.send(short_page)
@@ -133,7 +134,7 @@ def test_the_story_pages_are_one_story(story_copies):
 
 
 def test_the_story_pages_meet_whichever_arrives_first(story_copies):
-    stream = syn.InOrder()
+    stream = InOrder()
     long_page, short_page = story_copies
     stream.send(short_page)
     stream.send(long_page)
@@ -184,7 +185,7 @@ def test_sample_stories_cluster_and_same_topic_articles_stay_apart():
 
 
 def test_exact_copy_joins_and_the_earliest_published_is_canonical():
-    stream = syn.InOrder()
+    stream = InOrder()
     later = stream.send(make_article("late", STORY, "2024-03-02T00:00:00Z", offset=0, timestamp_ms=1))
     earlier = stream.send(make_article("early", "“" + STORY + "”", "2024-03-01T00:00:00Z", offset=1, timestamp_ms=2))
     assert later["match"] == "new" and later["canonical_id"] == "late"
@@ -196,7 +197,7 @@ def test_exact_copy_joins_and_the_earliest_published_is_canonical():
 
 
 def test_redelivery_gives_the_same_assignment_and_no_second_event():
-    stream = syn.InOrder()
+    stream = InOrder()
     stream.send(make_article("a", STORY, offset=0, timestamp_ms=1))
     copy = make_article("b", STORY.replace("Tuesday", "Wednesday"), offset=1, timestamp_ms=2)
     first = stream.send(copy)
@@ -212,7 +213,7 @@ def test_an_article_published_long_before_the_newest_in_its_home_shard_is_still_
     for number in range(5000):
         by_shard.setdefault(syn.home_shard(f"article-{number}"), []).append(f"article-{number}")
     recent_id, late_id = next(ids for ids in by_shard.values() if len(ids) > 1)[:2]
-    stream = syn.InOrder()  # a 7-day horizon
+    stream = InOrder()  # a 7-day horizon
     stream.send(make_article(recent_id, STORY, "2026-06-01T00:00:00Z", offset=0))
     late = make_article(late_id, OTHER, "2026-01-01T00:00:00Z", offset=1)
     decided = stream.send(late)
@@ -230,7 +231,7 @@ THIRD = ("The city council voted late on Monday to close the old harbour bridge 
 
 def test_a_digest_of_two_stories_is_a_story_of_its_own_and_never_merges_them():
     """An article made of passages of two stories joins neither: pairwise evidence is no proof they are one."""
-    stream = syn.InOrder()
+    stream = InOrder()
     one = stream.send(make_article("one", STORY, offset=0, timestamp_ms=1, source="one.example"))
     two = stream.send(make_article("two", THIRD, offset=1, timestamp_ms=2, source="two.example"))
     digest = ("Here is what you need to know this morning.\n\n" + STORY.split("\n\n")[0] + "\n\n"
@@ -244,7 +245,7 @@ def test_a_digest_of_two_stories_is_a_story_of_its_own_and_never_merges_them():
 
 
 def test_a_copy_with_a_paragraph_of_another_story_pasted_in_joins_its_own_story_only():
-    stream = syn.InOrder()
+    stream = InOrder()
     base = stream.send(make_article("base", STORY, offset=0, timestamp_ms=1, source="one.example"))
     other = stream.send(make_article("other", THIRD, offset=1, timestamp_ms=2, source="two.example"))
     paragraphs = STORY.split("\n\n")
@@ -264,7 +265,7 @@ def test_a_rewritten_copy_is_found_by_short_runs_in_order():
         "Consumer groups welcomed the plan but told reporters that refunds for missed connections remain unresolved, "
         "and several operators said the deadline was very ambitious given the state of their booking systems.\n\n"
         "Europe's railways carried about 400 million cross-border passengers last year, according to industry figures.")
-    stream = syn.InOrder()
+    stream = InOrder()
     original = stream.send(make_article("wire", STORY, offset=0, timestamp_ms=1, source="wire.example"))
     copy = stream.send(make_article("paper", rewritten, offset=1, timestamp_ms=2, source="paper.example"))
     assert copy["id"] == original["id"] and copy["match"] in ("rewritten", "contained", "contains")
@@ -281,7 +282,7 @@ def test_independent_reports_sharing_quotes_and_names_stay_apart():
     second = ("Rail unions staged a small protest outside the meeting, arguing that staff shortages would make any "
               "expansion of international services difficult to deliver on time.\n\n" + quote + "\n\n"
               "The protesters handed a petition to officials before dispersing peacefully in the early afternoon.")
-    stream = syn.InOrder()
+    stream = InOrder()
     one = stream.send(make_article("report-one", first, offset=0, timestamp_ms=1, source="one.example"))
     two = stream.send(make_article("report-two", second, offset=1, timestamp_ms=2, source="two.example"))
     assert one["id"] != two["id"]
@@ -289,7 +290,7 @@ def test_independent_reports_sharing_quotes_and_names_stay_apart():
 
 def test_a_copy_found_only_where_its_source_was_new_is_announced_into_its_cluster():
     """B joined A's cluster through A's text; C copies only B's other text, where B was recorded under its own root."""
-    stream = syn.InOrder()
+    stream = InOrder()
     a = stream.send(make_article("A", STORY, offset=0, timestamp_ms=1, source="one.example"))
     b = stream.send(make_article("B", STORY + "\n\n" + OTHER, offset=1, timestamp_ms=2, source="two.example"))
     c = stream.send(make_article("C", OTHER, offset=2, timestamp_ms=3, source="three.example"))
@@ -306,7 +307,7 @@ def test_any_interleaving_of_racing_copies_ends_in_one_cluster():
     other = make_article("other", OTHER, offset=9, timestamp_ms=9)
     for seed in range(20):
         rng = random.Random(seed)
-        stream = syn.InOrder()
+        stream = InOrder()
         messages = [message for article in copies + [other] for message in syn.fan_out(article)]
         rng.shuffle(messages)
         for key, message in messages:
@@ -322,7 +323,7 @@ def test_different_stories_sharing_a_site_footer_stop_matching_through_it():
               "because the Daily Example publishes the best news analysis and opinion around the clock every day")
     words = OTHER.split()
     stories = [" ".join(random.Random(i).sample(words, len(words))) for i in range(6)]
-    stream = syn.InOrder()
+    stream = InOrder()
     for i, story in enumerate(stories):
         stream.send(make_article(f"s{i}", story + "\n\n" + footer, offset=i, timestamp_ms=i))
     assert len(set(stream.unions().values())) >= 4
@@ -331,7 +332,7 @@ def test_different_stories_sharing_a_site_footer_stop_matching_through_it():
 def test_entries_older_than_the_horizon_are_pruned_on_access():
     old = make_article("old", STORY, "2024-03-01T00:00:00Z", offset=0, timestamp_ms=1_709_251_200_000)
     new = make_article("new", STORY, "2024-03-20T00:00:00Z", offset=1, timestamp_ms=1_710_892_800_000)
-    stream = syn.InOrder()
+    stream = InOrder()
     stream.send(old)
     assert stream.send(new)["match"] == "new"
     touched = [key for key, message in syn.fan_out(new) if isinstance(message, syn.IndexQuery)]
@@ -341,9 +342,9 @@ def test_entries_older_than_the_horizon_are_pruned_on_access():
 # --- state as versioned bytes ------------------------------------------------------------
 
 
-def states_in_flight() -> syn.InOrder:
+def states_in_flight() -> InOrder:
     """Every kind of state value: buckets, decided and waiting articles, an exposed article's announcement."""
-    stream = syn.InOrder()
+    stream = InOrder()
     stream.send(make_article("A", STORY, offset=0, timestamp_ms=1, source="one.example"))
     stream.send(make_article("B", STORY + "\n\n" + OTHER, offset=1, timestamp_ms=2, source="two.example"))
     stream.send(make_article("C", OTHER, offset=2, timestamp_ms=3, source="three.example"))
