@@ -27,7 +27,9 @@ How it works: four chained steps, no Flatten, GroupByKey or timer
    is a container of several (a digest, a roundup). A `merged` event joins
    another story only on evidence that it is the same text: the article is
    mostly its story's text and is an exact or near copy of a member of the
-   other, or a member of the other is mostly a copy of it. Never through a
+   other, or a member of the other is mostly a copy or a rewrite of it (so
+   copies that arrived before what they copy, and founded stories of their
+   own, come back to it). Never through a
    container: pairwise evidence between an article and each of two stories
    is no evidence that the two are one. The assignment is kept for redelivery.
 4. **Announce** (stateful, keyed by home shard): see the third guarantee below.
