@@ -49,7 +49,7 @@ def flink(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def flink_cluster(tmp_path_factory):
-    """One Flink 2.2.1 session cluster for the session (JobManager ~250 MiB, TaskManager ~400 MiB)."""
+    """One Flink 1.19.3 session cluster for the session (JobManager ~250 MiB, TaskManager ~400 MiB)."""
     directory = tmp_path_factory.mktemp("flink")
     started = flink("start", str(directory))
     try:
@@ -65,8 +65,8 @@ def test_the_session_cluster_from_the_pypi_wheels_runs_a_taskmanager_and_stops(f
     address, directory = flink_cluster
     assert address.startswith("127.0.0.1:")
     overview = json.load(urllib.request.urlopen(f"http://{address}/overview", timeout=10))
-    assert overview["flink-version"] == "2.2.1" and overview["taskmanagers"] == 1 and overview["slots-total"] == 2
+    assert overview["flink-version"] == "1.19.3" and overview["taskmanagers"] == 1 and overview["slots-total"] == 2
     config = json.load(urllib.request.urlopen(f"http://{address}/jobmanager/config", timeout=10))
     settings = {entry["key"]: entry["value"] for entry in config}
-    assert settings["execution.checkpointing.dir"] == f"file://{directory}/checkpoints"
+    assert settings["state.checkpoints.dir"] == f"file://{directory}/checkpoints"
     assert settings["restart-strategy.type"] == "fixed-delay"
