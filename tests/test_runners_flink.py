@@ -225,7 +225,9 @@ def test_a_taskmanager_killed_mid_stream_loses_no_record(on_flink, flink_cluster
     broker.create_topics([topics["in"]], partitions=3)
     broker.create_topics([topics["out"], topics["clusters"], topics["dead"]])
     lines = sample_lines()
-    first, second = lines[: len(lines) // 2], lines[len(lines) // 2:]
+    # Every other record: copies sit next to each other in the samples, so 8 of their 9 stories with copies
+    # span both halves (none does when split in the middle).
+    first, second = lines[0::2], lines[1::2]
     produce(broker.bootstrap_servers, topics["in"], first)
     group = topic_name("group")
     process = start_streaming(broker, topics, group, on_flink)
@@ -260,3 +262,56 @@ def test_a_taskmanager_killed_mid_stream_loses_no_record(on_flink, flink_cluster
           f"{len(got['dead_letters'])} dead letters for {len(dead)}, {len(reassigned)} articles assigned to "
           f"two clusters {reassigned}, checkpoints {restarts}")
     assert set(clusters_of) == expected_ids
+
+
+def post(address: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(f"http://{address}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(request, timeout=10))
+
+
+@pytest.mark.flink
+def test_a_job_stopped_with_a_savepoint_resumes_with_its_stories(on_flink, flink_cluster, local_outcomes, broker,
+                                                                 topic_name):
+    """The first half of the samples, stop with a savepoint, the second half, resume from it: the copies in
+    the second half join the stories founded before the stop (syndication state kept), as on the local runner."""
+    address, directory = flink_cluster
+    topics = {role: topic_name(role) for role in ("in", "out", "clusters", "dead")}
+    broker.create_topics([topics["in"]], partitions=3)
+    broker.create_topics([topics["out"], topics["clusters"], topics["dead"]])
+    lines = sample_lines()
+    # Every other record: copies sit next to each other in the samples, so 8 of their 9 stories with copies
+    # span both halves (none does when split in the middle).
+    first, second = lines[0::2], lines[1::2]
+    produce(broker.bootstrap_servers, topics["in"], first)
+    group = topic_name("group")
+    process = start_streaming(broker, topics, group, on_flink)
+    committed = lambda: sum(o or 0 for o in committed_offsets(broker.bootstrap_servers, topics["in"], group).values())  # noqa: E731
+    try:
+        wait_for(lambda: committed() == len(first), 300, process, "the first half committed")
+        job_id, = [job["jid"] for job in rest(address, "/jobs/overview")["jobs"] if job["state"] == "RUNNING"]
+        trigger = post(address, f"/jobs/{job_id}/stop", {"targetDirectory": str(directory / "savepoints"),
+                                                         "drain": False})["request-id"]
+        deadline = time.monotonic() + 120
+        while (status := rest(address, f"/jobs/{job_id}/savepoints/{trigger}"))["status"]["id"] != "COMPLETED":
+            assert time.monotonic() < deadline, "no savepoint within 120 s"
+            time.sleep(1)
+        savepoint = status["operation"]["location"]
+        assert savepoint, status
+        _, log = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            print(process.communicate()[1][-5000:])
+    assert process.returncode == 0 and "finished on FlinkRunner: DONE" in log, log[-3000:]
+    produce(broker.bootstrap_servers, topics["in"], second)
+    process = start_streaming(broker, topics, group, [*on_flink, "--savepoint_path", savepoint])
+    expected = len(local_outcomes["articles"]) + len(local_outcomes["dead_letters"])
+    try:
+        wait_for(lambda: sum(len(v) for k, v in kafka_outcomes(broker, topics).items() if k != "clusters") >= expected,
+                 300, process, "every output after the resume")
+        wait_for(lambda: committed() == len(lines), 60, process, "offsets committed to the end")
+    finally:
+        stop(process)
+    assert_same_outcomes(kafka_outcomes(broker, topics), local_outcomes,
+                         drop=ORDER_DEPENDENT_FIELDS | KAFKA_COORDINATES)
