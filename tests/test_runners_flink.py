@@ -61,10 +61,8 @@ def flink(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable})
 
 
-@pytest.fixture(scope="session")
-def flink_cluster(tmp_path_factory):
-    """One Flink 1.19.3 session cluster for the session (JobManager ~250 MiB, TaskManager ~400 MiB)."""
-    directory = tmp_path_factory.mktemp("flink")
+def started_cluster(directory: Path):
+    """A Flink 1.19.3 session cluster (JobManager ~250 MiB, TaskManager ~400 MiB): its address and directory."""
     started = flink("start", str(directory))
     try:
         assert started.returncode == 0, f"deploy/flink.sh start failed (make runners fetches Flink): {started.stderr[-2000:]}"
@@ -72,6 +70,19 @@ def flink_cluster(tmp_path_factory):
     finally:
         stopped = flink("stop", str(directory))
         assert stopped.returncode == 0, stopped.stderr[-2000:]
+
+
+@pytest.fixture(scope="session")
+def flink_cluster(tmp_path_factory):
+    """One cluster for the session's tests that leave it as they found it."""
+    yield from started_cluster(tmp_path_factory.mktemp("flink"))
+
+
+@pytest.fixture
+def own_flink_cluster(tmp_path):
+    """A cluster of the test's own, for a test that kills its TaskManager: a job on the shared cluster after
+    that failed with NoResourceAvailableException."""
+    yield from started_cluster(tmp_path / "flink")
 
 
 @pytest.mark.flink
@@ -115,13 +126,16 @@ def worker_pool():
         pool.wait(timeout=30)
 
 
-@pytest.fixture
-def on_flink(flink_cluster, job_server_jar, worker_pool) -> list[str]:
-    """`wirecopy run` options for the session cluster."""
-    address, _ = flink_cluster
+def flink_options(address: str, job_server_jar: str, worker_pool: str) -> list[str]:
     return ["--runner", "FlinkRunner", "--flink_master", address, "--flink_version", "1.19",
             "--flink_job_server_jar", job_server_jar, "--environment_type", "EXTERNAL",
             "--environment_config", worker_pool]
+
+
+@pytest.fixture
+def on_flink(flink_cluster, job_server_jar, worker_pool) -> list[str]:
+    """`wirecopy run` options for the session cluster."""
+    return flink_options(flink_cluster[0], job_server_jar, worker_pool)
 
 
 def rest(address: str, path: str):
@@ -214,13 +228,14 @@ def test_kafka_streaming_on_flink_commits_every_offset_and_shows_its_counters_in
 
 
 @pytest.mark.flink
-def test_a_taskmanager_killed_mid_stream_loses_no_record(on_flink, flink_cluster, local_outcomes, broker, topic_name):
+def test_a_taskmanager_killed_mid_stream_loses_no_record(own_flink_cluster, job_server_jar, worker_pool, local_outcomes,
+                                                         broker, topic_name):
     """SIGKILL the only TaskManager after the first half's outputs, produce the second half, start another:
     Flink restarts the job from its last checkpoint. Every record comes out (duplicates allowed: the sink
     is not transactional), every offset is committed, every article is assigned to a cluster. Articles
     assigned twice to different clusters (a replay after the restored checkpoint) are counted, not refused:
     the syndication stage does not yet deduplicate replays (issue #14 asks it to)."""
-    address, directory = flink_cluster
+    address, directory = own_flink_cluster
     topics = {role: topic_name(role) for role in ("in", "out", "clusters", "dead")}
     broker.create_topics([topics["in"]], partitions=3)
     broker.create_topics([topics["out"], topics["clusters"], topics["dead"]])
@@ -230,7 +245,7 @@ def test_a_taskmanager_killed_mid_stream_loses_no_record(on_flink, flink_cluster
     first, second = lines[0::2], lines[1::2]
     produce(broker.bootstrap_servers, topics["in"], first)
     group = topic_name("group")
-    process = start_streaming(broker, topics, group, on_flink)
+    process = start_streaming(broker, topics, group, flink_options(address, job_server_jar, worker_pool))
     outputs = lambda: kafka_outcomes(broker, topics)  # noqa: E731
     try:
         wait_for(lambda: sum(o or 0 for o in committed_offsets(broker.bootstrap_servers, topics["in"], group).values())
@@ -245,7 +260,8 @@ def test_a_taskmanager_killed_mid_stream_loses_no_record(on_flink, flink_cluster
                  "every article after the restart")
         wait_for(lambda: sum(o or 0 for o in committed_offsets(broker.bootstrap_servers, topics["in"], group).values())
                  == len(lines), 60, process, "offsets committed to the end")
-        restarts = rest(address, f"/jobs/{rest(address, '/jobs/overview')['jobs'][-1]['jid']}/checkpoints")["counts"]
+        job_id, = [job["jid"] for job in rest(address, "/jobs/overview")["jobs"] if job["state"] == "RUNNING"]
+        restarts = rest(address, f"/jobs/{job_id}/checkpoints")["counts"]
     finally:
         stop(process)
     got = outputs()
