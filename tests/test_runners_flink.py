@@ -230,7 +230,7 @@ def test_kafka_streaming_on_flink_commits_every_offset_and_shows_its_counters_in
 @pytest.mark.flink
 def test_a_taskmanager_killed_mid_stream_loses_no_record(own_flink_cluster, job_server_jar, worker_pool, local_outcomes,
                                                          broker, topic_name):
-    """SIGKILL the only TaskManager after the first half's outputs, produce the second half, start another:
+    """SIGKILL the only TaskManager once every other record is committed, produce the rest, start another:
     Flink restarts the job from its last checkpoint. Every record comes out (duplicates allowed: the sink
     is not transactional), every offset is committed, every article is assigned to a cluster. Articles
     assigned twice to different clusters (a replay after the restored checkpoint) are counted, not refused:
