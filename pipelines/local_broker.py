@@ -76,13 +76,8 @@ class LocalBroker:
         return self
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            terminate(self._process, timeout_s=10)
         self._process = None
 
     def restart(self) -> None:
@@ -144,3 +139,14 @@ def committed_offsets(bootstrap_servers: str, topic: str, group_id: str, **clien
         return {n: consumer.committed(TopicPartition(topic, n)) for n in sorted(consumer.partitions_for_topic(topic) or ())}
     finally:
         consumer.close()
+
+
+def terminate(process: subprocess.Popen, timeout_s: float) -> None:
+    """Stop a broker process cleanly (SIGTERM); kill it if it has not exited within `timeout_s`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -30,7 +30,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic, ScramMechanism, UserScramCredentialUpsertion
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from wirecopy.pipelines.local_broker import free_port
+from wirecopy.pipelines.local_broker import free_port, terminate
 
 REPO = Path(__file__).resolve().parents[1]
 POM = REPO / "deploy" / "kafka" / "pom.xml"
@@ -256,13 +256,8 @@ class ApacheKafka:
 
     def stop(self) -> None:
         """A clean shutdown (SIGTERM), as an operator's restart does; killed if it hangs."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            terminate(self._process, timeout_s=60)
         self._process = None
 
     def restart(self) -> None:
