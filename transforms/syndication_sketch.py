@@ -230,9 +230,16 @@ def _longest_increasing(sequence: list[int]) -> list[int]:
     return chain[::-1]
 
 
-def sample_weight(signature: Signature, indices: int) -> float:
-    """The weighted share of `signature`'s sample that the sample indices in bit mask `indices` make up."""
+def sample_weight(signature: Signature, indices: int, limit: int | None = None) -> float:
+    """The weighted share of `signature`'s sample below `limit` that the sample indices in bit mask `indices` make up.
+
+    A match can only hold values below both texts' limits, so its share is weighed among the article's values
+    below the matched text's limit: over the whole sample, a short excerpt wholly inside a long article (whose
+    thinner sample stops at a lower limit) would seem to share a third of its text with it.
+    """
     packed = signature.packed_positions()
+    if limit is not None and limit < signature.limit:
+        packed = packed[: int(np.searchsorted(signature.sample(), limit))]
     weights = np.where(packed & 1, 1.0, QUOTE_WEIGHT)
     chosen = [i for i in range(len(packed)) if indices >> i & 1]
     return float(weights[chosen].sum() / weights.sum()) if len(packed) else 0.0
