@@ -89,8 +89,29 @@ def test_alignment_keeps_the_longest_chain_in_the_same_order():
     original = sketching.sketch(" ".join(sentences)).signature
     swapped = sketching.sketch(" ".join(sentences[6:] + sentences[:6])).signature
     in_order = sketching.align(original, original)
-    assert in_order.share_a == 1.0 and in_order.spread_a > 0.9
-    assert 0.3 < sketching.align(swapped, original).share_a < 0.7
+    assert in_order.raw_share_a == 1.0 and in_order.spread_a > 0.9
+    assert 0.3 < sketching.align(swapped, original).raw_share_a < 0.7
+
+
+def test_a_share_measured_on_few_values_counts_for_less():
+    """Shares are weighed as chain / (sample + SHARE_PRIOR): a handful of shared values is weak evidence."""
+    text = " ".join(f"word{i}" for i in range(200))
+    whole = sketching.sketch(text).signature
+    assert sketching.align(whole, whole).raw_share_a == 1.0
+    firm = sketching.align(whole, whole).share_a
+    assert firm == len(whole.values) // 4 / (len(whole.values) // 4 + sketching.SHARE_PRIOR) < 1.0
+
+
+def test_a_share_is_weighed_below_the_matched_texts_limit():
+    """A short excerpt wholly inside a long article: the article's thinner sample stops at a lower limit, and
+    the excerpt's values above it cannot match; weighed among the values below it, the excerpt is all there."""
+    long_text = " ".join(f"token{i}" for i in range(3000))
+    excerpt = sketching.sketch(" ".join(f"token{i}" for i in range(100))).signature
+    original = sketching.sketch(long_text).signature
+    assert original.limit < excerpt.limit
+    matched = sum(1 << i for i in sketching.align(excerpt, original).matched_a)
+    assert sketching.sample_weight(excerpt, matched, prior=0.0) < 0.5
+    assert sketching.sample_weight(excerpt, matched, original.limit, prior=0.0) == 1.0
 
 
 @pytest.mark.parametrize("text, cut", [

@@ -269,15 +269,15 @@ def verify(a: sketching.Signature, b: sketching.Signature, same_publisher: bool 
     if same_publisher:
         return None
     if found.share_a >= found.share_b and _contained(found.share_a, found.share_b):
-        return Verdict(round(found.share_a, 4), "contained", found.share_a, matched, found.share_b)
+        return Verdict(round(found.raw_share_a, 4), "contained", found.share_a, matched, found.share_b)
     if found.share_b > found.share_a and _contained(found.share_b, found.share_a):
-        return Verdict(round(found.share_b, 4), "contains", found.share_a, matched, found.share_b)
+        return Verdict(round(found.raw_share_b, 4), "contains", found.share_a, matched, found.share_b)
     if (found.chain >= MIN_REWRITE_CHAIN and min(found.share_a, found.share_b) >= REWRITE_SHARE
             and min(found.spread_a, found.spread_b) >= REWRITE_SPREAD and found.density <= REWRITE_MAX_DENSITY):
-        return Verdict(round((found.share_a * found.share_b) ** 0.5, 4), "rewritten", found.share_a, matched,
+        return Verdict(round((found.raw_share_a * found.raw_share_b) ** 0.5, 4), "rewritten", found.share_a, matched,
                        found.share_b)
     if found.share_a >= CONTAINER_PART:
-        return Verdict(round(found.share_a, 4), "partial", found.share_a, matched, found.share_b)
+        return Verdict(round(found.raw_share_a, 4), "partial", found.share_a, matched, found.share_b)
     return None
 
 
@@ -586,7 +586,8 @@ def candidates(signature: sketching.Signature | None, replies: list[IndexReply])
         matched = 0
         for one in aligned:
             matched |= one.verdict.matched
-        best = max(aligned, key=lambda a: (a.similarity, a.sort_key))
+        # A partial match is never a reason to join: the story's best member is a copy when it has one.
+        best = max(aligned, key=lambda a: (a.match != "partial", a.similarity, a.sort_key))
         limit = max(a.signature.limit for a in aligned)
         found.append(Candidate(root, matched, sketching.sample_weight(signature, matched, limit),
                                any(a.match in SAME_TEXT for a in aligned), best, limit))
@@ -643,7 +644,7 @@ def _same_story(candidate: Candidate) -> bool:
     shares proves nothing."""
     verdict = candidate.best.verdict
     contains = (verdict.match == "contains" and candidate.share >= MIN_MERGING_SHARE
-                and verdict.similarity >= MERGE_CONTAINMENT)
+                and verdict.other_share >= MERGE_CONTAINMENT)
     rewrite = verdict.match == "rewritten" and min(verdict.share, verdict.other_share) >= MERGE_REWRITE_SHARE
     return candidate.same_text or rewrite or contains
 
@@ -690,7 +691,8 @@ def decide(pending: Pending, replies: list[IndexReply]) -> tuple[dict[str, Any],
         similarity, kind = best.similarity, best.match
     cluster = {"id": root.cluster_id, "canonical_id": canonical.article_id, "similarity": similarity, "match": kind}
     if chosen is not None:
-        cluster["evidence"] = {"matched_id": chosen.best.article_id, "shared": round(min(chosen.share, 1.0), 4),
+        shared = sketching.sample_weight(pending.signature, chosen.matched, chosen.limit, prior=0.0)
+        cluster["evidence"] = {"matched_id": chosen.best.article_id, "shared": round(min(shared, 1.0), 4),
                                "passages": passages(chosen.matched, pending.spans)}
     founded = root == pending.root
     # Only an article that is itself mostly its story's text can prove another story is the same one.

@@ -49,6 +49,12 @@ SAMPLE_RATE = 4
 MIN_SAMPLE = 48
 MAX_SAMPLE = 128
 QUOTE_WEIGHT = 0.25
+# Shares are weighed as chain / (sample + SHARE_PRIOR): two texts compare only on the values below the lower
+# limit, so a short digest against a 1,400-word article compares on ~6 values, and 4 of them matched read as
+# "two thirds contained" (it quoted one lead). The prior pulls such thin estimates down and barely moves a share
+# measured on 50-128 values. bench_stories, prior 0 / 2 / 3 / 4, seed 7: P 0.980 / 0.987 / 0.990 / 0.990,
+# R 0.965 / 0.959 / 0.954 / 0.953, ARI 0.973 / 0.973 / 0.972 / 0.971; seed 11: ARI 0.959 / 0.962 / 0.964 / 0.962.
+SHARE_PRIOR = 3.0
 KEY_SPAN_SHINGLES = SHINGLE_TOKENS
 KEY_WINDOW = 24
 MAX_WINNOWED_KEYS = 24
@@ -106,8 +112,12 @@ class Alignment:
     """What two texts share, in order: weights count narrative shingles fully, others `QUOTE_WEIGHT`."""
 
     chain: int  # shared sample values in the longest same-order chain
-    share_a: float  # weighted share of a's sample (below the common limit) in the chain
+    # Weighted share of a's sample (below the common limit) in the chain, taken as chain / (sample + SHARE_PRIOR):
+    # what the decisions use. raw_share_a is chain / sample, what the events report.
+    share_a: float
     share_b: float
+    raw_share_a: float
+    raw_share_b: float
     resemblance: float  # weighted chain / weighted union
     spread_a: float  # the chain's extent over a's tokens, 0-1
     spread_b: float
@@ -118,7 +128,7 @@ class Alignment:
     density: float
 
 
-_NO_ALIGNMENT = Alignment(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, (), 0.0)
+_NO_ALIGNMENT = Alignment(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, (), 0.0)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -192,8 +202,10 @@ def align(a: Signature, b: Signature) -> Alignment:
     positions_a, positions_b = packed_a[chain_a] >> 1, packed_b[chain_b] >> 1
     return Alignment(
         chain=len(chain_a),
-        share_a=weight_a / total_a,
-        share_b=weight_b / total_b,
+        share_a=weight_a / (total_a + SHARE_PRIOR),
+        share_b=weight_b / (total_b + SHARE_PRIOR),
+        raw_share_a=weight_a / total_a,
+        raw_share_b=weight_b / total_b,
         resemblance=(weight_a + weight_b) / (2 * (total_a + total_b) - weight_a - weight_b),
         spread_a=float(positions_a[-1] - positions_a[0] + 1) / max(a.tokens, 1),
         spread_b=float(positions_b.max() - positions_b.min() + 1) / max(b.tokens, 1),
@@ -230,8 +242,9 @@ def _longest_increasing(sequence: list[int]) -> list[int]:
     return chain[::-1]
 
 
-def sample_weight(signature: Signature, indices: int, limit: int | None = None) -> float:
-    """The weighted share of `signature`'s sample below `limit` that the sample indices in bit mask `indices` make up.
+def sample_weight(signature: Signature, indices: int, limit: int | None = None, prior: float = SHARE_PRIOR) -> float:
+    """The weighted share of `signature`'s sample below `limit` that the sample indices in bit mask `indices` make up
+    (weighed as chosen / (sample + prior), see `SHARE_PRIOR`).
 
     A match can only hold values below both texts' limits, so its share is weighed among the article's values
     below the matched text's limit: over the whole sample, a short excerpt wholly inside a long article (whose
@@ -242,7 +255,7 @@ def sample_weight(signature: Signature, indices: int, limit: int | None = None) 
         packed = packed[: int(np.searchsorted(signature.sample(), limit))]
     weights = np.where(packed & 1, 1.0, QUOTE_WEIGHT)
     chosen = [i for i in range(len(packed)) if indices >> i & 1]
-    return float(weights[chosen].sum() / weights.sum()) if len(packed) else 0.0
+    return float(weights[chosen].sum() / (weights.sum() + prior)) if len(packed) else 0.0
 
 
 # --- tokens and hashing -------------------------------------------------------
