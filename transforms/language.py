@@ -23,7 +23,7 @@ from wirecopy.transforms.language_detector import (
     normalise_code,
     representative_sample,
 )
-from wirecopy.transforms.stage import ArticleFn
+from wirecopy.transforms.stage import Step
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -39,8 +39,8 @@ __all__ = [
 STAGE = "DetectLanguage"
 
 
-class _DetectLanguageFn(ArticleFn):
-    stage = STAGE
+class _DetectLanguageFn(Step):
+    stage, handles = STAGE, (Article,)
 
     def __init__(self, threshold: float):
         self._threshold = threshold
@@ -56,7 +56,7 @@ class _DetectLanguageFn(ArticleFn):
             self._counters[code] = Metrics.counter("wirecopy", f"language_{code}")
         self._counters[code].inc()
 
-    def transform(self, article: Article) -> Iterator[Article]:
+    def handle(self, key: None, article: Article) -> Iterator[Article]:
         result = self._detector.detect(
             article.fields.get("text"),
             title=article.fields.get("title"),

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import apache_beam as beam
 import orjson
@@ -35,8 +35,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from wirecopy.schemas import codec
-from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, Story
-from wirecopy.transforms.stage import Outcome, StatefulStageFn, run_stage
+from wirecopy.schemas.records import Article, ClusterEvent, SourceRecord, Story
+from wirecopy.transforms.stage import Outcome, StatefulStep, Step
 from wirecopy.transforms.syndication import event_ms, sort_key
 
 STAGE = "Stories"
@@ -55,6 +55,11 @@ class Join:
     story_id: str
     member: dict[str, Any]
     event_ms: int
+    source: SourceRecord  # the article's record, for a dead letter should its story's update fail
+
+    @property
+    def article_id(self) -> str:
+        return self.member["article_id"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -128,7 +133,7 @@ def _event_ms(article: Article) -> int:
 def updates_of(outcome: Outcome) -> list[Join | Absorb]:
     """What an outcome of the syndication stage changes in the story view."""
     if isinstance(outcome, Article) and "cluster" in outcome.fields:
-        return [Join(outcome.fields["cluster"]["id"], member_of(outcome), _event_ms(outcome))]
+        return [Join(outcome.fields["cluster"]["id"], member_of(outcome), _event_ms(outcome), outcome.source)]
     if isinstance(outcome, ClusterEvent) and outcome.type == "merged" and outcome.merged_from != outcome.merged_into:
         return [Absorb(outcome.merged_from, outcome.merged_into, True, 0),
                 Absorb(outcome.merged_into, outcome.merged_from, False, 0)]
@@ -199,36 +204,40 @@ class StoryShardCoder(beam.coders.Coder):
         return False
 
 
-class _KeyFn(beam.DoFn):
-    """Every outcome keyed: story updates to their story's shard, the rest to where it passes through."""
-
-    def process(self, outcome: Outcome) -> Iterator[tuple[int, Any]]:
-        for update in updates_of(outcome):
-            yield story_shard(update.story_id), update
-        article_id = getattr(outcome, "article_id", None) or ""
-        yield story_shard(article_id), outcome
+def _story_key(message: Any) -> int:
+    """A story update goes to its story's shard; everything else passes through its article's."""
+    if isinstance(message, (Join, Absorb)):
+        return story_shard(message.story_id)
+    return story_shard(getattr(message, "article_id", None) or "")
 
 
-class _StoriesFn(StatefulStageFn):
+class _KeyFn(Step):
+    """Articles and cluster events, each followed by the story updates they make."""
+
+    stage, handles = STAGE, (Article, ClusterEvent)
+
+    def key_output(self, message: Any) -> int:
+        return _story_key(message)
+
+    def handle(self, key: None, outcome: Article | ClusterEvent) -> list[Any]:
+        return [*updates_of(outcome), outcome]
+
+
+class _StoriesFn(StatefulStep[StoryShard]):
+    stage, handles = STAGE, (Join, Absorb)
     SHARD = ReadModifyWriteStateSpec("stories", StoryShardCoder())
 
     def __init__(self, horizon_ms: int):
         self._horizon_ms = horizon_ms
         self._updated = Metrics.counter("wirecopy", "stories_updated")
 
-    def process(self, keyed: tuple[int, Any], shard_state=beam.DoFn.StateParam(SHARD)) -> Iterable[Outcome]:
-        _, message = keyed
-        if not isinstance(message, (Join, Absorb)):
-            yield message
-            return
-        [result] = run_stage(STAGE, message, lambda update: [story_step(shard_state.read(), update, self._horizon_ms)])
-        if isinstance(result, DeadLetter):  # a bug in this stage; the article itself was emitted already
-            yield result
-            return
-        shard, stories = result
-        shard_state.write(shard)
+    def process(self, keyed: tuple[int, Any], shard_state=beam.DoFn.StateParam(SHARD)) -> Iterator[Outcome]:
+        return self.route(keyed, shard_state)
+
+    def step(self, shard: StoryShard | None, update: Join | Absorb) -> tuple[StoryShard, list[Story]]:
+        shard, stories = story_step(shard, update, self._horizon_ms)
         self._updated.inc(len(stories))
-        yield from stories
+        return shard, stories
 
 
 class TrackStories(beam.PTransform):

@@ -126,9 +126,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, SourceRecord
+from wirecopy.schemas.records import Article, ClusterEvent, SourceRecord
 from wirecopy.transforms import syndication_sketch as sketching
-from wirecopy.transforms.stage import EncodedState, Outcome, StatefulStageFn, StoredValueCoder, run_stage
+from wirecopy.transforms.stage import EncodedState, Outcome, StatefulStep, Step, StoredValueCoder
 
 SKETCH_STAGE = "SyndicationSketch"
 INDEX_STAGE = "SyndicationIndex"
@@ -334,6 +334,7 @@ class IndexQuery:
     root: Root
     content_only: bool  # the only key here is the article's exact-content hash
     publisher: int | None
+    bucket: int  # the index bucket it goes to
 
 
 class Label(NamedTuple):
@@ -934,7 +935,7 @@ def fan_out(article: Article, seed: int = sketching.DEFAULT_SEED) -> list[tuple[
         by_bucket.setdefault(index_key % BUCKETS, set()).add(index_key)
     publisher = publisher_id(article)
     queries = [(bucket, IndexQuery(article.article_id, article.source, frozenset(bucket_keys), found.signature, key,
-                                   root, bucket_keys == {content_key}, publisher))
+                                   root, bucket_keys == {content_key}, publisher, bucket))
                for bucket, bucket_keys in by_bucket.items()]
     pending = Pending(article, key, root, frozenset(by_bucket), found.signature, found.spans)
     return [(home_shard(article.article_id), pending), *queries]
@@ -945,54 +946,34 @@ def home_shard(article_id: str) -> int:
     return BUCKETS + int.from_bytes(digest, "little") % HOME_SHARDS
 
 
-def _passing_key(outcome: Any) -> int:
-    """A home-shard key for an outcome of an earlier stage, which this stage passes through untouched."""
-    article_id = getattr(outcome, "article_id", None)
+def route_key(message: Any) -> int:
+    """Where a message goes next: a query to its index bucket, everything else to its article's home shard.
+
+    An outcome of an earlier stage passes through its article's home shard too
+    (or its record's, when it names no article).
+    """
+    if isinstance(message, IndexQuery):
+        return message.bucket
+    article_id = getattr(message, "article_id", None)
     if article_id:
         return home_shard(article_id)
-    source = getattr(outcome, "source", None)
-    return home_shard(f"{source.topic}/{source.partition}/{source.offset}" if source else repr(outcome))
+    source = getattr(message, "source", None)
+    return home_shard(f"{source.topic}/{source.partition}/{source.offset}" if source else repr(message))
 
 
-class _SketchFn(beam.DoFn):
-    """Articles → keyed messages (home shard and index buckets); every other outcome keyed to pass through."""
+class _SketchFn(Step):
+    """Articles → their home-shard message and index queries."""
 
-    def process(self, element: Outcome) -> Iterator[tuple[int, Any]]:
-        if not isinstance(element, Article):
-            yield _passing_key(element), element
-            return
-        for outcome in run_stage(SKETCH_STAGE, element, fan_out):
-            if isinstance(outcome, DeadLetter):
-                yield _passing_key(outcome), outcome
-            else:
-                yield outcome
+    stage, handles = SKETCH_STAGE, (Article,)
+
+    def key_output(self, message: Any) -> int:
+        return route_key(message)
+
+    def handle(self, key: None, article: Article) -> list[Pending | IndexQuery]:
+        return [message for _, message in fan_out(article)]
 
 
-class _IndexFn(StatefulStageFn):
-    """Index buckets: verify and record each query; everything else passes to the home shards."""
-
-    BUCKET = ReadModifyWriteStateSpec("bucket", StoredValueCoder())
-
-    def __init__(self, horizon_ms: int):
-        self._horizon_ms = horizon_ms
-        self._buckets = EncodedState(encode_bucket, decode_bucket)
-
-    def process(self, keyed: tuple[int, Any], bucket_state=beam.DoFn.StateParam(BUCKET)):
-        bucket_id, message = keyed
-        if not isinstance(message, IndexQuery):
-            yield keyed
-            return
-        [result] = run_stage(INDEX_STAGE, message, lambda query: [
-            index_step(self._buckets.read(bucket_state, bucket_id), query, bucket_id, self._horizon_ms)])
-        if isinstance(result, DeadLetter):
-            yield home_shard(message.article_id), result
-            return
-        bucket, reply = result
-        self._buckets.write(bucket_state, bucket_id, bucket)
-        yield home_shard(message.article_id), reply
-
-
-def _count_events(outputs: list[Any]) -> None:
+def _count_events(outputs: Iterable[Any]) -> None:
     for output in outputs:
         if isinstance(output, ClusterEvent):
             Metrics.counter("wirecopy", f"syndication_clusters_{output.type}").inc()
@@ -1000,58 +981,70 @@ def _count_events(outputs: list[Any]) -> None:
                 Metrics.counter("wirecopy", f"syndication_articles_{output.match}").inc()
 
 
-class _DecideFn(StatefulStageFn):
-    """Home shards: collect an article's replies, decide its cluster; everything keyed on for the announcer."""
+class _IndexFn(StatefulStep[Bucket]):
+    """Index buckets: verify and record each query, reply to the article's home shard."""
 
+    stage, handles = INDEX_STAGE, (IndexQuery,)
+    BUCKET = ReadModifyWriteStateSpec("bucket", StoredValueCoder())
+
+    def __init__(self, horizon_ms: int):
+        self._horizon_ms = horizon_ms
+        self.encoded = EncodedState(encode_bucket, decode_bucket)
+
+    def key_output(self, message: Any) -> int:
+        return route_key(message)
+
+    def process(self, keyed: tuple[int, Any], bucket_state=beam.DoFn.StateParam(BUCKET)) -> Iterator[tuple[int, Any]]:
+        return self.route(keyed, bucket_state)
+
+    def step(self, bucket: Bucket | None, query: IndexQuery) -> tuple[Bucket, list[IndexReply]]:
+        bucket, reply = index_step(bucket, query, query.bucket, self._horizon_ms)
+        return bucket, [reply]
+
+
+class _DecideFn(StatefulStep[Shard]):
+    """Home shards: collect an article's replies, decide its cluster."""
+
+    stage, handles = DECIDE_STAGE, (Pending, IndexReply)
     SHARD = ReadModifyWriteStateSpec("shard", StoredValueCoder())
 
     def __init__(self, horizon_ms: int):
         self._horizon_ms = horizon_ms
-        self._shards = EncodedState(encode_shard, decode_shard)
+        self.encoded = EncodedState(encode_shard, decode_shard)
         self._redelivered = Metrics.counter("wirecopy", "syndication_articles_redelivered")
 
+    def key_output(self, message: Any) -> int:
+        return route_key(message)
+
     def process(self, keyed: tuple[int, Any], shard_state=beam.DoFn.StateParam(SHARD)) -> Iterator[tuple[int, Any]]:
-        key, message = keyed
-        if not isinstance(message, (Pending, IndexReply)):
-            yield keyed
-            return
-        [result] = run_stage(DECIDE_STAGE, message, lambda pending_or_reply: [
-            home_step(self._shards.read(shard_state, key), pending_or_reply, self._horizon_ms)])
-        if isinstance(result, DeadLetter):
-            yield key, result
-            return
-        shard, outputs = result
-        self._shards.write(shard_state, key, shard)
+        return self.route(keyed, shard_state)
+
+    def step(self, shard: Shard | None, message: Pending | IndexReply) -> tuple[Shard, list[Any]]:
+        shard, outputs = home_step(shard, message, self._horizon_ms)
         _count_events(outputs)
         if isinstance(message, Pending) and len(outputs) == 1:  # a decision emits its event too
             self._redelivered.inc()
-        for output in outputs:
-            yield (home_shard(output.article_id) if isinstance(output, (Exposure, Use)) else key), output
+        return shard, outputs
 
 
-class _AnnounceFn(StatefulStageFn):
-    """Announcers: `merged` for an article's own root once it is both exposed and used; the rest passes."""
+class _AnnounceFn(StatefulStep[Announcements]):
+    """Announcers: `merged` for an article's own root once it is both exposed and used."""
 
+    stage, handles = ANNOUNCE_STAGE, (Exposure, Use)
     ANNOUNCEMENTS = ReadModifyWriteStateSpec("announcements", StoredValueCoder())
 
     def __init__(self, horizon_ms: int):
         self._horizon_ms = horizon_ms
-        self._announcers = EncodedState(encode_announcements, decode_announcements)
+        self.encoded = EncodedState(encode_announcements, decode_announcements)
 
     def process(self, keyed: tuple[int, Any], state=beam.DoFn.StateParam(ANNOUNCEMENTS)) -> Iterator[Outcome]:
-        key, message = keyed
-        if not isinstance(message, (Exposure, Use)):
-            yield message
-            return
-        [result] = run_stage(ANNOUNCE_STAGE, message, lambda exposure_or_use: [
-            announce_step(self._announcers.read(state, key), exposure_or_use, self._horizon_ms)])
-        if isinstance(result, DeadLetter):
-            yield result
-            return
-        announcements, events = result
-        self._announcers.write(state, key, announcements)
+        return self.route(keyed, state)
+
+    def step(self, announcements: Announcements | None, message: Exposure | Use
+             ) -> tuple[Announcements, list[ClusterEvent]]:
+        announcements, events = announce_step(announcements, message, self._horizon_ms)
         _count_events(events)
-        yield from events
+        return announcements, events
 
 
 class ClusterSyndicated(beam.PTransform):

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 
-from wirecopy.schemas.records import Article, DeadLetterReason, Rejected
+from wirecopy.schemas.records import Article, DeadLetterReason, Rejected, SourceRecord
 
 from .boilerplate import remove_boilerplate
 from .html_extraction import check_not_binary, extract_html
@@ -26,6 +26,14 @@ class Draft:
     removed: dict[str, int]
     source_key: str | None  # the source domain whose template state this article reads and feeds
     repairs: frozenset[str] = frozenset()  # what repair_text changed in the title or body
+
+    @property
+    def source(self) -> SourceRecord:
+        return self.article.source
+
+    @property
+    def article_id(self) -> str:
+        return self.article.article_id
 
 
 def draft_article(article: Article) -> Draft:
