@@ -101,7 +101,7 @@ def quality(shared: Path) -> None:
     total = collections.Counter()
     lost_examples, leaked_examples = [], []
     for labelled, result in zip(stream, results):
-        output = collections.Counter(result.fingerprint.split("\n")) if isinstance(result, Article) else collections.Counter()
+        output = collections.Counter(fingerprint(result.content.text).split("\n")) if isinstance(result, Article) else collections.Counter()
         for text, label, kind in labelled.paragraphs:
             form = fingerprint(text)
             survived = output[form] > 0
@@ -225,7 +225,7 @@ def speed(shared: Path, count: int, baseline: str | None) -> None:
           f"({full / html_rate:.0f}x slower than the same articles as plain text in this run)")
     kept = total = chrome_left = 0
     for labelled, result in zip(stream, normalise_stream(pages)):
-        output = result.fingerprint.split("\n") if isinstance(result, Article) else []
+        output = fingerprint(result.content.text).split("\n") if isinstance(result, Article) else []
         story = {fingerprint(text) for text, label, _ in labelled.paragraphs if label == ARTICLE}
         total += len(story)
         kept += len(story & set(output))

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench_syndication import LSH_THRESHOLDS, datasketch_clusters, datasketch_minhashes, scores, to_article  # noqa: E402
 from benchmarks.syndication_labelled import LabelledArticle, build_hard  # noqa: E402
 from wirecopy.schemas.records import Article, Rejected, SourceRecord  # noqa: E402
-from wirecopy.transforms.normalise import draft_article, finish  # noqa: E402
+from wirecopy.transforms.normalise import draft_article, finish, fingerprint  # noqa: E402
 from wirecopy.transforms import stories  # noqa: E402
 from benchmarks.in_order import InOrder  # noqa: E402
 
@@ -56,7 +56,7 @@ def consumer_view(articles) -> tuple[dict[str, str], float]:
     for article in articles:
         before = len(stream.events)
         stream.send(article)
-        decided = article.with_fields(cluster=stream.clusters[article.article_id])
+        decided = article.with_cluster(stream.clusters[article.article_id])
         for outcome in [decided, *stream.events[before:]]:
             for update in stories.updates_of(outcome):
                 key = stories.story_shard(update.story_id)
@@ -111,7 +111,7 @@ def show_seeds(shared: Path) -> None:
         return
     source = [SourceRecord("seeds", 0, number, b"", timestamp_ms=1_000 * (number + 1)) for number in range(2)]
     articles = [finish(draft_article(Article(record, {"id": page.stem, "text": page.read_text()})))
-                .with_fields(language={"code": "en", "confidence": 1.0}) for record, page in zip(source, pages)]
+                .with_language({"code": "en", "confidence": 1.0}) for record, page in zip(source, pages)]
     stream = InOrder()
     for article in articles:
         stream.send(article)
@@ -121,7 +121,7 @@ def show_seeds(shared: Path) -> None:
         print(f"  {article.article_id}: story {cluster['id']}, {cluster['match']} {cluster['similarity']:.2f}")
         evidence = cluster.get("evidence")
         if evidence:
-            text = article.fields["text"]
+            text = article.content.text
             print(f"    matched {evidence['matched_id']}; {evidence['shared']:.0%} of its text found in the story; "
                   f"{len(evidence['passages'])} passages, e.g.:")
             for start, end in sorted(evidence["passages"], key=lambda span: span[0] - span[1])[:3]:
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwirecopy, consumer view from the story records ({ms:.2f} ms per article in process):")
     report("story topic (StoryTable)", kept, truth, ours)
     ids = [article.article_id for article in articles]
-    minhashes = datasketch_minhashes([article.fingerprint for article in articles])
+    minhashes = datasketch_minhashes([fingerprint(article.content.text) for article in articles])
     print("\ndatasketch MinHashLSH (128 perm, word 5-shingles of the same normalised text) + union-find:")
     for threshold in LSH_THRESHOLDS:
         report(f"threshold {threshold}", kept, truth, datasketch_clusters(ids, minhashes, threshold))

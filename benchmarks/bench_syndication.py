@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import datetime as dt
 import gc
 import io
@@ -64,8 +65,8 @@ def to_article(labelled: LabelledArticle, position: int, start_ms: int, boilerpl
     source = SourceRecord("labelled", 0, position, b"", timestamp_ms=start_ms + position * 1000)
     article = finish(draft_article(Article(source, raw)))
     if not boilerplate_removed:
-        article = article.with_fields(fingerprint=fingerprint(labelled.text), text=labelled.text)
-    return article.with_fields(language={"code": "und", "confidence": 0.0})
+        article = article.with_content(dataclasses.replace(article.content, text=labelled.text))
+    return article.with_language({"code": "und", "confidence": 0.0})
 
 
 # --- our stage, in process --------------------------------------------------
@@ -227,8 +228,6 @@ def time_lookups(articles: list[Article], in_state: int, queries: int, rng: rand
 
 def dataclasses_replace_query(query: syn.IndexQuery, rng: random.Random) -> syn.IndexQuery:
     """An unrelated article's query that landed in this bucket under another key (a bucket collision)."""
-    import dataclasses
-
     other_id = f"state-{rng.getrandbits(48):x}"
     return dataclasses.replace(query, article_id=other_id, keys=frozenset({rng.getrandbits(64)}),
                                root=syn.Root(query.root.arrival_ms, query.root.offset, other_id),
@@ -312,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  matches: " + ", ".join(f"{k} {by_kind[k]}" for k in ("new", "exact", "near", "contained")))
         _per_language(labelled, truth, consumer)
         ids = [article.article_id for article in articles]
-        minhashes = datasketch_minhashes([article.fingerprint for article in articles])
+        minhashes = datasketch_minhashes([fingerprint(article.content.text) for article in articles])
         print("datasketch MinHashLSH (128 perm, word 5-shingles of the same fingerprints) + union-find")
         for threshold in LSH_THRESHOLDS:
             print(_row(f"threshold {threshold}", scores(truth, datasketch_clusters(ids, minhashes, threshold))))
@@ -321,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             _pipeline_costs(articles, truth, args.baseline)
 
     articles = [to_article(item, position, start_ms, True) for position, item in enumerate(labelled)]
-    sized = [a.fingerprint for a in articles if 2500 <= len(a.fingerprint.encode("utf-8")) <= 3500]
+    sized = [fingerprint(a.content.text) for a in articles if 2500 <= len(fingerprint(a.content.text).encode("utf-8")) <= 3500]
     gc.collect()
     ours, theirs = time_sketches(sized)
     print(f"\nSketch time per ~3 KB article ({len(sized)} fingerprints of 2.5-3.5 KB, best of 5, one core): "
@@ -359,8 +358,8 @@ from wirecopy.schemas.records import Article, ClusterEvent
 from wirecopy.transforms.syndication import ClusterSyndicated
 
 def line(outcome):
-    if isinstance(outcome, Article) and "cluster" in outcome.fields:
-        return json.dumps(["article", outcome.article_id, outcome.fields["cluster"]["id"]])
+    if isinstance(outcome, Article) and outcome.cluster is not None:
+        return json.dumps(["article", outcome.article_id, outcome.cluster["id"]])
     if isinstance(outcome, ClusterEvent) and outcome.type == "merged":
         return json.dumps(["merged", outcome.merged_from, outcome.merged_into])
     return "null"
@@ -436,7 +435,7 @@ def _pipeline_check(articles: list[Article], expected: dict[str, dict]) -> None:
              | beam.Create(articles, reshuffle=False)
              | syn.ClusterSyndicated()
              | beam.Filter(lambda outcome: isinstance(outcome, Article))
-             | beam.Map(lambda article: f"{article.article_id}\t{article.fields['cluster']['id']}")
+             | beam.Map(lambda article: f"{article.article_id}\t{article.cluster['id']}")
              | beam.io.WriteToText(prefix))
         found = dict(line.split("\t") for path in Path(directory).glob("clusters*") for line in path.read_text().splitlines())
     same = sum(1 for article_id, cluster_id in found.items() if expected[article_id]["id"] == cluster_id)

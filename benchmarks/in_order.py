@@ -45,7 +45,7 @@ class InOrder:
             elif isinstance(output, ClusterEvent):
                 self.events.append(output)
             else:
-                self.clusters[output.article_id] = output.fields["cluster"]
+                self.clusters[output.article_id] = output.cluster
 
     def unions(self) -> dict[str, str]:
         """Each article's cluster as a consumer sees it after applying every `merged` event (union-find)."""

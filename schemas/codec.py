@@ -113,7 +113,7 @@ def enriched_article(article: Article, processed_at: str) -> dict[str, Any]:
     source = article.source
     return {
         "schema_version": SCHEMA_VERSION,
-        **article.fields,
+        **article.event_properties(),
         "processed_at": processed_at,
         "ingest": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
     }

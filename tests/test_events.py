@@ -15,6 +15,8 @@ from wirecopy.transforms.events import DecodeArticles, EncodeEvents, EventKind, 
 from wirecopy.transforms.jsonlio import records_from_lines
 from wirecopy.transforms.stage import run_stage
 
+from articles import content
+
 
 def record(value: bytes, offset: int = 0) -> SourceRecord:
     return SourceRecord(topic="raw", partition=1, offset=offset, value=value, key=b"k", timestamp_ms=1700000000000)
@@ -104,13 +106,9 @@ def test_jsonl_lines_carry_their_line_numbers_and_skip_blank_lines():
 
 
 def complete_article(article_id: str, offset: int) -> Article:
-    fields = {
-        "article_id": article_id, "url": None, "canonical_url": None, "source": "example.org", "title": "T",
-        "byline": None, "text": "Body.", "word_count": 1, "boilerplate_removed": {},
-        "language": {"code": "en", "confidence": 0.99}, "published_at": None, "published_at_raw": None,
-        "cluster": {"id": "c1", "canonical_id": article_id, "similarity": 1.0, "match": "new"},
-    }
-    return Article(source=record(b"{}", offset), raw={"id": article_id}, fields=fields)
+    return Article(source=record(b"{}", offset), raw={"id": article_id}, content=content(article_id),
+                   language={"code": "en", "confidence": 0.99},
+                   cluster={"id": "c1", "canonical_id": article_id, "similarity": 1.0, "match": "new"})
 
 
 def test_decode_and_encode_stages_route_every_record_in_one_stream():
@@ -121,8 +119,7 @@ def test_decode_and_encode_stages_route_every_record_in_one_stream():
         assert_that(summary, equal_to([("Article", 0, None), ("DeadLetter", 1, DeadLetterReason.INVALID_JSON),
                                        ("DeadLetter", 2, DeadLetterReason.SCHEMA_VIOLATION)]))
 
-    broken = complete_article("broken", 5)
-    broken.fields["language"] = {"code": "english", "confidence": 2}
+    broken = complete_article("broken", 5).with_language({"code": "english", "confidence": 2})
     letter = DeadLetter(DeadLetterReason.EMPTY_TEXT, "nothing left", "normalise", record(b'{"id":"e"}', 3), "e")
     outcomes = [complete_article("a1", 4), broken, ClusterEvent("created", "c1", "a1", "a1", 1.0, "new"), letter]
     with TestPipeline(runner="FnApiRunner") as pipeline:
@@ -166,7 +163,7 @@ def test_the_progress_tally_counts_languages_dead_letters_cluster_events_and_sto
     tally = OutcomeTally()
     source = record(b"{}")
     for code in ("de", "en", "de"):
-        tally.add(Article(source, {"id": code}, {"language": {"code": code}}))
+        tally.add(Article(source, {"id": code}, content(code), {"code": code, "confidence": 1.0}))
     tally.add(DeadLetter(DeadLetterReason.INVALID_JSON, "cut short", "decode", source))
     tally.add(ClusterEvent("created", "c-1", "a", "a"))
     tally.add(ClusterEvent("joined", "c-1", "b", "a"))
@@ -186,8 +183,8 @@ def test_null_optional_properties_count_as_absent_through_the_stages():
     nulls = dict.fromkeys(("url", "source", "title", "html", "published_at", "language"))
     value = orjson.dumps({"id": "n-1", "text": "The harbour reopened on Monday after the storm.", **nulls})
     article = finish(draft_article(Article(record(value), codec.decode_raw_article(value))))
-    assert article.fields["title"] is None and article.fields["published_at"] is None
-    assert LanguageDetector().detect(article.fields["text"], title=None, hint=None).code == "en"
+    assert article.content.title is None and article.content.published_at is None
+    assert LanguageDetector().detect(article.content.text, title=None, hint=None).code == "en"
     with pytest.raises(Rejected) as rejection:
         codec.decode_raw_article(b'{"id": null, "text": "x"}')
     assert rejection.value.reason is DeadLetterReason.SCHEMA_VIOLATION
@@ -209,8 +206,7 @@ def test_a_dead_letter_cut_to_a_size_limit_keeps_the_payload_start_and_says_so()
 
 def test_an_article_too_large_for_the_output_becomes_a_dead_letter_that_fits():
     large = complete_article("large", 1)
-    large.fields["text"] = "word " * 10_000
-    large = dataclasses.replace(large, source=record(b"r" * 60_000, 1))
+    large = dataclasses.replace(large, source=record(b"r" * 60_000, 1), content=content("large", text="word " * 10_000))
     outcomes = [complete_article("small", 0), large]
     with TestPipeline(runner="FnApiRunner") as pipeline:
         events = pipeline | beam.Create(outcomes) | EncodeEvents(max_event_bytes=20_000)

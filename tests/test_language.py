@@ -31,6 +31,8 @@ from wirecopy.transforms.language import (
 from wirecopy.transforms.language_detector import GRAM_CLASSES, LEXICON_MAX_TEXT_WORDS, SAMPLE_CHARS, _key, lexicon_scores
 from wirecopy.transforms.normalise import draft_article, finish
 
+from articles import content
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FIXTURE_ARTICLES = {language: texts for language, texts in json.loads(
     (FIXTURES / "articles_by_language.json").read_text(encoding="utf-8")).items() if not language.startswith("_")}
@@ -302,7 +304,7 @@ def _project_articles() -> dict[str, list[str]]:
         except Rejected:
             continue
         if raw["id"] in expected["languages"]:
-            text = f"{article.fields['title'] or ''}\n\n{article.fields['text']}"
+            text = f"{article.content.title or ''}\n\n{article.content.text}"
             by_language.setdefault(expected["languages"][raw["id"]], []).append(text)
     return by_language
 
@@ -341,7 +343,7 @@ def test_everyday_sentences(detector):
 def _article(article_id: str, text: str, title: str | None = None, hint: str | None = None) -> Article:
     raw = {"id": article_id, "language": hint} if hint else {"id": article_id}
     source = SourceRecord(topic="raw", partition=0, offset=int(article_id[1:]), value=b"{}")
-    return Article(source=source, raw=raw, fields={"text": text, "title": title})
+    return Article(source=source, raw=raw, content=content(article_id, text=text, title=title))
 
 
 def test_detect_language_transform():
@@ -354,7 +356,7 @@ def test_detect_language_transform():
     with TestPipeline(runner="FnApiRunner") as pipeline:
         outcomes = pipeline | beam.Create([*articles, passing]) | DetectLanguage()
         codes = outcomes | beam.Map(
-            lambda o: (o.article_id, o.fields["language"]["code"], o.fields["language"]["hint"])
+            lambda o: (o.article_id, o.language["code"], o.language["hint"])
             if isinstance(o, Article) else o
         )
         assert_that(codes, equal_to([("a1", "en", None), ("a2", "de", "en"), ("a3", UNDETERMINED, None), passing]))

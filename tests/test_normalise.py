@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import importlib.resources
 import itertools
 import json
@@ -111,7 +112,7 @@ def distinct_bodies() -> list[str]:
     bodies = []
     for raw in raws:
         try:
-            bodies.append(normalised(raw).fields["text"])
+            bodies.append(normalised(raw).content.text)
         except Rejected:
             pass  # a sample with nothing left after cleaning is a dead letter, not a body
     return sorted(bodies, key=len, reverse=True)
@@ -245,9 +246,9 @@ def test_clean_text_leaves_single_spaces_only():
             assert all(not char.isspace() or char == " " for char in paragraph), repr(text)
 
 
-def test_article_fingerprint_is_the_fingerprint_of_its_text():
+def test_the_text_of_an_article_matches_by_its_words():
     result = normalised({"id": "a", "text": "One \u2014 “two”.\n\n* * *\n\nThree\u2026\nLeave a Reply"})
-    assert result.fingerprint == fingerprint(result.fields["text"]) == "one two\nthree"
+    assert fingerprint(result.content.text) == "one two\nthree"
 
 
 # --- two copies of a story --------------------------------------------------------------
@@ -287,23 +288,23 @@ def _story_paragraphs(path: Path, boilerplate: list[str]) -> list[str]:
 )
 def test_story_pages_lose_every_boilerplate_line_and_keep_every_article_paragraph(path, boilerplate, removed, byline):
     result = normalised({"id": path.stem, "text": path.read_text(encoding="utf-8")})
-    text = result.fields["text"]
+    text = result.content.text
     for line in boilerplate:
         assert line not in text
     assert text.split("\n\n") == _story_paragraphs(path, boilerplate)
-    assert result.fields["boilerplate_removed"] == removed
-    assert result.fields["byline"] == byline
+    assert result.content.boilerplate_removed == removed
+    assert result.content.byline == byline
 
 
 def test_the_two_story_copies_match_despite_their_typography():
     scraper, blog = (normalised({"id": p.stem, "text": p.read_text(encoding="utf-8")}) for p in (SCRAPER_COPY, BLOG_COPY))
-    assert scraper.fingerprint.split("\n")[0] == "energy minister to meet battery makers on grid storage shortfall"
+    assert fingerprint(scraper.content.text).split("\n")[0] == "energy minister to meet battery makers on grid storage shortfall"
     # One copy writes “quoted” and ’ where the other writes "quoted" and ', and no-break spaces;
     # one edited "will rise" to "rises".
-    warning = [line for line in scraper.fingerprint.split("\n") if line.startswith("the talks follow a winter")]
-    assert warning and warning[0] in blog.fingerprint.split("\n")
-    demand = [line for line in scraper.fingerprint.split("\n") if line.startswith("demand for electricity")]
-    assert demand and demand[0] in blog.fingerprint.replace("will rise", "rises").split("\n")
+    warning = [line for line in fingerprint(scraper.content.text).split("\n") if line.startswith("the talks follow a winter")]
+    assert warning and warning[0] in fingerprint(blog.content.text).split("\n")
+    demand = [line for line in fingerprint(scraper.content.text).split("\n") if line.startswith("demand for electricity")]
+    assert demand and demand[0] in fingerprint(blog.content.text).replace("will rise", "rises").split("\n")
 
 
 # --- generic patterns -------------------------------------------------------
@@ -516,9 +517,9 @@ def test_normalise_published_at(value, expected):
 ])
 def test_an_article_keeps_its_body_and_the_raw_published_at_whatever_the_form(published_at, expected):
     result = normalised({"id": "a", "text": "The council met on Tuesday.", "published_at": published_at})
-    validate_normalised(result.fields)
-    assert (result.fields["published_at"], result.fields["published_at_raw"]) == (expected, published_at)
-    assert result.fields["text"] == "The council met on Tuesday."
+    validate_normalised(dataclasses.asdict(result.content))
+    assert (result.content.published_at, result.content.published_at_raw) == (expected, published_at)
+    assert result.content.text == "The council met on Tuesday."
 
 
 @pytest.mark.parametrize("text, repaired, repairs", [
@@ -537,8 +538,8 @@ def test_repair_text_decodes_entities_and_undoes_mojibake_and_nothing_else(text,
 def test_an_article_with_mojibake_and_entities_is_repaired_in_title_and_body():
     result = normalised({"id": "a", "title": "Caf&eacute; owners say Don\u00e2\u20ac\u2122t panic",
                          "text": "Prices at the caf&eacute; rose.\n\nOwners Don\u00e2\u20ac\u2122t plan to close &amp; hope."})
-    assert result.fields["title"] == "Caf\u00e9 owners say Don\u2019t panic"
-    assert result.fields["text"] == "Prices at the caf\u00e9 rose.\n\nOwners Don\u2019t plan to close & hope."
+    assert result.content.title == "Caf\u00e9 owners say Don\u2019t panic"
+    assert result.content.text == "Prices at the caf\u00e9 rose.\n\nOwners Don\u2019t plan to close & hope."
 
 
 def test_fields_satisfy_the_output_contract():
@@ -551,8 +552,8 @@ def test_fields_satisfy_the_output_contract():
             "published_at": "2024-03-01T10:00:00+01:00",
         }
     )
-    validate_normalised(result.fields)
-    assert result.fields == {
+    validate_normalised(dataclasses.asdict(result.content))
+    assert dataclasses.asdict(result.content) == {
         "article_id": "a1",
         "url": "https://www.Example.com/story?utm_campaign=x",
         "canonical_url": "https://www.example.com/story",
@@ -565,12 +566,12 @@ def test_fields_satisfy_the_output_contract():
         "published_at_raw": "2024-03-01T10:00:00+01:00",
         "boilerplate_removed": {"byline": 1},
     }
-    assert result.fingerprint == "first paragraph\nsecond paragraph here"
+    assert fingerprint(result.content.text) == "first paragraph\nsecond paragraph here"
 
 
 def test_raw_source_wins_over_the_url_domain():
     result = normalised({"id": "a", "url": "https://example.com/x", "source": " Example  News ", "text": "Body."})
-    assert result.fields["source"] == "Example News"
+    assert result.content.source == "Example News"
 
 
 # --- bad input --------------------------------------------------------------
@@ -618,17 +619,17 @@ PAGE = (
 
 def test_html_article_keeps_the_story_and_reads_its_metadata():
     result = normalised({"id": "h", "url": "https://www.politicshome.com/news/x?utm_source=tw", "html": PAGE})
-    validate_normalised(result.fields)
-    assert result.fields["text"].split("\n\n") == ["Ministers meet big tech", *STORY]
-    assert result.fields["title"] == "Ministers meet big tech"
-    assert result.fields["byline"] == "Zoe Crowther"
-    assert result.fields["published_at"] == "2024-03-01T09:00:00.000Z"
-    assert result.fields["source"] == "politicshome.com"
+    validate_normalised(dataclasses.asdict(result.content))
+    assert result.content.text.split("\n\n") == ["Ministers meet big tech", *STORY]
+    assert result.content.title == "Ministers meet big tech"
+    assert result.content.byline == "Zoe Crowther"
+    assert result.content.published_at == "2024-03-01T09:00:00.000Z"
+    assert result.content.source == "politicshome.com"
 
 
 def test_raw_title_and_date_win_over_the_page():
     result = normalised({"id": "h", "title": "Given", "published_at": "2024-05-05T00:00:00Z", "html": PAGE})
-    assert (result.fields["title"], result.fields["published_at"]) == ("Given", "2024-05-05T00:00:00.000Z")
+    assert (result.content.title, result.content.published_at) == ("Given", "2024-05-05T00:00:00.000Z")
 
 
 def test_html_fragment_is_extracted():
@@ -672,12 +673,12 @@ def bodies():
 def test_template_is_learned_from_the_second_distinct_article(bodies):
     source = SourceState()
     results = [source.normalise(acme(f"a{n}", body)) for n, body in enumerate(bodies[:4])]
-    assert HEADER in results[0].fields["text"] and FOOTER in results[0].fields["text"]
+    assert HEADER in results[0].content.text and FOOTER in results[0].content.text
     for result in results[1:]:
-        assert HEADER not in result.fields["text"] and FOOTER not in result.fields["text"]
-        assert result.fields["boilerplate_removed"] == {"source_template": 2}
+        assert HEADER not in result.content.text and FOOTER not in result.content.text
+        assert result.content.boilerplate_removed == {"source_template": 2}
     for result, body in zip(results, bodies):
-        assert all(paragraph in result.fields["text"] for paragraph in clean_text(body))
+        assert all(paragraph in result.content.text for paragraph in clean_text(body))
 
 
 def test_copies_of_one_article_do_not_make_its_paragraphs_template(bodies):
@@ -687,11 +688,11 @@ def test_copies_of_one_article_do_not_make_its_paragraphs_template(bodies):
     copy = source.normalise(acme("first-amp", bodies[0]))  # the same story under another id
     near_copy = source.normalise(acme("first-updated", bodies[0] + "\nUpdate: the minister has since resigned."))
     for result in (again, copy, near_copy):
-        assert all(paragraph in result.fields["text"] for paragraph in clean_text(bodies[0]))
-        assert HEADER in result.fields["text"]  # nothing distinct has shown the template yet
+        assert all(paragraph in result.content.text for paragraph in clean_text(bodies[0]))
+        assert HEADER in result.content.text  # nothing distinct has shown the template yet
     other = source.normalise(acme("second", bodies[1]))
-    assert HEADER not in other.fields["text"]
-    assert all(paragraph in other.fields["text"] for paragraph in clean_text(bodies[1]))
+    assert HEADER not in other.content.text
+    assert all(paragraph in other.content.text for paragraph in clean_text(bodies[1]))
 
 
 def test_a_paragraph_in_a_few_of_many_recent_articles_is_not_template(bodies):
@@ -700,8 +701,8 @@ def test_a_paragraph_in_a_few_of_many_recent_articles_is_not_template(bodies):
     for n, body in enumerate(bodies[:RECENT_ARTICLES]):
         source.normalise(acme(f"a{n}", body + (f"\n{quote}" if n % 8 == 0 else "")))
     result = source.normalise(acme("late", bodies[RECENT_ARTICLES] + f"\n{quote}"))
-    assert quote in result.fields["text"]
-    assert HEADER not in result.fields["text"]
+    assert quote in result.content.text
+    assert HEADER not in result.content.text
 
 
 def _template_by_pairwise_copies(history: list[SeenArticle], seen: SeenArticle) -> set[int]:
@@ -793,9 +794,8 @@ def test_source_history_state_is_versioned_plain_data():
 def _summary(result: Article) -> tuple:
     return (
         result.article_id,
-        result.fields["source"],
-        result.fields["boilerplate_removed"].get("source_template", 0),
-        result.fingerprint == fingerprint(result.fields["text"]),
+        result.content.source,
+        result.content.boilerplate_removed.get("source_template", 0),
     )
 
 
@@ -813,12 +813,12 @@ def test_normalise_transform(bodies):
     with TestPipeline(runner="FnApiRunner") as pipeline:
         outcomes = pipeline | beam.Create(inputs) | Normalise()
         articles = outcomes | "Articles" >> beam.Filter(lambda outcome: isinstance(outcome, Article))
-        fields = articles | "Fields" >> beam.Map(lambda a: validate_normalised(a.fields) and a.article_id)
+        fields = articles | "Fields" >> beam.Map(lambda a: validate_normalised(dataclasses.asdict(a.content)) and a.article_id)
         assert_that(fields, equal_to([SCRAPER_COPY.stem, "page", "undated", *(f"acme{n}" for n in range(5))]), label="valid")
         # The first acme article processed shows the template for the first time; every later one loses it.
         learned = articles | "Learned" >> beam.Map(_summary) | beam.Filter(lambda s: s[1] == "acme-daily.co.uk")
         assert_that(
-            learned | beam.Map(lambda s: (s[2], s[3])), equal_to([(0, True)] + [(2, True)] * 4), label="learned"
+            learned | beam.Map(lambda s: s[2]), equal_to([0] + [2] * 4), label="learned"
         )
         letters = outcomes | "Letters" >> beam.Filter(lambda outcome: isinstance(outcome, DeadLetter))
         reasons = letters | beam.Map(lambda letter: (letter.article_id, letter.reason, letter.stage))
@@ -848,7 +848,7 @@ def test_the_transform_counts_repairs_and_unreadable_dates():
     ]
     with TestPipeline(runner="FnApiRunner") as pipeline:
         outcomes = pipeline | beam.Create(inputs) | Normalise()
-        dates = outcomes | beam.Map(lambda a: (a.article_id, a.fields["published_at"], a.fields["published_at_raw"]))
+        dates = outcomes | beam.Map(lambda a: (a.article_id, a.content.published_at, a.content.published_at_raw))
         assert_that(dates, equal_to([("entities", "2026-03-10T00:00:00.000Z", "10.03.2026"), ("mojibake", None, "soon"),
                                      ("clean", "2026-03-10T16:42:00.000Z", "Tue, 10 Mar 2026 16:42:00 GMT")]))
     counters = {m.key.metric.name: m.committed for m in pipeline.result.metrics().query()["counters"]}

@@ -36,7 +36,7 @@ def state_values() -> list:
         except Rejected:  # a sample with nothing but boilerplate
             continue
         history = remember(history, seen_article(draft)[0])
-        stream.send(article.with_fields(language={"code": "en", "confidence": 1.0}))
+        stream.send(article.with_language({"code": "en", "confidence": 1.0}))
     return [history, *stream.buckets.values(), *stream.shards.values(), *stream.announcers.values()]
 
 

@@ -11,15 +11,17 @@ from wirecopy.transforms import stories
 from benchmarks.in_order import InOrder
 from wirecopy.transforms import syndication as syn
 from wirecopy.transforms.normalise import draft_article, finish
+
+from articles import content
 from test_syndication import OTHER, STORY, make_article, sample_records
 
 
 def article(article_id: str, cluster_id: str, match: str = "new", published_at: str | None = None) -> Article:
     record = SourceRecord("articles.raw", 0, 0, b"{}", timestamp_ms=1_900_000_000_000)  # after every published_at
-    fields = {"source": "example.org", "url": None, "title": f"title of {article_id}", "published_at": published_at,
-              "language": {"code": "en", "confidence": 1.0},
-              "cluster": {"id": cluster_id, "canonical_id": article_id, "similarity": 1.0, "match": match}}
-    return Article(record, {"id": article_id}, fields)
+    return Article(record, {"id": article_id},
+                   content(article_id, title=f"title of {article_id}", published_at=published_at),
+                   {"code": "en", "confidence": 1.0},
+                   {"id": cluster_id, "canonical_id": article_id, "similarity": 1.0, "match": match})
 
 
 def play(outcomes) -> tuple[stories.StoryTable, list[Story]]:
@@ -100,7 +102,7 @@ def _sample_stories(order_seed: int | None) -> set[frozenset[str]]:
     outcomes = []
     for record in records:
         try:
-            prepared = finish(draft_article(record)).with_fields(language={"code": "und", "confidence": 0.0})
+            prepared = finish(draft_article(record)).with_language({"code": "und", "confidence": 0.0})
         except Rejected:  # dead letters, not members
             continue
         stream.send(prepared)

@@ -22,7 +22,7 @@ def make_article(article_id: str, text: str, published_at: str | None = None, of
     """An article as the syndication stage receives it (normalised with the generic boilerplate patterns)."""
     raw = {"id": article_id, "text": text, "published_at": published_at, "source": source}
     record = SourceRecord("articles.raw", 0, offset, json.dumps(raw).encode(), timestamp_ms=timestamp_ms)
-    return finish(draft_article(Article(record, raw))).with_fields(language={"code": "en", "confidence": 1.0})
+    return finish(draft_article(Article(record, raw))).with_language({"code": "en", "confidence": 1.0})
 
 
 STORY = ("The transport ministers of nineteen countries agreed on Tuesday to build a single booking system for "
@@ -182,7 +182,7 @@ def test_sample_stories_cluster_and_same_topic_articles_stay_apart():
     expected = json.loads(importlib.resources.files("wirecopy.pipelines.samples").joinpath("expected.json").read_text())
 
     def check(results):
-        clusters = {o.article_id: o.fields["cluster"]["id"] for o in results if isinstance(o, Article)}
+        clusters = {o.article_id: o.cluster["id"] for o in results if isinstance(o, Article)}
         parent = {e.merged_from: e.merged_into for e in results if isinstance(e, ClusterEvent) and e.type == "merged"}
 
         def find(cluster_id):
@@ -422,7 +422,7 @@ def test_pipeline_on_the_local_runner_clusters_and_passes_other_outcomes_through
     outcomes = [long_page, short_page, make_article("other", OTHER, offset=2, timestamp_ms=3000), passing]
 
     def check(results):
-        articles = {o.article_id: o.fields["cluster"] for o in results if isinstance(o, Article)}
+        articles = {o.article_id: o.cluster for o in results if isinstance(o, Article)}
         events = sorted((e.type, e.article_id) for e in results if isinstance(e, ClusterEvent) and e.type != "merged")
         assert articles["copy-long"]["id"] == articles["copy-short"]["id"] != articles["other"]["id"]
         assert articles["copy-short"]["match"] in ("near", "contained")

@@ -132,7 +132,7 @@ class OutcomeTally:
         if isinstance(outcome, Story):
             self.stories += 1
         elif isinstance(outcome, Article):
-            self.languages[outcome.fields["language"]["code"]] += 1
+            self.languages[outcome.language["code"]] += 1
         elif isinstance(outcome, ClusterEvent):
             self.cluster_events[outcome.type] += 1
         else:

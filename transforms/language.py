@@ -58,15 +58,15 @@ class _DetectLanguageFn(Step):
 
     def handle(self, key: None, article: Article) -> Iterator[Article]:
         result = self._detector.detect(
-            article.fields.get("text"),
-            title=article.fields.get("title"),
+            article.content.text,
+            title=article.content.title,
             hint=article.raw.get("language"),
             threshold=self._threshold,
         )
         self._count(result.code)
         if result.hint_disagrees:
             self._hint_disagreements.inc()
-        yield article.with_fields(language=result.to_event())
+        yield article.with_language(result.to_event())
 
 
 class DetectLanguage(beam.PTransform):

@@ -108,14 +108,14 @@ def _canonical_order(member: Mapping[str, Any]) -> tuple[str, str]:
 
 def member_of(article: Article) -> dict[str, Any]:
     """An article's entry in its story's member list."""
-    fields, cluster = article.fields, article.fields["cluster"]
+    content, cluster = article.content, article.cluster
     member = {
         "article_id": article.article_id,
-        "source": fields.get("source"),
-        "url": fields.get("url"),
-        "title": fields.get("title"),
-        "language": fields["language"]["code"],
-        "published_at": fields.get("published_at"),
+        "source": content.source,
+        "url": content.url,
+        "title": content.title,
+        "language": article.language["code"],
+        "published_at": content.published_at,
         "match": cluster["match"],
         "similarity": cluster["similarity"],
         "joined_at": codec.utc_timestamp(dt.datetime.fromtimestamp(_event_ms(article) / 1000, dt.timezone.utc)),
@@ -132,8 +132,8 @@ def _event_ms(article: Article) -> int:
 
 def updates_of(outcome: Outcome) -> list[Join | Absorb]:
     """What an outcome of the syndication stage changes in the story view."""
-    if isinstance(outcome, Article) and "cluster" in outcome.fields:
-        return [Join(outcome.fields["cluster"]["id"], member_of(outcome), _event_ms(outcome), outcome.source)]
+    if isinstance(outcome, Article) and outcome.cluster is not None:
+        return [Join(outcome.cluster["id"], member_of(outcome), _event_ms(outcome), outcome.source)]
     if isinstance(outcome, ClusterEvent) and outcome.type == "merged" and outcome.merged_from != outcome.merged_into:
         return [Absorb(outcome.merged_from, outcome.merged_into, True, 0),
                 Absorb(outcome.merged_into, outcome.merged_from, False, 0)]

@@ -213,7 +213,7 @@ def _epoch_ms(timestamp: str) -> int:
 
 def sort_key(article: Article) -> SortKey:
     arrival_ms = article.source.timestamp_ms or 0
-    published_at = article.fields.get("published_at")
+    published_at = article.content.published_at
     published_ms = _epoch_ms(published_at) if published_at else arrival_ms
     return SortKey(published_ms, arrival_ms, article.source.offset, article.article_id)
 
@@ -289,7 +289,7 @@ def _contained(share: float, share_of_other: float) -> bool:
 
 def publisher_id(article: Article) -> int | None:
     """A compact id of the article's publisher (`source`), None when unknown."""
-    publisher = " ".join((article.fields.get("source") or "").casefold().split())
+    publisher = " ".join((article.content.source or "").casefold().split())
     if not publisher:
         return None
     return int.from_bytes(hashlib.blake2b(publisher.encode("utf-8"), digest_size=8).digest(), "little")
@@ -522,7 +522,7 @@ def _redelivered(shard: Shard, message: Pending | IndexReply) -> tuple[Shard, li
     """
     known = shard.decided[message.article_id]
     if isinstance(message, Pending):
-        return shard, [message.article.with_fields(cluster=known.cluster)]
+        return shard, [message.article.with_cluster(known.cluster)]
     new_roots = {m.label.root for m in message.matches if m.same_text} - known.roots
     cluster_id = known.cluster["id"]
     outputs: list[Any] = [
@@ -700,7 +700,7 @@ def decide(pending: Pending, replies: list[IndexReply]) -> tuple[dict[str, Any],
     proves = chosen is not None and (chosen.same_text or chosen.best.match == "contained")
     merged_roots = {c.root for c in found if proves and _same_story(c)} - {root, pending.root}
     outputs: list[Any] = [
-        pending.article.with_fields(cluster=cluster),
+        pending.article.with_cluster(cluster),
         ClusterEvent("created" if founded else "joined", root.cluster_id, pending.article_id,
                      canonical.article_id, similarity, kind),
     ]
@@ -841,12 +841,13 @@ def decode_bucket(data: bytes) -> Bucket:
 
 
 def _plain_article(article: Article) -> tuple:
-    return tuple(article.source), article.raw, article.fields, article.fingerprint
+    # The layout of version 1, when an article's properties were one dict and it carried a fingerprint (None here).
+    return tuple(article.source), article.raw, article.event_properties(), None
 
 
 def _article(plain: tuple) -> Article:
-    source, raw, fields, fingerprint = plain
-    return Article(SourceRecord(*source), raw, fields, fingerprint)
+    source, raw, properties, _ = plain
+    return Article.from_event_properties(SourceRecord(*source), raw, properties)
 
 
 def _plain_pending(pending: Pending | None) -> tuple | None:
@@ -926,7 +927,7 @@ def fan_out(article: Article, seed: int = sketching.DEFAULT_SEED) -> list[tuple[
     A text without words has no keys: the article founds a cluster of its own.
     """
     key, root = sort_key(article), own_root(article)
-    found = sketching.sketch(article.fields.get("text") or "", seed)
+    found = sketching.sketch(article.content.text, seed)
     if found is None:
         return [(home_shard(article.article_id), Pending(article, key, root, frozenset()))]
     content_key = int.from_bytes(found.signature.content_hash, "little")

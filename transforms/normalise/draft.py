@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
-
-from wirecopy.schemas.records import Article, DeadLetterReason, Rejected, SourceRecord
+from wirecopy.schemas.records import Article, Content, DeadLetterReason, Rejected, SourceRecord
 
 from .boilerplate import remove_boilerplate
 from .html_extraction import check_not_binary, extract_html
@@ -22,7 +20,7 @@ class Draft:
     article: Article
     paragraphs: tuple[str, ...]
     matching: tuple[str, ...]  # fingerprint of each paragraph
-    fields: dict[str, Any]  # every normalised field but text, word_count and boilerplate_removed
+    content: Content  # all but text, word_count and boilerplate_removed, which `finish` sets
     removed: dict[str, int]
     source_key: str | None  # the source domain whose template state this article reads and feeds
     repairs: frozenset[str] = frozenset()  # what repair_text changed in the title or body
@@ -65,18 +63,21 @@ def draft_article(article: Article) -> Draft:
     site_names = [name for name in (given_source, domain and domain.split(".")[0], page and page.site_name) if name]
     page_byline = page and page.byline and " ".join(page.byline.split())
     title, title_repairs = repair_text(raw.get("title") or (page and page.title) or "")
-    fields = {
-        "article_id": raw["id"],
-        "url": url,
-        "canonical_url": canonical,
-        "source": given_source or domain,
-        "title": clean_title(title or None, site_names),
-        "byline": page_byline or byline,
-        "published_at": normalise_published_at(raw.get("published_at") or (page and page.published_at)),
-        "published_at_raw": raw.get("published_at"),
-    }
+    content = Content(
+        article_id=raw["id"],
+        url=url,
+        canonical_url=canonical,
+        source=given_source or domain,
+        title=clean_title(title or None, site_names),
+        byline=page_byline or byline,
+        published_at=normalise_published_at(raw.get("published_at") or (page and page.published_at)),
+        published_at_raw=raw.get("published_at"),
+        text="",
+        word_count=0,
+        boilerplate_removed={},
+    )
     source_key = domain or (given_source.casefold() if given_source else None)
-    return Draft(article, tuple(kept), tuple(paragraph_fingerprints(kept, plain)), fields, removed, source_key,
+    return Draft(article, tuple(kept), tuple(paragraph_fingerprints(kept, plain)), content, removed, source_key,
                  frozenset(repairs + title_repairs))
 
 
@@ -88,14 +89,12 @@ def finish(draft: Draft, template: frozenset[int] = frozenset()) -> Article:
     removed = dict(draft.removed)
     if template:
         removed["source_template"] = len(template)
-    matching_form = "\n".join(draft.matching[index] for index in keep if draft.matching[index])
-    if not matching_form:
+    if not any(draft.matching[index] for index in keep):
         raise Rejected(DeadLetterReason.EMPTY_TEXT, "no letter or digit left after cleaning")
     paragraphs = [draft.paragraphs[index] for index in keep]
-    return draft.article.with_fields(
-        fingerprint=matching_form,
-        **draft.fields,
+    return draft.article.with_content(dataclasses.replace(
+        draft.content,
         text="\n\n".join(paragraphs),
         word_count=clean_word_count(paragraphs),
         boilerplate_removed=removed,
-    )
+    ))

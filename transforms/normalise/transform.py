@@ -53,7 +53,7 @@ class _DraftFn(Step):
         draft = draft_article(article)
         if not (article.raw.get("text") or "").strip():
             self._html.inc()
-        if draft.fields["published_at"] is None and article.raw.get("published_at"):
+        if draft.content.published_at is None and article.raw.get("published_at"):
             self._unparsable_dates.inc()
             if not self._warned:  # one line per worker: the counter has the rest
                 self._warned = True
