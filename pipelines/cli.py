@@ -129,6 +129,7 @@ def _check_input(pattern: str) -> None:
 def run_config(parsed: run_options.ParsedOptions) -> RunConfig:
     """The run's configuration from its options; raises `UsageError` for what cannot work."""
     args = parsed.wirecopy
+    io: FileIO | KafkaIO
     if args.bootstrap_servers and args.input_jsonl:
         raise UsageError("choose Kafka mode (--bootstrap-servers) or file mode (--input-jsonl), not both")
     if args.input_jsonl:

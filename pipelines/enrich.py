@@ -74,8 +74,11 @@ class KafkaIO:
         return self.read.topic
 
     def topic_for(self, kind: EventKind) -> str:
-        return {EventKind.ARTICLE: self.output_topic, EventKind.CLUSTER: self.cluster_topic,
-                EventKind.DEAD_LETTER: self.dead_letter_topic, EventKind.STORY: self.story_topic}[kind]
+        topic = {EventKind.ARTICLE: self.output_topic, EventKind.CLUSTER: self.cluster_topic,
+                 EventKind.DEAD_LETTER: self.dead_letter_topic, EventKind.STORY: self.story_topic}[kind]
+        if topic is None:  # the story view is built only with a story topic
+            raise ValueError(f"no topic for {kind.value} events")
+        return topic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +128,8 @@ def build(pipeline: beam.Pipeline, config: RunConfig, read_stop: ReadStop | None
     else:
         kinds = list(EventKind)
         by_kind = (enrich(pipeline | "ReadFiles" >> ReadJsonLines(io.input_path), config)
-                   | "ByKind" >> beam.Partition(lambda event, _: kinds.index(event.kind), len(kinds)))
+                   # Beam annotates the function as a PartitionFn; a callable is what its documentation passes.
+                   | "ByKind" >> beam.Partition(lambda event, _: kinds.index(event.kind), len(kinds)))  # type: ignore[arg-type]
         paths = {EventKind.ARTICLE: io.output_path, EventKind.CLUSTER: io.cluster_path,
                  EventKind.DEAD_LETTER: io.dead_letter_path, EventKind.STORY: io.story_path}
         for kind, events in zip(kinds, by_kind):

@@ -21,7 +21,7 @@ import datetime as dt
 import hashlib
 import html
 import unicodedata
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from wirecopy.pipelines.outputs import RunOutputs
 from wirecopy.transforms.stories import StoryTable
@@ -375,7 +375,7 @@ def dead_letter_sections(dead_letters: list[dict]) -> str:
     return "".join(out)
 
 
-def counts_table(caption: str, rows: list[tuple[str, object]]) -> str:
+def counts_table(caption: str, rows: Sequence[tuple[str, object]]) -> str:
     body = "".join(f"<tr><th>{esc(name)}</th><td>{esc(value)}</td></tr>" for name, value in rows)
     return f'<table class="counts"><caption>{esc(caption)}</caption><tbody>{body}</tbody></table>'
 

@@ -150,7 +150,7 @@ def dead_letter(letter: DeadLetter, failed_at: str, max_bytes: int | None = None
     encoded event fits (`payload_truncated`, `payload_bytes` say so): the
     topic, partition and offset still lead back to the whole record."""
     source = letter.source
-    event = {
+    event: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "reason": letter.reason.value,
         "detail": letter.detail,

@@ -71,8 +71,8 @@ def _numeric_date(text: str) -> dt.datetime | None:
         return None
     first, second, year = int(found.group("first")), int(found.group("second")), int(found.group("year"))
     day, month = (first, second) if second <= 12 else (second, first)
-    time_of_day = [int(found.group(name) or 0) for name in ("hour", "minute", "second_of_minute")]
+    hour, minute, second_of_minute = (int(found.group(name) or 0) for name in ("hour", "minute", "second_of_minute"))
     try:
-        return dt.datetime(year, month, day, *time_of_day)
+        return dt.datetime(year, month, day, hour, minute, second_of_minute)
     except ValueError:
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, NamedTuple, Required, TypedDict
+from typing import Any, NamedTuple, Required, TypedDict, TypeVar
 
 
 class SourceRecord(NamedTuple):
@@ -130,6 +130,21 @@ class Article:
     def article_id(self) -> str:
         return self.raw["id"]
 
+    @property
+    def normalised(self) -> Content:
+        """`content`, which every stage after normalise relies on."""
+        return _set_by(self.content, "content", "normalise", self)
+
+    @property
+    def language_tag(self) -> LanguageTag:
+        """`language`, which every stage after the language stage relies on."""
+        return _set_by(self.language, "language", "language", self)
+
+    @property
+    def assigned_cluster(self) -> Cluster:
+        """`cluster`, which every stage after syndication relies on."""
+        return _set_by(self.cluster, "cluster", "syndication", self)
+
     def with_content(self, content: Content) -> Article:
         return dataclasses.replace(self, content=content)
 
@@ -156,6 +171,15 @@ class Article:
         content = {name: value for name, value in properties.items() if name not in ("language", "cluster")}
         return cls(source, raw, Content(**content) if content else None, properties.get("language"),
                    properties.get("cluster"))
+
+
+Part = TypeVar("Part")
+
+
+def _set_by(part: Part | None, name: str, stage: str, article: Article) -> Part:
+    if part is None:
+        raise ValueError(f"article {article.article_id} has no {name}: the {stage} stage did not run before this one")
+    return part
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

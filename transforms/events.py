@@ -132,7 +132,7 @@ class OutcomeTally:
         if isinstance(outcome, Story):
             self.stories += 1
         elif isinstance(outcome, Article):
-            self.languages[outcome.language["code"]] += 1
+            self.languages[outcome.language_tag["code"]] += 1
         elif isinstance(outcome, ClusterEvent):
             self.cluster_events[outcome.type] += 1
         else:
@@ -173,9 +173,11 @@ class _EncodeFn(beam.DoFn):
             yield encode_story(outcome, now)
         elif isinstance(outcome, ClusterEvent):
             yield encode_cluster_event(outcome, now)
-        else:
+        elif isinstance(outcome, DeadLetter):
             Metrics.counter("wirecopy", f"dead_letter_{outcome.reason.value}").inc()
             yield encode_dead_letter(outcome, now, self._max_event_bytes)
+        else:  # an article is encoded above: anything else is a stage's bug, which fails the bundle loudly
+            raise TypeError(f"no output event for a {type(outcome).__name__}")
 
     def finish_bundle(self):
         # Bundles end at least every second while records flow (the Kafka

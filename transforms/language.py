@@ -39,12 +39,12 @@ __all__ = [
 STAGE = "DetectLanguage"
 
 
-class _DetectLanguageFn(Step):
+class _DetectLanguageFn(Step[Article]):
     stage, handles = STAGE, (Article,)
+    _detector: LanguageDetector  # built in setup(), on the worker
 
     def __init__(self, threshold: float):
         self._threshold = threshold
-        self._detector: LanguageDetector | None = None
         self._hint_disagreements = Metrics.counter("wirecopy", "language_hint_disagreement")
         self._counters: dict[str, Any] = {}
 
@@ -56,10 +56,10 @@ class _DetectLanguageFn(Step):
             self._counters[code] = Metrics.counter("wirecopy", f"language_{code}")
         self._counters[code].inc()
 
-    def handle(self, key: None, article: Article) -> Iterator[Article]:
+    def handle(self, key: Any, article: Article) -> Iterator[Article]:
         result = self._detector.detect(
-            article.content.text,
-            title=article.content.title,
+            article.normalised.text,
+            title=article.normalised.title,
             hint=article.raw.get("language"),
             threshold=self._threshold,
         )

@@ -61,6 +61,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from wirecopy.schemas.records import LanguageTag
 from wirecopy.transforms import language_calibration
 
 DETECTOR_VERSION = "3"
@@ -218,7 +219,7 @@ class LanguageResult:
         hinted = normalise_code(self.hint)
         return hinted is not None and self.code != UNDETERMINED and hinted != self.code
 
-    def to_event(self) -> dict[str, Any]:
+    def to_event(self) -> LanguageTag:
         """The `language` object of `enriched_article.v1.json`."""
         return {
             "code": self.code,
@@ -499,12 +500,12 @@ class WordFrequencies:
             if least_frequent is not None:
                 self.unlisted[column] = least_frequent - UNLISTED_WORD_DROP
         keys = _word_keys(words)
-        columns = np.concatenate(columns) if columns else np.zeros(0, dtype=np.int16)
-        log_freq = np.concatenate(log_freq) if log_freq else np.zeros(0)
-        order = np.lexsort((columns, keys))
+        all_columns = np.concatenate(columns) if columns else np.zeros(0, dtype=np.int16)
+        all_log_freq = np.concatenate(log_freq) if log_freq else np.zeros(0)
+        order = np.lexsort((all_columns, keys))
         self.keys = keys[order]
-        self.columns = columns[order]
-        self.log_freq = log_freq.astype(np.float32)[order]
+        self.columns = all_columns[order]
+        self.log_freq = all_log_freq.astype(np.float32)[order]
         self.listed = ~np.isnan(self.unlisted)
 
     def scores(self, words: list[str], candidates: np.ndarray) -> np.ndarray:

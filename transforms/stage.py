@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import collections
 import traceback
-from typing import Any, Callable, ClassVar, Generic, Hashable, Iterable, Iterator, TypeVar, Union
+from typing import Any, Callable, ClassVar, Generic, Hashable, Iterable, Iterator, TypeVar, Union, cast
 
 import apache_beam as beam
 import objsize
@@ -34,6 +34,7 @@ from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLett
 Outcome = Union[Article, DeadLetter, ClusterEvent, Story]
 Value = TypeVar("Value")
 State = TypeVar("State")
+Handled = TypeVar("Handled")
 
 
 def run_stage(stage: str, message: Any, work: Callable[[Any], Iterable[Any]]) -> list[Any]:
@@ -58,13 +59,13 @@ def run_stage(stage: str, message: Any, work: Callable[[Any], Iterable[Any]]) ->
         return [DeadLetter(DeadLetterReason.STAGE_ERROR, f"{error!r}\n{trace}", stage, source, article_id)]
 
 
-class Step(beam.DoFn):
+class Step(beam.DoFn, Generic[Handled]):
     """One step of a stage over the single stream: the routing, written once.
 
     A step declares the message types it `handles`, whether its input arrives
     keyed (`(key, message)` pairs, as a stateful step needs) and how what
     leaves it is keyed for the next step (`key_output`, None: unkeyed), and
-    implements `handle(key, message)`. Everything else passes through
+    implements `handle(key, message)` for them. Everything else passes through
     untouched (re-keyed by `key_output`); a failure of `handle` becomes a dead
     letter named after `stage` (see `run_stage`). A stateful step declares its
     state in `process` (Beam reads state specs from its signature) and
@@ -72,11 +73,11 @@ class Step(beam.DoFn):
 
     Example::
 
-        class _TagFn(Step):
+        class _TagFn(Step[Article]):
             stage, handles = "Tag", (Article,)
 
-            def handle(self, key, article):
-                return [article.tagged(...)]
+            def handle(self, key: None, article: Article) -> list[Article]:
+                return [article.with_language(...)]
     """
 
     stage: ClassVar[str]
@@ -87,16 +88,20 @@ class Step(beam.DoFn):
         """The key a message leaves this step under; None: steps after it take messages unkeyed."""
         return None
 
-    def handle(self, key: Hashable | None, message: Any, *state: Any) -> Iterable[Any]:
+    def handle(self, key: Any, message: Handled) -> Iterable[Any]:
         raise NotImplementedError
+
+    def handle_in(self, state: Any, key: Any, message: Handled) -> Iterable[Any]:
+        """`handle`, given the step's Beam state (see `StatefulStep`)."""
+        return self.handle(key, message)
 
     def process(self, element: Any) -> Iterator[Any]:
         return self.route(element)
 
-    def route(self, element: Any, *state: Any) -> Iterator[Any]:
+    def route(self, element: Any, state: Any = None) -> Iterator[Any]:
         key, message = element if self.keyed_input else (None, element)
         if isinstance(message, self.handles):
-            outputs = run_stage(self.stage, message, lambda handled: self.handle(key, handled, *state))
+            outputs = run_stage(self.stage, message, lambda handled: self.handle_in(state, key, handled))
         else:
             outputs = [message]
         for output in outputs:
@@ -104,7 +109,7 @@ class Step(beam.DoFn):
             yield output if output_key is None else (output_key, output)
 
 
-class StatefulStep(Step, Generic[State]):
+class StatefulStep(Step[Handled], Generic[Handled, State]):
     """A keyed step whose work is one pure function of its key's state: `step(state, message) -> (state, outputs)`.
 
     The state is read before `step` and written only after it returned, so a
@@ -121,17 +126,16 @@ class StatefulStep(Step, Generic[State]):
     def setup(self):
         weigh_state_without_scanning_modules()
 
-    def step(self, state: State | None, message: Any) -> tuple[State, Iterable[Any]]:
+    def step(self, state: State | None, message: Handled) -> tuple[State, Iterable[Any]]:
         raise NotImplementedError
 
-    def handle(self, key: Hashable | None, message: Any, *state: Any) -> Iterable[Any]:
-        [held] = state
-        value, outputs = self.step(held.read() if self.encoded is None else self.encoded.read(held, key), message)
+    def handle_in(self, state: Any, key: Any, message: Handled) -> Iterable[Any]:
+        value, outputs = self.step(state.read() if self.encoded is None else self.encoded.read(state, key), message)
         outputs = list(outputs)
         if self.encoded is None:
-            held.write(value)
+            state.write(value)
         else:
-            self.encoded.write(held, key, value)
+            self.encoded.write(state, key, value)
         return outputs
 
 
@@ -167,7 +171,7 @@ class StoredValue(statecache.CacheAware):
 
     def data(self) -> bytes:
         if self._data is None:
-            self._data = self._encode(self._value)
+            self._data = cast(Callable[[Any], bytes], self._encode)(self._value)  # given with every value
             self._value = self._encode = None
         return self._data
 

@@ -108,13 +108,13 @@ def _canonical_order(member: Mapping[str, Any]) -> tuple[str, str]:
 
 def member_of(article: Article) -> dict[str, Any]:
     """An article's entry in its story's member list."""
-    content, cluster = article.content, article.cluster
-    member = {
+    content, cluster = article.normalised, article.assigned_cluster
+    member: dict[str, Any] = {
         "article_id": article.article_id,
         "source": content.source,
         "url": content.url,
         "title": content.title,
-        "language": article.language["code"],
+        "language": article.language_tag["code"],
         "published_at": content.published_at,
         "match": cluster["match"],
         "similarity": cluster["similarity"],
@@ -134,7 +134,8 @@ def updates_of(outcome: Outcome) -> list[Join | Absorb]:
     """What an outcome of the syndication stage changes in the story view."""
     if isinstance(outcome, Article) and outcome.cluster is not None:
         return [Join(outcome.cluster["id"], member_of(outcome), _event_ms(outcome), outcome.source)]
-    if isinstance(outcome, ClusterEvent) and outcome.type == "merged" and outcome.merged_from != outcome.merged_into:
+    if (isinstance(outcome, ClusterEvent) and outcome.type == "merged" and outcome.merged_from and outcome.merged_into
+            and outcome.merged_from != outcome.merged_into):
         return [Absorb(outcome.merged_from, outcome.merged_into, True, 0),
                 Absorb(outcome.merged_into, outcome.merged_from, False, 0)]
     return []
@@ -211,7 +212,7 @@ def _story_key(message: Any) -> int:
     return story_shard(getattr(message, "article_id", None) or "")
 
 
-class _KeyFn(Step):
+class _KeyFn(Step[Article | ClusterEvent]):
     """Articles and cluster events, each followed by the story updates they make."""
 
     stage, handles = STAGE, (Article, ClusterEvent)
@@ -219,11 +220,11 @@ class _KeyFn(Step):
     def key_output(self, message: Any) -> int:
         return _story_key(message)
 
-    def handle(self, key: None, outcome: Article | ClusterEvent) -> list[Any]:
+    def handle(self, key: Any, outcome: Article | ClusterEvent) -> list[Any]:
         return [*updates_of(outcome), outcome]
 
 
-class _StoriesFn(StatefulStep[StoryShard]):
+class _StoriesFn(StatefulStep[Join | Absorb, StoryShard]):
     stage, handles = STAGE, (Join, Absorb)
     SHARD = ReadModifyWriteStateSpec("stories", StoryShardCoder())
 

@@ -120,13 +120,13 @@ import dataclasses
 import datetime as dt
 import hashlib
 import pickle
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from wirecopy.schemas.records import Article, ClusterEvent, SourceRecord
+from wirecopy.schemas.records import Article, Cluster, ClusterEvent, SourceRecord
 from wirecopy.transforms import syndication_sketch as sketching
 from wirecopy.transforms.stage import EncodedState, Outcome, StatefulStep, Step, StoredValueCoder
 
@@ -213,7 +213,7 @@ def _epoch_ms(timestamp: str) -> int:
 
 def sort_key(article: Article) -> SortKey:
     arrival_ms = article.source.timestamp_ms or 0
-    published_at = article.content.published_at
+    published_at = article.normalised.published_at
     published_ms = _epoch_ms(published_at) if published_at else arrival_ms
     return SortKey(published_ms, arrival_ms, article.source.offset, article.article_id)
 
@@ -289,7 +289,7 @@ def _contained(share: float, share_of_other: float) -> bool:
 
 def publisher_id(article: Article) -> int | None:
     """A compact id of the article's publisher (`source`), None when unknown."""
-    publisher = " ".join((article.content.source or "").casefold().split())
+    publisher = " ".join((article.normalised.source or "").casefold().split())
     if not publisher:
         return None
     return int.from_bytes(hashlib.blake2b(publisher.encode("utf-8"), digest_size=8).digest(), "little")
@@ -467,7 +467,7 @@ def _verify_against(entries: Iterable[Entry], query: IndexQuery) -> tuple[tuple[
 
 
 class Decided(NamedTuple):
-    cluster: dict[str, Any]
+    cluster: Cluster
     roots: frozenset[Root]
     since_ms: int
 
@@ -571,6 +571,8 @@ def candidates(signature: sketching.Signature | None, replies: list[IndexReply])
     under its confirmed label if a bucket has one, else its own root
     (provisional: the announcer later says which story that is).
     """
+    if signature is None:  # a text without words matches nothing
+        return []
     unique: dict[str, Match] = {}
     for reply in replies:
         for match in reply.matches:
@@ -578,7 +580,7 @@ def candidates(signature: sketching.Signature | None, replies: list[IndexReply])
                 unique[match.article_id] = match
     by_root: dict[Root, list[Aligned]] = {}
     for match in unique.values():
-        verdict = verify(signature, match.signature, match.same_publisher) if signature else None
+        verdict = verify(signature, match.signature, match.same_publisher)
         if verdict is not None:
             by_root.setdefault(match.label.root, []).append(Aligned(match.article_id, match.sort_key, match.label,
                                                                     match.signature, verdict))
@@ -667,7 +669,7 @@ def passages(matched: int, spans: tuple[tuple[int, int], ...]) -> list[list[int]
     return merged[:MAX_PASSAGES]
 
 
-def decide(pending: Pending, replies: list[IndexReply]) -> tuple[dict[str, Any], frozenset[Root], list[Any]]:
+def decide(pending: Pending, replies: list[IndexReply]) -> tuple[Cluster, frozenset[Root], list[Any]]:
     """The article's cluster field, the roots it is tied to, and its outputs.
 
     Outputs: the article, its `created`/`joined` event, a `merged` event per
@@ -690,7 +692,8 @@ def decide(pending: Pending, replies: list[IndexReply]) -> tuple[dict[str, Any],
     else:
         best = next(m for m in members if m.sort_key == canonical)
         similarity, kind = best.similarity, best.match
-    cluster = {"id": root.cluster_id, "canonical_id": canonical.article_id, "similarity": similarity, "match": kind}
+    cluster: Cluster = {"id": root.cluster_id, "canonical_id": canonical.article_id, "similarity": similarity,
+                        "match": kind}
     if chosen is not None:
         shared = sketching.sample_weight(pending.signature, chosen.matched, chosen.limit, prior=0.0)
         cluster["evidence"] = {"matched_id": chosen.best.article_id, "shared": round(min(shared, 1.0), 4),
@@ -731,7 +734,7 @@ class Exposure:
     article_id: str
     source: SourceRecord
     own_cluster_id: str
-    cluster: dict[str, Any]
+    cluster: Cluster
     event_ms: int
 
 
@@ -803,32 +806,40 @@ def _unversioned(kind: bytes, data: bytes) -> Any:
     return pickle.loads(data[2:])
 
 
-def _plain_signature(signature: sketching.Signature | None) -> tuple | None:
-    return signature and (signature.seed, signature.shingle_tokens, signature.values, signature.positions,
-                          signature.limit, signature.shingles, signature.tokens, signature.content_hash)
+Plain = TypeVar("Plain")
+Converted = TypeVar("Converted")
 
 
-def _signature(plain: tuple | None) -> sketching.Signature | None:
-    return plain and sketching.Signature(*plain)
+def _maybe(convert: Callable[[Plain], Converted], value: Plain | None) -> Converted | None:
+    return None if value is None else convert(value)
 
 
-def _plain_label(label: Label | None) -> tuple | None:
-    return label and (*label.root, label.confirmed)
+def _plain_signature(signature: sketching.Signature) -> tuple:
+    return (signature.seed, signature.shingle_tokens, signature.values, signature.positions, signature.limit,
+            signature.shingles, signature.tokens, signature.content_hash)
 
 
-def _label(plain: tuple | None) -> Label | None:
-    return plain and Label(Root(plain[0], plain[1], plain[2]), plain[3])
+def _signature(plain: tuple) -> sketching.Signature:
+    return sketching.Signature(*plain)
+
+
+def _plain_label(label: Label) -> tuple:
+    return (*label.root, label.confirmed)
+
+
+def _label(plain: tuple) -> Label:
+    return Label(Root(plain[0], plain[1], plain[2]), plain[3])
 
 
 def _plain_entry(entry: Entry) -> tuple:
-    return (tuple(entry.keys), entry.article_id, entry.sort_key[:3], entry.event_ms, _plain_label(entry.label),
-            _plain_signature(entry.signature), entry.publisher)
+    return (tuple(entry.keys), entry.article_id, entry.sort_key[:3], entry.event_ms,
+            _maybe(_plain_label, entry.label), _maybe(_plain_signature, entry.signature), entry.publisher)
 
 
 def _entry(plain: tuple) -> Entry:
     keys, article_id, sort_key, at_ms, label, signature, publisher = plain
-    return Entry(frozenset(keys), article_id, SortKey(*sort_key, article_id), at_ms, _label(label),
-                 _signature(signature), publisher)
+    return Entry(frozenset(keys), article_id, SortKey._make((*sort_key, article_id)), at_ms, _maybe(_label, label),
+                 _maybe(_signature, signature), publisher)
 
 
 def encode_bucket(bucket: Bucket) -> bytes:
@@ -850,22 +861,21 @@ def _article(plain: tuple) -> Article:
     return Article.from_event_properties(SourceRecord(*source), raw, properties)
 
 
-def _plain_pending(pending: Pending | None) -> tuple | None:
-    return pending and (_plain_article(pending.article), tuple(pending.sort_key), tuple(pending.root),
-                        tuple(pending.buckets), _plain_signature(pending.signature), pending.spans)
+def _plain_pending(pending: Pending) -> tuple:
+    return (_plain_article(pending.article), tuple(pending.sort_key), tuple(pending.root), tuple(pending.buckets),
+            _maybe(_plain_signature, pending.signature), pending.spans)
 
 
-def _pending(plain: tuple | None) -> Pending | None:
-    if plain is None:
-        return None
+def _pending(plain: tuple) -> Pending:
     article, key, root, buckets, signature, spans = plain
-    return Pending(_article(article), SortKey(*key), Root(*root), frozenset(buckets), _signature(signature), spans)
+    return Pending(_article(article), SortKey(*key), Root(*root), frozenset(buckets), _maybe(_signature, signature),
+                   spans)
 
 
 def _plain_reply(reply: IndexReply) -> tuple:
     matches = tuple((m.article_id, tuple(m.sort_key), _plain_label(m.label), _plain_signature(m.signature),
                      m.same_text, m.same_publisher) for m in reply.matches)
-    return (reply.article_id, tuple(reply.source), reply.bucket, matches, _plain_label(reply.label),
+    return (reply.article_id, tuple(reply.source), reply.bucket, matches, _maybe(_plain_label, reply.label),
             reply.content_only)
 
 
@@ -875,12 +885,12 @@ def _reply(plain: tuple) -> IndexReply:
                       tuple(Match(m_id, SortKey(*key), _label(m_label), _signature(signature), same_text,
                                   same_publisher)
                             for m_id, key, m_label, signature, same_text, same_publisher in matches),
-                      _label(label), content_only)
+                      _maybe(_label, label), content_only)
 
 
 def encode_shard(shard: Shard) -> bytes:
     decided = {k: (d.cluster, [tuple(r) for r in d.roots], d.since_ms) for k, d in shard.decided.items()}
-    waiting = {k: (_plain_pending(w.pending), [_plain_reply(r) for r in w.replies.values()], w.since_ms)
+    waiting = {k: (_maybe(_plain_pending, w.pending), [_plain_reply(r) for r in w.replies.values()], w.since_ms)
                for k, w in shard.waiting.items()}
     return _versioned(_SHARD_KIND, (decided, waiting, shard.newest_ms))
 
@@ -889,32 +899,30 @@ def decode_shard(data: bytes) -> Shard:
     decided, waiting, newest_ms = _unversioned(_SHARD_KIND, data)
     return Shard({k: Decided(cluster, frozenset(Root(*r) for r in roots), since_ms)
                   for k, (cluster, roots, since_ms) in decided.items()},
-                 {k: Waiting(_pending(pending), {reply.bucket: reply for reply in map(_reply, replies)}, since_ms)
+                 {k: Waiting(_maybe(_pending, pending), {reply.bucket: reply for reply in map(_reply, replies)},
+                             since_ms)
                   for k, (pending, replies, since_ms) in waiting.items()},
                  newest_ms)
 
 
-def _plain_exposure(exposure: Exposure | None) -> tuple | None:
-    return exposure and (exposure.article_id, tuple(exposure.source), exposure.own_cluster_id, exposure.cluster,
-                         exposure.event_ms)
+def _plain_exposure(exposure: Exposure) -> tuple:
+    return exposure.article_id, tuple(exposure.source), exposure.own_cluster_id, exposure.cluster, exposure.event_ms
 
 
-def _exposure(plain: tuple | None) -> Exposure | None:
-    if plain is None:
-        return None
+def _exposure(plain: tuple) -> Exposure:
     article_id, source, own_cluster_id, cluster, at_ms = plain
     return Exposure(article_id, SourceRecord(*source), own_cluster_id, cluster, at_ms)
 
 
 def encode_announcements(announcements: Announcements) -> bytes:
-    articles = {k: (_plain_exposure(a.exposure), a.used, a.announced, a.since_ms)
+    articles = {k: (_maybe(_plain_exposure, a.exposure), a.used, a.announced, a.since_ms)
                 for k, a in announcements.articles.items()}
     return _versioned(_ANNOUNCEMENTS_KIND, (articles, announcements.newest_ms))
 
 
 def decode_announcements(data: bytes) -> Announcements:
     articles, newest_ms = _unversioned(_ANNOUNCEMENTS_KIND, data)
-    return Announcements({k: Announcement(_exposure(exposure), used, announced, since_ms)
+    return Announcements({k: Announcement(_maybe(_exposure, exposure), used, announced, since_ms)
                           for k, (exposure, used, announced, since_ms) in articles.items()}, newest_ms)
 
 
@@ -927,7 +935,7 @@ def fan_out(article: Article, seed: int = sketching.DEFAULT_SEED) -> list[tuple[
     A text without words has no keys: the article founds a cluster of its own.
     """
     key, root = sort_key(article), own_root(article)
-    found = sketching.sketch(article.content.text, seed)
+    found = sketching.sketch(article.normalised.text, seed)
     if found is None:
         return [(home_shard(article.article_id), Pending(article, key, root, frozenset()))]
     content_key = int.from_bytes(found.signature.content_hash, "little")
@@ -962,7 +970,7 @@ def route_key(message: Any) -> int:
     return home_shard(f"{source.topic}/{source.partition}/{source.offset}" if source else repr(message))
 
 
-class _SketchFn(Step):
+class _SketchFn(Step[Article]):
     """Articles → their home-shard message and index queries."""
 
     stage, handles = SKETCH_STAGE, (Article,)
@@ -970,7 +978,7 @@ class _SketchFn(Step):
     def key_output(self, message: Any) -> int:
         return route_key(message)
 
-    def handle(self, key: None, article: Article) -> list[Pending | IndexQuery]:
+    def handle(self, key: Any, article: Article) -> list[Pending | IndexQuery]:
         return [message for _, message in fan_out(article)]
 
 
@@ -982,7 +990,7 @@ def _count_events(outputs: Iterable[Any]) -> None:
                 Metrics.counter("wirecopy", f"syndication_articles_{output.match}").inc()
 
 
-class _IndexFn(StatefulStep[Bucket]):
+class _IndexFn(StatefulStep[IndexQuery, Bucket]):
     """Index buckets: verify and record each query, reply to the article's home shard."""
 
     stage, handles = INDEX_STAGE, (IndexQuery,)
@@ -1003,7 +1011,7 @@ class _IndexFn(StatefulStep[Bucket]):
         return bucket, [reply]
 
 
-class _DecideFn(StatefulStep[Shard]):
+class _DecideFn(StatefulStep[Pending | IndexReply, Shard]):
     """Home shards: collect an article's replies, decide its cluster."""
 
     stage, handles = DECIDE_STAGE, (Pending, IndexReply)
@@ -1028,7 +1036,7 @@ class _DecideFn(StatefulStep[Shard]):
         return shard, outputs
 
 
-class _AnnounceFn(StatefulStep[Announcements]):
+class _AnnounceFn(StatefulStep[Exposure | Use, Announcements]):
     """Announcers: `merged` for an article's own root once it is both exposed and used."""
 
     stage, handles = ANNOUNCE_STAGE, (Exposure, Use)

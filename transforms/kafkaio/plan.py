@@ -39,7 +39,7 @@ class PlanReadFn(beam.DoFn):
                       starts[partition], "the end of time" if stop is None else stop)
         yield PartitionSet(
             spec.topic,
-            tuple(PartitionCursor(p.partition, starts[p], None if stops[p] is None else max(stops[p], starts[p]))
+            tuple(PartitionCursor(p.partition, starts[p], None if (stop := stops[p]) is None else max(stop, starts[p]))
                   for p in partitions),
             discover_from=max(numbers) + 1 if spec.streaming else None,
         )

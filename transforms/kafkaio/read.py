@@ -91,7 +91,8 @@ class ReadFn(beam.DoFn):
         spec = self._spec
         if (self._stop is not None and self._stop.requested()) or self._budget() == 0:
             return True
-        return spec.max_read_time_s is not None and time.monotonic() - self._started_at >= spec.max_read_time_s
+        return (spec.max_read_time_s is not None and self._started_at is not None
+                and time.monotonic() - self._started_at >= spec.max_read_time_s)
 
     def _fetch_only(self, cursors: dict[TopicPartition, PartitionCursor]) -> None:
         """Fetch exactly these partitions, from their cursors.
@@ -170,7 +171,7 @@ class ReadFn(beam.DoFn):
         described = ", ".join(
             f"{p.topic}[{p.partition}] at {self._next_offsets[p]} backlog {'?' if backlog is None else backlog}"
             for p, backlog in backlogs.items())
-        rate = self._records_read / max(now - self._started_at, 1e-9)
+        rate = self._records_read / max(now - (self._started_at or now), 1e-9)
         _LOG.info("read %d records (%.0f/s); %s", self._records_read, rate, described)
 
     @beam.DoFn.unbounded_per_element()
@@ -268,7 +269,8 @@ class ReadFn(beam.DoFn):
         self._records.inc(len(records))
         newest = bundle.latest.get(partition, -1 << 62)
         size = 0
-        event_micros = event_time = None
+        event_micros: int | None = None
+        event_time = Timestamp(0)  # replaced at the first record: no record's time is None
         for record in records:
             micros = policy.timestamp_micros(record)
             if micros != event_micros:

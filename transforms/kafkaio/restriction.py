@@ -77,9 +77,9 @@ class PartitionSetTracker(RestrictionTracker):
             discover_from = self._restriction.discover_from
             if discover_from is None or position.partition < discover_from or position.partition in self._cursors:
                 raise ValueError(f"cannot adopt partition {position.partition} in {self._restriction}")
-            cursor = PartitionCursor(position.partition, position.offset)
-            self._cursors[position.partition] = cursor
-            self._restriction = dataclasses.replace(self._restriction, cursors=self._restriction.cursors + (cursor,))
+            adopted = PartitionCursor(position.partition, position.offset)
+            self._cursors[position.partition] = adopted
+            self._restriction = dataclasses.replace(self._restriction, cursors=self._restriction.cursors + (adopted,))
             return True
         cursor = self._cursors.get(position.partition)
         if cursor is None or position.partition in self._exhausted:

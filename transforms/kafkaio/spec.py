@@ -110,6 +110,8 @@ class TimestampPolicy:
 
 
 def _published_at_micros(value: bytes | None) -> int | None:
+    if value is None:
+        return None
     try:
         published = parse_published_at(orjson.loads(value).get("published_at"))
     except (orjson.JSONDecodeError, AttributeError, TypeError):

@@ -70,7 +70,7 @@ def draft_article(article: Article) -> Draft:
         source=given_source or domain,
         title=clean_title(title or None, site_names),
         byline=page_byline or byline,
-        published_at=normalise_published_at(raw.get("published_at") or (page and page.published_at)),
+        published_at=normalise_published_at(raw.get("published_at") or (page.published_at if page else None)),
         published_at_raw=raw.get("published_at"),
         text="",
         word_count=0,

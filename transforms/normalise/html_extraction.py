@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Any
 
 import trafilatura
 
@@ -52,7 +53,7 @@ def extract_html(html: str, url: str | None = None) -> ExtractedPage:
     tree = trafilatura.load_html(html)
     if tree is None:
         raise Rejected(DeadLetterReason.UNDECODABLE_HTML, "the markup could not be parsed as HTML")
-    document = trafilatura.bare_extraction(
+    document: Any = trafilatura.bare_extraction(  # a Document (not as_dict), which its stub does not say
         tree, url=url, with_metadata=True, include_comments=False, date_extraction_params=_HTML_DATE
     )
     if document is None or not (document.text or "").strip():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Hashable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -34,7 +34,7 @@ def _stage_key(element: Any) -> str:
     return "record:"
 
 
-class _DraftFn(Step):
+class _DraftFn(Step[Article]):
     """Articles become drafts cleaned by the generic patterns, keyed for the per-source step."""
 
     stage, handles = STAGE, (Article,)
@@ -49,7 +49,7 @@ class _DraftFn(Step):
     def key_output(self, message: Any) -> str:
         return _stage_key(message)
 
-    def handle(self, key: None, article: Article) -> list[Draft]:
+    def handle(self, key: Any, article: Article) -> list[Draft]:
         draft = draft_article(article)
         if not (article.raw.get("text") or "").strip():
             self._html.inc()
@@ -65,7 +65,7 @@ class _DraftFn(Step):
         return [draft]
 
 
-class _SourceTemplateFn(StatefulStep[list[SeenArticle]]):
+class _SourceTemplateFn(StatefulStep[Draft, list[SeenArticle]]):
     """Finishes drafts, removing the paragraphs that recur across a source's articles; state keyed by source domain."""
 
     stage, handles = STAGE, (Draft,)
@@ -78,10 +78,10 @@ class _SourceTemplateFn(StatefulStep[list[SeenArticle]]):
     def process(self, keyed: tuple[str, Any], history_state=beam.DoFn.StateParam(HISTORY)) -> Iterator[Outcome]:
         return self.route(keyed, history_state)
 
-    def handle(self, key: Hashable | None, draft: Draft, *state: Any) -> Iterable[Outcome]:
+    def handle_in(self, state: Any, key: Any, draft: Draft) -> Iterable[Outcome]:
         if draft.source_key is None:  # neither URL nor source: no template to learn
             return [finish(draft)]
-        return super().handle(key, draft, *state)
+        return super().handle_in(state, key, draft)
 
     def step(self, history: list[SeenArticle] | None, draft: Draft) -> tuple[list[SeenArticle], list[Outcome]]:
         history = history or []
