@@ -182,6 +182,22 @@ def _set_by(part: Part | None, name: str, stage: str, article: Article) -> Part:
     return part
 
 
+class OfArticle:
+    """A message about one article in flight (mixed into a stage's message that holds the `article`): the record
+    and id a dead letter of it names."""
+
+    __slots__ = ()
+    article: Article
+
+    @property
+    def source(self) -> SourceRecord:
+        return self.article.source
+
+    @property
+    def article_id(self) -> str:
+        return self.article.article_id
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Story:
     """The whole current state of one story; encoded per `story.v1.json`."""

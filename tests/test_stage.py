@@ -15,7 +15,7 @@ from test_syndication import sample_records
 from benchmarks.in_order import InOrder
 from wirecopy.transforms import syndication as syn
 from wirecopy.transforms.normalise import _SourceTemplateFn, draft_article, finish, remember, seen_article
-from wirecopy.transforms.stage import (StatefulStep, Step, StoredValue, StoredValueCoder,
+from wirecopy.transforms.stage import (StatefulStep, Step, StoredValue, StoredValueCoder, opened, within_horizon,
                                       weigh_state_without_scanning_modules)
 
 
@@ -127,3 +127,18 @@ def test_steps_route_their_own_types_pass_the_rest_and_dead_letter_failures():
         # The crash left x's count as it was: a3 counts 2, not 3.
         assert_that(summary, equal_to([("KeyByWord", "empty_text", "a2"), ("Count", "stage_error", "crash-1"),
                                        event, "x 1", "x 2"]))
+
+
+class _Seen(NamedTuple):
+    since_ms: int
+    open: bool = False
+
+
+def test_keyed_state_keeps_what_changed_within_the_horizon_of_its_own_clock():
+    entries = {"old": _Seen(100), "edge": _Seen(400), "new": _Seen(900), "waiting": _Seen(50, open=True)}
+    assert within_horizon(entries, 1_000, 600) == {"edge": _Seen(400), "new": _Seen(900)}
+    assert list(within_horizon(entries, 1_000, 600, keep=lambda e: e.open)) == ["edge", "new", "waiting"]
+    # Opening copies the entries (state values are immutable) and never moves the clock back.
+    copied, newest_ms = opened(entries, 1_000, 700)
+    assert copied == entries and copied is not entries and newest_ms == 1_000
+    assert opened(None, None, 700) == ({}, 700)

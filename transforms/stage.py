@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import collections
 import traceback
-from typing import Any, Callable, ClassVar, Generic, Hashable, Iterable, Iterator, TypeVar, Union, cast
+from typing import Any, Callable, ClassVar, Generic, Hashable, Iterable, Iterator, Mapping, Protocol, TypeVar, Union, cast
 
 import apache_beam as beam
 import objsize
@@ -137,6 +137,34 @@ class StatefulStep(Step[Handled], Generic[Handled, State]):
         else:
             self.encoded.write(state, key, value)
         return outputs
+
+
+class Dated(Protocol):
+    @property
+    def since_ms(self) -> int: ...  # the state's clock when the entry last changed
+
+
+Key = TypeVar("Key", bound=Hashable)
+Entry = TypeVar("Entry", bound=Dated)
+
+
+def opened(entries: Mapping[Key, Entry] | None, newest_ms: int | None, event_ms: int) -> tuple[dict[Key, Entry], int]:
+    """A keyed state's entries (none before its first message), copied to change, and its clock moved on to
+    `event_ms`: the stages' state values are immutable."""
+    return dict(entries or {}), max(newest_ms or 0, event_ms)
+
+
+def within_horizon(entries: Mapping[Key, Entry], newest_ms: int, horizon_ms: int,
+                   keep: Callable[[Entry], bool] | None = None) -> dict[Key, Entry]:
+    """A keyed state's entries that changed (`since_ms`) within `horizon_ms` of its clock, and those `keep` keeps.
+
+    Stateful stages prune on access, by their state's own clock (`newest_ms`,
+    the newest event time it has seen), so state stays bounded on any runner
+    without timers.
+    """
+    oldest_ms = newest_ms - horizon_ms
+    return {key: entry for key, entry in entries.items()
+            if entry.since_ms >= oldest_ms or (keep is not None and keep(entry))}
 
 
 def weigh_state_without_scanning_modules() -> None:

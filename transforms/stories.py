@@ -36,7 +36,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from wirecopy.schemas import codec
 from wirecopy.schemas.records import Article, ClusterEvent, SourceRecord, Story
-from wirecopy.transforms.stage import Outcome, StatefulStep, Step
+from wirecopy.transforms.stage import Outcome, StatefulStep, Step, opened, within_horizon
 from wirecopy.transforms.syndication import event_ms, sort_key
 
 STAGE = "Stories"
@@ -150,8 +150,7 @@ class StoryShard:
 def story_step(shard: StoryShard | None, update: Join | Absorb,
                horizon_ms: int = DEFAULT_HORIZON_MS) -> tuple[StoryShard, list[Story]]:
     """The shard after `update`, and the story record it changed (none if nothing changed)."""
-    stories = dict(shard.stories) if shard else {}
-    newest_ms = max(shard.newest_ms if shard else 0, update.event_ms)
+    stories, newest_ms = opened(shard.stories if shard else None, shard.newest_ms if shard else None, update.event_ms)
     known = stories.get(update.story_id)
     if isinstance(update, Join):
         if known is None:
@@ -179,8 +178,7 @@ def story_step(shard: StoryShard | None, update: Join | Absorb,
 
 
 def _pruned(stories: dict[str, StoryState], newest_ms: int, horizon_ms: int) -> StoryShard:
-    oldest = newest_ms - horizon_ms
-    return StoryShard({k: v for k, v in stories.items() if v.since_ms >= oldest}, newest_ms)
+    return StoryShard(within_horizon(stories, newest_ms, horizon_ms), newest_ms)
 
 
 def story_shard(story_id: str) -> int:

@@ -126,9 +126,10 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from wirecopy.schemas.records import Article, Cluster, ClusterEvent, SourceRecord
+from wirecopy.schemas.records import Article, Cluster, ClusterEvent, OfArticle, SourceRecord
 from wirecopy.transforms import syndication_sketch as sketching
-from wirecopy.transforms.stage import EncodedState, Outcome, StatefulStep, Step, StoredValueCoder
+from wirecopy.transforms.stage import (EncodedState, Outcome, StatefulStep, Step, StoredValueCoder, opened,
+                                      within_horizon)
 
 SKETCH_STAGE = "SyndicationSketch"
 INDEX_STAGE = "SyndicationIndex"
@@ -299,7 +300,7 @@ def publisher_id(article: Article) -> int | None:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Pending:
+class Pending(OfArticle):
     """An article waiting in its home shard for the replies of `buckets`.
 
     `signature` and `spans` (None for an article without words) weigh what
@@ -312,14 +313,6 @@ class Pending:
     buckets: frozenset[int]
     signature: sketching.Signature | None = None
     spans: tuple[tuple[int, int], ...] = ()
-
-    @property
-    def source(self) -> SourceRecord:
-        return self.article.source
-
-    @property
-    def article_id(self) -> str:
-        return self.article.article_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -509,9 +502,9 @@ def home_step(shard: Shard | None, message: Pending | IndexReply,
 
 
 def _pruned(decided: dict[str, Decided], waiting: dict[str, Waiting], newest_ms: int, horizon_ms: int) -> Shard:
-    oldest = newest_ms - horizon_ms
-    return Shard({k: v for k, v in decided.items() if v.since_ms >= oldest},
-                 {k: v for k, v in waiting.items() if v.pending is None or v.since_ms >= oldest}, newest_ms)
+    # A reply whose article has not arrived yet waits for it, however old.
+    return Shard(within_horizon(decided, newest_ms, horizon_ms),
+                 within_horizon(waiting, newest_ms, horizon_ms, keep=lambda w: w.pending is None), newest_ms)
 
 
 def _redelivered(shard: Shard, message: Pending | IndexReply) -> tuple[Shard, list[Any]]:
@@ -760,8 +753,7 @@ class Announcements(NamedTuple):
 def announce_step(state: Announcements | None, message: Exposure | Use,
                   horizon_ms: int = DEFAULT_HORIZON_MS) -> tuple[Announcements, list[ClusterEvent]]:
     """The announcer's state after `message`, and the `merged` event it completes, if any."""
-    articles = dict(state.articles) if state else {}
-    newest_ms = max(state.newest_ms if state else 0, message.event_ms)
+    articles, newest_ms = opened(state and state.articles, state and state.newest_ms, message.event_ms)
     known = articles.get(message.article_id, Announcement(None, False, False, newest_ms))
     if isinstance(message, Exposure):
         known = known._replace(exposure=message, since_ms=newest_ms)
@@ -774,8 +766,7 @@ def announce_step(state: Announcements | None, message: Exposure | Use,
                                    merged_from=known.exposure.own_cluster_id, merged_into=cluster["id"]))
         known = known._replace(announced=True)
     articles[message.article_id] = known
-    oldest_ms = newest_ms - horizon_ms
-    return Announcements({k: v for k, v in articles.items() if v.since_ms >= oldest_ms}, newest_ms), events
+    return Announcements(within_horizon(articles, newest_ms, horizon_ms), newest_ms), events
 
 
 # --- state as versioned bytes ----------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from wirecopy.schemas.records import Article, Content, DeadLetterReason, Rejected, SourceRecord
+from wirecopy.schemas.records import Article, Content, DeadLetterReason, OfArticle, Rejected
 
 from .boilerplate import remove_boilerplate
 from .html_extraction import check_not_binary, extract_html
@@ -14,7 +14,7 @@ from .text import clean_text, clean_word_count, is_plain_text, paragraph_fingerp
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Draft:
+class Draft(OfArticle):
     """An article cleaned by the generic patterns, before per-source template removal."""
 
     article: Article
@@ -24,14 +24,6 @@ class Draft:
     removed: dict[str, int]
     source_key: str | None  # the source domain whose template state this article reads and feeds
     repairs: frozenset[str] = frozenset()  # what repair_text changed in the title or body
-
-    @property
-    def source(self) -> SourceRecord:
-        return self.article.source
-
-    @property
-    def article_id(self) -> str:
-        return self.article.article_id
 
 
 def draft_article(article: Article) -> Draft:
