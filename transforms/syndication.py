@@ -687,7 +687,7 @@ def decide(pending: Pending, replies: list[IndexReply]) -> tuple[Cluster, frozen
         similarity, kind = best.similarity, best.match
     cluster: Cluster = {"id": root.cluster_id, "canonical_id": canonical.article_id, "similarity": similarity,
                         "match": kind}
-    if chosen is not None:
+    if chosen is not None and pending.signature is not None:  # (a text without words has no candidates)
         shared = sketching.sample_weight(pending.signature, chosen.matched, chosen.limit, prior=0.0)
         cluster["evidence"] = {"matched_id": chosen.best.article_id, "shared": round(min(shared, 1.0), 4),
                                "passages": passages(chosen.matched, pending.spans)}
