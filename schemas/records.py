@@ -157,8 +157,9 @@ class Article:
     def event_properties(self) -> dict[str, Any]:
         """The enriched event's properties the stages set (what `enriched_article.v1.json` adds to them is the
         codec's); the content's only up to the stage the article has been through."""
-        properties: dict[str, Any] = {} if self.content is None else {
-            name: getattr(self.content, name) for name in _CONTENT_PROPERTIES}
+        properties: dict[str, Any] = (
+            {} if self.content is None else {name: getattr(self.content, name) for name in _CONTENT_PROPERTIES}
+        )
         if self.language is not None:
             properties["language"] = self.language
         if self.cluster is not None:
@@ -169,8 +170,9 @@ class Article:
     def from_event_properties(cls, source: SourceRecord, raw: dict[str, Any], properties: dict[str, Any]) -> Article:
         """The article whose `event_properties` are `properties` (as a stage's state keeps it)."""
         content = {name: value for name, value in properties.items() if name not in ("language", "cluster")}
-        return cls(source, raw, Content(**content) if content else None, properties.get("language"),
-                   properties.get("cluster"))
+        return cls(
+            source, raw, Content(**content) if content else None, properties.get("language"), properties.get("cluster")
+        )
 
 
 Part = TypeVar("Part")

@@ -56,8 +56,9 @@ SCRAPER_COPY = FIXTURES / "story_gridpolicyhub.txt"  # an aggregator's excerpt o
 BLOG_COPY = FIXTURES / "story_gridwatch.txt"  # a blog's longer edit of it
 
 _enriched = load_schema(ENRICHED_ARTICLE)
-_NORMALISED = ("article_id url canonical_url source title byline text word_count boilerplate_removed published_at "
-               "published_at_raw").split()
+_NORMALISED = (
+    "article_id url canonical_url source title byline text word_count boilerplate_removed published_at published_at_raw"
+).split()
 validate_normalised = fastjsonschema.compile(
     {
         "type": "object",
@@ -80,7 +81,9 @@ def normalised(raw: dict) -> Article:
 def project_texts() -> list[str]:
     """Every raw plain text the project holds: the bundled samples' and the story pages'."""
     texts = []
-    for line in importlib.resources.files("wirecopy.pipelines.samples").joinpath("articles.jsonl").read_bytes().split(b"\n"):
+    for line in (
+        importlib.resources.files("wirecopy.pipelines.samples").joinpath("articles.jsonl").read_bytes().split(b"\n")
+    ):
         try:
             raw = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -95,8 +98,11 @@ def distinct_bodies() -> list[str]:
     normalised text of one plain-text article per story of the bundled samples (copies count once), of
     the blog's story page, and of the English texts of tests/fixtures."""
     samples = importlib.resources.files("wirecopy.pipelines.samples")
-    story_of = {member: members[0] for members in json.loads(samples.joinpath("expected.json").read_text())["clusters"]
-                for member in members}
+    story_of = {
+        member: members[0]
+        for members in json.loads(samples.joinpath("expected.json").read_text())["clusters"]
+        for member in members
+    }
     raws, stories = [], set()
     for line in samples.joinpath("articles.jsonl").read_bytes().split(b"\n"):
         try:
@@ -108,7 +114,10 @@ def distinct_bodies() -> list[str]:
             stories.add(story)
             raws.append(raw)
     english = json.loads((FIXTURES / "articles_by_language.json").read_text(encoding="utf-8"))["en"]
-    raws += [{"id": "blog", "text": BLOG_COPY.read_text(encoding="utf-8")}, *({"id": f"en{n}", "text": text} for n, text in enumerate(english))]
+    raws += [
+        {"id": "blog", "text": BLOG_COPY.read_text(encoding="utf-8")},
+        *({"id": f"en{n}", "text": text} for n, text in enumerate(english)),
+    ]
     bodies = []
     for raw in raws:
         try:
@@ -141,7 +150,11 @@ def test_clean_text_repairs_windows_1252_read_as_latin_1():
 
 def test_clean_text_joins_wrapped_lines_but_not_paragraph_lines():
     text = "A sentence that was hard\nwrapped by the feed.\nA new paragraph.\n\u2022 a list item"
-    assert clean_text(text) == ["A sentence that was hard wrapped by the feed.", "A new paragraph.", "\u2022 a list item"]
+    assert clean_text(text) == [
+        "A sentence that was hard wrapped by the feed.",
+        "A new paragraph.",
+        "\u2022 a list item",
+    ]
 
 
 def test_clean_text_composes_to_nfc():
@@ -151,7 +164,10 @@ def test_clean_text_composes_to_nfc():
 # --- fingerprint ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, count", [("", 0), ("One", 1), ("a \u2013 b", 2), ("One.\n\n* * *\n\nTwo.", 2), ("don\u2019t  stop\n\nnow", 3)])
+@pytest.mark.parametrize(
+    "text, count",
+    [("", 0), ("One", 1), ("a \u2013 b", 2), ("One.\n\n* * *\n\nTwo.", 2), ("don\u2019t  stop\n\nnow", 3)],
+)
 def test_word_count_counts_tokens_with_a_letter_or_digit(text, count):
     assert word_count(text) == count
 
@@ -170,7 +186,10 @@ def test_fingerprint_unifies_typographic_variants():
 
 def test_fingerprint_keeps_letters_marks_and_digits_of_every_script():
     text = "\u0939\u093f\u0928\u094d\u0926\u0940 \u1243\u120d\u1363 \u0627\u0644\u062e\u0628\u0631\u061f \u4e2d\u6587\uff01 \uff11\uff12"
-    assert fingerprint(text) == "\u0939\u093f\u0928\u094d\u0926\u0940 \u1243\u120d \u0627\u0644\u062e\u0628\u0631 \u4e2d\u6587 12"
+    assert (
+        fingerprint(text)
+        == "\u0939\u093f\u0928\u094d\u0926\u0940 \u1243\u120d \u0627\u0644\u062e\u0628\u0631 \u4e2d\u6587 12"
+    )
 
 
 def test_fingerprint_removes_format_characters_inside_words():
@@ -186,8 +205,37 @@ def test_fingerprint_drops_paragraphs_with_no_words():
 # apostrophe letters, astral letters and symbols, controls, wire markers.
 _AWKWARD = (
     [*"abcXYZ09", " ", " ", " ", "  ", ".", ",", "-", "*", "—", "“", "”", "’", "…", "(", ")", "<"]
-    + ["\n", "\n\n", "\r\n", "\t", "\u00a0", "\u1680", "\u2002", "\u3000", "\u2028", "\u2029", "\x0b", "\x85", "\x19", "\x92"]
-    + ["\u00ad", "\u200b", "\u200d", "\u200e", "\u02bc", "\u00a8", "\ufb01", "\u2460", "\uff11", "\u00df", "\u0130", "\u03a3", "e\u0301"]
+    + [
+        "\n",
+        "\n\n",
+        "\r\n",
+        "\t",
+        "\u00a0",
+        "\u1680",
+        "\u2002",
+        "\u3000",
+        "\u2028",
+        "\u2029",
+        "\x0b",
+        "\x85",
+        "\x19",
+        "\x92",
+    ]
+    + [
+        "\u00ad",
+        "\u200b",
+        "\u200d",
+        "\u200e",
+        "\u02bc",
+        "\u00a8",
+        "\ufb01",
+        "\u2460",
+        "\uff11",
+        "\u00df",
+        "\u0130",
+        "\u03a3",
+        "e\u0301",
+    ]
     + ["\U0001d400", "\U0001f600", "\U0001f1eb", "\u1230", "\u4e2d", "\u0627", "\ufffd"]
 )
 
@@ -212,7 +260,9 @@ def test_the_fast_paths_match_the_general_functions():
         if not paragraphs:
             continue
         checked[plain] += 1
-        assert paragraph_fingerprints(paragraphs, plain) == [fingerprint(paragraph) for paragraph in paragraphs], repr(text)
+        assert paragraph_fingerprints(paragraphs, plain) == [fingerprint(paragraph) for paragraph in paragraphs], repr(
+            text
+        )
         assert clean_word_count(paragraphs) == word_count("\n\n".join(paragraphs)), repr(text)
     assert checked[True] > 1000 and checked[False] > 2000
 
@@ -221,7 +271,10 @@ def test_text_in_blank_line_separated_blocks_cleans_as_line_by_line():
     generator = random.Random(5)
     line_characters = [character for character in _PLAIN + _AWKWARD if "\n" not in character and "<" not in character]
     for _ in range(3000):
-        lines = ["".join(generator.choices(line_characters, k=generator.randint(1, 30))) for _ in range(generator.randint(1, 6))]
+        lines = [
+            "".join(generator.choices(line_characters, k=generator.randint(1, 30)))
+            for _ in range(generator.randint(1, 6))
+        ]
         text = "\n\n".join(lines)
         # A lone line break at the end changes nothing but sends the text through the line-by-line loop.
         assert clean_text(text) == clean_text(text + "\n"), repr(text)
@@ -282,7 +335,12 @@ def _story_paragraphs(path: Path, boilerplate: list[str]) -> list[str]:
     "path, boilerplate, removed, byline",
     [
         (SCRAPER_COPY, SCRAPER_BOILERPLATE, {"site_description": 1, "contact": 5, "read_more": 1}, None),
-        (BLOG_COPY, BLOG_BOILERPLATE, {"related": 1, "attribution": 1, "byline": 1, "learn_more": 1, "comment_form": 2}, "Priya Raman"),
+        (
+            BLOG_COPY,
+            BLOG_BOILERPLATE,
+            {"related": 1, "attribution": 1, "byline": 1, "learn_more": 1, "comment_form": 2},
+            "Priya Raman",
+        ),
     ],
     ids=["aggregator", "blog"],
 )
@@ -297,13 +355,22 @@ def test_story_pages_lose_every_boilerplate_line_and_keep_every_article_paragrap
 
 
 def test_the_two_story_copies_match_despite_their_typography():
-    scraper, blog = (normalised({"id": p.stem, "text": p.read_text(encoding="utf-8")}) for p in (SCRAPER_COPY, BLOG_COPY))
-    assert fingerprint(scraper.content.text).split("\n")[0] == "energy minister to meet battery makers on grid storage shortfall"
+    scraper, blog = (
+        normalised({"id": p.stem, "text": p.read_text(encoding="utf-8")}) for p in (SCRAPER_COPY, BLOG_COPY)
+    )
+    assert (
+        fingerprint(scraper.content.text).split("\n")[0]
+        == "energy minister to meet battery makers on grid storage shortfall"
+    )
     # One copy writes “quoted” and ’ where the other writes "quoted" and ', and no-break spaces;
     # one edited "will rise" to "rises".
-    warning = [line for line in fingerprint(scraper.content.text).split("\n") if line.startswith("the talks follow a winter")]
+    warning = [
+        line for line in fingerprint(scraper.content.text).split("\n") if line.startswith("the talks follow a winter")
+    ]
     assert warning and warning[0] in fingerprint(blog.content.text).split("\n")
-    demand = [line for line in fingerprint(scraper.content.text).split("\n") if line.startswith("demand for electricity")]
+    demand = [
+        line for line in fingerprint(scraper.content.text).split("\n") if line.startswith("demand for electricity")
+    ]
     assert demand and demand[0] in fingerprint(blog.content.text).replace("will rise", "rises").split("\n")
 
 
@@ -332,7 +399,10 @@ def test_the_two_story_copies_match_despite_their_typography():
         ("We use cookies to improve your experience. By continuing to browse you accept our cookie policy.", "cookie"),
         ("Wir verwenden Cookies, um Ihnen ein optimales Nutzererlebnis zu bieten.", "cookie"),
         ("© 2024 Example Media Ltd", "copyright"),
-        ("Copyright 2024 The Associated Press. All rights reserved. This material may not be published, broadcast, rewritten or redistributed.", "copyright"),
+        (
+            "Copyright 2024 The Associated Press. All rights reserved. This material may not be published, broadcast, rewritten or redistributed.",
+            "copyright",
+        ),
         ("Tous droits réservés", "copyright"),
         ("Haki zote zimehifadhiwa", "copyright"),
         ("Home | World | Politics", "navigation"),
@@ -436,7 +506,10 @@ def test_a_name_alone_at_the_end_is_the_byline_only_after_an_article():
 @pytest.mark.parametrize(
     "url, expected",
     [
-        ("HTTPS://WWW.Example.COM:443/News/Story/?utm_source=x&b=2&a=1&fbclid=3&gclid=4#top", "https://www.example.com/News/Story?a=1&b=2"),
+        (
+            "HTTPS://WWW.Example.COM:443/News/Story/?utm_source=x&b=2&a=1&fbclid=3&gclid=4#top",
+            "https://www.example.com/News/Story?a=1&b=2",
+        ),
         ("http://example.org", "http://example.org/"),
         ("http://example.org:8080/a/", "http://example.org:8080/a"),
         ("https://example.org/a?UTM_Medium=email", "https://example.org/a"),
@@ -509,12 +582,15 @@ def test_normalise_published_at(value, expected):
     assert normalise_published_at(value) == expected
 
 
-@pytest.mark.parametrize("published_at, expected", [
-    ("Tue, 10 Mar 2026 16:42:00 GMT", "2026-03-10T16:42:00.000Z"),
-    ("2026-03-10 16:42", "2026-03-10T16:42:00.000Z"),
-    ("10.03.2026", "2026-03-10T00:00:00.000Z"),
-    ("last Tuesday", None),
-])
+@pytest.mark.parametrize(
+    "published_at, expected",
+    [
+        ("Tue, 10 Mar 2026 16:42:00 GMT", "2026-03-10T16:42:00.000Z"),
+        ("2026-03-10 16:42", "2026-03-10T16:42:00.000Z"),
+        ("10.03.2026", "2026-03-10T00:00:00.000Z"),
+        ("last Tuesday", None),
+    ],
+)
 def test_an_article_keeps_its_body_and_the_raw_published_at_whatever_the_form(published_at, expected):
     result = normalised({"id": "a", "text": "The council met on Tuesday.", "published_at": published_at})
     validate_normalised(dataclasses.asdict(result.content))
@@ -522,22 +598,42 @@ def test_an_article_keeps_its_body_and_the_raw_published_at_whatever_the_form(pu
     assert result.content.text == "The council met on Tuesday."
 
 
-@pytest.mark.parametrize("text, repaired, repairs", [
-    ("Don\u00e2\u20ac\u2122t stop at the Caf\u00c3\u00a9.", "Don\u2019t stop at the Caf\u00e9.", ("mojibake",)),
-    ("Caf&eacute; &amp; bar &#8211; open &#x2014; daily", "Caf\u00e9 & bar \u2013 open \u2014 daily", ("html_entities",)),
-    ("Tom &amp;amp; Jerry", "Tom &amp; Jerry", ("html_entities",)),  # escaped twice: decoded once
-    ("Don&rsquo;t \u00e2\u20ac\u0153quote\u00e2\u20ac\u009d", "Don\u2019t \u201cquote\u201d", ("html_entities", "mojibake")),
-    ("AT&T and R&D; Q&A", "AT&T and R&D; Q&A", ()),  # no entities
-    ("Caf\u00e9 \u00e0 la cr\u00e8me, \u201cquoted\u201d \u00c2ge", "Caf\u00e9 \u00e0 la cr\u00e8me, \u201cquoted\u201d \u00c2ge", ()),
-    ("\u00c3 \u00a9 apart, Sm\u00f8rrebr\u00f8d", "\u00c3 \u00a9 apart, Sm\u00f8rrebr\u00f8d", ()),
-])
+@pytest.mark.parametrize(
+    "text, repaired, repairs",
+    [
+        ("Don\u00e2\u20ac\u2122t stop at the Caf\u00c3\u00a9.", "Don\u2019t stop at the Caf\u00e9.", ("mojibake",)),
+        (
+            "Caf&eacute; &amp; bar &#8211; open &#x2014; daily",
+            "Caf\u00e9 & bar \u2013 open \u2014 daily",
+            ("html_entities",),
+        ),
+        ("Tom &amp;amp; Jerry", "Tom &amp; Jerry", ("html_entities",)),  # escaped twice: decoded once
+        (
+            "Don&rsquo;t \u00e2\u20ac\u0153quote\u00e2\u20ac\u009d",
+            "Don\u2019t \u201cquote\u201d",
+            ("html_entities", "mojibake"),
+        ),
+        ("AT&T and R&D; Q&A", "AT&T and R&D; Q&A", ()),  # no entities
+        (
+            "Caf\u00e9 \u00e0 la cr\u00e8me, \u201cquoted\u201d \u00c2ge",
+            "Caf\u00e9 \u00e0 la cr\u00e8me, \u201cquoted\u201d \u00c2ge",
+            (),
+        ),
+        ("\u00c3 \u00a9 apart, Sm\u00f8rrebr\u00f8d", "\u00c3 \u00a9 apart, Sm\u00f8rrebr\u00f8d", ()),
+    ],
+)
 def test_repair_text_decodes_entities_and_undoes_mojibake_and_nothing_else(text, repaired, repairs):
     assert repair_text(text) == (repaired, repairs)
 
 
 def test_an_article_with_mojibake_and_entities_is_repaired_in_title_and_body():
-    result = normalised({"id": "a", "title": "Caf&eacute; owners say Don\u00e2\u20ac\u2122t panic",
-                         "text": "Prices at the caf&eacute; rose.\n\nOwners Don\u00e2\u20ac\u2122t plan to close &amp; hope."})
+    result = normalised(
+        {
+            "id": "a",
+            "title": "Caf&eacute; owners say Don\u00e2\u20ac\u2122t panic",
+            "text": "Prices at the caf&eacute; rose.\n\nOwners Don\u00e2\u20ac\u2122t plan to close &amp; hope.",
+        }
+    )
     assert result.content.title == "Caf\u00e9 owners say Don\u2019t panic"
     assert result.content.text == "Prices at the caf\u00e9 rose.\n\nOwners Don\u2019t plan to close & hope."
 
@@ -587,7 +683,10 @@ def test_raw_source_wins_over_the_url_domain():
         ({"id": "a", "text": "* * *\n\n\u2014 \u2026"}, DeadLetterReason.EMPTY_TEXT),
         ({"id": "a", "text": "%PDF-1.4\n" + "\x00\x01\x02\x03\x04\x05\x06" * 200}, DeadLetterReason.BINARY_CONTENT),
         ({"id": "a", "html": "\x89PNG\r\n\x1a\n" + "\x00\x10\x02" * 300}, DeadLetterReason.BINARY_CONTENT),
-        ({"id": "a", "html": "<html><body><p>" + "\ufffd\ufffd word " * 200 + "</p></body></html>"}, DeadLetterReason.UNDECODABLE_HTML),
+        (
+            {"id": "a", "html": "<html><body><p>" + "\ufffd\ufffd word " * 200 + "</p></body></html>"},
+            DeadLetterReason.UNDECODABLE_HTML,
+        ),
         ({"id": "a", "html": "<html><body><nav><a href='/'>Home</a></nav></body></html>"}, DeadLetterReason.EMPTY_TEXT),
     ],
     ids=["no-body", "blank", "invisible", "only-boilerplate", "no-words", "pdf", "png", "mojibake", "no-content"],
@@ -609,7 +708,8 @@ PAGE = (
     "<meta property='og:site_name' content='PoliticsHome'><meta name='author' content='Zoe Crowther'>"
     "<meta property='article:published_time' content='2024-03-01T10:00:00+01:00'></head><body>"
     "<nav><a href='/'>Home</a> | <a href='/world'>World</a> | <a href='/politics'>Politics</a></nav>"
-    "<main><article><h1>Ministers meet big tech</h1>" + "".join(f"<p>{p}</p>" for p in STORY)
+    "<main><article><h1>Ministers meet big tech</h1>"
+    + "".join(f"<p>{p}</p>" for p in STORY)
     + "<p>Read more on politicshome.com</p></article></main>"
     "<aside><h3>Related content</h3><ul><li><a href='/x'>Another story entirely</a></li></ul></aside>"
     "<div id='comments'><h3>Leave a Reply</h3><p>Your email address will not be published.</p></div>"
@@ -758,8 +858,11 @@ def test_paragraphs_differing_in_digits_of_any_script_are_one_template_line():
         return seen_article(draft_article(article(raw)))[0].paragraphs
 
     # ASCII, Arabic-Indic and (beyond the BMP) Osmanya digits
-    assert hashes("Updated 3 March") == hashes("Updated 12 March") == hashes("Updated \u0661\u0662 March") == hashes(
-        "Updated \U000104a1\U000104a2 March"
+    assert (
+        hashes("Updated 3 March")
+        == hashes("Updated 12 March")
+        == hashes("Updated \u0661\u0662 March")
+        == hashes("Updated \U000104a1\U000104a2 March")
     )
     assert hashes("Updated 3 March") != hashes("Updated March")
 
@@ -775,8 +878,8 @@ def test_source_history_is_bounded():
 
 # Format 1 of two remembered articles, byte for byte: a layout change must come with a new format number.
 HISTORY_FORMAT_1 = bytes.fromhex(
-    "01" "0200" "0700000000000000" "0900000000000000" "0200" "0000"
-    "0100000000000000" "ffffffffffffffff" "0a00" "ffff")
+    "01020007000000000000000900000000000000020000000100000000000000ffffffffffffffff0a00ffff"
+)
 
 
 def test_source_history_state_is_versioned_plain_data():
@@ -813,13 +916,15 @@ def test_normalise_transform(bodies):
     with TestPipeline(runner="FnApiRunner") as pipeline:
         outcomes = pipeline | beam.Create(inputs) | Normalise()
         articles = outcomes | "Articles" >> beam.Filter(lambda outcome: isinstance(outcome, Article))
-        fields = articles | "Fields" >> beam.Map(lambda a: validate_normalised(dataclasses.asdict(a.content)) and a.article_id)
-        assert_that(fields, equal_to([SCRAPER_COPY.stem, "page", "undated", *(f"acme{n}" for n in range(5))]), label="valid")
+        fields = articles | "Fields" >> beam.Map(
+            lambda a: validate_normalised(dataclasses.asdict(a.content)) and a.article_id
+        )
+        assert_that(
+            fields, equal_to([SCRAPER_COPY.stem, "page", "undated", *(f"acme{n}" for n in range(5))]), label="valid"
+        )
         # The first acme article processed shows the template for the first time; every later one loses it.
         learned = articles | "Learned" >> beam.Map(_summary) | beam.Filter(lambda s: s[1] == "acme-daily.co.uk")
-        assert_that(
-            learned | beam.Map(lambda s: s[2]), equal_to([0] + [2] * 4), label="learned"
-        )
+        assert_that(learned | beam.Map(lambda s: s[2]), equal_to([0] + [2] * 4), label="learned")
         letters = outcomes | "Letters" >> beam.Filter(lambda outcome: isinstance(outcome, DeadLetter))
         reasons = letters | beam.Map(lambda letter: (letter.article_id, letter.reason, letter.stage))
         assert_that(
@@ -843,14 +948,24 @@ def test_normalise_transform(bodies):
 def test_the_transform_counts_repairs_and_unreadable_dates():
     inputs = [
         article({"id": "entities", "text": "Fish &amp; chips at the caf&eacute;.", "published_at": "10.03.2026"}, 0),
-        article({"id": "mojibake", "title": "Don\u00e2\u20ac\u2122t", "text": "Plain body.", "published_at": "soon"}, 1),
+        article(
+            {"id": "mojibake", "title": "Don\u00e2\u20ac\u2122t", "text": "Plain body.", "published_at": "soon"}, 1
+        ),
         article({"id": "clean", "text": "Plain body, no repairs.", "published_at": "Tue, 10 Mar 2026 16:42:00 GMT"}, 2),
     ]
     with TestPipeline(runner="FnApiRunner") as pipeline:
         outcomes = pipeline | beam.Create(inputs) | Normalise()
         dates = outcomes | beam.Map(lambda a: (a.article_id, a.content.published_at, a.content.published_at_raw))
-        assert_that(dates, equal_to([("entities", "2026-03-10T00:00:00.000Z", "10.03.2026"), ("mojibake", None, "soon"),
-                                     ("clean", "2026-03-10T16:42:00.000Z", "Tue, 10 Mar 2026 16:42:00 GMT")]))
+        assert_that(
+            dates,
+            equal_to(
+                [
+                    ("entities", "2026-03-10T00:00:00.000Z", "10.03.2026"),
+                    ("mojibake", None, "soon"),
+                    ("clean", "2026-03-10T16:42:00.000Z", "Tue, 10 Mar 2026 16:42:00 GMT"),
+                ]
+            ),
+        )
     counters = {m.key.metric.name: m.committed for m in pipeline.result.metrics().query()["counters"]}
     assert counters["normalise_repaired_html_entities"] == 1
     assert counters["normalise_repaired_mojibake"] == 1
@@ -863,5 +978,6 @@ def test_an_empty_result_says_whether_boilerplate_or_nothing_at_all_was_there():
     assert boilerplate_only.value.detail.startswith("no text left after cleaning: every paragraph was boilerplate (")
     with pytest.raises(Rejected) as invisible_only:
         normalised({"id": "a", "text": "\u200b\u00ad\x07\n\n \t"})
-    assert invisible_only.value.detail == ("no text left after cleaning: "
-                                           "only white space and control or invisible characters")
+    assert invisible_only.value.detail == (
+        "no text left after cleaning: only white space and control or invisible characters"
+    )

@@ -15,8 +15,15 @@ from test_syndication import sample_records
 from benchmarks.in_order import InOrder
 from wirecopy.transforms import syndication as syn
 from wirecopy.transforms.normalise import _SourceTemplateFn, draft_article, finish, remember, seen_article
-from wirecopy.transforms.stage import (StatefulStep, Step, StoredValue, StoredValueCoder, opened, within_horizon,
-                                      weigh_state_without_scanning_modules)
+from wirecopy.transforms.stage import (
+    StatefulStep,
+    Step,
+    StoredValue,
+    StoredValueCoder,
+    opened,
+    within_horizon,
+    weigh_state_without_scanning_modules,
+)
 
 
 @pytest.fixture
@@ -50,9 +57,16 @@ def test_state_values_weigh_the_same_without_the_module_scan(module_scan_restore
     assert [statecache.get_deep_size(value) for value in values] == scanned
 
 
-@pytest.mark.parametrize("stateful_fn", [
-    lambda: syn._IndexFn(1), lambda: syn._DecideFn(1), lambda: syn._AnnounceFn(1), _SourceTemplateFn,
-], ids=["index", "decide", "announce", "source-template"])
+@pytest.mark.parametrize(
+    "stateful_fn",
+    [
+        lambda: syn._IndexFn(1),
+        lambda: syn._DecideFn(1),
+        lambda: syn._AnnounceFn(1),
+        _SourceTemplateFn,
+    ],
+    ids=["index", "decide", "announce", "source-template"],
+)
 def test_every_stateful_stage_turns_the_scan_off_on_its_worker(module_scan_restored, stateful_fn):
     objsize.default_settings.update(exclude_modules_globals=True)
     stateful_fn().setup()
@@ -116,17 +130,22 @@ def test_steps_route_their_own_types_pass_the_rest_and_dead_letter_failures():
         return Article(SourceRecord("t", 0, offset, b"{}"), {"id": article_id, "word": word})
 
     event = ClusterEvent("created", "c1", "a1", "a1", 1.0, "new")
-    inputs = [article(0, "a1", "x"), article(1, "a2", "bad"), article(2, "crash-1", "x"), event,
-              article(3, "a3", "x")]
+    inputs = [article(0, "a1", "x"), article(1, "a2", "bad"), article(2, "crash-1", "x"), event, article(3, "a3", "x")]
     with TestPipeline(runner="FnApiRunner") as pipeline:
-        outputs = (pipeline | beam.Create(inputs, reshuffle=False)
-                   | "Key" >> beam.ParDo(_KeyByWordFn()).with_output_types(tuple[str, Any])
-                   | "Count" >> beam.ParDo(_CountFn()))
+        outputs = (
+            pipeline
+            | beam.Create(inputs, reshuffle=False)
+            | "Key" >> beam.ParDo(_KeyByWordFn()).with_output_types(tuple[str, Any])
+            | "Count" >> beam.ParDo(_CountFn())
+        )
         summary = outputs | beam.Map(
-            lambda o: (o.stage, o.reason.value, o.article_id) if isinstance(o, DeadLetter) else o)
+            lambda o: (o.stage, o.reason.value, o.article_id) if isinstance(o, DeadLetter) else o
+        )
         # The crash left x's count as it was: a3 counts 2, not 3.
-        assert_that(summary, equal_to([("KeyByWord", "empty_text", "a2"), ("Count", "stage_error", "crash-1"),
-                                       event, "x 1", "x 2"]))
+        assert_that(
+            summary,
+            equal_to([("KeyByWord", "empty_text", "a2"), ("Count", "stage_error", "crash-1"), event, "x 1", "x 2"]),
+        )
 
 
 class _Seen(NamedTuple):

@@ -23,7 +23,20 @@ from __future__ import annotations
 
 import collections
 import traceback
-from typing import Any, Callable, ClassVar, Generic, Hashable, Iterable, Iterator, Mapping, Protocol, TypeVar, Union, cast
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Generic,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Protocol,
+    TypeVar,
+    Union,
+    cast,
+)
 
 import apache_beam as beam
 import objsize
@@ -154,8 +167,9 @@ def opened(entries: Mapping[Key, Entry] | None, newest_ms: int | None, event_ms:
     return dict(entries or {}), max(newest_ms or 0, event_ms)
 
 
-def within_horizon(entries: Mapping[Key, Entry], newest_ms: int, horizon_ms: int,
-                   keep: Callable[[Entry], bool] | None = None) -> dict[Key, Entry]:
+def within_horizon(
+    entries: Mapping[Key, Entry], newest_ms: int, horizon_ms: int, keep: Callable[[Entry], bool] | None = None
+) -> dict[Key, Entry]:
     """A keyed state's entries that changed (`since_ms`) within `horizon_ms` of its clock, and those `keep` keeps.
 
     Stateful stages prune on access, by their state's own clock (`newest_ms`,
@@ -163,8 +177,11 @@ def within_horizon(entries: Mapping[Key, Entry], newest_ms: int, horizon_ms: int
     without timers.
     """
     oldest_ms = newest_ms - horizon_ms
-    return {key: entry for key, entry in entries.items()
-            if entry.since_ms >= oldest_ms or (keep is not None and keep(entry))}
+    return {
+        key: entry
+        for key, entry in entries.items()
+        if entry.since_ms >= oldest_ms or (keep is not None and keep(entry))
+    }
 
 
 def weigh_state_without_scanning_modules() -> None:

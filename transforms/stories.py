@@ -134,10 +134,17 @@ def updates_of(outcome: Outcome) -> list[Join | Absorb]:
     """What an outcome of the syndication stage changes in the story view."""
     if isinstance(outcome, Article) and outcome.cluster is not None:
         return [Join(outcome.cluster["id"], member_of(outcome), _event_ms(outcome), outcome.source)]
-    if (isinstance(outcome, ClusterEvent) and outcome.type == "merged" and outcome.merged_from and outcome.merged_into
-            and outcome.merged_from != outcome.merged_into):
-        return [Absorb(outcome.merged_from, outcome.merged_into, True, 0),
-                Absorb(outcome.merged_into, outcome.merged_from, False, 0)]
+    if (
+        isinstance(outcome, ClusterEvent)
+        and outcome.type == "merged"
+        and outcome.merged_from
+        and outcome.merged_into
+        and outcome.merged_from != outcome.merged_into
+    ):
+        return [
+            Absorb(outcome.merged_from, outcome.merged_into, True, 0),
+            Absorb(outcome.merged_into, outcome.merged_from, False, 0),
+        ]
     return []
 
 
@@ -147,8 +154,9 @@ class StoryShard:
     newest_ms: int
 
 
-def story_step(shard: StoryShard | None, update: Join | Absorb,
-               horizon_ms: int = DEFAULT_HORIZON_MS) -> tuple[StoryShard, list[Story]]:
+def story_step(
+    shard: StoryShard | None, update: Join | Absorb, horizon_ms: int = DEFAULT_HORIZON_MS
+) -> tuple[StoryShard, list[Story]]:
     """The shard after `update`, and the story record it changed (none if nothing changed)."""
     stories, newest_ms = opened(shard.stories if shard else None, shard.newest_ms if shard else None, update.event_ms)
     known = stories.get(update.story_id)
@@ -190,8 +198,13 @@ class StoryShardCoder(beam.coders.Coder):
     unlike pickled classes, which break when a class is renamed, moved or gains a field."""
 
     def encode(self, shard: StoryShard) -> bytes:
-        return orjson.dumps({"version": STATE_VERSION, "newest_ms": shard.newest_ms,
-                             "stories": {k: dataclasses.asdict(v) for k, v in shard.stories.items()}})
+        return orjson.dumps(
+            {
+                "version": STATE_VERSION,
+                "newest_ms": shard.newest_ms,
+                "stories": {k: dataclasses.asdict(v) for k, v in shard.stories.items()},
+            }
+        )
 
     def decode(self, data: bytes) -> StoryShard:
         state = orjson.loads(data)
@@ -252,9 +265,11 @@ class TrackStories(beam.PTransform):
         self._horizon_ms = int(horizon.total_seconds() * 1000)
 
     def expand(self, outcomes):
-        return (outcomes
-                | "KeyByStory" >> beam.ParDo(_KeyFn()).with_output_types(tuple[int, Any])
-                | "UpdateStories" >> beam.ParDo(_StoriesFn(self._horizon_ms)))
+        return (
+            outcomes
+            | "KeyByStory" >> beam.ParDo(_KeyFn()).with_output_types(tuple[int, Any])
+            | "UpdateStories" >> beam.ParDo(_StoriesFn(self._horizon_ms))
+        )
 
 
 # --- for consumers ------------------------------------------------------------
@@ -305,8 +320,11 @@ class StoryTable:
     def story_of(self) -> dict[str, str]:
         """Each listed member's current story id."""
         groups = self._groups()
-        return {member["article_id"]: groups[story_id]
-                for story_id, record in self.records.items() for member in record["members"]}
+        return {
+            member["article_id"]: groups[story_id]
+            for story_id, record in self.records.items()
+            for member in record["members"]
+        }
 
     def stories(self) -> dict[str, list[dict[str, Any]]]:
         """Current story id → its members (of every story absorbed into it as well)."""

@@ -128,8 +128,15 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from wirecopy.schemas.records import Article, Cluster, ClusterEvent, OfArticle, SourceRecord
 from wirecopy.transforms import syndication_sketch as sketching
-from wirecopy.transforms.stage import (EncodedState, Outcome, StatefulStep, Step, StoredValueCoder, opened,
-                                      within_horizon)
+from wirecopy.transforms.stage import (
+    EncodedState,
+    Outcome,
+    StatefulStep,
+    Step,
+    StoredValueCoder,
+    opened,
+    within_horizon,
+)
 
 SKETCH_STAGE = "SyndicationSketch"
 INDEX_STAGE = "SyndicationIndex"
@@ -273,10 +280,15 @@ def verify(a: sketching.Signature, b: sketching.Signature, same_publisher: bool 
         return Verdict(round(found.raw_share_a, 4), "contained", found.share_a, matched, found.share_b)
     if found.share_b > found.share_a and _contained(found.share_b, found.share_a):
         return Verdict(round(found.raw_share_b, 4), "contains", found.share_a, matched, found.share_b)
-    if (found.chain >= MIN_REWRITE_CHAIN and min(found.share_a, found.share_b) >= REWRITE_SHARE
-            and min(found.spread_a, found.spread_b) >= REWRITE_SPREAD and found.density <= REWRITE_MAX_DENSITY):
-        return Verdict(round((found.raw_share_a * found.raw_share_b) ** 0.5, 4), "rewritten", found.share_a, matched,
-                       found.share_b)
+    if (
+        found.chain >= MIN_REWRITE_CHAIN
+        and min(found.share_a, found.share_b) >= REWRITE_SHARE
+        and min(found.spread_a, found.spread_b) >= REWRITE_SPREAD
+        and found.density <= REWRITE_MAX_DENSITY
+    ):
+        return Verdict(
+            round((found.raw_share_a * found.raw_share_b) ** 0.5, 4), "rewritten", found.share_a, matched, found.share_b
+        )
     if found.share_a >= CONTAINER_PART:
         return Verdict(round(found.raw_share_a, 4), "partial", found.share_a, matched, found.share_b)
     return None
@@ -386,15 +398,19 @@ class Bucket(NamedTuple):
     newest_ms: int
 
 
-def index_step(bucket: Bucket | None, query: IndexQuery, bucket_id: int,
-               horizon_ms: int = DEFAULT_HORIZON_MS) -> tuple[Bucket, IndexReply]:
+def index_step(
+    bucket: Bucket | None, query: IndexQuery, bucket_id: int, horizon_ms: int = DEFAULT_HORIZON_MS
+) -> tuple[Bucket, IndexReply]:
     """The bucket after `query`, and its reply to the article's home shard."""
     query_ms = event_ms(query.sort_key)
     newest_ms = max(bucket.newest_ms, query_ms) if bucket else query_ms
     oldest_ms = newest_ms - horizon_ms
     live = [e for e in (bucket.entries if bucket else ()) if e.event_ms >= oldest_ms]
-    conflicts = {key: kept for key, times in (bucket.conflicts if bucket else {}).items()
-                 if (kept := tuple(t for t in times if t >= oldest_ms))}
+    conflicts = {
+        key: kept
+        for key, times in (bucket.conflicts if bucket else {}).items()
+        if (kept := tuple(t for t in times if t >= oldest_ms))
+    }
     position = next((i for i, e in enumerate(live) if e.article_id == query.article_id), None)
     earlier = live if position is None else live[:position]
     open_keys = {key for key in query.keys if len(conflicts.get(key, ())) < COMMON_CONFLICTS}
@@ -416,8 +432,17 @@ def index_step(bucket: Bucket | None, query: IndexQuery, bucket_id: int,
         label = Label(min(same_text), True)
     else:
         label = Label(query.root, False)
-    live.append(Entry(query.keys, query.article_id, query.sort_key, query_ms, label,
-                      query.signature if label else None, query.publisher))
+    live.append(
+        Entry(
+            query.keys,
+            query.article_id,
+            query.sort_key,
+            query_ms,
+            label,
+            query.signature if label else None,
+            query.publisher,
+        )
+    )
     if len(live) > MAX_BUCKET_ENTRIES:
         live.remove(min(live, key=lambda e: e.event_ms))
     return Bucket(tuple(live), conflicts, newest_ms), reply(matches, label)
@@ -439,13 +464,17 @@ def _verify_against(entries: Iterable[Entry], query: IndexQuery) -> tuple[tuple[
             continue
         shared = sketching.overlap(query.signature, entry.signature)
         same_text = shared.resemblance >= NEAR_RESEMBLANCE
-        if (shared.shared < MIN_SHARED_SAMPLE or shared.shared_shingles < MIN_SHARED_SHINGLES
-                or max(shared.share_a, shared.share_b) < min(REWRITE_SHARE, CONTAINER_PART)
-                or (same_publisher and not same_text)):
+        if (
+            shared.shared < MIN_SHARED_SAMPLE
+            or shared.shared_shingles < MIN_SHARED_SHINGLES
+            or max(shared.share_a, shared.share_b) < min(REWRITE_SHARE, CONTAINER_PART)
+            or (same_publisher and not same_text)
+        ):
             failed.append(entry)
         else:
-            matches.append(Match(entry.article_id, entry.sort_key, entry.label, entry.signature, same_text,
-                                 same_publisher))
+            matches.append(
+                Match(entry.article_id, entry.sort_key, entry.label, entry.signature, same_text, same_publisher)
+            )
     return tuple(matches), failed
 
 
@@ -477,8 +506,9 @@ class Shard(NamedTuple):
     newest_ms: int
 
 
-def home_step(shard: Shard | None, message: Pending | IndexReply,
-              horizon_ms: int = DEFAULT_HORIZON_MS) -> tuple[Shard, list[Article | ClusterEvent]]:
+def home_step(
+    shard: Shard | None, message: Pending | IndexReply, horizon_ms: int = DEFAULT_HORIZON_MS
+) -> tuple[Shard, list[Article | ClusterEvent]]:
     """The shard after `message`, and what it emits: the decided article and its events, if complete."""
     decided = dict(shard.decided) if shard else {}
     waiting = dict(shard.waiting) if shard else {}
@@ -503,8 +533,11 @@ def home_step(shard: Shard | None, message: Pending | IndexReply,
 
 def _pruned(decided: dict[str, Decided], waiting: dict[str, Waiting], newest_ms: int, horizon_ms: int) -> Shard:
     # A reply whose article has not arrived yet waits for it, however old.
-    return Shard(within_horizon(decided, newest_ms, horizon_ms),
-                 within_horizon(waiting, newest_ms, horizon_ms, keep=lambda w: w.pending is None), newest_ms)
+    return Shard(
+        within_horizon(decided, newest_ms, horizon_ms),
+        within_horizon(waiting, newest_ms, horizon_ms, keep=lambda w: w.pending is None),
+        newest_ms,
+    )
 
 
 def _redelivered(shard: Shard, message: Pending | IndexReply) -> tuple[Shard, list[Any]]:
@@ -519,11 +552,22 @@ def _redelivered(shard: Shard, message: Pending | IndexReply) -> tuple[Shard, li
     new_roots = {m.label.root for m in message.matches if m.same_text} - known.roots
     cluster_id = known.cluster["id"]
     outputs: list[Any] = [
-        ClusterEvent("merged", cluster_id, message.article_id, known.cluster["canonical_id"],
-                     merged_from=root.cluster_id, merged_into=cluster_id)
-        for root in sorted(new_roots) if root.cluster_id != cluster_id]
-    outputs += [Use(root.founder_id, message.source, known.since_ms) for root in sorted(new_roots)
-                if root.cluster_id != cluster_id]
+        ClusterEvent(
+            "merged",
+            cluster_id,
+            message.article_id,
+            known.cluster["canonical_id"],
+            merged_from=root.cluster_id,
+            merged_into=cluster_id,
+        )
+        for root in sorted(new_roots)
+        if root.cluster_id != cluster_id
+    ]
+    outputs += [
+        Use(root.founder_id, message.source, known.since_ms)
+        for root in sorted(new_roots)
+        if root.cluster_id != cluster_id
+    ]
     decided = {**shard.decided, message.article_id: known._replace(roots=known.roots | new_roots)}
     return shard._replace(decided=decided), outputs
 
@@ -575,8 +619,9 @@ def candidates(signature: sketching.Signature | None, replies: list[IndexReply])
     for match in unique.values():
         verdict = verify(signature, match.signature, match.same_publisher)
         if verdict is not None:
-            by_root.setdefault(match.label.root, []).append(Aligned(match.article_id, match.sort_key, match.label,
-                                                                    match.signature, verdict))
+            by_root.setdefault(match.label.root, []).append(
+                Aligned(match.article_id, match.sort_key, match.label, match.signature, verdict)
+            )
     found = []
     for root, aligned in by_root.items():
         matched = 0
@@ -585,12 +630,28 @@ def candidates(signature: sketching.Signature | None, replies: list[IndexReply])
         # A partial match is never a reason to join: the story's best member is a copy when it has one.
         best = max(aligned, key=lambda a: (a.match != "partial", a.similarity, a.sort_key))
         limit = max(a.signature.limit for a in aligned)
-        found.append(Candidate(root, matched, sketching.sample_weight(signature, matched, limit),
-                               any(a.match in SAME_TEXT for a in aligned), best, limit))
+        found.append(
+            Candidate(
+                root,
+                matched,
+                sketching.sample_weight(signature, matched, limit),
+                any(a.match in SAME_TEXT for a in aligned),
+                best,
+                limit,
+            )
+        )
     # Between stories that cover as much of the article, the one whose member it covers most: an excerpt is
     # in a digest and in its own story alike, and is a larger part of its own story's text.
-    return sorted(found, key=lambda c: (not c.same_text, c.best.match == "partial", -round(c.share, 2),
-                                        -c.best.verdict.other_share, c.root))
+    return sorted(
+        found,
+        key=lambda c: (
+            not c.same_text,
+            c.best.match == "partial",
+            -round(c.share, 2),
+            -c.best.verdict.other_share,
+            c.root,
+        ),
+    )
 
 
 def choose(signature: sketching.Signature | None, found: list[Candidate]) -> Candidate | None:
@@ -615,15 +676,16 @@ def choose(signature: sketching.Signature | None, found: list[Candidate]) -> Can
         return None
     if signature is None:
         return first
-    others = [c for c in found[1:] if c.best.match != "contains" and not _copies(first.best, c.best)
-              and c.share >= CONTAINER_PART]
-    if first.share < DOMINANT_SHARE and any(
-            _part(signature, c, first) >= CONTAINER_PART for c in others):
+    others = [
+        c
+        for c in found[1:]
+        if c.best.match != "contains" and not _copies(first.best, c.best) and c.share >= CONTAINER_PART
+    ]
+    if first.share < DOMINANT_SHARE and any(_part(signature, c, first) >= CONTAINER_PART for c in others):
         return None
     for i, one in enumerate(others):
-        for other in others[i + 1:]:
-            if (_part(signature, other, one) >= CONTAINER_PART
-                    and not _copies(one.best, other.best)):
+        for other in others[i + 1 :]:
+            if _part(signature, other, one) >= CONTAINER_PART and not _copies(one.best, other.best):
                 return None
     return first
 
@@ -639,8 +701,11 @@ def _same_story(candidate: Candidate) -> bool:
     mostly a copy of it (a member of one story that is a copy of a member of the other). A passage it merely
     shares proves nothing."""
     verdict = candidate.best.verdict
-    contains = (verdict.match == "contains" and candidate.share >= MIN_MERGING_SHARE
-                and verdict.other_share >= MERGE_CONTAINMENT)
+    contains = (
+        verdict.match == "contains"
+        and candidate.share >= MIN_MERGING_SHARE
+        and verdict.other_share >= MERGE_CONTAINMENT
+    )
     rewrite = verdict.match == "rewritten" and min(verdict.share, verdict.other_share) >= MERGE_REWRITE_SHARE
     return candidate.same_text or rewrite or contains
 
@@ -685,30 +750,55 @@ def decide(pending: Pending, replies: list[IndexReply]) -> tuple[Cluster, frozen
     else:
         best = next(m for m in members if m.sort_key == canonical)
         similarity, kind = best.similarity, best.match
-    cluster: Cluster = {"id": root.cluster_id, "canonical_id": canonical.article_id, "similarity": similarity,
-                        "match": kind}
+    cluster: Cluster = {
+        "id": root.cluster_id,
+        "canonical_id": canonical.article_id,
+        "similarity": similarity,
+        "match": kind,
+    }
     if chosen is not None and pending.signature is not None:  # (a text without words has no candidates)
         shared = sketching.sample_weight(pending.signature, chosen.matched, chosen.limit, prior=0.0)
-        cluster["evidence"] = {"matched_id": chosen.best.article_id, "shared": round(min(shared, 1.0), 4),
-                               "passages": passages(chosen.matched, pending.spans)}
+        cluster["evidence"] = {
+            "matched_id": chosen.best.article_id,
+            "shared": round(min(shared, 1.0), 4),
+            "passages": passages(chosen.matched, pending.spans),
+        }
     founded = root == pending.root
     # Only an article that is itself mostly its story's text can prove another story is the same one.
     proves = chosen is not None and (chosen.same_text or chosen.best.match == "contained")
     merged_roots = {c.root for c in found if proves and _same_story(c)} - {root, pending.root}
     outputs: list[Any] = [
         pending.article.with_cluster(cluster),
-        ClusterEvent("created" if founded else "joined", root.cluster_id, pending.article_id,
-                     canonical.article_id, similarity, kind),
+        ClusterEvent(
+            "created" if founded else "joined",
+            root.cluster_id,
+            pending.article_id,
+            canonical.article_id,
+            similarity,
+            kind,
+        ),
     ]
-    outputs += [ClusterEvent("merged", root.cluster_id, pending.article_id, canonical.article_id,
-                             merged_from=other.cluster_id, merged_into=root.cluster_id)
-                for other in sorted(merged_roots)]
+    outputs += [
+        ClusterEvent(
+            "merged",
+            root.cluster_id,
+            pending.article_id,
+            canonical.article_id,
+            merged_from=other.cluster_id,
+            merged_into=root.cluster_id,
+        )
+        for other in sorted(merged_roots)
+    ]
     if exposed and not founded:
-        outputs.append(Exposure(pending.article_id, pending.source, pending.root.cluster_id, cluster,
-                                event_ms(pending.sort_key)))
+        outputs.append(
+            Exposure(pending.article_id, pending.source, pending.root.cluster_id, cluster, event_ms(pending.sort_key))
+        )
     # A story known here by its founder's own root may since be another story: the announcer says which.
-    outputs += [Use(r.founder_id, pending.source, event_ms(pending.sort_key))
-                for r in sorted(merged_roots | {root}) if r != pending.root]
+    outputs += [
+        Use(r.founder_id, pending.source, event_ms(pending.sort_key))
+        for r in sorted(merged_roots | {root})
+        if r != pending.root
+    ]
     return cluster, frozenset(merged_roots | {root}), outputs
 
 
@@ -750,8 +840,9 @@ class Announcements(NamedTuple):
     newest_ms: int
 
 
-def announce_step(state: Announcements | None, message: Exposure | Use,
-                  horizon_ms: int = DEFAULT_HORIZON_MS) -> tuple[Announcements, list[ClusterEvent]]:
+def announce_step(
+    state: Announcements | None, message: Exposure | Use, horizon_ms: int = DEFAULT_HORIZON_MS
+) -> tuple[Announcements, list[ClusterEvent]]:
     """The announcer's state after `message`, and the `merged` event it completes, if any."""
     articles, newest_ms = opened(state and state.articles, state and state.newest_ms, message.event_ms)
     known = articles.get(message.article_id, Announcement(None, False, False, newest_ms))
@@ -762,8 +853,16 @@ def announce_step(state: Announcements | None, message: Exposure | Use,
     events = []
     if known.exposure is not None and known.used and not known.announced:
         cluster = known.exposure.cluster
-        events.append(ClusterEvent("merged", cluster["id"], message.article_id, cluster["canonical_id"],
-                                   merged_from=known.exposure.own_cluster_id, merged_into=cluster["id"]))
+        events.append(
+            ClusterEvent(
+                "merged",
+                cluster["id"],
+                message.article_id,
+                cluster["canonical_id"],
+                merged_from=known.exposure.own_cluster_id,
+                merged_into=cluster["id"],
+            )
+        )
         known = known._replace(announced=True)
     articles[message.article_id] = known
     return Announcements(within_horizon(articles, newest_ms, horizon_ms), newest_ms), events
@@ -792,8 +891,10 @@ def _unversioned(kind: bytes, data: bytes) -> Any:
     if data[:1] != kind or len(data) < 2:
         raise StateVersionError(f"not syndication {_KIND_NAMES[kind]} state (starts {bytes(data[:2])!r})")
     if data[1] != STATE_VERSION:
-        raise StateVersionError(f"syndication {_KIND_NAMES[kind]} state version {data[1]}: this code reads "
-                                f"version {STATE_VERSION} only (state written by another wirecopy release)")
+        raise StateVersionError(
+            f"syndication {_KIND_NAMES[kind]} state version {data[1]}: this code reads "
+            f"version {STATE_VERSION} only (state written by another wirecopy release)"
+        )
     return pickle.loads(data[2:])
 
 
@@ -806,8 +907,16 @@ def _maybe(convert: Callable[[Plain], Converted], value: Plain | None) -> Conver
 
 
 def _plain_signature(signature: sketching.Signature) -> tuple:
-    return (signature.seed, signature.shingle_tokens, signature.values, signature.positions, signature.limit,
-            signature.shingles, signature.tokens, signature.content_hash)
+    return (
+        signature.seed,
+        signature.shingle_tokens,
+        signature.values,
+        signature.positions,
+        signature.limit,
+        signature.shingles,
+        signature.tokens,
+        signature.content_hash,
+    )
 
 
 def _signature(plain: tuple) -> sketching.Signature:
@@ -823,14 +932,28 @@ def _label(plain: tuple) -> Label:
 
 
 def _plain_entry(entry: Entry) -> tuple:
-    return (tuple(entry.keys), entry.article_id, entry.sort_key[:3], entry.event_ms,
-            _maybe(_plain_label, entry.label), _maybe(_plain_signature, entry.signature), entry.publisher)
+    return (
+        tuple(entry.keys),
+        entry.article_id,
+        entry.sort_key[:3],
+        entry.event_ms,
+        _maybe(_plain_label, entry.label),
+        _maybe(_plain_signature, entry.signature),
+        entry.publisher,
+    )
 
 
 def _entry(plain: tuple) -> Entry:
     keys, article_id, sort_key, at_ms, label, signature, publisher = plain
-    return Entry(frozenset(keys), article_id, SortKey._make((*sort_key, article_id)), at_ms, _maybe(_label, label),
-                 _maybe(_signature, signature), publisher)
+    return Entry(
+        frozenset(keys),
+        article_id,
+        SortKey._make((*sort_key, article_id)),
+        at_ms,
+        _maybe(_label, label),
+        _maybe(_signature, signature),
+        publisher,
+    )
 
 
 def encode_bucket(bucket: Bucket) -> bytes:
@@ -853,47 +976,82 @@ def _article(plain: tuple) -> Article:
 
 
 def _plain_pending(pending: Pending) -> tuple:
-    return (_plain_article(pending.article), tuple(pending.sort_key), tuple(pending.root), tuple(pending.buckets),
-            _maybe(_plain_signature, pending.signature), pending.spans)
+    return (
+        _plain_article(pending.article),
+        tuple(pending.sort_key),
+        tuple(pending.root),
+        tuple(pending.buckets),
+        _maybe(_plain_signature, pending.signature),
+        pending.spans,
+    )
 
 
 def _pending(plain: tuple) -> Pending:
     article, key, root, buckets, signature, spans = plain
-    return Pending(_article(article), SortKey(*key), Root(*root), frozenset(buckets), _maybe(_signature, signature),
-                   spans)
+    return Pending(
+        _article(article), SortKey(*key), Root(*root), frozenset(buckets), _maybe(_signature, signature), spans
+    )
 
 
 def _plain_reply(reply: IndexReply) -> tuple:
-    matches = tuple((m.article_id, tuple(m.sort_key), _plain_label(m.label), _plain_signature(m.signature),
-                     m.same_text, m.same_publisher) for m in reply.matches)
-    return (reply.article_id, tuple(reply.source), reply.bucket, matches, _maybe(_plain_label, reply.label),
-            reply.content_only)
+    matches = tuple(
+        (
+            m.article_id,
+            tuple(m.sort_key),
+            _plain_label(m.label),
+            _plain_signature(m.signature),
+            m.same_text,
+            m.same_publisher,
+        )
+        for m in reply.matches
+    )
+    return (
+        reply.article_id,
+        tuple(reply.source),
+        reply.bucket,
+        matches,
+        _maybe(_plain_label, reply.label),
+        reply.content_only,
+    )
 
 
 def _reply(plain: tuple) -> IndexReply:
     article_id, source, bucket, matches, label, content_only = plain
-    return IndexReply(article_id, SourceRecord(*source), bucket,
-                      tuple(Match(m_id, SortKey(*key), _label(m_label), _signature(signature), same_text,
-                                  same_publisher)
-                            for m_id, key, m_label, signature, same_text, same_publisher in matches),
-                      _maybe(_label, label), content_only)
+    return IndexReply(
+        article_id,
+        SourceRecord(*source),
+        bucket,
+        tuple(
+            Match(m_id, SortKey(*key), _label(m_label), _signature(signature), same_text, same_publisher)
+            for m_id, key, m_label, signature, same_text, same_publisher in matches
+        ),
+        _maybe(_label, label),
+        content_only,
+    )
 
 
 def encode_shard(shard: Shard) -> bytes:
     decided = {k: (d.cluster, [tuple(r) for r in d.roots], d.since_ms) for k, d in shard.decided.items()}
-    waiting = {k: (_maybe(_plain_pending, w.pending), [_plain_reply(r) for r in w.replies.values()], w.since_ms)
-               for k, w in shard.waiting.items()}
+    waiting = {
+        k: (_maybe(_plain_pending, w.pending), [_plain_reply(r) for r in w.replies.values()], w.since_ms)
+        for k, w in shard.waiting.items()
+    }
     return _versioned(_SHARD_KIND, (decided, waiting, shard.newest_ms))
 
 
 def decode_shard(data: bytes) -> Shard:
     decided, waiting, newest_ms = _unversioned(_SHARD_KIND, data)
-    return Shard({k: Decided(cluster, frozenset(Root(*r) for r in roots), since_ms)
-                  for k, (cluster, roots, since_ms) in decided.items()},
-                 {k: Waiting(_maybe(_pending, pending), {reply.bucket: reply for reply in map(_reply, replies)},
-                             since_ms)
-                  for k, (pending, replies, since_ms) in waiting.items()},
-                 newest_ms)
+    return Shard(
+        {
+            k: Decided(cluster, frozenset(Root(*r) for r in roots), since_ms)
+            for k, (cluster, roots, since_ms) in decided.items()
+        },
+        {
+            k: Waiting(_maybe(_pending, pending), {reply.bucket: reply for reply in map(_reply, replies)}, since_ms)
+            for k, (pending, replies, since_ms) in waiting.items()
+        },
+        newest_ms,
+    )
 
 
 def _plain_exposure(exposure: Exposure) -> tuple:
@@ -906,15 +1064,22 @@ def _exposure(plain: tuple) -> Exposure:
 
 
 def encode_announcements(announcements: Announcements) -> bytes:
-    articles = {k: (_maybe(_plain_exposure, a.exposure), a.used, a.announced, a.since_ms)
-                for k, a in announcements.articles.items()}
+    articles = {
+        k: (_maybe(_plain_exposure, a.exposure), a.used, a.announced, a.since_ms)
+        for k, a in announcements.articles.items()
+    }
     return _versioned(_ANNOUNCEMENTS_KIND, (articles, announcements.newest_ms))
 
 
 def decode_announcements(data: bytes) -> Announcements:
     articles, newest_ms = _unversioned(_ANNOUNCEMENTS_KIND, data)
-    return Announcements({k: Announcement(_maybe(_exposure, exposure), used, announced, since_ms)
-                          for k, (exposure, used, announced, since_ms) in articles.items()}, newest_ms)
+    return Announcements(
+        {
+            k: Announcement(_maybe(_exposure, exposure), used, announced, since_ms)
+            for k, (exposure, used, announced, since_ms) in articles.items()
+        },
+        newest_ms,
+    )
 
 
 # --- the stage ----------------------------------------------------------------
@@ -934,9 +1099,23 @@ def fan_out(article: Article, seed: int = sketching.DEFAULT_SEED) -> list[tuple[
     for index_key in (content_key, *found.keys):
         by_bucket.setdefault(index_key % BUCKETS, set()).add(index_key)
     publisher = publisher_id(article)
-    queries = [(bucket, IndexQuery(article.article_id, article.source, frozenset(bucket_keys), found.signature, key,
-                                   root, bucket_keys == {content_key}, publisher, bucket))
-               for bucket, bucket_keys in by_bucket.items()]
+    queries = [
+        (
+            bucket,
+            IndexQuery(
+                article.article_id,
+                article.source,
+                frozenset(bucket_keys),
+                found.signature,
+                key,
+                root,
+                bucket_keys == {content_key},
+                publisher,
+                bucket,
+            ),
+        )
+        for bucket, bucket_keys in by_bucket.items()
+    ]
     pending = Pending(article, key, root, frozenset(by_bucket), found.signature, found.spans)
     return [(home_shard(article.article_id), pending), *queries]
 
@@ -1040,8 +1219,9 @@ class _AnnounceFn(StatefulStep[Exposure | Use, Announcements]):
     def process(self, keyed: tuple[int, Any], state=beam.DoFn.StateParam(ANNOUNCEMENTS)) -> Iterator[Outcome]:
         return self.route(keyed, state)
 
-    def step(self, announcements: Announcements | None, message: Exposure | Use
-             ) -> tuple[Announcements, list[ClusterEvent]]:
+    def step(
+        self, announcements: Announcements | None, message: Exposure | Use
+    ) -> tuple[Announcements, list[ClusterEvent]]:
         announcements, events = announce_step(announcements, message, self._horizon_ms)
         _count_events(events)
         return announcements, events
@@ -1060,8 +1240,10 @@ class ClusterSyndicated(beam.PTransform):
 
     def expand(self, outcomes):
         # Integer keys: a deterministic key coder, as stateful DoFns need.
-        return (outcomes
-                | SKETCH_STAGE >> beam.ParDo(_SketchFn()).with_output_types(tuple[int, Any])
-                | INDEX_STAGE >> beam.ParDo(_IndexFn(self._horizon_ms)).with_output_types(tuple[int, Any])
-                | DECIDE_STAGE >> beam.ParDo(_DecideFn(self._horizon_ms)).with_output_types(tuple[int, Any])
-                | ANNOUNCE_STAGE >> beam.ParDo(_AnnounceFn(self._horizon_ms)))
+        return (
+            outcomes
+            | SKETCH_STAGE >> beam.ParDo(_SketchFn()).with_output_types(tuple[int, Any])
+            | INDEX_STAGE >> beam.ParDo(_IndexFn(self._horizon_ms)).with_output_types(tuple[int, Any])
+            | DECIDE_STAGE >> beam.ParDo(_DecideFn(self._horizon_ms)).with_output_types(tuple[int, Any])
+            | ANNOUNCE_STAGE >> beam.ParDo(_AnnounceFn(self._horizon_ms))
+        )

@@ -46,8 +46,11 @@ def draft_article(article: Article) -> Draft:
         raise Rejected(DeadLetterReason.EMPTY_TEXT, "the record has neither text nor html")
     kept, removed, byline = remove_boilerplate(paragraphs)
     if not kept:
-        left = (f"every paragraph was boilerplate ({', '.join(f'{kind} {count}' for kind, count in removed.items())})"
-                if removed else "only white space and control or invisible characters")
+        left = (
+            f"every paragraph was boilerplate ({', '.join(f'{kind} {count}' for kind, count in removed.items())})"
+            if removed
+            else "only white space and control or invisible characters"
+        )
         raise Rejected(DeadLetterReason.EMPTY_TEXT, f"no text left after cleaning: {left}")
     given_source = " ".join((raw.get("source") or "").split()) or None
     canonical = canonical_url(url)
@@ -69,8 +72,15 @@ def draft_article(article: Article) -> Draft:
         boilerplate_removed={},
     )
     source_key = domain or (given_source.casefold() if given_source else None)
-    return Draft(article, tuple(kept), tuple(paragraph_fingerprints(kept, plain)), content, removed, source_key,
-                 frozenset(repairs + title_repairs))
+    return Draft(
+        article,
+        tuple(kept),
+        tuple(paragraph_fingerprints(kept, plain)),
+        content,
+        removed,
+        source_key,
+        frozenset(repairs + title_repairs),
+    )
 
 
 def finish(draft: Draft, template: frozenset[int] = frozenset()) -> Article:
@@ -84,9 +94,11 @@ def finish(draft: Draft, template: frozenset[int] = frozenset()) -> Article:
     if not any(draft.matching[index] for index in keep):
         raise Rejected(DeadLetterReason.EMPTY_TEXT, "no letter or digit left after cleaning")
     paragraphs = [draft.paragraphs[index] for index in keep]
-    return draft.article.with_content(dataclasses.replace(
-        draft.content,
-        text="\n\n".join(paragraphs),
-        word_count=clean_word_count(paragraphs),
-        boilerplate_removed=removed,
-    ))
+    return draft.article.with_content(
+        dataclasses.replace(
+            draft.content,
+            text="\n\n".join(paragraphs),
+            word_count=clean_word_count(paragraphs),
+            boilerplate_removed=removed,
+        )
+    )

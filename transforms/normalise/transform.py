@@ -42,8 +42,10 @@ class _DraftFn(Step[Article]):
     def __init__(self):
         self._html = Metrics.counter("wirecopy", "normalise_html_articles")
         self._unparsable_dates = Metrics.counter("wirecopy", "normalise_published_at_unparsable")
-        self._repaired = {repair: Metrics.counter("wirecopy", f"normalise_repaired_{repair}")
-                          for repair in ("html_entities", "mojibake")}
+        self._repaired = {
+            repair: Metrics.counter("wirecopy", f"normalise_repaired_{repair}")
+            for repair in ("html_entities", "mojibake")
+        }
         self._warned = False
 
     def key_output(self, message: Any) -> str:
@@ -57,9 +59,12 @@ class _DraftFn(Step[Article]):
             self._unparsable_dates.inc()
             if not self._warned:  # one line per worker: the counter has the rest
                 self._warned = True
-                _LOG.warning("article %s: published_at %r is no time this pipeline reads; the article goes on "
-                             "without it (counter normalise_published_at_unparsable counts every such article)",
-                             article.article_id, article.raw["published_at"])
+                _LOG.warning(
+                    "article %s: published_at %r is no time this pipeline reads; the article goes on "
+                    "without it (counter normalise_published_at_unparsable counts every such article)",
+                    article.article_id,
+                    article.raw["published_at"],
+                )
         for repair in draft.repairs:
             self._repaired[repair].inc()
         return [draft]
