@@ -73,38 +73,84 @@ METRICS_NAMESPACE = "bench"
 # any text. Bodies come from a fixed pool; every record has its own id, url
 # and time, like distinct articles would.
 
-_PLACES = ("Northport", "Valmere", "Ostrava Bay", "Kestrel County", "the capital", "Lindenfeld", "Port Arlen",
-           "the northern provinces", "Sunward Valley", "Marisco")
-_ACTORS = ("The transport ministry", "City council members", "A coalition of farmers", "The central bank",
-           "Regional health officials", "The port authority", "Union representatives", "A panel of engineers",
-           "The energy regulator", "School governors")
+_PLACES = (
+    "Northport",
+    "Valmere",
+    "Ostrava Bay",
+    "Kestrel County",
+    "the capital",
+    "Lindenfeld",
+    "Port Arlen",
+    "the northern provinces",
+    "Sunward Valley",
+    "Marisco",
+)
+_ACTORS = (
+    "The transport ministry",
+    "City council members",
+    "A coalition of farmers",
+    "The central bank",
+    "Regional health officials",
+    "The port authority",
+    "Union representatives",
+    "A panel of engineers",
+    "The energy regulator",
+    "School governors",
+)
 _VERBS = ("approved", "rejected", "postponed", "announced", "criticised", "expanded", "reviewed", "proposed")
-_OBJECTS = ("a plan to rebuild the river crossing", "new limits on night flights", "a budget for rural clinics",
-            "higher fees for freight trains", "a pilot scheme for electric buses", "the sale of the old shipyard",
-            "a study of coastal flooding", "changes to the school calendar", "a tax on empty offices",
-            "emergency funding for grain stores")
-_WHEN = ("on Tuesday", "late on Friday", "after two days of talks", "this week", "earlier this month",
-         "following a public consultation", "in a closed session", "ahead of the winter season")
-_QUOTES = ("This is the most important decision we have taken in a decade",
-           "We listened to residents and we changed the proposal",
-           "The numbers simply did not add up",
-           "Nobody should have to wait three years for a repair",
-           "It is a first step, not the last one",
-           "We expect the work to start before the end of the year")
-_SPEAKERS = ("a spokesperson said", "the minister told reporters", "one delegate said", "the chair said in a statement",
-             "a local resident said", "an official who asked not to be named said")
+_OBJECTS = (
+    "a plan to rebuild the river crossing",
+    "new limits on night flights",
+    "a budget for rural clinics",
+    "higher fees for freight trains",
+    "a pilot scheme for electric buses",
+    "the sale of the old shipyard",
+    "a study of coastal flooding",
+    "changes to the school calendar",
+    "a tax on empty offices",
+    "emergency funding for grain stores",
+)
+_WHEN = (
+    "on Tuesday",
+    "late on Friday",
+    "after two days of talks",
+    "this week",
+    "earlier this month",
+    "following a public consultation",
+    "in a closed session",
+    "ahead of the winter season",
+)
+_QUOTES = (
+    "This is the most important decision we have taken in a decade",
+    "We listened to residents and we changed the proposal",
+    "The numbers simply did not add up",
+    "Nobody should have to wait three years for a repair",
+    "It is a first step, not the last one",
+    "We expect the work to start before the end of the year",
+)
+_SPEAKERS = (
+    "a spokesperson said",
+    "the minister told reporters",
+    "one delegate said",
+    "the chair said in a statement",
+    "a local resident said",
+    "an official who asked not to be named said",
+)
 _FIGURES = ("{n} million euros", "{n} per cent", "{n} jobs", "{n} kilometres of track", "{n} households")
 
 
 def _sentence(rng: random.Random) -> str:
     kind = rng.randrange(3)
     if kind == 0:
-        return (f"{rng.choice(_ACTORS)} in {rng.choice(_PLACES)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} "
-                f"{rng.choice(_WHEN)}.")
+        return (
+            f"{rng.choice(_ACTORS)} in {rng.choice(_PLACES)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} "
+            f"{rng.choice(_WHEN)}."
+        )
     if kind == 1:
         figure = rng.choice(_FIGURES).format(n=rng.randrange(2, 900))
-        return (f"The measure is expected to affect about {figure} in {rng.choice(_PLACES)}, "
-                "according to early estimates.")
+        return (
+            f"The measure is expected to affect about {figure} in {rng.choice(_PLACES)}, according to early estimates."
+        )
     return f"\u201c{rng.choice(_QUOTES)},\u201d {rng.choice(_SPEAKERS)}."
 
 
@@ -128,15 +174,17 @@ def article(index: int, pool: list[tuple[str, str]]) -> tuple[bytes, bytes]:
     title, body = pool[(index * 7919) % len(pool)]
     article_id = f"bench-{index:08d}"
     published = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=37 * index)
-    value = orjson.dumps({
-        "id": article_id,
-        "url": f"https://news.example.org/{published:%Y/%m/%d}/{article_id}",
-        "source": "news.example.org",
-        "title": title,
-        "text": body,
-        "published_at": published.isoformat(),
-        "language": "en",
-    })
+    value = orjson.dumps(
+        {
+            "id": article_id,
+            "url": f"https://news.example.org/{published:%Y/%m/%d}/{article_id}",
+            "source": "news.example.org",
+            "title": title,
+            "text": body,
+            "published_at": published.isoformat(),
+            "language": "en",
+        }
+    )
     return article_id.encode(), value
 
 
@@ -286,15 +334,17 @@ def make_messages(count: int) -> Timing:
 
 
 def write_beam(bootstrap: str, topic: str, count: int) -> Timing:
-    timing, _ = run_pipeline(lambda p: p | beam.Impulse() | beam.ParDo(_GenerateMessages(topic, count))
-                             | WriteToKafka(bootstrap))
+    timing, _ = run_pipeline(
+        lambda p: p | beam.Impulse() | beam.ParDo(_GenerateMessages(topic, count)) | WriteToKafka(bootstrap)
+    )
     return timing
 
 
 def generate_beam(topic: str, count: int) -> Timing:
     """The write pipeline with the sink replaced by a counter: its cost is not the sink's."""
-    timing, metrics = run_pipeline(lambda p: p | beam.Impulse() | beam.ParDo(_GenerateMessages(topic, count))
-                                   | beam.ParDo(_CountArrivals()))
+    timing, metrics = run_pipeline(
+        lambda p: p | beam.Impulse() | beam.ParDo(_GenerateMessages(topic, count)) | beam.ParDo(_CountArrivals())
+    )
     arrivals(metrics, count)
     return timing
 
@@ -318,20 +368,29 @@ def profile_beam_read(bootstrap: str, topic: str, count: int) -> None:
         pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(order).print_stats(lines)
         print(f"\n--- cProfile of the Beam read, sorted by {order} (top {lines}) ---")
         # Drop pstats' preamble (file and ordering lines), keep the header and table.
-        print(out.getvalue()[out.getvalue().index("   ncalls"):].rstrip())
+        print(out.getvalue()[out.getvalue().index("   ncalls") :].rstrip())
 
 
 # ----------------------------------------------------------------- report
 
 
-def row(label: str, seconds: list[float], count: int, payload_bytes: int, raw_seconds: list[float] | None = None,
-        cpu: list[float] | None = None, raw_cpu: list[float] | None = None) -> str:
+def row(
+    label: str,
+    seconds: list[float],
+    count: int,
+    payload_bytes: int,
+    raw_seconds: list[float] | None = None,
+    cpu: list[float] | None = None,
+    raw_cpu: list[float] | None = None,
+) -> str:
     """One table line: best and median seconds, throughput of the best, ours /
     raw throughput (best against best, median against median), and the same
     for CPU time (medians)."""
     best, median = min(seconds), statistics.median(seconds)
     line = f"  {label:<38} {best:>6.2f} {median:>6.2f} {count / best:>9,.0f} {payload_bytes / best / 1e6:>6.1f}"
-    line += f" {min(raw_seconds) / best:>6.2f} {statistics.median(raw_seconds) / median:>6.2f}" if raw_seconds else " " * 14
+    line += (
+        f" {min(raw_seconds) / best:>6.2f} {statistics.median(raw_seconds) / median:>6.2f}" if raw_seconds else " " * 14
+    )
     if cpu:
         line += f" {statistics.median(cpu):>7.2f}"
         if raw_cpu:
@@ -356,16 +415,22 @@ def main() -> None:
     count = args.records
 
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
-    print(f"machine: {os.cpu_count()} cores, shared with other work (noisy): compare the ratios, which are "
-          f"measured in the same run")
-    print(f"python {platform.python_version()}, apache-beam {beam.__version__}, kafka-python {kafka.__version__}, "
-          f"broker Tansu (memory storage) on loopback")
+    print(
+        f"machine: {os.cpu_count()} cores, shared with other work (noisy): compare the ratios, which are "
+        f"measured in the same run"
+    )
+    print(
+        f"python {platform.python_version()}, apache-beam {beam.__version__}, kafka-python {kafka.__version__}, "
+        f"broker Tansu (memory storage) on loopback"
+    )
 
     pool = article_pool()
     messages = [article(index, pool) for index in range(count)]
     payload_bytes = sum(len(value) for _, value in messages)
-    print(f"data: {count:,} records, {PARTITIONS} partitions, mean value {payload_bytes / count:,.0f} B, "
-          f"{payload_bytes / 1e6:,.1f} MB of values; repeats: {args.repeat}")
+    print(
+        f"data: {count:,} records, {PARTITIONS} partitions, mean value {payload_bytes / count:,.0f} B, "
+        f"{payload_bytes / 1e6:,.1f} MB of values; repeats: {args.repeat}"
+    )
 
     read_timings: dict[str, list[Timing]] = {"raw": [], "raw5000": [], "beam": []}
     write_timings: dict[str, list[Timing]] = {"prebuilt": [], "raw": [], "make": [], "beam": [], "generate": []}
@@ -413,8 +478,9 @@ def main() -> None:
 
     def difference(minuend: str, subtrahend: str, field: str) -> list[float]:
         """Run by run (pairs from the same repeat): the cost of the sending alone."""
-        return [getattr(m, field) - getattr(s, field)
-                for m, s in zip(write_timings[minuend], write_timings[subtrahend])]
+        return [
+            getattr(m, field) - getattr(s, field) for m, s in zip(write_timings[minuend], write_timings[subtrahend])
+        ]
 
     raw_seconds, raw_cpu = difference("raw", "make", "total_s"), difference("raw", "make", "cpu_s")
     sink_seconds, sink_cpu = difference("beam", "generate", "total_s"), difference("beam", "generate", "cpu_s")
@@ -422,35 +488,105 @@ def main() -> None:
 
     print()
     print(f"  {'':<38} {'wall s':^13} {'throughput':^16} {'ours/raw':^13} {'CPU s':>7} {'CPU':>6}")
-    print(f"  {'measurement (' + format(count, ',') + ' records)':<38} {'best':>6} {'median':>6} {'records/s':>9} "
-          f"{'MB/s':>6} {'best':>6} {'median':>6} {'median':>7} {'o/r':>6}")
+    print(
+        f"  {'measurement (' + format(count, ',') + ' records)':<38} {'best':>6} {'median':>6} {'records/s':>9} "
+        f"{'MB/s':>6} {'best':>6} {'median':>6} {'median':>7} {'o/r':>6}"
+    )
     print("  read")
     for variant, max_records in RAW_POLL_SIZES.items():
         label = f"raw poll({max_records:,}/poll){' *' if variant == fastest_raw else ''}"
-        print(row(f"{label}, end to end", column(read_timings[variant], "total_s"), count, payload_bytes,
-                  cpu=column(read_timings[variant], "cpu_s")))
+        print(
+            row(
+                f"{label}, end to end",
+                column(read_timings[variant], "total_s"),
+                count,
+                payload_bytes,
+                cpu=column(read_timings[variant], "cpu_s"),
+            )
+        )
         print(row(f"{label}, steady state", column(read_timings[variant], "steady_s"), count, payload_bytes))
-    print(row("ReadFromKafka, end to end", column(beam_read, "total_s"), count, payload_bytes,
-              column(raw_read, "total_s"), column(beam_read, "cpu_s"), column(raw_read, "cpu_s")))
-    print(row("ReadFromKafka, steady state", column(beam_read, "steady_s"), count, payload_bytes,
-              column(raw_read, "steady_s")))
+    print(
+        row(
+            "ReadFromKafka, end to end",
+            column(beam_read, "total_s"),
+            count,
+            payload_bytes,
+            column(raw_read, "total_s"),
+            column(beam_read, "cpu_s"),
+            column(raw_read, "cpu_s"),
+        )
+    )
+    print(
+        row(
+            "ReadFromKafka, steady state",
+            column(beam_read, "steady_s"),
+            count,
+            payload_bytes,
+            column(raw_read, "steady_s"),
+        )
+    )
     print("  write")
-    print(row("raw send + flush, prebuilt list", column(prebuilt, "total_s"), count, payload_bytes,
-              cpu=column(prebuilt, "cpu_s")))
-    print(row("raw send + flush, made per send", column(write_timings["raw"], "total_s"), count, payload_bytes,
-              cpu=column(write_timings["raw"], "cpu_s")))
-    print(row("making the messages (subtracted)", column(write_timings["make"], "total_s"), count, payload_bytes,
-              cpu=column(write_timings["make"], "cpu_s")))
+    print(
+        row(
+            "raw send + flush, prebuilt list",
+            column(prebuilt, "total_s"),
+            count,
+            payload_bytes,
+            cpu=column(prebuilt, "cpu_s"),
+        )
+    )
+    print(
+        row(
+            "raw send + flush, made per send",
+            column(write_timings["raw"], "total_s"),
+            count,
+            payload_bytes,
+            cpu=column(write_timings["raw"], "cpu_s"),
+        )
+    )
+    print(
+        row(
+            "making the messages (subtracted)",
+            column(write_timings["make"], "total_s"),
+            count,
+            payload_bytes,
+            cpu=column(write_timings["make"], "cpu_s"),
+        )
+    )
     print(row("raw KafkaProducer alone (difference) *", raw_seconds, count, payload_bytes, cpu=raw_cpu))
-    print(row("generate + WriteToKafka pipeline", column(write_timings["beam"], "total_s"), count, payload_bytes,
-              cpu=column(write_timings["beam"], "cpu_s")))
-    print(row("generate-only pipeline (subtracted)", column(write_timings["generate"], "total_s"), count,
-              payload_bytes, cpu=column(write_timings["generate"], "cpu_s")))
+    print(
+        row(
+            "generate + WriteToKafka pipeline",
+            column(write_timings["beam"], "total_s"),
+            count,
+            payload_bytes,
+            cpu=column(write_timings["beam"], "cpu_s"),
+        )
+    )
+    print(
+        row(
+            "generate-only pipeline (subtracted)",
+            column(write_timings["generate"], "total_s"),
+            count,
+            payload_bytes,
+            cpu=column(write_timings["generate"], "cpu_s"),
+        )
+    )
     if min(sink_seconds + sink_cpu + raw_seconds + raw_cpu) > 0:
-        print(row("WriteToKafka alone (difference)", sink_seconds, count, payload_bytes, raw_seconds,
-                  sink_cpu, raw_cpu))
-        print(row("  the same, against the prebuilt list", sink_seconds, count, payload_bytes,
-                  column(prebuilt, "total_s"), sink_cpu, column(prebuilt, "cpu_s")))
+        print(
+            row("WriteToKafka alone (difference)", sink_seconds, count, payload_bytes, raw_seconds, sink_cpu, raw_cpu)
+        )
+        print(
+            row(
+                "  the same, against the prebuilt list",
+                sink_seconds,
+                count,
+                payload_bytes,
+                column(prebuilt, "total_s"),
+                sink_cpu,
+                column(prebuilt, "cpu_s"),
+            )
+        )
     else:
         print(f"  {'WriteToKafka alone (difference)':<38} within the noise at this size: use more --records")
     print()

@@ -68,7 +68,11 @@ class PlainLangdetect:
 
 class Ours:
     def __init__(self, calibration=None, lexicon=None) -> None:
-        self._detector = LanguageDetector(lexicon=lexicon) if calibration is None else LanguageDetector(calibration=calibration, lexicon=lexicon)
+        self._detector = (
+            LanguageDetector(lexicon=lexicon)
+            if calibration is None
+            else LanguageDetector(calibration=calibration, lexicon=lexicon)
+        )
         self.name = self._detector.name
         self.profile_codes = self._detector.profile_codes
 
@@ -86,7 +90,9 @@ class Run:
     seconds: float
 
     def codes(self, threshold: float) -> list[str]:
-        return [code if confidence >= threshold and code != UNDETERMINED else UNDETERMINED for code, confidence in self.top]
+        return [
+            code if confidence >= threshold and code != UNDETERMINED else UNDETERMINED for code, confidence in self.top
+        ]
 
 
 def run(detector, texts: list[str], gold: list[str]) -> Run:
@@ -135,8 +141,9 @@ def percent(x: float) -> str:
     return f"{100 * x:6.2f} %"
 
 
-def print_unknown_languages(detectors, ours, corpus: pathlib.Path, langid: pathlib.Path, unknown: list[str],
-                            t: float, limit: int | None) -> dict:
+def print_unknown_languages(
+    detectors, ours, corpus: pathlib.Path, langid: pathlib.Path, unknown: list[str], t: float, limit: int | None
+) -> dict:
     """How often each detector labels articles and sentences of languages langdetect has no profile for."""
     print(f"\n== languages langdetect does not know: labelled with confidence >= {t} (any label is wrong) ==")
     unknown_runs = {}
@@ -159,7 +166,9 @@ def print_unknown_languages(detectors, ours, corpus: pathlib.Path, langid: pathl
             for (_, n), r in unknown_runs.items()
             if n == detector.name
         ]
-        print(f"mean over these languages, {'ours' if detector is ours else 'langdetect'}: {percent(statistics.mean(rates))}")
+        print(
+            f"mean over these languages, {'ours' if detector is ours else 'langdetect'}: {percent(statistics.mean(rates))}"
+        )
     sentence_rates = {}
     for detector in detectors:
         rates = []
@@ -168,18 +177,26 @@ def print_unknown_languages(detectors, ours, corpus: pathlib.Path, langid: pathl
             result = run(detector, texts, gold)
             rates.append((code, sum(c not in (UNDETERMINED, code) for c in result.codes(t)) / len(texts)))
         sentence_rates[detector.name] = rates
-    print(f"langid sentences of the {len(unknown)} languages without a profile (fit half; a script-decided label like hy/ka is right):")
+    print(
+        f"langid sentences of the {len(unknown)} languages without a profile (fit half; a script-decided label like hy/ka is right):"
+    )
     for detector in detectors:
         rates = sentence_rates[detector.name]
         worst = ", ".join(f"{c} {100 * r:.0f}%" for c, r in sorted(rates, key=lambda x: -x[1])[:6])
-        print(f"  {'ours' if detector is ours else 'langdetect':10} wrong label {percent(statistics.mean(r for _, r in rates))}  (worst: {worst})")
+        print(
+            f"  {'ours' if detector is ours else 'langdetect':10} wrong label {percent(statistics.mean(r for _, r in rates))}  (worst: {worst})"
+        )
     return unknown_runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parents[1].parent / "shared")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many lines/articles per file (default: all)")
+    parser.add_argument(
+        "--shared", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parents[1].parent / "shared"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="at most this many lines/articles per file (default: all)"
+    )
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     args = parser.parse_args()
     langid, corpus = args.shared / "eval" / "langid", args.shared / "corpus"
@@ -199,7 +216,10 @@ def main() -> None:
 
     # Ours on each half of eval/langid: calibrated on the other half only.
     cross_validated = {
-        half: Ours(fit_calibration(ours._detector._tables, langid, parity=1 - half, lexicon=ours._detector._lexicon), ours._detector._lexicon)
+        half: Ours(
+            fit_calibration(ours._detector._tables, langid, parity=1 - half, lexicon=ours._detector._lexicon),
+            ours._detector._lexicon,
+        )
         for half in (0, 1)
     }
     print(f"\n== eval/langid, mean over langdetect's {len(known)} languages; ours fitted on the other half ==")
@@ -237,7 +257,9 @@ def main() -> None:
         for texts in sets.values()
         for text in texts
     ]
-    print(f"ours: the bounded sample gives the full text's answer for {percent(statistics.mean(samples_agree))} of them")
+    print(
+        f"ours: the bounded sample gives the full text's answer for {percent(statistics.mean(samples_agree))} of them"
+    )
     for detector in detectors:
         total = sum(len(r.gold) for (c, n), r in article_runs.items() if n == detector.name)
         correct = sum(
@@ -245,12 +267,17 @@ def main() -> None:
             for (c, n), r in article_runs.items()
             if n == detector.name
         )
-        print(f"all known-language articles, {'ours' if detector is ours else 'langdetect'}: {percent(correct / total)} of {total}")
+        print(
+            f"all known-language articles, {'ours' if detector is ours else 'langdetect'}: {percent(correct / total)} of {total}"
+        )
 
     unknown_runs = print_unknown_languages(detectors, ours, corpus, langid, unknown, t, args.limit)
 
     print("\n== speed, CPU seconds of this process, same run ==")
-    for unit, selection in (("article", article_runs), ("sentence", {k: v for k, v in runs.items() if k[0] == "sentences"})):
+    for unit, selection in (
+        ("article", article_runs),
+        ("sentence", {k: v for k, v in runs.items() if k[0] == "sentences"}),
+    ):
         per = {}
         for detector in detectors:
             chosen = [r for key, r in selection.items() if detector.name in key]
@@ -261,17 +288,26 @@ def main() -> None:
         )
 
     print("\n== our threshold trade-off (langid: cross-validated, mean of both halves) ==")
-    print(f"{'threshold':>10}{'sent. acc':>11}{'pairs acc':>11}{'words acc':>11}{'words und':>11}{'words acc lab.':>16}{'articles':>10}{'unknown lab.':>14}")
+    print(
+        f"{'threshold':>10}{'sent. acc':>11}{'pairs acc':>11}{'words acc':>11}{'words und':>11}{'words acc lab.':>16}{'articles':>10}{'unknown lab.':>14}"
+    )
     for threshold in THRESHOLDS:
         sentences, pairs, words = (
-            [statistics.mean(column) for column in zip(*(language_scores(runs[(kind, ours.name, h)], threshold) for h in (0, 1)))]
+            [
+                statistics.mean(column)
+                for column in zip(*(language_scores(runs[(kind, ours.name, h)], threshold) for h in (0, 1)))
+            ]
             for kind in KINDS
         )
         sentences, pairs = sentences[0], pairs[0]
         article_results = [r for (c, n), r in article_runs.items() if n == ours.name]
-        articles = sum(sum(x == g for x, g in zip(r.codes(threshold), r.gold)) for r in article_results) / sum(len(r.gold) for r in article_results)
+        articles = sum(sum(x == g for x, g in zip(r.codes(threshold), r.gold)) for r in article_results) / sum(
+            len(r.gold) for r in article_results
+        )
         unknown_labelled = statistics.mean(
-            sum(c != UNDETERMINED for c in r.codes(threshold)) / len(r.gold) for (_, n), r in unknown_runs.items() if n == ours.name
+            sum(c != UNDETERMINED for c in r.codes(threshold)) / len(r.gold)
+            for (_, n), r in unknown_runs.items()
+            if n == ours.name
         )
         print(
             f"{threshold:>10}{percent(sentences):>11}{percent(pairs):>11}{percent(words[0]):>11}{percent(words[1]):>11}"

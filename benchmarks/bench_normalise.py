@@ -71,6 +71,7 @@ def normalise_stream(
 def stage_at(revision: str) -> types.ModuleType:
     """The normalise stage as of git `revision`, loaded beside the current one: the package
     `transforms/normalise/` (its modules import each other relatively), or the single module it was before."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), *args], check=True, capture_output=True, text=True).stdout
 
@@ -86,8 +87,9 @@ def stage_at(revision: str) -> types.ModuleType:
     directory.mkdir()
     for path in package:
         (directory / Path(path).name).write_text(git("show", f"{revision}:{path}"), encoding="utf-8")
-    spec = importlib.util.spec_from_file_location(name, directory / "__init__.py",
-                                                  submodule_search_locations=[str(directory)])
+    spec = importlib.util.spec_from_file_location(
+        name, directory / "__init__.py", submodule_search_locations=[str(directory)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -101,7 +103,11 @@ def quality(shared: Path) -> None:
     total = collections.Counter()
     lost_examples, leaked_examples = [], []
     for labelled, result in zip(stream, results):
-        output = collections.Counter(result.fingerprint.split("\n")) if isinstance(result, Article) else collections.Counter()
+        output = (
+            collections.Counter(fingerprint(result.content.text).split("\n"))
+            if isinstance(result, Article)
+            else collections.Counter()
+        )
         for text, label, kind in labelled.paragraphs:
             form = fingerprint(text)
             survived = output[form] > 0
@@ -120,22 +126,33 @@ def quality(shared: Path) -> None:
     sites = len({labelled.site for labelled in stream})
     removed_boilerplate = total[(BOILERPLATE,)] - kept[(BOILERPLATE,)]
     removed_article = total[(ARTICLE,)] - kept[(ARTICLE,)]
-    print(f"labelled set: {len(stream)} articles, {sites} sites, {len(languages)} languages ({' '.join(languages)}), "
-          f"{total[(ARTICLE,)]} article and {total[(BOILERPLATE,)]} boilerplate paragraphs; {rejected} dead-lettered")
+    print(
+        f"labelled set: {len(stream)} articles, {sites} sites, {len(languages)} languages ({' '.join(languages)}), "
+        f"{total[(ARTICLE,)]} article and {total[(BOILERPLATE,)]} boilerplate paragraphs; {rejected} dead-lettered"
+    )
     print(f"article paragraphs kept:        {kept[(ARTICLE,)] / total[(ARTICLE,)]:.4f}  (goal >= 0.99)")
     print(f"boilerplate paragraphs removed: {removed_boilerplate / total[(BOILERPLATE,)]:.4f}  (goal >= 0.97)")
     print(f"precision of removal:           {removed_boilerplate / (removed_boilerplate + removed_article):.4f}")
     for kind in ("template", "generic"):
-        print(f"  removed, {kind:<8} lines:        {1 - kept[(BOILERPLATE, kind)] / total[(BOILERPLATE, kind)]:.4f}"
-              f"  ({total[(BOILERPLATE, kind)]})")
+        print(
+            f"  removed, {kind:<8} lines:        {1 - kept[(BOILERPLATE, kind)] / total[(BOILERPLATE, kind)]:.4f}"
+            f"  ({total[(BOILERPLATE, kind)]})"
+        )
     for phase in ("first", "later"):
-        print(f"  removed, {phase} article of a site: {1 - kept[(BOILERPLATE, phase)] / total[(BOILERPLATE, phase)]:.4f}"
-              f"  ({total[(BOILERPLATE, phase)]})")
+        print(
+            f"  removed, {phase} article of a site: {1 - kept[(BOILERPLATE, phase)] / total[(BOILERPLATE, phase)]:.4f}"
+            f"  ({total[(BOILERPLATE, phase)]})"
+        )
     print("  per language (article kept / boilerplate removed):")
     for language in languages:
-        print(f"    {language}: {kept[(ARTICLE, language)] / total[(ARTICLE, language)]:.4f} / "
-              f"{1 - kept[(BOILERPLATE, language)] / total[(BOILERPLATE, language)]:.4f}")
-    for title, examples in (("article paragraphs lost", lost_examples), ("boilerplate kept after a site's first article", leaked_examples)):
+        print(
+            f"    {language}: {kept[(ARTICLE, language)] / total[(ARTICLE, language)]:.4f} / "
+            f"{1 - kept[(BOILERPLATE, language)] / total[(BOILERPLATE, language)]:.4f}"
+        )
+    for title, examples in (
+        ("article paragraphs lost", lost_examples),
+        ("boilerplate kept after a site's first article", leaked_examples),
+    ):
         counted = collections.Counter(examples).most_common(12)
         print(f"  {title}: {len(examples)}" + "".join(f"\n    {n}x [{lang}] {text}" for (lang, text), n in counted))
 
@@ -150,7 +167,10 @@ def _page(raw: dict, labelled) -> str:
         f"<meta property='og:site_name' content='{labelled.site}'><meta name='author' content='Amina Bello'>"
         "<meta property='article:published_time' content='2024-03-01T10:00:00+01:00'>"
         "<style>" + "body{margin:0} .nav li{display:inline} " * 60 + "</style>"
-        "<script>" + "window.dataLayer=window.dataLayer||[];function gtag(){dataLayer.push(arguments)} " * 40 + "</script></head><body>"
+        "<script>"
+        + "window.dataLayer=window.dataLayer||[];function gtag(){dataLayer.push(arguments)} "
+        * 40
+        + "</script></head><body>"
         "<header><nav class='nav'><ul><li><a href='/'>Home</a></li><li><a href='/world'>World</a></li>"
         "<li><a href='/politics'>Politics</a></li><li><a href='/sport'>Sport</a></li></ul></nav></header>"
         f"<main><article><h1>{html.escape(raw['title'])}</h1><div class='byline'>By Amina Bello</div>{body}</article>"
@@ -189,7 +209,9 @@ def speed(shared: Path, count: int, baseline: str | None) -> None:
         [
             {**labelled.raw, "text": "\n\n".join(text for text, label, _ in labelled.paragraphs if label == ARTICLE)}
             for labelled in build(shared)
-            if 2500 <= sum(len(text.encode("utf-8")) for text, label, _ in labelled.paragraphs if label == ARTICLE) <= 4000
+            if 2500
+            <= sum(len(text.encode("utf-8")) for text, label, _ in labelled.paragraphs if label == ARTICLE)
+            <= 4000
         ],
         count,
     )
@@ -216,21 +238,30 @@ def speed(shared: Path, count: int, baseline: str | None) -> None:
         if old:
             old_stateless = _rate(lambda raws: drafts_only(raws, old), texts)
             old_full = _rate(lambda raws: normalise_stream(raws, stage=old), texts)
-            print(f"    as of {baseline}: {old_stateless:,.0f}/s and {old_full:,.0f}/s "
-                  f"(now {stateless / old_stateless:.2f}x and {full / old_full:.2f}x that)")
-    pages = [{"id": raw["id"], "url": raw["url"], "html": _page(raw, labelled)} for raw, labelled in zip(wrapped[:300], stream)]
+            print(
+                f"    as of {baseline}: {old_stateless:,.0f}/s and {old_full:,.0f}/s "
+                f"(now {stateless / old_stateless:.2f}x and {full / old_full:.2f}x that)"
+            )
+    pages = [
+        {"id": raw["id"], "url": raw["url"], "html": _page(raw, labelled)}
+        for raw, labelled in zip(wrapped[:300], stream)
+    ]
     page_size = statistics.mean(len(page["html"].encode("utf-8")) for page in pages)
     html_rate = _rate(normalise_stream, pages, repeat=1)
-    print(f"HTML: {len(pages)} pages of {page_size / 1000:.1f} KB on average, full path with trafilatura: {html_rate:,.0f} pages/s "
-          f"({full / html_rate:.0f}x slower than the same articles as plain text in this run)")
+    print(
+        f"HTML: {len(pages)} pages of {page_size / 1000:.1f} KB on average, full path with trafilatura: {html_rate:,.0f} pages/s "
+        f"({full / html_rate:.0f}x slower than the same articles as plain text in this run)"
+    )
     kept = total = chrome_left = 0
     for labelled, result in zip(stream, normalise_stream(pages)):
-        output = result.fingerprint.split("\n") if isinstance(result, Article) else []
+        output = fingerprint(result.content.text).split("\n") if isinstance(result, Article) else []
         story = {fingerprint(text) for text, label, _ in labelled.paragraphs if label == ARTICLE}
         total += len(story)
         kept += len(story & set(output))
         chrome_left += sum(1 for line in output if line not in story and line != fingerprint(labelled.raw["title"]))
-    print(f"  article paragraphs kept {kept / total:.4f}; page chrome lines left in the text: {chrome_left} over {len(pages)} pages")
+    print(
+        f"  article paragraphs kept {kept / total:.4f}; page chrome lines left in the text: {chrome_left} over {len(pages)} pages"
+    )
 
 
 def main() -> None:

@@ -88,18 +88,44 @@ def run_process(argv: list[str]) -> tuple[float, float]:
 def contender(name: str, broker: LocalBroker, source: str, count: int, tag: str) -> list[str]:
     """The command line of one of `pipeline_contenders.py`'s contenders, with its own output topic and group."""
     broker.create_topics([f"{tag}.out"], partitions=PARTITIONS)
-    return [sys.executable, "-m", "benchmarks.pipeline_contenders", name, broker.bootstrap_servers, source,
-            f"{tag}.out", f"{tag}-group", str(count)]
+    return [
+        sys.executable,
+        "-m",
+        "benchmarks.pipeline_contenders",
+        name,
+        broker.bootstrap_servers,
+        source,
+        f"{tag}.out",
+        f"{tag}-group",
+        str(count),
+    ]
 
 
 def wirecopy_args(broker: LocalBroker, source: str, tag: str) -> tuple[KafkaIO, list[str]]:
     """`wirecopy run`'s arguments: bounded, from the earliest offset, fresh output topics and group."""
-    io = KafkaIO(KafkaReadSpec(broker.bootstrap_servers, source, group_id=f"{tag}-group"),
-                 output_topic=f"{tag}.enriched", cluster_topic=f"{tag}.clusters", dead_letter_topic=f"{tag}.dead")
+    io = KafkaIO(
+        KafkaReadSpec(broker.bootstrap_servers, source, group_id=f"{tag}-group"),
+        output_topic=f"{tag}.enriched",
+        cluster_topic=f"{tag}.clusters",
+        dead_letter_topic=f"{tag}.dead",
+    )
     broker.create_topics([io.output_topic, io.cluster_topic, io.dead_letter_topic], partitions=PARTITIONS)
-    return io, ["--bootstrap-servers", io.bootstrap_servers, "--input-topic", source,
-                "--output-topic", io.output_topic, "--cluster-topic", io.cluster_topic,
-                "--dead-letter-topic", io.dead_letter_topic, "--group-id", io.read.group_id, "--start-from", "earliest"]
+    return io, [
+        "--bootstrap-servers",
+        io.bootstrap_servers,
+        "--input-topic",
+        source,
+        "--output-topic",
+        io.output_topic,
+        "--cluster-topic",
+        io.cluster_topic,
+        "--dead-letter-topic",
+        io.dead_letter_topic,
+        "--group-id",
+        io.read.group_id,
+        "--start-from",
+        "earliest",
+    ]
 
 
 # --- the per-stage profile -----------------------------------------------------------------------
@@ -110,16 +136,29 @@ _OUR_FRAME = re.compile(r"^(?P<function>\S+) \((?P<path>(?:transforms|schemas|pi
 _SHARED_MODULES = {"transforms/stage.py", "schemas/records.py"}
 _MODULE_STAGES = {
     "transforms/language.py": "language",
-    "transforms/language_detector.py": "language", "transforms/language_calibration.py": "language",
-    "transforms/syndication.py": "syndication", "transforms/syndication_sketch.py": "syndication",
+    "transforms/language_detector.py": "language",
+    "transforms/language_calibration.py": "language",
+    "transforms/syndication.py": "syndication",
+    "transforms/syndication_sketch.py": "syndication",
 }
 _DECODE_FUNCTIONS = ("_DecodeFn.", "decode_article", "decode_raw_article", "DecodeArticles")
 _STATE_FRAMES = ("RuntimeState.", "StateCache.", "CachingStateHandler.", "FnApiUserStateContext.")
 SETUP = "DoFn setup (once per run)"
 STARTUP = "startup: imports, building, Kafka checks"
-STAGE_ORDER = [STARTUP, SETUP, "Kafka read", "decode", "normalise", "language", "syndication", "encode",
-               "Kafka write", "state writes at bundle end", "Beam: runner, element passing, coders",
-               "Kafka client threads"]
+STAGE_ORDER = [
+    STARTUP,
+    SETUP,
+    "Kafka read",
+    "decode",
+    "normalise",
+    "language",
+    "syndication",
+    "encode",
+    "Kafka write",
+    "state writes at bundle end",
+    "Beam: runner, element passing, coders",
+    "Kafka client threads",
+]
 
 
 def stage_of(frames: list[str]) -> str:
@@ -168,9 +207,26 @@ def profile_run(broker: LocalBroker, source: str, tag: str, count: int) -> None:
     _, run_args = wirecopy_args(broker, source, tag)
     with tempfile.TemporaryDirectory() as scratch:
         samples_path, counts_path = Path(scratch) / "samples.txt", Path(scratch) / "counts.json"
-        wall, _ = run_process([str(py_spy), "record", "--gil", "--rate", str(PROFILE_RATE), "--format", "raw",
-                               "--output", str(samples_path), "--", sys.executable, "-m",
-                               "benchmarks.pipeline_contenders", "wirecopy-counted", str(counts_path), *run_args])
+        wall, _ = run_process(
+            [
+                str(py_spy),
+                "record",
+                "--gil",
+                "--rate",
+                str(PROFILE_RATE),
+                "--format",
+                "raw",
+                "--output",
+                str(samples_path),
+                "--",
+                sys.executable,
+                "-m",
+                "benchmarks.pipeline_contenders",
+                "wirecopy-counted",
+                str(counts_path),
+                *run_args,
+            ]
+        )
         counted = orjson.loads(counts_path.read_bytes())
         by_stage: collections.Counter = collections.Counter()
         state_by_stage: collections.Counter = collections.Counter()
@@ -182,14 +238,20 @@ def profile_run(broker: LocalBroker, source: str, tag: str, count: int) -> None:
     cpu = counted.pop("process_cpu_s")
     total = by_stage.total()
     ms_per_sample = cpu * 1000 / count / total
-    state_stages = {"recent_articles": "normalise", "bucket": "syndication", "shard": "syndication",
-                    "announcements": "syndication"}
+    state_stages = {
+        "recent_articles": "normalise",
+        "bucket": "syndication",
+        "shard": "syndication",
+        "announcements": "syndication",
+    }
     accesses: collections.Counter = collections.Counter()
     for state_id, calls in counted.items():
         accesses[state_stages.get(state_id, state_id)] += calls
-    print(f"\nWhere wirecopy's CPU goes (one more `wirecopy run` process under py-spy, sampling the GIL holder at "
-          f"{PROFILE_RATE}/s: {wall:.1f} s wall, {cpu * 1000 / count:.2f} CPU ms per article, {total:,} samples; "
-          f"a row's CPU is its share of the samples times the process's CPU)")
+    print(
+        f"\nWhere wirecopy's CPU goes (one more `wirecopy run` process under py-spy, sampling the GIL holder at "
+        f"{PROFILE_RATE}/s: {wall:.1f} s wall, {cpu * 1000 / count:.2f} CPU ms per article, {total:,} samples; "
+        f"a row's CPU is its share of the samples times the process's CPU)"
+    )
     print(f"  {'stage':<42} {'CPU ms':>8} {'share':>6} {'of which':>9} {'state reads +':>14}")
     print(f"  {'':<42} {'/article':>8} {'':>6} {'state ms':>9} {'writes/article':>14}")
     for stage in STAGE_ORDER:
@@ -197,10 +259,14 @@ def profile_run(broker: LocalBroker, source: str, tag: str, count: int) -> None:
             continue
         state = f"{state_by_stage[stage] * ms_per_sample:.2f}" if state_by_stage[stage] else ""
         access = f"{accesses[stage] / count:.1f}" if accesses[stage] else ""
-        print(f"  {stage:<42} {by_stage[stage] * ms_per_sample:>8.2f} {by_stage[stage] / total:>6.1%} "
-              f"{state:>9} {access:>14}")
-    print("  state reads + writes per article, by state: "
-          + ", ".join(f"{state_id} {calls / count:.1f}" for state_id, calls in sorted(counted.items())))
+        print(
+            f"  {stage:<42} {by_stage[stage] * ms_per_sample:>8.2f} {by_stage[stage] / total:>6.1%} "
+            f"{state:>9} {access:>14}"
+        )
+    print(
+        "  state reads + writes per article, by state: "
+        + ", ".join(f"{state_id} {calls / count:.1f}" for state_id, calls in sorted(counted.items()))
+    )
 
 
 # --- what a consumer gets ------------------------------------------------------------------------
@@ -220,12 +286,15 @@ def consumer_view(broker: LocalBroker, io: KafkaIO) -> tuple[dict[str, dict], di
     return articles, {article_id: groups.find(event["cluster"]["id"]) for article_id, event in articles.items()}
 
 
-def row(label: str, timings: list[tuple[float, float]], count: int,
-        ours: list[tuple[float, float]] | None = None) -> str:
+def row(
+    label: str, timings: list[tuple[float, float]], count: int, ours: list[tuple[float, float]] | None = None
+) -> str:
     walls, cpus = [wall for wall, _ in timings], [cpu for _, cpu in timings]
     best, median = min(walls), statistics.median(walls)
-    line = (f"  {label:<40} {best:>7.1f} {median:>7.1f} {count / best:>9,.0f} {count / median:>9,.0f} "
-            f"{statistics.median(cpus) * 1000 / count:>8.2f}")
+    line = (
+        f"  {label:<40} {best:>7.1f} {median:>7.1f} {count / best:>9,.0f} {count / median:>9,.0f} "
+        f"{statistics.median(cpus) * 1000 / count:>8.2f}"
+    )
     if ours:
         our_walls = [wall for wall, _ in ours]
         line += f" {best / min(our_walls):>8.2f} {median / statistics.median(our_walls):>7.2f}"
@@ -243,16 +312,22 @@ def main() -> int:
     logging.getLogger("kafka").setLevel(logging.ERROR)
 
     labelled, _ = build(args.shared, bases_per_language=args.bases_per_language)
-    values = [orjson.dumps({"id": item.article_id, "title": item.title, "text": item.text,
-                            "published_at": item.published_at}) for item in labelled]
+    values = [
+        orjson.dumps({"id": item.article_id, "title": item.title, "text": item.text, "published_at": item.published_at})
+        for item in labelled
+    ]
     count = len(values)
     print(f"command: {' '.join([sys.executable, *sys.argv])}")
-    print(f"machine: {os.cpu_count()} cores, shared with other work (noisy); local runner FnApiRunner, "
-          f"apache-beam {beam.__version__}, broker Tansu (memory storage) on loopback")
-    print(f"data: {count:,} raw articles ({sum(map(len, values)) / count:,.0f} B mean), "
-          f"{len({item.story for item in labelled}):,} stories, {len({item.language for item in labelled})} "
-          f"languages, {PARTITIONS} partitions; repeats: {args.repeat}; each contender a process of its own, "
-          f"startup included")
+    print(
+        f"machine: {os.cpu_count()} cores, shared with other work (noisy); local runner FnApiRunner, "
+        f"apache-beam {beam.__version__}, broker Tansu (memory storage) on loopback"
+    )
+    print(
+        f"data: {count:,} raw articles ({sum(map(len, values)) / count:,.0f} B mean), "
+        f"{len({item.story for item in labelled}):,} stories, {len({item.language for item in labelled})} "
+        f"languages, {PARTITIONS} partitions; repeats: {args.repeat}; each contender a process of its own, "
+        f"startup included"
+    )
 
     timings: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
     with LocalBroker() as broker:
@@ -268,18 +343,20 @@ def main() -> int:
             naive_topic = f"{tag}-naive.out"
             print(" wirecopy run ...", end="", flush=True)
             last_io, run_args = wirecopy_args(broker, source, tag)
-            timings["wirecopy"].append(run_process([str(Path(sys.executable).with_name("wirecopy")), "run",
-                                                    *run_args]))
+            timings["wirecopy"].append(run_process([str(Path(sys.executable).with_name("wirecopy")), "run", *run_args]))
             print(" Beam I/O floor ...", end="", flush=True)
             timings["floor"].append(run_process(contender("floor", broker, source, count, f"{tag}-floor")))
             print(" done", flush=True)
 
-        stages = [(wall - floor_wall, cpu - floor_cpu)
-                  for (wall, cpu), (floor_wall, floor_cpu) in zip(timings["wirecopy"], timings["floor"])]
+        stages = [
+            (wall - floor_wall, cpu - floor_cpu)
+            for (wall, cpu), (floor_wall, floor_cpu) in zip(timings["wirecopy"], timings["floor"])
+        ]
         ours = timings["wirecopy"]
         print(f"\n  {'':<40} {'wall s':>15} {'articles/s':>19} {'CPU ms':>8} {'wirecopy speed-up':>16}")
-        print(f"  {'':<40} {'best':>7} {'median':>7} {'best':>9} {'median':>9} {'/article':>8} "
-              f"{'best':>8} {'median':>7}")
+        print(
+            f"  {'':<40} {'best':>7} {'median':>7} {'best':>9} {'median':>9} {'/article':>8} {'best':>8} {'median':>7}"
+        )
         print(row("raw kafka-python passthrough", timings["raw"], count, ours))
         print(row("naive loop (langdetect + MinHashLSH)", timings["naive"], count, ours))
         print(row("wirecopy run (whole pipeline)", ours, count))
@@ -288,9 +365,11 @@ def main() -> int:
         naive_walls, our_walls = [wall for wall, _ in timings["naive"]], [wall for wall, _ in ours]
         naive_cpu = statistics.median(cpu for _, cpu in timings["naive"])
         our_cpu = statistics.median(cpu for _, cpu in ours)
-        print(f"\nwirecopy vs the naive loop, articles/s: {min(naive_walls) / min(our_walls):.2f}x best, "
-              f"{statistics.median(naive_walls) / statistics.median(our_walls):.2f}x median; "
-              f"CPU per article, the naive loop's over wirecopy's: {naive_cpu / our_cpu:.2f} (medians)")
+        print(
+            f"\nwirecopy vs the naive loop, articles/s: {min(naive_walls) / min(our_walls):.2f}x best, "
+            f"{statistics.median(naive_walls) / statistics.median(our_walls):.2f}x median; "
+            f"CPU per article, the naive loop's over wirecopy's: {naive_cpu / our_cpu:.2f} (medians)"
+        )
 
         profile_run(broker, source, f"bench-{uuid.uuid4().hex[:8]}-profiled", count)
 
@@ -304,25 +383,37 @@ def main() -> int:
     print(f"\nWhat a consumer gets (last timed run): {len(articles):,} enriched articles, {dead_letters} dead letters")
     truth = {item.article_id: item.story for item in labelled if item.article_id in articles}
     figures = scores(truth, {article_id: stories[article_id] for article_id in truth})
-    print(f"  clusters (cluster.id + merged events): ARI {figures['ari']:.4f}  P {figures['precision']:.4f}  "
-          f"R {figures['recall']:.4f}  clusters {figures['clusters']:,} for {len(set(truth.values())):,} stories")
+    print(
+        f"  clusters (cluster.id + merged events): ARI {figures['ari']:.4f}  P {figures['precision']:.4f}  "
+        f"R {figures['recall']:.4f}  clusters {figures['clusters']:,} for {len(set(truth.values())):,} stories"
+    )
     naive_truth = {item.article_id: item.story for item in labelled if item.article_id in naive_clusters}
     naive_figures = scores(naive_truth, {article_id: naive_clusters[article_id] for article_id in naive_truth})
-    print(f"  the naive loop's clusters (MinHashLSH {NAIVE_THRESHOLD}): ARI {naive_figures['ari']:.4f}  "
-          f"P {naive_figures['precision']:.4f}  R {naive_figures['recall']:.4f}  "
-          f"clusters {naive_figures['clusters']:,}")
+    print(
+        f"  the naive loop's clusters (MinHashLSH {NAIVE_THRESHOLD}): ARI {naive_figures['ari']:.4f}  "
+        f"P {naive_figures['precision']:.4f}  R {naive_figures['recall']:.4f}  "
+        f"clusters {naive_figures['clusters']:,}"
+    )
     by_language: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for item in labelled:
         if item.article_id in articles:
             by_language[item.language][articles[item.article_id]["language"]["code"]] += 1
-    known = {lang: counts[KNOWN_LANGUAGES[lang]] / counts.total() for lang, counts in by_language.items()
-             if lang in KNOWN_LANGUAGES}
-    unknown = {lang: counts["und"] / counts.total() for lang, counts in by_language.items()
-               if lang not in KNOWN_LANGUAGES}
-    print("  language, known to langdetect (share correct): "
-          + ", ".join(f"{lang} {share:.1%}" for lang, share in sorted(known.items())))
-    print("  language, unknown (share und; any other label is wrong): "
-          + ", ".join(f"{lang} {share:.1%}" for lang, share in sorted(unknown.items())))
+    known = {
+        lang: counts[KNOWN_LANGUAGES[lang]] / counts.total()
+        for lang, counts in by_language.items()
+        if lang in KNOWN_LANGUAGES
+    }
+    unknown = {
+        lang: counts["und"] / counts.total() for lang, counts in by_language.items() if lang not in KNOWN_LANGUAGES
+    }
+    print(
+        "  language, known to langdetect (share correct): "
+        + ", ".join(f"{lang} {share:.1%}" for lang, share in sorted(known.items()))
+    )
+    print(
+        "  language, unknown (share und; any other label is wrong): "
+        + ", ".join(f"{lang} {share:.1%}" for lang, share in sorted(unknown.items()))
+    )
     return 0
 
 

@@ -38,12 +38,22 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench_syndication import LSH_THRESHOLDS, datasketch_clusters, datasketch_minhashes, scores, to_article  # noqa: E402
 from benchmarks.syndication_labelled import LabelledArticle, build_hard  # noqa: E402
 from wirecopy.schemas.records import Article, Rejected, SourceRecord  # noqa: E402
-from wirecopy.transforms.normalise import draft_article, finish  # noqa: E402
+from wirecopy.transforms.normalise import draft_article, finish, fingerprint  # noqa: E402
 from wirecopy.transforms import stories  # noqa: E402
 from benchmarks.in_order import InOrder  # noqa: E402
 
-COPY_KINDS = ("truncated", "lead_edited", "typography", "regrouped", "paragraphs_added", "boilerplate", "retitled",
-              "rewritten", "pasted", "live_blog")
+COPY_KINDS = (
+    "truncated",
+    "lead_edited",
+    "typography",
+    "regrouped",
+    "paragraphs_added",
+    "boilerplate",
+    "retitled",
+    "rewritten",
+    "pasted",
+    "live_blog",
+)
 ALONE_KINDS = ("digest", "independent")
 
 
@@ -56,7 +66,7 @@ def consumer_view(articles) -> tuple[dict[str, str], float]:
     for article in articles:
         before = len(stream.events)
         stream.send(article)
-        decided = article.with_fields(cluster=stream.clusters[article.article_id])
+        decided = article.with_cluster(stream.clusters[article.article_id])
         for outcome in [decided, *stream.events[before:]]:
             for update in stories.updates_of(outcome):
                 key = stories.story_shard(update.story_id)
@@ -77,8 +87,10 @@ def report(name: str, labelled: list[LabelledArticle], truth: dict[str, str], pr
     figures = scores(truth, predicted)
     without = [i.article_id for i in labelled if kind_of(i) != "digest"]
     plain = scores({i: truth[i] for i in without}, {i: predicted[i] for i in without})
-    print(f"  {name:<34} ARI {figures['ari']:.4f}  P {figures['precision']:.4f}  R {figures['recall']:.4f}   "
-          f"(without digests: ARI {plain['ari']:.4f}  P {plain['precision']:.4f}  R {plain['recall']:.4f})")
+    print(
+        f"  {name:<34} ARI {figures['ari']:.4f}  P {figures['precision']:.4f}  R {figures['recall']:.4f}   "
+        f"(without digests: ARI {plain['ari']:.4f}  P {plain['precision']:.4f}  R {plain['recall']:.4f})"
+    )
     base_story = {i.story: predicted[i.article_id] for i in labelled if i.transformations == ("base",)}
     copies: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
     for item in labelled:
@@ -90,17 +102,27 @@ def report(name: str, labelled: list[LabelledArticle], truth: dict[str, str], pr
             copies["verbatim"][0] += predicted[item.article_id] == base_story.get(item.story)
             copies["verbatim"][1] += 1
     sizes = collections.Counter(predicted.values())
-    alone = {kind: (sum(sizes[predicted[i.article_id]] == 1 for i in labelled if kind_of(i) == kind),
-                    sum(kind_of(i) == kind for i in labelled)) for kind in ALONE_KINDS}
+    alone = {
+        kind: (
+            sum(sizes[predicted[i.article_id]] == 1 for i in labelled if kind_of(i) == kind),
+            sum(kind_of(i) == kind for i in labelled),
+        )
+        for kind in ALONE_KINDS
+    }
     held: dict[str, set[str]] = collections.defaultdict(set)
     for item in labelled:
         if kind_of(item) != "digest":
             held[predicted[item.article_id]].add(item.story)
     bridges = sum(len(true_stories) > 1 for true_stories in held.values())
-    print("    copies with their base: " + ", ".join(f"{kind} {hit / total:.3f} ({hit}/{total})"
-                                                    for kind, (hit, total) in sorted(copies.items())))
-    print("    alone as they should be: " + ", ".join(f"{kind} {hit}/{total}" for kind, (hit, total) in alone.items())
-          + f"; bridges (predicted stories holding 2+ true stories, digests aside): {bridges}")
+    print(
+        "    copies with their base: "
+        + ", ".join(f"{kind} {hit / total:.3f} ({hit}/{total})" for kind, (hit, total) in sorted(copies.items()))
+    )
+    print(
+        "    alone as they should be: "
+        + ", ".join(f"{kind} {hit}/{total}" for kind, (hit, total) in alone.items())
+        + f"; bridges (predicted stories holding 2+ true stories, digests aside): {bridges}"
+    )
 
 
 def show_seeds(shared: Path) -> None:
@@ -110,8 +132,12 @@ def show_seeds(shared: Path) -> None:
     if len(pages) != 2:
         return
     source = [SourceRecord("seeds", 0, number, b"", timestamp_ms=1_000 * (number + 1)) for number in range(2)]
-    articles = [finish(draft_article(Article(record, {"id": page.stem, "text": page.read_text()})))
-                .with_fields(language={"code": "en", "confidence": 1.0}) for record, page in zip(source, pages)]
+    articles = [
+        finish(draft_article(Article(record, {"id": page.stem, "text": page.read_text()}))).with_language(
+            {"code": "en", "confidence": 1.0}
+        )
+        for record, page in zip(source, pages)
+    ]
     stream = InOrder()
     for article in articles:
         stream.send(article)
@@ -121,9 +147,11 @@ def show_seeds(shared: Path) -> None:
         print(f"  {article.article_id}: story {cluster['id']}, {cluster['match']} {cluster['similarity']:.2f}")
         evidence = cluster.get("evidence")
         if evidence:
-            text = article.fields["text"]
-            print(f"    matched {evidence['matched_id']}; {evidence['shared']:.0%} of its text found in the story; "
-                  f"{len(evidence['passages'])} passages, e.g.:")
+            text = article.content.text
+            print(
+                f"    matched {evidence['matched_id']}; {evidence['shared']:.0%} of its text found in the story; "
+                f"{len(evidence['passages'])} passages, e.g.:"
+            )
             for start, end in sorted(evidence["passages"], key=lambda span: span[0] - span[1])[:3]:
                 print(f"      [{start}, {end}) “{' '.join(text[start:end].split())[:150]}”")
 
@@ -147,14 +175,16 @@ def main(argv: list[str] | None = None) -> int:
             pass
     truth = {item.article_id: item.story for item in kept}
     kinds = collections.Counter(kind_of(item) for item in kept)
-    print(f"Hard labelled set (seed {args.seed}): {len(kept)} articles in {len(set(truth.values()))} true stories, "
-          f"built in {time.perf_counter() - started:.0f} s; " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
+    print(
+        f"Hard labelled set (seed {args.seed}): {len(kept)} articles in {len(set(truth.values()))} true stories, "
+        f"built in {time.perf_counter() - started:.0f} s; " + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
+    )
     show_seeds(args.shared)
     ours, ms = consumer_view(articles)
     print(f"\nwirecopy, consumer view from the story records ({ms:.2f} ms per article in process):")
     report("story topic (StoryTable)", kept, truth, ours)
     ids = [article.article_id for article in articles]
-    minhashes = datasketch_minhashes([article.fingerprint for article in articles])
+    minhashes = datasketch_minhashes([fingerprint(article.content.text) for article in articles])
     print("\ndatasketch MinHashLSH (128 perm, word 5-shingles of the same normalised text) + union-find:")
     for threshold in LSH_THRESHOLDS:
         report(f"threshold {threshold}", kept, truth, datasketch_clusters(ids, minhashes, threshold))

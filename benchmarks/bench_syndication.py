@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import datetime as dt
 import gc
 import io
@@ -59,13 +60,17 @@ def to_article(labelled: LabelledArticle, position: int, start_ms: int, boilerpl
     boilerplate patterns (not its per-source template learning); without, the
     whole text, site chrome and all.
     """
-    raw = {"id": labelled.article_id, "text": labelled.text, "title": labelled.title,
-           "published_at": labelled.published_at}
+    raw = {
+        "id": labelled.article_id,
+        "text": labelled.text,
+        "title": labelled.title,
+        "published_at": labelled.published_at,
+    }
     source = SourceRecord("labelled", 0, position, b"", timestamp_ms=start_ms + position * 1000)
     article = finish(draft_article(Article(source, raw)))
     if not boilerplate_removed:
-        article = article.with_fields(fingerprint=fingerprint(labelled.text), text=labelled.text)
-    return article.with_fields(language={"code": "und", "confidence": 0.0})
+        article = article.with_content(dataclasses.replace(article.content, text=labelled.text))
+    return article.with_language({"code": "und", "confidence": 0.0})
 
 
 # --- our stage, in process --------------------------------------------------
@@ -124,8 +129,10 @@ def scores(truth: dict[str, str], predicted: dict[str, str]) -> dict[str, float]
 
 
 def _row(name: str, figures: dict[str, float]) -> str:
-    return (f"  {name:<38} ARI {figures['ari']:.4f}  P {figures['precision']:.4f}  R {figures['recall']:.4f}  "
-            f"F1 {figures['f1']:.4f}  clusters {figures['clusters']}")
+    return (
+        f"  {name:<38} ARI {figures['ari']:.4f}  P {figures['precision']:.4f}  R {figures['recall']:.4f}  "
+        f"F1 {figures['f1']:.4f}  clusters {figures['clusters']}"
+    )
 
 
 # --- datasketch baseline ---------------------------------------------------------
@@ -133,7 +140,7 @@ def _row(name: str, figures: dict[str, float]) -> str:
 
 def word_shingles(fingerprint: str, size: int = 5) -> list[bytes]:
     words = fingerprint.split()
-    return [" ".join(words[i:i + size]).encode("utf-8") for i in range(max(1, len(words) - size + 1))]
+    return [" ".join(words[i : i + size]).encode("utf-8") for i in range(max(1, len(words) - size + 1))]
 
 
 def datasketch_minhashes(fingerprints: list[str]):
@@ -221,18 +228,23 @@ def time_lookups(articles: list[Article], in_state: int, queries: int, rng: rand
             bucket, _ = syn.index_step(encoded and syn.decode_bucket(encoded), query, bucket_id)
             syn.encode_bucket(bucket)
         samples.append(time.perf_counter() - started)
-    return {"ms_per_article": statistics.mean(samples) * 1000, "entries_per_bucket": statistics.mean(entries_seen),
-            "buckets_per_article": keys_per_article}
+    return {
+        "ms_per_article": statistics.mean(samples) * 1000,
+        "entries_per_bucket": statistics.mean(entries_seen),
+        "buckets_per_article": keys_per_article,
+    }
 
 
 def dataclasses_replace_query(query: syn.IndexQuery, rng: random.Random) -> syn.IndexQuery:
     """An unrelated article's query that landed in this bucket under another key (a bucket collision)."""
-    import dataclasses
-
     other_id = f"state-{rng.getrandbits(48):x}"
-    return dataclasses.replace(query, article_id=other_id, keys=frozenset({rng.getrandbits(64)}),
-                               root=syn.Root(query.root.arrival_ms, query.root.offset, other_id),
-                               sort_key=query.sort_key._replace(article_id=other_id))
+    return dataclasses.replace(
+        query,
+        article_id=other_id,
+        keys=frozenset({rng.getrandbits(64)}),
+        root=syn.Root(query.root.arrival_ms, query.root.offset, other_id),
+        sort_key=query.sort_key._replace(article_id=other_id),
+    )
 
 
 def _poisson(rng: random.Random, mean: float) -> int:
@@ -256,8 +268,11 @@ def state_bytes(articles: list[Article]) -> dict[str, float]:
     entries = sum(len(b.entries) for b in buckets.values())
     total = sum(len(syn.encode_bucket(b)) for b in buckets.values())
     home = sum(len(syn.encode_shard(s)) for s in shards.values())
-    return {"bytes_per_article": total / len(articles), "entries_per_article": entries / len(articles),
-            "home_bytes_per_article": home / len(articles)}
+    return {
+        "bytes_per_article": total / len(articles),
+        "entries_per_article": entries / len(articles),
+        "home_bytes_per_article": home / len(articles),
+    }
 
 
 # --- main ----------------------------------------------------------------------------
@@ -278,10 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     truth = {item.article_id: item.story for item in labelled}
     stories = collections.Counter(truth.values())
     languages = sorted({item.language for item in labelled})
-    print(f"Labelled set: {len(labelled)} articles, {sum(1 for n in stories.values() if n > 1)} stories with copies, "
-          f"{sum(1 for n in stories.values() if n == 1)} hard negatives, {len(languages)} languages "
-          f"({' '.join(languages)}); corpus near-copies skipped as bases/negatives: {sum(skipped.values())} "
-          f"(built in {time.perf_counter() - started:.0f} s)")
+    print(
+        f"Labelled set: {len(labelled)} articles, {sum(1 for n in stories.values() if n > 1)} stories with copies, "
+        f"{sum(1 for n in stories.values() if n == 1)} hard negatives, {len(languages)} languages "
+        f"({' '.join(languages)}); corpus near-copies skipped as bases/negatives: {sum(skipped.values())} "
+        f"(built in {time.perf_counter() - started:.0f} s)"
+    )
 
     rejected = set()
     for position, item in enumerate(labelled):
@@ -293,8 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Left out: {len(rejected)} articles the normalise stage rejects (nothing left but boilerplate)")
         labelled = [item for item in labelled if item.article_id not in rejected]
         truth = {item.article_id: item.story for item in labelled}
-    modes = {"boilerplate removed by the normalise stage's generic patterns": True,
-             "no boilerplate removal at all (site chrome left in)": False}
+    modes = {
+        "boilerplate removed by the normalise stage's generic patterns": True,
+        "no boilerplate removal at all (site chrome left in)": False,
+    }
     for mode, removed in modes.items():
         articles = [to_article(item, position, start_ms, removed) for position, item in enumerate(labelled)]
         print(f"\n=== Fingerprints: {mode}")
@@ -303,8 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         assignments, events = run.clusters, run.events
         elapsed = time.perf_counter() - started
         kinds = collections.Counter(e.type for e in events)
-        print(f"Our stage ({elapsed * 1000 / len(articles):.2f} ms per article in process; events: "
-              + ", ".join(f"{kinds[k]} {k}" for k in ("created", "joined", "merged")) + ")")
+        print(
+            f"Our stage ({elapsed * 1000 / len(articles):.2f} ms per article in process; events: "
+            + ", ".join(f"{kinds[k]} {k}" for k in ("created", "joined", "merged"))
+            + ")"
+        )
         consumer = run.unions()
         print(_row("cluster.id + merged events (consumer)", scores(truth, consumer)))
         print(_row("cluster.id alone", scores(truth, {i: c["id"] for i, c in assignments.items()})))
@@ -312,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  matches: " + ", ".join(f"{k} {by_kind[k]}" for k in ("new", "exact", "near", "contained")))
         _per_language(labelled, truth, consumer)
         ids = [article.article_id for article in articles]
-        minhashes = datasketch_minhashes([article.fingerprint for article in articles])
+        minhashes = datasketch_minhashes([fingerprint(article.content.text) for article in articles])
         print("datasketch MinHashLSH (128 perm, word 5-shingles of the same fingerprints) + union-find")
         for threshold in LSH_THRESHOLDS:
             print(_row(f"threshold {threshold}", scores(truth, datasketch_clusters(ids, minhashes, threshold))))
@@ -321,21 +343,31 @@ def main(argv: list[str] | None = None) -> int:
             _pipeline_costs(articles, truth, args.baseline)
 
     articles = [to_article(item, position, start_ms, True) for position, item in enumerate(labelled)]
-    sized = [a.fingerprint for a in articles if 2500 <= len(a.fingerprint.encode("utf-8")) <= 3500]
+    sized = [
+        fingerprint(a.content.text)
+        for a in articles
+        if 2500 <= len(fingerprint(a.content.text).encode("utf-8")) <= 3500
+    ]
     gc.collect()
     ours, theirs = time_sketches(sized)
-    print(f"\nSketch time per ~3 KB article ({len(sized)} fingerprints of 2.5-3.5 KB, best of 5, one core): "
-          f"ours {ours:.3f} ms, datasketch MinHash-128 {theirs:.3f} ms (datasketch/ours {theirs / ours:.1f}x)")
+    print(
+        f"\nSketch time per ~3 KB article ({len(sized)} fingerprints of 2.5-3.5 KB, best of 5, one core): "
+        f"ours {ours:.3f} ms, datasketch MinHash-128 {theirs:.3f} ms (datasketch/ours {theirs / ours:.1f}x)"
+    )
     rng = random.Random(args.seed)
     for in_state in (10_000, 500_000):
         lookup = time_lookups(articles, in_state, 300, rng)
-        print(f"Index lookup with {in_state:>7,} articles in state: {lookup['ms_per_article']:.3f} ms per article "
-              f"({lookup['buckets_per_article']:.1f} buckets per article, "
-              f"{lookup['entries_per_bucket']:.2f} entries per touched bucket)")
+        print(
+            f"Index lookup with {in_state:>7,} articles in state: {lookup['ms_per_article']:.3f} ms per article "
+            f"({lookup['buckets_per_article']:.1f} buckets per article, "
+            f"{lookup['entries_per_bucket']:.2f} entries per touched bucket)"
+        )
     size = state_bytes(articles)
-    print(f"Index state: {size['bytes_per_article']:.0f} bytes per article (as the bucket state coder stores it), "
-          f"{size['entries_per_article']:.1f} bucket entries per article; home shard: "
-          f"{size['home_bytes_per_article']:.0f} bytes per decided article")
+    print(
+        f"Index state: {size['bytes_per_article']:.0f} bytes per article (as the bucket state coder stores it), "
+        f"{size['entries_per_article']:.1f} bucket entries per article; home shard: "
+        f"{size['home_bytes_per_article']:.0f} bytes per decided article"
+    )
     return 0
 
 
@@ -359,8 +391,8 @@ from wirecopy.schemas.records import Article, ClusterEvent
 from wirecopy.transforms.syndication import ClusterSyndicated
 
 def line(outcome):
-    if isinstance(outcome, Article) and "cluster" in outcome.fields:
-        return json.dumps(["article", outcome.article_id, outcome.fields["cluster"]["id"]])
+    if isinstance(outcome, Article) and outcome.cluster is not None:
+        return json.dumps(["article", outcome.article_id, outcome.cluster["id"]])
     if isinstance(outcome, ClusterEvent) and outcome.type == "merged":
         return json.dumps(["merged", outcome.merged_from, outcome.merged_into])
     return "null"
@@ -389,8 +421,11 @@ def time_stage_on_local_runner(articles: list[Article], tree: Path, scratch: Pat
     """The stage of source `tree` on FnApiRunner: seconds with and without it, and its outputs."""
     articles_path, result_path = scratch / "articles.pickle", scratch / f"result-{tree.name}.json"
     articles_path.write_bytes(pickle.dumps(articles, protocol=pickle.HIGHEST_PROTOCOL))
-    subprocess.run([sys.executable, "-c", _STAGE_TIMER, str(tree), str(articles_path), str(result_path)], check=True,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-c", _STAGE_TIMER, str(tree), str(articles_path), str(result_path)],
+        check=True,
+        stderr=subprocess.DEVNULL,
+    )
     return json.loads(result_path.read_text())
 
 
@@ -416,8 +451,10 @@ def _pipeline_costs(articles: list[Article], truth: dict[str, str], baseline: st
         for name, tree in trees:
             result = time_stage_on_local_runner(articles, tree, scratch)
             cost = (result["staged"] - result["bare"]) * 1000 / len(articles)
-            print(f"FnApiRunner, {name}: {cost:.1f} ms per article through ClusterSyndicated "
-                  f"({len(articles)} articles: {result['staged']:.1f} s with the stage, {result['bare']:.1f} s without)")
+            print(
+                f"FnApiRunner, {name}: {cost:.1f} ms per article through ClusterSyndicated "
+                f"({len(articles)} articles: {result['staged']:.1f} s with the stage, {result['bare']:.1f} s without)"
+            )
             print(_row("  its clusters + merged events", scores(truth, _consumer_view(result["lines"]))))
 
 
@@ -432,16 +469,22 @@ def _pipeline_check(articles: list[Article], expected: dict[str, dict]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         prefix = str(Path(directory) / "clusters")
         with TestPipeline(runner="FnApiRunner") as pipeline:
-            (pipeline
-             | beam.Create(articles, reshuffle=False)
-             | syn.ClusterSyndicated()
-             | beam.Filter(lambda outcome: isinstance(outcome, Article))
-             | beam.Map(lambda article: f"{article.article_id}\t{article.fields['cluster']['id']}")
-             | beam.io.WriteToText(prefix))
-        found = dict(line.split("\t") for path in Path(directory).glob("clusters*") for line in path.read_text().splitlines())
+            (
+                pipeline
+                | beam.Create(articles, reshuffle=False)
+                | syn.ClusterSyndicated()
+                | beam.Filter(lambda outcome: isinstance(outcome, Article))
+                | beam.Map(lambda article: f"{article.article_id}\t{article.cluster['id']}")
+                | beam.io.WriteToText(prefix)
+            )
+        found = dict(
+            line.split("\t") for path in Path(directory).glob("clusters*") for line in path.read_text().splitlines()
+        )
     same = sum(1 for article_id, cluster_id in found.items() if expected[article_id]["id"] == cluster_id)
-    print(f"FnApiRunner pipeline: {len(found)} articles in {time.perf_counter() - started:.1f} s, "
-          f"{same} with the same cluster.id as the in-process run")
+    print(
+        f"FnApiRunner pipeline: {len(found)} articles in {time.perf_counter() - started:.1f} s, "
+        f"{same} with the same cluster.id as the in-process run"
+    )
 
 
 if __name__ == "__main__":

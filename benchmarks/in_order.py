@@ -10,8 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 from wirecopy.schemas.records import Article, ClusterEvent
-from wirecopy.transforms.syndication import (DEFAULT_HORIZON_MS, Announcements, Bucket, Exposure, IndexQuery, Pending,
-                                             Shard, Use, announce_step, fan_out, home_shard, home_step, index_step)
+from wirecopy.transforms.syndication import (
+    DEFAULT_HORIZON_MS,
+    Announcements,
+    Bucket,
+    Exposure,
+    IndexQuery,
+    Pending,
+    Shard,
+    Use,
+    announce_step,
+    fan_out,
+    home_shard,
+    home_step,
+    index_step,
+)
 
 
 class InOrder:
@@ -39,13 +52,14 @@ class InOrder:
         for output in outputs:
             if isinstance(output, (Exposure, Use)):
                 announcer = home_shard(output.article_id)
-                self.announcers[announcer], events = announce_step(self.announcers.get(announcer), output,
-                                                                   self.horizon_ms)
+                self.announcers[announcer], events = announce_step(
+                    self.announcers.get(announcer), output, self.horizon_ms
+                )
                 self.events += events
             elif isinstance(output, ClusterEvent):
                 self.events.append(output)
             else:
-                self.clusters[output.article_id] = output.fields["cluster"]
+                self.clusters[output.article_id] = output.cluster
 
     def unions(self) -> dict[str, str]:
         """Each article's cluster as a consumer sees it after applying every `merged` event (union-find)."""

@@ -155,7 +155,15 @@ def fit_scores(tables: NgramTables, items: np.ndarray, masks: np.ndarray, gold: 
             print(f"step {step}: mean log-likelihood {np.log(gold_probability).mean():.4f}", flush=True)
     coefficients = shared + deviation
     scores = np.matmul(by_profile, coefficients.astype(np.float32)[:, :, None])[:, :, 0].T + floor_scores + bias
-    return shared[:classes], shared[classes:], coefficients[:, :classes], coefficients[:, classes:], bias, has_data, scores
+    return (
+        shared[:classes],
+        shared[classes:],
+        coefficients[:, :classes],
+        coefficients[:, classes:],
+        bias,
+        has_data,
+        scores,
+    )
 
 
 def fit_lexicon_weight(scores: np.ndarray, word_scores: np.ndarray, masks: np.ndarray, gold: np.ndarray) -> float:
@@ -261,9 +269,14 @@ TRIGRAM_MISS_RATE = {pprint.pformat(calibration.TRIGRAM_MISS_RATE, width=110)}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parents[1].parent / "shared")
-    parser.add_argument("--out", type=pathlib.Path,
-                        default=pathlib.Path(__file__).resolve().parents[1] / "transforms" / "language_calibration.py")
+    parser.add_argument(
+        "--shared", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parents[1].parent / "shared"
+    )
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=pathlib.Path(__file__).resolve().parents[1] / "transforms" / "language_calibration.py",
+    )
     args = parser.parse_args()
     from langdetect.detector_factory import PROFILES_DIRECTORY
 

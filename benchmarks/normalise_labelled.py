@@ -41,7 +41,11 @@ LANGUAGE_LINES = {
         "comments": ["Leave a comment", "Your email address will not be published. Required fields are marked *"],
         "contact": ["Contact us", "Tel: +44 113 496 0{n}", "Email: newsdesk@{domain}"],
         "byline": "By {name}",
-        "unknown": ["Don't miss out: download the {site} app for breaking news alerts.", "Advertisement", "Photo: {site} archive"],
+        "unknown": [
+            "Don't miss out: download the {site} app for breaking news alerts.",
+            "Advertisement",
+            "Photo: {site} archive",
+        ],
     },
     "pcm": {
         "nav": "Home | News | Naija | World | Sport",
@@ -62,10 +66,17 @@ LANGUAGE_LINES = {
         "share": "Partager cet article",
         "newsletter": "Inscrivez-vous à notre newsletter pour recevoir l'essentiel de l'actualité chaque matin.",
         "copyright": "© {year} {site} – Tous droits réservés",
-        "comments": ["Laisser un commentaire", "Votre adresse e-mail ne sera pas publiée. Les champs obligatoires sont indiqués avec *"],
+        "comments": [
+            "Laisser un commentaire",
+            "Votre adresse e-mail ne sera pas publiée. Les champs obligatoires sont indiqués avec *",
+        ],
         "contact": ["Nous contacter", "Tél. : +221 33 800 {n}", "Courriel : redaction@{domain}"],
         "byline": "Par {name}",
-        "unknown": ["Téléchargez l'application {site} pour ne rien manquer de l'actualité.", "Publicité", "Photo : archives {site}"],
+        "unknown": [
+            "Téléchargez l'application {site} pour ne rien manquer de l'actualité.",
+            "Publicité",
+            "Photo : archives {site}",
+        ],
     },
     "deu": {
         "nav": "Startseite | Nachrichten | Welt | Politik | Wirtschaft",
@@ -74,10 +85,17 @@ LANGUAGE_LINES = {
         "share": "Artikel teilen",
         "newsletter": "Jetzt den kostenlosen Newsletter abonnieren und täglich informiert bleiben.",
         "copyright": "© {site} {year} – Alle Rechte vorbehalten",
-        "comments": ["Schreiben Sie einen Kommentar", "Ihre E-Mail-Adresse wird nicht veröffentlicht. Erforderliche Felder sind mit * markiert."],
+        "comments": [
+            "Schreiben Sie einen Kommentar",
+            "Ihre E-Mail-Adresse wird nicht veröffentlicht. Erforderliche Felder sind mit * markiert.",
+        ],
         "contact": ["Kontakt", "Telefon: +43 1 531 70 {n}", "E-Mail: redaktion@{domain}"],
         "byline": "Von {name}",
-        "unknown": ["Laden Sie die {site}-App herunter und verpassen Sie keine Eilmeldung.", "Anzeige", "Foto: {site}-Archiv"],
+        "unknown": [
+            "Laden Sie die {site}-App herunter und verpassen Sie keine Eilmeldung.",
+            "Anzeige",
+            "Foto: {site}-Archiv",
+        ],
     },
     "swa": {
         "nav": "Nyumbani | Habari | Kimataifa | Siasa | Michezo",
@@ -117,7 +135,16 @@ LANGUAGE_LINES = {
     },
 }
 SITES_PER_LANGUAGE = {"eng": 3, "fra": 2, "deu": 2, "swa": 2, "hau": 2, "amh": 2, "pcm": 1}
-NAMES = ["Amina Bello", "Jean Dupont", "Grace Wanjiru", "Thomas Berger", "Kwame Mensah", "Sara Tesfaye", "Lucy Okafor", "Paul Martin"]
+NAMES = [
+    "Amina Bello",
+    "Jean Dupont",
+    "Grace Wanjiru",
+    "Thomas Berger",
+    "Kwame Mensah",
+    "Sara Tesfaye",
+    "Lucy Okafor",
+    "Paul Martin",
+]
 _SENTENCE = re.compile(r"(?<=[.!?።])\s+")
 
 
@@ -181,13 +208,28 @@ def build(shared: Path, articles_per_site: int = 26, seed: int = 0) -> list[Labe
             stories = [split.pop() for _ in range(articles_per_site)]
             site_articles: list[LabelledArticle] = []
             for index, (headline, body) in enumerate(stories):
-                article = _wrap(language, site, domain, f"{domain}-{index}", headline, body, template, lines, headlines, rng)
+                article = _wrap(
+                    language, site, domain, f"{domain}-{index}", headline, body, template, lines, headlines, rng
+                )
                 article.first_of_site = index == 0
                 site_articles.append(article)
                 if rng.random() < 0.08:  # the same story again under another id, sometimes with an update
-                    edited = body + ([f"Update {index}: {headlines[rng.randrange(len(headlines))]}."] if rng.random() < 0.5 else [])
+                    edited = body + (
+                        [f"Update {index}: {headlines[rng.randrange(len(headlines))]}."] if rng.random() < 0.5 else []
+                    )
                     site_articles.append(
-                        _wrap(language, site, domain, f"{domain}-{index}-copy", headline, edited, template, lines, headlines, rng)
+                        _wrap(
+                            language,
+                            site,
+                            domain,
+                            f"{domain}-{index}-copy",
+                            headline,
+                            edited,
+                            template,
+                            lines,
+                            headlines,
+                            rng,
+                        )
                     )
             per_site.append(site_articles)
     stream = []

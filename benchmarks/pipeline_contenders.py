@@ -45,8 +45,14 @@ def consume_all(consumer: KafkaConsumer, count: int) -> Iterator:
             yield from batch
 
 
-def kafka_loop(bootstrap: str, source: str, target: str, group: str, count: int,
-               handle: Callable[[object], tuple[bytes | None, bytes]]) -> None:
+def kafka_loop(
+    bootstrap: str,
+    source: str,
+    target: str,
+    group: str,
+    count: int,
+    handle: Callable[[object], tuple[bytes | None, bytes]],
+) -> None:
     """Consume every record of `source`, produce `handle(record)` (key, value) to `target`, flush, commit."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     # Partitions assigned rather than subscribed: a group join would add seconds of rebalance to every run.
@@ -85,8 +91,12 @@ class NaiveLoop:
             language = "und"
         words = text.lower().split()
         minhash = self._minhash(num_perm=NAIVE_PERMUTATIONS, seed=1)
-        minhash.update_batch([" ".join(words[i:i + NAIVE_SHINGLE_WORDS]).encode()
-                              for i in range(max(1, len(words) - NAIVE_SHINGLE_WORDS + 1))])
+        minhash.update_batch(
+            [
+                " ".join(words[i : i + NAIVE_SHINGLE_WORDS]).encode()
+                for i in range(max(1, len(words) - NAIVE_SHINGLE_WORDS + 1))
+            ]
+        )
         cluster = min((self._clusters[other] for other in self._lsh.query(minhash)), default=article["id"])
         self._lsh.insert(article["id"], minhash)
         self._clusters[article["id"]] = cluster
@@ -100,13 +110,16 @@ def beam_floor(bootstrap: str, source: str, target: str, group: str) -> None:
 
     from wirecopy.transforms.kafkaio import KafkaMessage, KafkaReadSpec, ReadFromKafka, StartPosition, WriteToKafka
 
-    spec = KafkaReadSpec(bootstrap_servers=bootstrap, topic=source, group_id=group,
-                         start_position=StartPosition.EARLIEST)
+    spec = KafkaReadSpec(
+        bootstrap_servers=bootstrap, topic=source, group_id=group, start_position=StartPosition.EARLIEST
+    )
     with beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions(flags=[])) as pipeline:
-        (pipeline
-         | ReadFromKafka(spec)
-         | beam.Map(lambda record: KafkaMessage(target, record.key, record.value))
-         | WriteToKafka(bootstrap))
+        (
+            pipeline
+            | ReadFromKafka(spec)
+            | beam.Map(lambda record: KafkaMessage(target, record.key, record.value))
+            | WriteToKafka(bootstrap)
+        )
 
 
 def wirecopy_counted(counts_path: str, run_args: list[str]) -> int:

@@ -73,7 +73,7 @@ def read_corpus(shared: Path) -> list[CorpusArticle]:
 
 def _four_grams(article: CorpusArticle) -> set[str]:
     words = fingerprint("\n\n".join(article.paragraphs)).split()
-    return {" ".join(words[i:i + 4]) for i in range(max(1, len(words) - 3))}
+    return {" ".join(words[i : i + 4]) for i in range(max(1, len(words) - 3))}
 
 
 def _independent(candidates: list[CorpusArticle]) -> tuple[list[CorpusArticle], int]:
@@ -193,8 +193,25 @@ def make_sites(rng: random.Random, count: int) -> list[Site]:
     sites = []
     for number in range(count):
         name = f"{rng.choice(['Daily', 'Global', 'Metro', 'Africa', 'Euro', 'World'])}{rng.choice(['Post', 'Wire', 'Times', 'Herald', 'Digest', 'Monitor'])}{number}"
-        menu = " | ".join(rng.sample(["Home", "News", "Politics", "Business", "Sport", "Health", "Tech", "Opinion",
-                                      "Video", "Contact", "Subscribe", "Login"], k=6))
+        menu = " | ".join(
+            rng.sample(
+                [
+                    "Home",
+                    "News",
+                    "Politics",
+                    "Business",
+                    "Sport",
+                    "Health",
+                    "Tech",
+                    "Opinion",
+                    "Video",
+                    "Contact",
+                    "Subscribe",
+                    "Login",
+                ],
+                k=6,
+            )
+        )
         header = (f"{name}.com", menu, f"{name}: your trusted source of breaking news, analysis and opinion 24/7.")
         footer = (
             "Leave a Reply",
@@ -210,7 +227,7 @@ def make_sites(rng: random.Random, count: int) -> list[Site]:
 
 
 def wrap(paragraphs: list[str], rng: random.Random, site: Site) -> list[str]:
-    header = list(site.header[rng.randint(0, 1):])
+    header = list(site.header[rng.randint(0, 1) :])
     footer = list(site.footer[: rng.randint(2, len(site.footer))])
     return header + paragraphs + footer
 
@@ -224,8 +241,9 @@ def retitle(title: str | None, rng: random.Random, vocabulary: list[str]) -> str
     return " ".join(words[: max(2, len(words) // 2)] + rng.sample(vocabulary, k=3))
 
 
-def make_copy(base: CorpusArticle, rng: random.Random, vocabulary: list[str], fillers: list[CorpusArticle],
-              sites: list[Site]) -> tuple[str | None, list[str], list[str]]:
+def make_copy(
+    base: CorpusArticle, rng: random.Random, vocabulary: list[str], fillers: list[CorpusArticle], sites: list[Site]
+) -> tuple[str | None, list[str], list[str]]:
     paragraphs = list(base.paragraphs)
     title = base.title
     applied = []
@@ -253,8 +271,9 @@ def make_copy(base: CorpusArticle, rng: random.Random, vocabulary: list[str], fi
     return title, paragraphs, applied
 
 
-def build(shared: Path, bases_per_language: int = 30, negatives_per_base: float = 1.5, seed: int = 7,
-          sites: int = 8) -> tuple[list[LabelledArticle], dict[str, int]]:
+def build(
+    shared: Path, bases_per_language: int = 30, negatives_per_base: float = 1.5, seed: int = 7, sites: int = 8
+) -> tuple[list[LabelledArticle], dict[str, int]]:
     """The labelled articles (shuffled into arrival order) and per-language counts of skipped corpus copies."""
     rng = random.Random(seed)
     by_language: dict[str, list[CorpusArticle]] = collections.defaultdict(list)
@@ -283,13 +302,24 @@ def build(shared: Path, bases_per_language: int = 30, negatives_per_base: float 
         for number, base in enumerate(bases):
             story = f"{language}-{number:03d}"
             when = start + dt.timedelta(minutes=rng.randint(0, 60 * 24 * 5))
-            labelled.append(LabelledArticle(story, language, story, base.title, "\n\n".join(base.paragraphs),
-                                            _rfc3339(when), ("base",)))
+            labelled.append(
+                LabelledArticle(
+                    story, language, story, base.title, "\n\n".join(base.paragraphs), _rfc3339(when), ("base",)
+                )
+            )
             for copy_number in range(rng.randint(2, 5)):
                 title, paragraphs, applied = make_copy(base, rng, vocabulary, fillers, site_list)
-                labelled.append(LabelledArticle(
-                    f"{story}-copy{copy_number}", language, story, title, "\n\n".join(paragraphs),
-                    _rfc3339(when + dt.timedelta(minutes=rng.randint(-30, 60 * 24))), tuple(applied)))
+                labelled.append(
+                    LabelledArticle(
+                        f"{story}-copy{copy_number}",
+                        language,
+                        story,
+                        title,
+                        "\n\n".join(paragraphs),
+                        _rfc3339(when + dt.timedelta(minutes=rng.randint(-30, 60 * 24))),
+                        tuple(applied),
+                    )
+                )
         for number, negative in enumerate(negatives):
             article_id = f"{language}-neg{number:03d}"
             paragraphs = list(negative.paragraphs)
@@ -297,8 +327,17 @@ def build(shared: Path, bases_per_language: int = 30, negatives_per_base: float 
             if rng.random() < 0.6:
                 paragraphs = wrap(paragraphs, rng, rng.choice(site_list))
                 applied = ("boilerplate",)
-            labelled.append(LabelledArticle(article_id, language, article_id, negative.title, "\n\n".join(paragraphs),
-                                            _rfc3339(start + dt.timedelta(minutes=rng.randint(0, 60 * 24 * 5))), applied))
+            labelled.append(
+                LabelledArticle(
+                    article_id,
+                    language,
+                    article_id,
+                    negative.title,
+                    "\n\n".join(paragraphs),
+                    _rfc3339(start + dt.timedelta(minutes=rng.randint(0, 60 * 24 * 5))),
+                    applied,
+                )
+            )
     rng.shuffle(labelled)
     return labelled, skipped
 
@@ -353,11 +392,13 @@ def _round_numbers(text: str, rng: random.Random) -> str:
         if rng.random() < 0.5 or not digits.isdigit() or len(digits) < 2:
             return digits
         return str(round(int(digits), -(len(digits) - 1)))
+
     return _NUMBER.sub(rounded, text)
 
 
-def rewrite(base: CorpusArticle, rng: random.Random, vocabulary: list[str], filler: CorpusArticle | None,
-            language: str) -> tuple[str | None, list[str]]:
+def rewrite(
+    base: CorpusArticle, rng: random.Random, vocabulary: list[str], filler: CorpusArticle | None, language: str
+) -> tuple[str | None, list[str]]:
     """A newspaper's rewrite of wire copy: new headline and lead, sentences cut, reordered, split and merged,
     reporting verbs changed, numbers rounded, words changed so verbatim runs are short, background added;
     quotes kept verbatim."""
@@ -426,8 +467,12 @@ def live_blog(entries: list[str], versions: int) -> list[list[str]]:
     return [list(reversed(entries[: k + 2])) for k in range(versions)]
 
 
-def build_hard(shared: Path, bases_per_language: int = 30, seed: int = 7, digests_per_language: int = 9,
-               ) -> tuple[list[LabelledArticle], dict[str, int]]:
+def build_hard(
+    shared: Path,
+    bases_per_language: int = 30,
+    seed: int = 7,
+    digests_per_language: int = 9,
+) -> tuple[list[LabelledArticle], dict[str, int]]:
     """`build`'s set plus, per language: 1-2 rewritten copies of a third of the bases, digests, pasted-paragraph
     copies, independent reports and a live blog; shuffled into arrival order. `transformations[0]` names the kind."""
     labelled, skipped = build(shared, bases_per_language=bases_per_language, seed=seed)
@@ -458,35 +503,82 @@ def build_hard(shared: Path, bases_per_language: int = 30, seed: int = 7, digest
         as_corpus = {b.article_id: CorpusArticle(language, "", b.title, tuple(b.text.split("\n\n"))) for b in bases}
         for number, base in enumerate(bases[: len(bases) // 3]):
             for copy in range(rng.randint(1, 2)):
-                title, paragraphs = rewrite(as_corpus[base.article_id], rng, vocabulary,
-                                            spare.pop() if spare and rng.random() < 0.7 else None, language)
-                extra.append(LabelledArticle(f"{base.article_id}-rewrite{copy}", language, base.story, title,
-                                             "\n\n".join(paragraphs), when(base), ("rewritten",)))
+                title, paragraphs = rewrite(
+                    as_corpus[base.article_id],
+                    rng,
+                    vocabulary,
+                    spare.pop() if spare and rng.random() < 0.7 else None,
+                    language,
+                )
+                extra.append(
+                    LabelledArticle(
+                        f"{base.article_id}-rewrite{copy}",
+                        language,
+                        base.story,
+                        title,
+                        "\n\n".join(paragraphs),
+                        when(base),
+                        ("rewritten",),
+                    )
+                )
         for number in range(digests_per_language):
             quoted = rng.sample(bases, k=rng.randint(2, min(4, len(bases))))
             article_id = f"{language}-digest{number:02d}"
-            extra.append(LabelledArticle(article_id, language, article_id, None,
-                                         "\n\n".join(digest([as_corpus[b.article_id] for b in quoted], rng, vocabulary)),
-                                         when(max(quoted, key=lambda b: b.published_at)), ("digest",)))
+            extra.append(
+                LabelledArticle(
+                    article_id,
+                    language,
+                    article_id,
+                    None,
+                    "\n\n".join(digest([as_corpus[b.article_id] for b in quoted], rng, vocabulary)),
+                    when(max(quoted, key=lambda b: b.published_at)),
+                    ("digest",),
+                )
+            )
         for number in range(3):
             base, other = rng.sample(bases, k=2)
-            extra.append(LabelledArticle(f"{base.article_id}-pasted{number}", language, base.story, base.title,
-                                         "\n\n".join(pasted(as_corpus[base.article_id], as_corpus[other.article_id], rng)),
-                                         when(base), ("pasted",)))
+            extra.append(
+                LabelledArticle(
+                    f"{base.article_id}-pasted{number}",
+                    language,
+                    base.story,
+                    base.title,
+                    "\n\n".join(pasted(as_corpus[base.article_id], as_corpus[other.article_id], rng)),
+                    when(base),
+                    ("pasted",),
+                )
+            )
         for number in range(3):
             if not spare:
                 break
             base = rng.choice(bases)
             article_id = f"{language}-independent{number}"
-            extra.append(LabelledArticle(article_id, language, article_id, None,
-                                         "\n\n".join(independent_report(as_corpus[base.article_id], spare.pop(), rng)),
-                                         when(base), ("independent",)))
+            extra.append(
+                LabelledArticle(
+                    article_id,
+                    language,
+                    article_id,
+                    None,
+                    "\n\n".join(independent_report(as_corpus[base.article_id], spare.pop(), rng)),
+                    when(base),
+                    ("independent",),
+                )
+            )
         entries = [" ".join(a.paragraphs[0].split()[:50]) for a in spare[:6]]
         if len(entries) >= 4:
             story = f"{language}-live"
             for version, paragraphs in enumerate(live_blog(entries, 3)):
-                extra.append(LabelledArticle(f"{story}-v{version}", language, story, f"Live: {story}",
-                                             "\n\n".join(paragraphs), when(), ("live_blog",)))
+                extra.append(
+                    LabelledArticle(
+                        f"{story}-v{version}",
+                        language,
+                        story,
+                        f"Live: {story}",
+                        "\n\n".join(paragraphs),
+                        when(),
+                        ("live_blog",),
+                    )
+                )
     combined = labelled + extra
     rng.shuffle(combined)
     return combined, skipped

@@ -46,29 +46,42 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wirecopy", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"wirecopy {importlib.metadata.version('wirecopy')}")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="run the enrichment pipeline (wirecopy run --help lists its options)", add_help=False)
+    commands.add_parser(
+        "run", help="run the enrichment pipeline (wirecopy run --help lists its options)", add_help=False
+    )
 
     _report_parser(commands)
-    demo = commands.add_parser("demo", help="start a local broker, load the sample articles, run the pipeline, show the results")
+    demo = commands.add_parser(
+        "demo", help="start a local broker, load the sample articles, run the pipeline, show the results"
+    )
     demo.add_argument("--show-text", action="store_true", help="also print the start of each article's normalised text")
     return parser
 
 
 def _report_parser(commands) -> None:
     report = commands.add_parser(
-        "report", help="write a run's outputs as one self-contained HTML page",
+        "report",
+        help="write a run's outputs as one self-contained HTML page",
         description="From the JSONL files of a file-mode run (--output-jsonl) or from the output topics "
-                    "(--bootstrap-servers and --output-topic): stories with their members side by side, pickup "
-                    "timelines, languages, dead letters, counts. The page works offline.")
-    report.add_argument("--html", type=Path, default=Path("wirecopy-report.html"), metavar="PATH",
-                        help="where to write the page (default: wirecopy-report.html)")
+        "(--bootstrap-servers and --output-topic): stories with their members side by side, pickup "
+        "timelines, languages, dead letters, counts. The page works offline.",
+    )
+    report.add_argument(
+        "--html",
+        type=Path,
+        default=Path("wirecopy-report.html"),
+        metavar="PATH",
+        help="where to write the page (default: wirecopy-report.html)",
+    )
     files = report.add_argument_group("file mode (each default: OUTPUT's sibling file, when it exists)")
     files.add_argument("--output-jsonl", type=Path, metavar="PATH", help="enriched articles")
     files.add_argument("--story-jsonl", type=Path, metavar="PATH", help="stories (default: OUTPUT with .stories.jsonl)")
-    files.add_argument("--cluster-jsonl", type=Path, metavar="PATH",
-                       help="cluster events (default: OUTPUT with .clusters.jsonl)")
-    files.add_argument("--dead-letter-jsonl", type=Path, metavar="PATH",
-                       help="dead letters (default: OUTPUT with .dead-letters.jsonl)")
+    files.add_argument(
+        "--cluster-jsonl", type=Path, metavar="PATH", help="cluster events (default: OUTPUT with .clusters.jsonl)"
+    )
+    files.add_argument(
+        "--dead-letter-jsonl", type=Path, metavar="PATH", help="dead letters (default: OUTPUT with .dead-letters.jsonl)"
+    )
     kafka = report.add_argument_group("Kafka mode (each topic read from its start to its high watermark)")
     kafka.add_argument("--bootstrap-servers", metavar="HOST:PORT[,HOST:PORT]")
     kafka.add_argument("--output-topic")
@@ -89,14 +102,23 @@ def write_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         if args.bootstrap_servers and args.output_jsonl:
             parser.error("choose Kafka mode (--bootstrap-servers) or file mode (--output-jsonl), not both")
         if args.output_jsonl:
-            read = outputs.from_files(args.output_jsonl, given_or_sibling(args.story_jsonl, ".stories.jsonl"),
-                                      given_or_sibling(args.cluster_jsonl, ".clusters.jsonl"),
-                                      given_or_sibling(args.dead_letter_jsonl, ".dead-letters.jsonl"))
+            read = outputs.from_files(
+                args.output_jsonl,
+                given_or_sibling(args.story_jsonl, ".stories.jsonl"),
+                given_or_sibling(args.cluster_jsonl, ".clusters.jsonl"),
+                given_or_sibling(args.dead_letter_jsonl, ".dead-letters.jsonl"),
+            )
         elif args.bootstrap_servers and args.output_topic:
             consumer_config = client_settings(args.kafka_config, [], []).consumer
             consumer_config = {"bootstrap_timeout_ms": 5000, **consumer_config}  # as `wirecopy run`: fail in seconds
-            read = outputs.from_topics(args.bootstrap_servers, args.output_topic, args.story_topic, args.cluster_topic,
-                                       args.dead_letter_topic, consumer_config)
+            read = outputs.from_topics(
+                args.bootstrap_servers,
+                args.output_topic,
+                args.story_topic,
+                args.cluster_topic,
+                args.dead_letter_topic,
+                consumer_config,
+            )
         else:
             parser.error("give --output-jsonl (file mode) or --bootstrap-servers and --output-topic (Kafka mode)")
         page = report.render(read)
@@ -106,8 +128,10 @@ def write_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         _LOG.error("cannot write the report: %s", error)
         return 2
     with_copies = sum(len(story.members) > 1 for story in report.stories_of(read))
-    print(f"wrote {args.html.resolve()} ({len(page.encode()) // 1024} KiB): {with_copies} stories with copies, "
-          f"{len(read.articles)} enriched articles, {len(read.dead_letters)} dead letters")
+    print(
+        f"wrote {args.html.resolve()} ({len(page.encode()) // 1024} KiB): {with_copies} stories with copies, "
+        f"{len(read.articles)} enriched articles, {len(read.dead_letters)} dead letters"
+    )
     return 0
 
 
@@ -129,6 +153,7 @@ def _check_input(pattern: str) -> None:
 def run_config(parsed: run_options.ParsedOptions) -> RunConfig:
     """The run's configuration from its options; raises `UsageError` for what cannot work."""
     args = parsed.wirecopy
+    io: FileIO | KafkaIO
     if args.bootstrap_servers and args.input_jsonl:
         raise UsageError("choose Kafka mode (--bootstrap-servers) or file mode (--input-jsonl), not both")
     if args.input_jsonl:
@@ -137,14 +162,18 @@ def run_config(parsed: run_options.ParsedOptions) -> RunConfig:
         if parsed.streaming or args.max_records or args.max_read_time:
             raise UsageError("--streaming, --max-records and --max-read-time apply to Kafka mode only")
         _check_input(args.input_jsonl)
-        io = FileIO(args.input_jsonl, args.output_jsonl,
-                    args.cluster_jsonl or _sibling(args.output_jsonl, ".clusters.jsonl"),
-                    args.dead_letter_jsonl or _sibling(args.output_jsonl, ".dead-letters.jsonl"),
-                    args.story_jsonl or _sibling(args.output_jsonl, ".stories.jsonl"))
+        io = FileIO(
+            args.input_jsonl,
+            args.output_jsonl,
+            args.cluster_jsonl or _sibling(args.output_jsonl, ".clusters.jsonl"),
+            args.dead_letter_jsonl or _sibling(args.output_jsonl, ".dead-letters.jsonl"),
+            args.story_jsonl or _sibling(args.output_jsonl, ".stories.jsonl"),
+        )
     else:
         try:
-            settings = client_settings(args.kafka_config and Path(args.kafka_config), args.consumer_config,
-                                       args.producer_config)
+            settings = client_settings(
+                args.kafka_config and Path(args.kafka_config), args.consumer_config, args.producer_config
+            )
         except OSError as error:
             raise UsageError(f"--kafka-config: {error}") from None
         except ValueError as error:
@@ -157,32 +186,54 @@ def run_config(parsed: run_options.ParsedOptions) -> RunConfig:
             raise UsageError("Kafka mode needs --input-topic, --output-topic, --cluster-topic and --dead-letter-topic")
         try:
             read = KafkaReadSpec(
-                bootstrap_servers, args.input_topic,
+                bootstrap_servers,
+                args.input_topic,
                 group_id=args.group_id or settings.connection.get("group_id") or DEFAULT_GROUP_ID,
-                streaming=parsed.streaming, start_position=StartPosition(args.start_from),
+                streaming=parsed.streaming,
+                start_position=StartPosition(args.start_from),
                 start_time=args.start_time and dt.datetime.fromisoformat(args.start_time),
-                timestamp_policy=TimestampPolicy(TimestampKind(args.timestamp_policy),
-                                                 Duration(seconds=args.max_event_delay)),
-                partition_discovery_interval_s=args.partition_discovery_interval, max_records=args.max_records,
-                max_read_time_s=args.max_read_time, consumer_config=settings.consumer)
-            io = KafkaIO(read, args.output_topic, args.cluster_topic, args.dead_letter_topic,
-                         producer_config=settings.producer, story_topic=args.story_topic)
+                timestamp_policy=TimestampPolicy(
+                    TimestampKind(args.timestamp_policy), Duration(seconds=args.max_event_delay)
+                ),
+                partition_discovery_interval_s=args.partition_discovery_interval,
+                max_records=args.max_records,
+                max_read_time_s=args.max_read_time,
+                consumer_config=settings.consumer,
+            )
+            io = KafkaIO(
+                read,
+                args.output_topic,
+                args.cluster_topic,
+                args.dead_letter_topic,
+                producer_config=settings.producer,
+                story_topic=args.story_topic,
+            )
         except ValueError as error:  # the specs validate themselves
             raise UsageError(str(error)) from None
-    return RunConfig(io=io, max_record_bytes=args.max_record_bytes, language_threshold=args.language_threshold,
-                     syndication_horizon=dt.timedelta(days=args.syndication_horizon_days), runner=parsed.runner)
+    return RunConfig(
+        io=io,
+        max_record_bytes=args.max_record_bytes,
+        language_threshold=args.language_threshold,
+        syndication_horizon=dt.timedelta(days=args.syndication_horizon_days),
+        runner=parsed.runner,
+    )
 
 
 def too_many_dead_letters(result: RunResult, max_ratio: float) -> str | None:
     """Why the run failed by its share of dead letters, or None."""
-    dead = {name.removeprefix("dead_letter_"): count for name, count in result.counters.items()
-            if name.startswith("dead_letter_") and count}
+    dead = {
+        name.removeprefix("dead_letter_"): count
+        for name, count in result.counters.items()
+        if name.startswith("dead_letter_") and count
+    }
     outcomes = result.counters.get("articles_enriched", 0) + sum(dead.values())
     if not outcomes or sum(dead.values()) <= max_ratio * outcomes:
         return None
     reasons = ", ".join(f"{reason} {count:,}" for reason, count in sorted(dead.items(), key=lambda item: -item[1]))
-    return (f"{sum(dead.values()):,} of {outcomes:,} records ({sum(dead.values()) / outcomes:.0%}) were dead-lettered, "
-            f"more than --max-dead-letter-ratio {max_ratio:g} allows ({reasons})")
+    return (
+        f"{sum(dead.values()):,} of {outcomes:,} records ({sum(dead.values()) / outcomes:.0%}) were dead-lettered, "
+        f"more than --max-dead-letter-ratio {max_ratio:g} allows ({reasons})"
+    )
 
 
 class JobStopper:
@@ -220,12 +271,18 @@ class JobStopper:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if self._workers_here or self._job is None:
-            _LOG.warning("%s received: stopping the readers (workers run in this process): finishing the current "
-                         "bundles, committing, then stopping (again to abort)", name)
+            _LOG.warning(
+                "%s received: stopping the readers (workers run in this process): finishing the current "
+                "bundles, committing, then stopping (again to abort)",
+                name,
+            )
             self.read_stop.request()
         else:
-            _LOG.warning("%s received: cancelling the job through the job service (its workers run elsewhere; "
-                         "records after the last committed offsets are read again next run)", name)
+            _LOG.warning(
+                "%s received: cancelling the job through the job service (its workers run elsewhere; "
+                "records after the last committed offsets are read again next run)",
+                name,
+            )
             self._job.cancel()
 
 
@@ -262,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             return _refuse("the demo's local broker is not installed: pip install 'wirecopy[demo]'")
         from wirecopy.pipelines.demo import run_demo
+
         return run_demo(show_text=args.show_text)
     if {"-h", "--help"} & set(rest):
         print(run_options.help_text())

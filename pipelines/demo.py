@@ -46,8 +46,13 @@ def run_demo(show_text: bool = False) -> int:
         broker.create_topics([STORY_TOPIC], configs={"cleanup.policy": "compact"})
         produce(broker.bootstrap_servers, INPUT_TOPIC, lines)
         _LOG.info("produced %d sample records to %s on %s", len(lines), INPUT_TOPIC, broker.bootstrap_servers)
-        io = KafkaIO(KafkaReadSpec(broker.bootstrap_servers, INPUT_TOPIC, group_id="wirecopy-demo"),
-                     OUTPUT_TOPIC, CLUSTER_TOPIC, DEAD_LETTER_TOPIC, story_topic=STORY_TOPIC)
+        io = KafkaIO(
+            KafkaReadSpec(broker.bootstrap_servers, INPUT_TOPIC, group_id="wirecopy-demo"),
+            OUTPUT_TOPIC,
+            CLUSTER_TOPIC,
+            DEAD_LETTER_TOPIC,
+            story_topic=STORY_TOPIC,
+        )
         result = run(RunConfig(io=io))
         articles = [orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, OUTPUT_TOPIC)]
         table = StoryTable()
@@ -63,8 +68,14 @@ def run_demo(show_text: bool = False) -> int:
     return 0 if result.state.endswith("DONE") and produced_everything else 1
 
 
-def summary(produced: int, result: RunResult, articles: list[dict], table: StoryTable, dead_letters: list[dict],
-            show_text: bool = False) -> str:
+def summary(
+    produced: int,
+    result: RunResult,
+    articles: list[dict],
+    table: StoryTable,
+    dead_letters: list[dict],
+    show_text: bool = False,
+) -> str:
     """A readable report of one run: the stories from the story topic with their members, dead letters, counts."""
     texts = {article["article_id"]: article["text"] for article in articles}
     grouped = table.stories()
@@ -80,14 +91,18 @@ def summary(produced: int, result: RunResult, articles: list[dict], table: Story
     for story_id, members in sorted(syndicated.items(), key=lambda item: (-len(item[1]), item[0])):
         members = sorted(members, key=lambda m: (m.get("published_at") or m["joined_at"], m["article_id"]))
         absorbed = table.records[story_id]["absorbed"]
-        out.append(f"  story {story_id}: {len(members)} articles" + (f" (absorbed {', '.join(absorbed)})" if absorbed else ""))
+        out.append(
+            f"  story {story_id}: {len(members)} articles" + (f" (absorbed {', '.join(absorbed)})" if absorbed else "")
+        )
         for member in members:
             evidence = member.get("evidence")
             how = "founded" if member["match"] == "new" else f"{member['match']} {member['similarity']:.2f}"
             if evidence:
                 how += f", {evidence['shared']:.0%} shared"
-            out.append(f"    {member['article_id']:<34} [{member['language']}] {member['source'] or '-':<22} {how:<26} "
-                       f"{_shorten(member['title'] or '(no title)', 48)}")
+            out.append(
+                f"    {member['article_id']:<34} [{member['language']}] {member['source'] or '-':<22} {how:<26} "
+                f"{_shorten(member['title'] or '(no title)', 48)}"
+            )
             if evidence and evidence["passages"] and member["article_id"] in texts:
                 start, end = max(evidence["passages"], key=lambda span: span[1] - span[0])
                 out.append(f"        “{_shorten(texts[member['article_id']][start:end], 100)}”")
@@ -98,8 +113,10 @@ def summary(produced: int, result: RunResult, articles: list[dict], table: Story
     out += ["", f"Dead letters ({len(dead_letters)}):"]
     for letter in sorted(dead_letters, key=lambda d: (d["partition"], d["offset"])):
         payload = base64.b64decode(letter["payload"])
-        out.append(f"    {letter['topic']}[{letter['partition']}]@{letter['offset']:<4} {letter['reason']:<18} "
-                   f"{_shorten(letter['detail'], 60)}  payload: {_shorten(repr(payload), 40)}")
+        out.append(
+            f"    {letter['topic']}[{letter['partition']}]@{letter['offset']:<4} {letter['reason']:<18} "
+            f"{_shorten(letter['detail'], 60)}  payload: {_shorten(repr(payload), 40)}"
+        )
     languages = collections.Counter(a["language"]["code"] for a in articles)
     out += [
         "",

@@ -26,8 +26,16 @@ from wirecopy.transforms.jsonlio import ReadJsonLines, WriteJsonLines
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
-from wirecopy.transforms.kafkaio import (KafkaMessage, KafkaReadSpec, ReadFromKafka, ReadStop, WriteToKafka,
-                                        check_producer_config, group_lag, largest_message_bytes)
+from wirecopy.transforms.kafkaio import (
+    KafkaMessage,
+    KafkaReadSpec,
+    ReadFromKafka,
+    ReadStop,
+    WriteToKafka,
+    check_producer_config,
+    group_lag,
+    largest_message_bytes,
+)
 from wirecopy.transforms import language
 from wirecopy.transforms.language import DetectLanguage
 from wirecopy.transforms.normalise import Normalise
@@ -74,8 +82,15 @@ class KafkaIO:
         return self.read.topic
 
     def topic_for(self, kind: EventKind) -> str:
-        return {EventKind.ARTICLE: self.output_topic, EventKind.CLUSTER: self.cluster_topic,
-                EventKind.DEAD_LETTER: self.dead_letter_topic, EventKind.STORY: self.story_topic}[kind]
+        topic = {
+            EventKind.ARTICLE: self.output_topic,
+            EventKind.CLUSTER: self.cluster_topic,
+            EventKind.DEAD_LETTER: self.dead_letter_topic,
+            EventKind.STORY: self.story_topic,
+        }[kind]
+        if topic is None:  # the story view is built only with a story topic
+            raise ValueError(f"no topic for {kind.value} events")
+        return topic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,25 +128,35 @@ def enrich(records: beam.PCollection, config: RunConfig) -> beam.PCollection:
     if not isinstance(config.io, KafkaIO) or config.io.story_topic:
         outcomes = outcomes | "Stories" >> TrackStories(config.syndication_horizon)
     return outcomes | "Encode" >> EncodeEvents(
-        largest_message_bytes(config.io.producer_config) if isinstance(config.io, KafkaIO) else None)
+        largest_message_bytes(config.io.producer_config) if isinstance(config.io, KafkaIO) else None
+    )
 
 
 def build(pipeline: beam.Pipeline, config: RunConfig, read_stop: ReadStop | None = None) -> None:
     io = config.io
     if isinstance(io, KafkaIO):
-        (enrich(pipeline | "ReadKafka" >> ReadFromKafka(io.read, read_stop), config)
-         | "ToMessages" >> beam.Map(lambda e: KafkaMessage(io.topic_for(e.kind), e.key, e.value))
-         | "WriteKafka" >> WriteToKafka(io.bootstrap_servers, io.producer_config))
+        (
+            enrich(pipeline | "ReadKafka" >> ReadFromKafka(io.read, read_stop), config)
+            | "ToMessages" >> beam.Map(lambda e: KafkaMessage(io.topic_for(e.kind), e.key, e.value))
+            | "WriteKafka" >> WriteToKafka(io.bootstrap_servers, io.producer_config)
+        )
     else:
         kinds = list(EventKind)
-        by_kind = (enrich(pipeline | "ReadFiles" >> ReadJsonLines(io.input_path), config)
-                   | "ByKind" >> beam.Partition(lambda event, _: kinds.index(event.kind), len(kinds)))
-        paths = {EventKind.ARTICLE: io.output_path, EventKind.CLUSTER: io.cluster_path,
-                 EventKind.DEAD_LETTER: io.dead_letter_path, EventKind.STORY: io.story_path}
+        # Beam annotates the function as a PartitionFn; a callable is what its documentation passes.
+        by_kind_index = beam.Partition(lambda event, _: kinds.index(event.kind), len(kinds))  # type: ignore[arg-type]
+        by_kind = enrich(pipeline | "ReadFiles" >> ReadJsonLines(io.input_path), config) | "ByKind" >> by_kind_index
+        paths = {
+            EventKind.ARTICLE: io.output_path,
+            EventKind.CLUSTER: io.cluster_path,
+            EventKind.DEAD_LETTER: io.dead_letter_path,
+            EventKind.STORY: io.story_path,
+        }
         for kind, events in zip(kinds, by_kind):
-            (events
-             | f"{kind.name.title()}Values" >> beam.Map(lambda e: e.value)
-             | f"Write{kind.name.title()}" >> WriteJsonLines(paths[kind]))
+            (
+                events
+                | f"{kind.name.title()}Values" >> beam.Map(lambda e: e.value)
+                | f"Write{kind.name.title()}" >> WriteJsonLines(paths[kind])
+            )
 
 
 def pipeline_options(config: RunConfig, beam_args: list[str]) -> PipelineOptions:
@@ -166,15 +191,21 @@ def check_runner_supports_kafka(runner: str, streaming: bool, options: PipelineO
     if family == "flink":
         interval = options.get_all_options(retain_unknown_options=True).get("checkpointing_interval")
         if not streaming:
-            raise SetupError("Kafka mode on Flink needs --streaming (Flink commits offsets only after checkpoints, "
-                             "which batch jobs do not take); bound a backfill with --max-read-time")
+            raise SetupError(
+                "Kafka mode on Flink needs --streaming (Flink commits offsets only after checkpoints, "
+                "which batch jobs do not take); bound a backfill with --max-read-time"
+            )
         # A bare flag (or `--checkpointing_interval -1`, which Beam parses as one) comes back as True.
         if not (isinstance(interval, str) and interval.isdigit() and int(interval) > 0):
-            raise SetupError("Kafka mode on Flink needs --checkpointing_interval MS (offsets commit when a "
-                             "checkpoint completes; without checkpoints they never do)")
+            raise SetupError(
+                "Kafka mode on Flink needs --checkpointing_interval MS (offsets commit when a "
+                "checkpoint completes; without checkpoints they never do)"
+            )
     elif family == "spark":
-        raise SetupError("Kafka mode cannot run on Spark: its portable runner does not support bundle finalization, "
-                         "which commits the offsets; use file mode there")
+        raise SetupError(
+            "Kafka mode cannot run on Spark: its portable runner does not support bundle finalization, "
+            "which commits the offsets; use file mode there"
+        )
 
 
 def direct_runner_engine(result: beam.runners.runner.PipelineResult) -> str:
@@ -188,8 +219,9 @@ def direct_runner_engine(result: beam.runners.runner.PipelineResult) -> str:
 def check_kafka(io: KafkaIO) -> None:
     """Fail fast, in seconds and with a plain message, when Kafka is unreachable or a topic is missing."""
     try:
-        consumer = KafkaConsumer(bootstrap_servers=io.bootstrap_servers,
-                                 **{"bootstrap_timeout_ms": 5000, **io.read.consumer_config})
+        consumer = KafkaConsumer(
+            bootstrap_servers=io.bootstrap_servers, **{"bootstrap_timeout_ms": 5000, **io.read.consumer_config}
+        )
     except KafkaError as error:
         raise SetupError(f"cannot reach Kafka at {io.bootstrap_servers}: {error}") from None
     try:
@@ -216,13 +248,17 @@ def workers_run_here(runner: str, options: PipelineOptions) -> bool:
     """Whether the Python workers run in this process: the local runner's, and
     Prism's and the DirectRunner's unless another environment is asked for
     (Prism defaults to LOOPBACK: its workers are threads of the launcher)."""
-    return (runner_family(runner) in ("fnapi", "prism", "direct")
-            and options.view_as(PortableOptions).environment_type in (None, "LOOPBACK"))
+    return runner_family(runner) in ("fnapi", "prism", "direct") and options.view_as(
+        PortableOptions
+    ).environment_type in (None, "LOOPBACK")
 
 
-def run(config: RunConfig, beam_args: list[str] | None = None,
-        on_started: Callable[[beam.runners.runner.PipelineResult, bool], None] | None = None,
-        read_stop: ReadStop | None = None) -> RunResult:
+def run(
+    config: RunConfig,
+    beam_args: list[str] | None = None,
+    on_started: Callable[[beam.runners.runner.PipelineResult, bool], None] | None = None,
+    read_stop: ReadStop | None = None,
+) -> RunResult:
     """Run to the end. `on_started(job, workers_run_here)` is called once the job is submitted; `read_stop`,
     when requested, ends a Kafka read cleanly (readers in this process only)."""
     options = pipeline_options(config, beam_args or [])
@@ -263,6 +299,11 @@ def run(config: RunConfig, beam_args: list[str] | None = None,
         except KafkaError as error:  # the run itself is over and committed; only the report lacks it
             _LOG.warning("could not ask Kafka for the group's lag: %s", error)
     outcome = RunResult(runner_name, str(state), time.monotonic() - started, dict(sorted(counters.items())))
-    _LOG.info("finished on %s: %s in %.1f s; %s", outcome.runner, outcome.state, outcome.seconds,
-              ", ".join(f"{name}={value}" for name, value in outcome.counters.items()))
+    _LOG.info(
+        "finished on %s: %s in %.1f s; %s",
+        outcome.runner,
+        outcome.state,
+        outcome.seconds,
+        ", ".join(f"{name}={value}" for name, value in outcome.counters.items()),
+    )
     return outcome

@@ -93,23 +93,52 @@ def _unescape(text: str) -> str:
 
 # --- Java settings in kafka-python -------------------------------------------
 
-_JAAS_LOGIN_MODULES = ("org.apache.kafka.common.security.plain.PlainLoginModule",
-                       "org.apache.kafka.common.security.scram.ScramLoginModule")
+_JAAS_LOGIN_MODULES = (
+    "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "org.apache.kafka.common.security.scram.ScramLoginModule",
+)
 # Java client settings kafka-python has no counterpart for: left out, with a warning naming them.
-_JAVA_ONLY = frozenset({
-    "buffer.memory", "socket.connection.setup.timeout.ms", "socket.connection.setup.timeout.max.ms",
-    "metadata.max.idle.ms", "default.api.timeout.ms", "retry.backoff.max.ms", "internal.leave.group.on.close",
-    "auto.include.jmx.reporter", "metrics.recording.level", "enable.metrics.push", "interceptor.classes",
-    "partitioner.class", "partitioner.ignore.keys", "partitioner.adaptive.partitioning.enable",
-    "partitioner.availability.timeout.ms", "security.providers", "ssl.protocol", "ssl.enabled.protocols",
-    "ssl.keymanager.algorithm", "ssl.trustmanager.algorithm", "ssl.secure.random.implementation",
-    "ssl.engine.factory.class", "ssl.provider", "ssl.truststore.password", "sasl.login.refresh.window.factor",
-    "sasl.login.refresh.window.jitter", "sasl.login.refresh.min.period.seconds", "sasl.login.refresh.buffer.seconds",
-    "sasl.kerberos.min.time.before.relogin", "sasl.kerberos.ticket.renew.jitter",
-    "sasl.kerberos.ticket.renew.window.factor", "sasl.kerberos.kinit.cmd",
-    # wirecopy reads and writes the records' bytes itself
-    "key.serializer", "value.serializer", "key.deserializer", "value.deserializer",
-})
+_JAVA_ONLY = frozenset(
+    {
+        "buffer.memory",
+        "socket.connection.setup.timeout.ms",
+        "socket.connection.setup.timeout.max.ms",
+        "metadata.max.idle.ms",
+        "default.api.timeout.ms",
+        "retry.backoff.max.ms",
+        "internal.leave.group.on.close",
+        "auto.include.jmx.reporter",
+        "metrics.recording.level",
+        "enable.metrics.push",
+        "interceptor.classes",
+        "partitioner.class",
+        "partitioner.ignore.keys",
+        "partitioner.adaptive.partitioning.enable",
+        "partitioner.availability.timeout.ms",
+        "security.providers",
+        "ssl.protocol",
+        "ssl.enabled.protocols",
+        "ssl.keymanager.algorithm",
+        "ssl.trustmanager.algorithm",
+        "ssl.secure.random.implementation",
+        "ssl.engine.factory.class",
+        "ssl.provider",
+        "ssl.truststore.password",
+        "sasl.login.refresh.window.factor",
+        "sasl.login.refresh.window.jitter",
+        "sasl.login.refresh.min.period.seconds",
+        "sasl.login.refresh.buffer.seconds",
+        "sasl.kerberos.min.time.before.relogin",
+        "sasl.kerberos.ticket.renew.jitter",
+        "sasl.kerberos.ticket.renew.window.factor",
+        "sasl.kerberos.kinit.cmd",
+        # wirecopy reads and writes the records' bytes itself
+        "key.serializer",
+        "value.serializer",
+        "key.deserializer",
+        "value.deserializer",
+    }
+)
 # Settings of a Java file that name the connection rather than a client's behaviour.
 CONNECTION_KEYS = {"bootstrap.servers": "bootstrap_servers", "group.id": "group_id"}
 _PEM_SUFFIXES = (".pem", ".crt", ".cer", ".key")
@@ -126,10 +155,14 @@ def jaas_credentials(jaas_config: str) -> list[tuple[str, str]]:
     """A Java client's `sasl.jaas.config` line as kafka-python's settings: a
     client.properties written for Java carries its SASL credentials there."""
     if not jaas_config.startswith(_JAAS_LOGIN_MODULES):
-        raise ValueError("sasl.jaas.config: only the PLAIN and SCRAM login modules have kafka-python equivalents; "
-                         "for other mechanisms give kafka-python's own settings")
-    options = {name: re.sub(r"\\(.)", r"\1", quoted)
-               for name, quoted in re.findall(r'(\w+)\s*=\s*"((?:[^"\\]|\\.)*)"', jaas_config)}
+        raise ValueError(
+            "sasl.jaas.config: only the PLAIN and SCRAM login modules have kafka-python equivalents; "
+            "for other mechanisms give kafka-python's own settings"
+        )
+    options = {
+        name: re.sub(r"\\(.)", r"\1", quoted)
+        for name, quoted in re.findall(r'(\w+)\s*=\s*"((?:[^"\\]|\\.)*)"', jaas_config)
+    }
     missing = [name for name in ("username", "password") if name not in options]
     if missing:
         raise ValueError(f"sasl.jaas.config has no {' or '.join(missing)}")
@@ -144,8 +177,10 @@ def _store(properties: Mapping[str, str], kind: str) -> str | None:
     store_type = properties.get(f"ssl.{kind}store.type", "PEM" if location.lower().endswith(_PEM_SUFFIXES) else "JKS")
     if store_type.upper() != "PEM":
         target = "ssl.cafile" if kind == "trust" else "ssl.certfile and ssl.keyfile"
-        raise ValueError(f"ssl.{kind}store.location is a {store_type} store, which kafka-python cannot read: "
-                         f"export it as PEM (keytool -exportcert -rfc, or openssl pkcs12) and give {target}")
+        raise ValueError(
+            f"ssl.{kind}store.location is a {store_type} store, which kafka-python cannot read: "
+            f"export it as PEM (keytool -exportcert -rfc, or openssl pkcs12) and give {target}"
+        )
     return location
 
 
@@ -154,8 +189,9 @@ def _translated(properties: Mapping[str, str]) -> list[tuple[str, str]]:
     settings: list[tuple[str, str]] = []
     ignored = sorted(key for key in properties if key in _JAVA_ONLY)
     if ignored:
-        _LOG.warning("Kafka settings left out (Java client settings kafka-python has no counterpart for): %s",
-                     ", ".join(ignored))
+        _LOG.warning(
+            "Kafka settings left out (Java client settings kafka-python has no counterpart for): %s", ", ".join(ignored)
+        )
     if (truststore := _store(properties, "trust")) is not None:
         settings.append(("ssl_cafile", truststore))
     if (keystore := _store(properties, "key")) is not None:  # a PEM key store holds the certificate and its key
@@ -172,8 +208,10 @@ def _translated(properties: Mapping[str, str]) -> list[tuple[str, str]]:
         elif key == "sasl.mechanism" and value.upper() == "OAUTHBEARER":
             raise ValueError("sasl.mechanism=OAUTHBEARER: kafka-python takes its token provider as code, not a setting")
         elif key == "enable.auto.commit" and value.strip().lower() == "true":
-            raise ValueError("enable.auto.commit=true: wirecopy commits offsets itself, after the outputs are flushed "
-                             "(at-least-once); leave it out")
+            raise ValueError(
+                "enable.auto.commit=true: wirecopy commits offsets itself, after the outputs are flushed "
+                "(at-least-once); leave it out"
+            )
         elif key == "enable.auto.commit":
             continue  # false is what the reader sets anyway
         elif key == "compression.type" and value.strip().lower() == "none":
@@ -220,12 +258,16 @@ def client_settings(config_file: Path | None, consumer_lines: list[str], produce
     connection: dict[str, str] = {}
     for properties, clients in sources:
         # kafka-python's names (bootstrap_servers) for the connection too
-        properties = {(key.replace("_", ".") if key.replace("_", ".") in CONNECTION_KEYS else key): value
-                      for key, value in properties.items()}
+        properties = {
+            (key.replace("_", ".") if key.replace("_", ".") in CONNECTION_KEYS else key): value
+            for key, value in properties.items()
+        }
         for key, name in CONNECTION_KEYS.items():
             if key in properties:
                 if clients != ("consumer", "producer"):
-                    raise ValueError(f"{key} is a connection setting: give it to --{name.replace('_', '-')} or the file")
+                    raise ValueError(
+                        f"{key} is a connection setting: give it to --{name.replace('_', '-')} or the file"
+                    )
                 connection[name] = properties[key].strip()
         for key, value in _translated(properties):
             known_by = [client for client in clients if key in _CLIENT_DEFAULTS[client]]

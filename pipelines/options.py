@@ -25,6 +25,7 @@ from wirecopy.schemas import codec
 from wirecopy.transforms import language
 from wirecopy.transforms.kafkaio import DEFAULT_PARTITION_DISCOVERY_INTERVAL_S, StartPosition, TimestampKind
 from wirecopy.transforms.syndication import DEFAULT_HORIZON_MS
+
 # Above this share of dead letters among the records a run read, the run
 # fails: a wrong topic, a producer's new format or a broken stage, not bad
 # records here and there (the samples, built to hold bad records, have 6 of 58).
@@ -99,47 +100,124 @@ class WirecopyOptions(PipelineOptions):
         add(kafka, "--input-topic", help="raw articles")
         add(kafka, "--output-topic", help="enriched articles")
         add(kafka, "--cluster-topic", help="cluster events")
-        add(kafka, "--story-topic", help="stories: each story's whole current state, keyed by story id "
-                                         "(create it with cleanup.policy=compact); none written without it")
+        add(
+            kafka,
+            "--story-topic",
+            help="stories: each story's whole current state, keyed by story id "
+            "(create it with cleanup.policy=compact); none written without it",
+        )
         add(kafka, "--dead-letter-topic", help="dead letters")
-        add(kafka, "--group-id", help=f"consumer group whose offsets are read and committed (default: {DEFAULT_GROUP_ID})")
+        add(
+            kafka,
+            "--group-id",
+            help=f"consumer group whose offsets are read and committed (default: {DEFAULT_GROUP_ID})",
+        )
         add(kafka, "--max-records", type=_positive_int, help="stop after reading this many records")
         add(kafka, "--max-read-time", type=_positive_float, metavar="SECONDS", help="stop reading after this long")
-        add(kafka, "--start-from", choices=[p.value for p in StartPosition], default=StartPosition.COMMITTED.value,
-            help="committed (default): the group's committed offsets, else the earliest; or earliest, latest")
-        add(kafka, "--start-time", type=_rfc3339, metavar="RFC3339",
-            help="start at the first record at or after this time (overrides --start-from)")
-        add(kafka, "--timestamp-policy", choices=[k.value for k in TimestampKind], default=TimestampKind.CREATE_TIME.value,
+        add(
+            kafka,
+            "--start-from",
+            choices=[p.value for p in StartPosition],
+            default=StartPosition.COMMITTED.value,
+            help="committed (default): the group's committed offsets, else the earliest; or earliest, latest",
+        )
+        add(
+            kafka,
+            "--start-time",
+            type=_rfc3339,
+            metavar="RFC3339",
+            help="start at the first record at or after this time (overrides --start-from)",
+        )
+        add(
+            kafka,
+            "--timestamp-policy",
+            choices=[k.value for k in TimestampKind],
+            default=TimestampKind.CREATE_TIME.value,
             help="event time of a record: its create time (default), log-append time, processing time, "
-                 "or the article's published_at (record time when absent)")
-        add(kafka, "--max-event-delay", type=float, default=0.0, metavar="SECONDS",
-            help="how far behind the newest event time the watermark stays (for out-of-order event times)")
-        add(kafka, "--partition-discovery-interval", type=_positive_float,
-            default=DEFAULT_PARTITION_DISCOVERY_INTERVAL_S, metavar="SECONDS",
+            "or the article's published_at (record time when absent)",
+        )
+        add(
+            kafka,
+            "--max-event-delay",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="how far behind the newest event time the watermark stays (for out-of-order event times)",
+        )
+        add(
+            kafka,
+            "--partition-discovery-interval",
+            type=_positive_float,
+            default=DEFAULT_PARTITION_DISCOVERY_INTERVAL_S,
+            metavar="SECONDS",
             help="streaming: how often to look for partitions added to the input topic "
-                 f"(default {DEFAULT_PARTITION_DISCOVERY_INTERVAL_S:g})")
-        add(kafka, "--kafka-config", metavar="FILE",
+            f"(default {DEFAULT_PARTITION_DISCOVERY_INTERVAL_S:g})",
+        )
+        add(
+            kafka,
+            "--kafka-config",
+            metavar="FILE",
             help="a Java client.properties (or kafka-python names): settings for consumer and producer; its "
-                 "bootstrap.servers and group.id count when neither the command line nor the environment gives them")
-        add(kafka, "--consumer-config", action="append", default=[], metavar="KEY=VALUE", help="a consumer setting (repeatable)")
-        add(kafka, "--producer-config", action="append", default=[], metavar="KEY=VALUE", help="a producer setting (repeatable)")
+            "bootstrap.servers and group.id count when neither the command line nor the environment gives them",
+        )
+        add(
+            kafka,
+            "--consumer-config",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a consumer setting (repeatable)",
+        )
+        add(
+            kafka,
+            "--producer-config",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a producer setting (repeatable)",
+        )
         files = parser.add_argument_group("wirecopy, file mode")
         add(files, "--input-jsonl", metavar="PATH", help="input file or glob, one raw article per line")
         add(files, "--output-jsonl", metavar="PATH", help="enriched articles, one per line")
         add(files, "--cluster-jsonl", metavar="PATH", help="cluster events (default: OUTPUT with .clusters.jsonl)")
-        add(files, "--dead-letter-jsonl", metavar="PATH", help="dead letters (default: OUTPUT with .dead-letters.jsonl)")
+        add(
+            files, "--dead-letter-jsonl", metavar="PATH", help="dead letters (default: OUTPUT with .dead-letters.jsonl)"
+        )
         add(files, "--story-jsonl", metavar="PATH", help="story records (default: OUTPUT with .stories.jsonl)")
         both = parser.add_argument_group("wirecopy, both modes")
-        add(both, "--max-record-bytes", type=_positive_int, default=codec.DEFAULT_MAX_RECORD_BYTES,
-            help="records larger than this are dead-lettered (default: 10 MiB)")
-        add(both, "--language-threshold", type=_share, default=language.DEFAULT_THRESHOLD, metavar="P",
-            help=f"language confidence below which the code is `und` (default {language.DEFAULT_THRESHOLD})")
-        add(both, "--syndication-horizon-days", type=_positive_float, default=DEFAULT_HORIZON_MS / _DAY_MS,
-            metavar="DAYS", help="how long, in event time, an article stays matchable by later copies "
-                                 f"(default {DEFAULT_HORIZON_MS / _DAY_MS:g})")
-        add(both, "--max-dead-letter-ratio", type=_share, default=DEFAULT_MAX_DEAD_LETTER_RATIO, metavar="R",
+        add(
+            both,
+            "--max-record-bytes",
+            type=_positive_int,
+            default=codec.DEFAULT_MAX_RECORD_BYTES,
+            help="records larger than this are dead-lettered (default: 10 MiB)",
+        )
+        add(
+            both,
+            "--language-threshold",
+            type=_share,
+            default=language.DEFAULT_THRESHOLD,
+            metavar="P",
+            help=f"language confidence below which the code is `und` (default {language.DEFAULT_THRESHOLD})",
+        )
+        add(
+            both,
+            "--syndication-horizon-days",
+            type=_positive_float,
+            default=DEFAULT_HORIZON_MS / _DAY_MS,
+            metavar="DAYS",
+            help="how long, in event time, an article stays matchable by later copies "
+            f"(default {DEFAULT_HORIZON_MS / _DAY_MS:g})",
+        )
+        add(
+            both,
+            "--max-dead-letter-ratio",
+            type=_share,
+            default=DEFAULT_MAX_DEAD_LETTER_RATIO,
+            metavar="R",
             help="a run that dead-letters a larger share of the records it read exits 1 "
-                 f"(default {DEFAULT_MAX_DEAD_LETTER_RATIO}; 1 never fails)")
+            f"(default {DEFAULT_MAX_DEAD_LETTER_RATIO}; 1 never fails)",
+        )
 
 
 class _StrictParser(_BeamArgumentParser):
@@ -166,10 +244,12 @@ class ParsedOptions:
 
 def help_text() -> str:
     parser = argparse.ArgumentParser(
-        prog="wirecopy run", allow_abbrev=False,
+        prog="wirecopy run",
+        allow_abbrev=False,
         description="Kafka mode: --bootstrap-servers and the four topics. File mode: --input-jsonl and --output-jsonl.",
         epilog=f"Beam's options are accepted too: --runner (default {LOCAL_RUNNER}, the local runner), --streaming "
-               "(Kafka mode: keep reading until stopped), and the runner's own (--flink_master, ...).")
+        "(Kafka mode: keep reading until stopped), and the runner's own (--flink_master, ...).",
+    )
     WirecopyOptions._add_argparse_args(parser)
     return parser.format_help()
 
@@ -219,5 +299,8 @@ def check_runner(name: str) -> None:
         except (ImportError, AttributeError) as error:
             raise UsageError(f"--runner {name}: {error}") from None
     close = difflib.get_close_matches(name, list(known), n=1)
-    raise UsageError(f"unknown runner {name!r}" + (f"; did you mean {close[0]}?" if close else "")
-                     + f" (Beam's runners: {', '.join(sorted(known))}, or a module.Class path)")
+    raise UsageError(
+        f"unknown runner {name!r}"
+        + (f"; did you mean {close[0]}?" if close else "")
+        + f" (Beam's runners: {', '.join(sorted(known))}, or a module.Class path)"
+    )

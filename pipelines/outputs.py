@@ -35,8 +35,13 @@ def last_per_key(records: Iterable[dict], key: Callable[[dict], Any]) -> list[di
     return list(latest.values())
 
 
-def deduplicated(articles: Iterable[dict], stories: Iterable[dict], cluster_events: Iterable[dict],
-                 dead_letters: Iterable[dict], origin: str) -> RunOutputs:
+def deduplicated(
+    articles: Iterable[dict],
+    stories: Iterable[dict],
+    cluster_events: Iterable[dict],
+    dead_letters: Iterable[dict],
+    origin: str,
+) -> RunOutputs:
     return RunOutputs(
         articles=last_per_key(articles, lambda a: a["article_id"]),
         stories=last_per_key(stories, lambda s: s["story_id"]),
@@ -58,16 +63,25 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
-def from_files(articles: Path, stories: Path | None, cluster_events: Path | None,
-               dead_letters: Path | None) -> RunOutputs:
+def from_files(
+    articles: Path, stories: Path | None, cluster_events: Path | None, dead_letters: Path | None
+) -> RunOutputs:
     """The files of a file-mode run; a kind whose path is None was not asked for."""
     paths = [articles, stories, cluster_events, dead_letters]
-    records = [read_jsonl(path) if path is not None else [] for path in paths]
-    return deduplicated(*records, origin=", ".join(str(path) for path in paths if path is not None))
+    found, story_records, event_records, letters = [read_jsonl(path) if path is not None else [] for path in paths]
+    return deduplicated(
+        found, story_records, event_records, letters, origin=", ".join(str(path) for path in paths if path is not None)
+    )
 
 
-def from_topics(bootstrap_servers: str, articles: str, stories: str | None, cluster_events: str | None,
-                dead_letters: str | None, client_config: Mapping[str, Any]) -> RunOutputs:
+def from_topics(
+    bootstrap_servers: str,
+    articles: str,
+    stories: str | None,
+    cluster_events: str | None,
+    dead_letters: str | None,
+    client_config: Mapping[str, Any],
+) -> RunOutputs:
     """Every record of the output topics up to their high watermarks when read (a
     compacted topic's tombstones, records without a value, are no record)."""
     topics = [articles, stories, cluster_events, dead_letters]
@@ -78,6 +92,20 @@ def from_topics(bootstrap_servers: str, articles: str, stories: str | None, clus
         consumer.close()
     if missing:  # read_topic would read a missing topic as an empty one
         raise ValueError(f"topics missing on {bootstrap_servers}: {', '.join(missing)}")
-    records = [[orjson.loads(record.value) for record in read_topic(bootstrap_servers, topic, **client_config)
-                if record.value is not None] if topic is not None else [] for topic in topics]
-    return deduplicated(*records, origin=f"{bootstrap_servers}: " + ", ".join(t for t in topics if t is not None))
+    found, story_records, event_records, letters = [
+        [
+            orjson.loads(record.value)
+            for record in read_topic(bootstrap_servers, topic, **client_config)
+            if record.value is not None
+        ]
+        if topic is not None
+        else []
+        for topic in topics
+    ]
+    return deduplicated(
+        found,
+        story_records,
+        event_records,
+        letters,
+        origin=f"{bootstrap_servers}: " + ", ".join(t for t in topics if t is not None),
+    )

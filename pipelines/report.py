@@ -21,7 +21,7 @@ import datetime as dt
 import hashlib
 import html
 import unicodedata
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from wirecopy.pipelines.outputs import RunOutputs
 from wirecopy.transforms.stories import StoryTable
@@ -95,17 +95,27 @@ def stories_from_records(story_records: Iterable[dict], articles: Iterable[dict]
 def _member_from_entry(entry: dict, text: str | None) -> Member:
     published_at = _optional_time(entry.get("published_at"))
     return Member(
-        article_id=entry["article_id"], source=entry.get("source"), url=entry.get("url"), title=entry.get("title"),
-        language=entry.get("language") or "und", published_at=published_at,
-        seen_at=published_at or parse_time(entry["joined_at"]), match=entry["match"],
-        similarity=entry["similarity"], text=text, **_evidence(entry.get("evidence")),
+        article_id=entry["article_id"],
+        source=entry.get("source"),
+        url=entry.get("url"),
+        title=entry.get("title"),
+        language=entry.get("language") or "und",
+        published_at=published_at,
+        seen_at=published_at or parse_time(entry["joined_at"]),
+        match=entry["match"],
+        similarity=entry["similarity"],
+        text=text,
+        **_evidence(entry.get("evidence")),
     )
 
 
 def _evidence(evidence: dict | None) -> dict:
     evidence = evidence or {}
-    return {"shared": evidence.get("shared"), "matched_id": evidence.get("matched_id"),
-            "passages": tuple((start, end) for start, end in evidence.get("passages", ()))}
+    return {
+        "shared": evidence.get("shared"),
+        "matched_id": evidence.get("matched_id"),
+        "passages": tuple((start, end) for start, end in evidence.get("passages", ())),
+    }
 
 
 def merged_cluster_root(cluster_events: Iterable[dict]):
@@ -134,12 +144,21 @@ def stories_from_clusters(articles: Iterable[dict], cluster_events: Iterable[dic
     groups: dict[str, list[Member]] = collections.defaultdict(list)
     for article in articles:
         published_at = _optional_time(article["published_at"])
-        groups[root(article["cluster"]["id"])].append(Member(
-            article_id=article["article_id"], source=article["source"], url=article["url"], title=article["title"],
-            language=article["language"]["code"], published_at=published_at,
-            seen_at=published_at or parse_time(article["processed_at"]), match=article["cluster"]["match"],
-            similarity=article["cluster"]["similarity"], text=article["text"],
-            **_evidence(article["cluster"].get("evidence"))))
+        groups[root(article["cluster"]["id"])].append(
+            Member(
+                article_id=article["article_id"],
+                source=article["source"],
+                url=article["url"],
+                title=article["title"],
+                language=article["language"]["code"],
+                published_at=published_at,
+                seen_at=published_at or parse_time(article["processed_at"]),
+                match=article["cluster"]["match"],
+                similarity=article["cluster"]["similarity"],
+                text=article["text"],
+                **_evidence(article["cluster"].get("evidence")),
+            )
+        )
     stories = []
     for story_id, members in groups.items():
         members.sort(key=lambda m: (m.seen_at, m.article_id))
@@ -169,6 +188,7 @@ def stories_of(outputs: RunOutputs) -> list[Story]:
 
 
 # --- pieces of the page -----------------------------------------------------------------------------------------
+
 
 def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
@@ -240,23 +260,30 @@ def timeline_svg(story: Story) -> str:
         share = (moment - first).total_seconds() / span if span else 0.5
         return round(_LABEL_WIDTH + share * plot, 1)
 
-    parts = [f'<svg class="timeline" viewBox="0 0 {_TIMELINE_WIDTH} {height}" role="img" '
-             f'aria-label="pickup timeline of {esc(story.title or story.story_id)}">']
+    parts = [
+        f'<svg class="timeline" viewBox="0 0 {_TIMELINE_WIDTH} {height}" role="img" '
+        f'aria-label="pickup timeline of {esc(story.title or story.story_id)}">'
+    ]
     ticks = [first + (last - first) * i / 4 for i in range(5)] if span else [first]
     label = "%d %b %H:%M" if span < 4 * 86400 else "%d %b %Y"
     for tick in ticks:
         parts.append(f'<line class="grid" x1="{x(tick)}" y1="{_AXIS - 8}" x2="{x(tick)}" y2="{height - 4}"/>')
-        parts.append(f'<text class="tick" x="{x(tick)}" y="{_AXIS - 12}" text-anchor="middle">'
-                     f'{esc(tick.strftime(label))}</text>')
+        parts.append(
+            f'<text class="tick" x="{x(tick)}" y="{_AXIS - 12}" text-anchor="middle">{esc(tick.strftime(label))}</text>'
+        )
     for row, member in enumerate(members):
         y = _AXIS + _ROW * row + _ROW / 2
         when = format_time(member.seen_at) + ("" if member.published_at else " (arrival; no published_at)")
         delay = format_delay(member.seen_at - first) if row else "first"
-        parts.append(f'<text class="outlet" x="{_LABEL_WIDTH - 10}" y="{y + 4}" text-anchor="end">'
-                     f'{esc(_shorten(outlet(member), 26))}</text>')
+        parts.append(
+            f'<text class="outlet" x="{_LABEL_WIDTH - 10}" y="{y + 4}" text-anchor="end">'
+            f"{esc(_shorten(outlet(member), 26))}</text>"
+        )
         parts.append(f'<line class="delay" x1="{x(first)}" y1="{y}" x2="{x(member.seen_at)}" y2="{y}"/>')
-        parts.append(f'<circle class="{"first" if row == 0 else "pickup"}" cx="{x(member.seen_at)}" cy="{y}" r="5">'
-                     f'<title>{esc(outlet(member))}: {esc(when)} ({esc(delay)})</title></circle>')
+        parts.append(
+            f'<circle class="{"first" if row == 0 else "pickup"}" cx="{x(member.seen_at)}" cy="{y}" r="5">'
+            f"<title>{esc(outlet(member))}: {esc(when)} ({esc(delay)})</title></circle>"
+        )
         parts.append(f'<text class="delay-label" x="{x(member.seen_at) + 10}" y="{y + 4}">{esc(delay)}</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -277,8 +304,11 @@ def member_card(member: Member, first: bool) -> str:
     href = safe_href(member.url)
     title = esc(member.title or "(no title)")
     heading = f'<a href="{esc(href)}" rel="noopener noreferrer">{title}</a>' if href else title
-    shared = (f'<span class="badge" title="share of its text found in the story">shared {member.shared:.0%}</span>'
-              if member.shared is not None and not first else "")
+    shared = (
+        f'<span class="badge" title="share of its text found in the story">shared {member.shared:.0%}</span>'
+        if member.shared is not None and not first
+        else ""
+    )
     if member.text is None:
         body = '<p class="missing">text not among the outputs read</p>'
     else:
@@ -286,10 +316,10 @@ def member_card(member: Member, first: bool) -> str:
     return (
         f'<section class="member" data-article-id="{esc(member.article_id)}">'
         f'<header><span class="outlet">{esc(outlet(member))}</span>'
-        f'<time>{esc(format_time(member.seen_at))}</time>'
+        f"<time>{esc(format_time(member.seen_at))}</time>"
         f'<span class="badge lang">{esc(member.language)}</span>'
         f'<span class="badge match-{esc(member.match)}">{esc(_match_label(member, first))}</span>{shared}</header>'
-        f'<h4>{heading}</h4>'
+        f"<h4>{heading}</h4>"
         f'<p class="id">{esc(member.article_id)}</p>'
         f"{body}</section>"
     )
@@ -300,18 +330,25 @@ def story_section(story: Story) -> str:
     languages = sorted({m.language for m in members})
     outlets = sorted({outlet(m) for m in members})
     search = " ".join([story.title or "", *outlets, *languages, story.story_id]).lower()
-    facts = [f"{story.member_count} articles from {len(outlets)} outlets", "languages " + ", ".join(languages),
-             f"first {format_time(members[0].seen_at)}", f"last {format_time(max(m.seen_at for m in members))}",
-             f"story {story.story_id}"]
+    facts = [
+        f"{story.member_count} articles from {len(outlets)} outlets",
+        "languages " + ", ".join(languages),
+        f"first {format_time(members[0].seen_at)}",
+        f"last {format_time(max(m.seen_at for m in members))}",
+        f"story {story.story_id}",
+    ]
     if story.absorbed:
         facts.append("absorbed " + ", ".join(story.absorbed))
-    listed_note = (f'<p class="note">showing the {len(members)} members listed of {story.member_count}</p>'
-                   if story.member_count > len(members) else "")
+    listed_note = (
+        f'<p class="note">showing the {len(members)} members listed of {story.member_count}</p>'
+        if story.member_count > len(members)
+        else ""
+    )
     return (
         f'<article class="story" id="story-{esc(story.story_id)}" data-search="{esc(search)}">'
         f'<h3 class="story-title">{esc(story.title or "(no title)")}</h3>'
         f'<p class="facts">{" · ".join(esc(fact) for fact in facts)}</p>{listed_note}'
-        f'<figure>{timeline_svg(story)}</figure>'
+        f"<figure>{timeline_svg(story)}</figure>"
         f'<div class="members">{"".join(member_card(m, i == 0) for i, m in enumerate(members))}</div>'
         "</article>"
     )
@@ -321,10 +358,14 @@ def singles_table(stories: list[Story]) -> str:
     rows = []
     for story in sorted(stories, key=lambda s: s.members[0].seen_at, reverse=True):
         member = story.members[0]
-        rows.append(f"<tr><td>{esc(member.title or '(no title)')}</td><td>{esc(outlet(member))}</td>"
-                    f"<td>{esc(member.language)}</td><td>{esc(format_time(member.seen_at))}</td></tr>")
-    return ("<table><thead><tr><th>title</th><th>outlet</th><th>language</th><th>published</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+        rows.append(
+            f"<tr><td>{esc(member.title or '(no title)')}</td><td>{esc(outlet(member))}</td>"
+            f"<td>{esc(member.language)}</td><td>{esc(format_time(member.seen_at))}</td></tr>"
+        )
+    return (
+        "<table><thead><tr><th>title</th><th>outlet</th><th>language</th><th>published</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def bar_chart_svg(counts: list[tuple[str, int]], label: str) -> str:
@@ -335,9 +376,11 @@ def bar_chart_svg(counts: list[tuple[str, int]], label: str) -> str:
     for index, (name, count) in enumerate(counts):
         y = index * row + 2
         bar = round((width - name_width - count_width) * count / top, 1)
-        parts.append(f'<text x="{name_width - 8}" y="{y + 14}" text-anchor="end">{esc(name)}</text>'
-                     f'<rect x="{name_width}" y="{y + 2}" width="{bar}" height="{row - 6}"/>'
-                     f'<text x="{name_width + bar + 6}" y="{y + 14}">{count}</text>')
+        parts.append(
+            f'<text x="{name_width - 8}" y="{y + 14}" text-anchor="end">{esc(name)}</text>'
+            f'<rect x="{name_width}" y="{y + 2}" width="{bar}" height="{row - 6}"/>'
+            f'<text x="{name_width + bar + 6}" y="{y + 14}">{count}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -349,8 +392,10 @@ def payload_start(letter: dict) -> str:
     except (binascii.Error, ValueError):
         return "(payload is not base64)"
     text = payload.decode("utf-8", errors="backslashreplace")
-    start = "".join(ch if ch in "\n\t" or unicodedata.category(ch) != "Cc" else f"\\x{ord(ch):02x}"
-                    for ch in text[:PAYLOAD_START_CHARS])
+    start = "".join(
+        ch if ch in "\n\t" or unicodedata.category(ch) != "Cc" else f"\\x{ord(ch):02x}"
+        for ch in text[:PAYLOAD_START_CHARS]
+    )
     return start + ("…" if len(text) > PAYLOAD_START_CHARS else "")
 
 
@@ -366,16 +411,20 @@ def dead_letter_sections(dead_letters: list[dict]) -> str:
         for letter in sorted(letters, key=lambda d: (d["topic"], d["partition"], d["offset"])):
             size = letter.get("payload_bytes") if letter.get("payload_truncated") else None
             cut = f'<p class="note">payload cut; {size} bytes in all</p>' if size else ""
-            rows.append(f"<tr><td>{esc(letter['topic'])}[{esc(letter['partition'])}]@{esc(letter['offset'])}</td>"
-                        f"<td>{esc(letter['stage'])}</td><td>{esc(letter['detail'])}</td>"
-                        f"<td><pre>{esc(payload_start(letter))}</pre>{cut}</td></tr>")
-        out.append(f'<h3 class="reason">{esc(reason)} ({len(letters)})</h3>'
-                   "<table><thead><tr><th>record</th><th>stage</th><th>detail</th><th>payload (start)</th></tr></thead>"
-                   f"<tbody>{''.join(rows)}</tbody></table>")
+            rows.append(
+                f"<tr><td>{esc(letter['topic'])}[{esc(letter['partition'])}]@{esc(letter['offset'])}</td>"
+                f"<td>{esc(letter['stage'])}</td><td>{esc(letter['detail'])}</td>"
+                f"<td><pre>{esc(payload_start(letter))}</pre>{cut}</td></tr>"
+            )
+        out.append(
+            f'<h3 class="reason">{esc(reason)} ({len(letters)})</h3>'
+            "<table><thead><tr><th>record</th><th>stage</th><th>detail</th><th>payload (start)</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>"
+        )
     return "".join(out)
 
 
-def counts_table(caption: str, rows: list[tuple[str, object]]) -> str:
+def counts_table(caption: str, rows: Sequence[tuple[str, object]]) -> str:
     body = "".join(f"<tr><th>{esc(name)}</th><td>{esc(value)}</td></tr>" for name, value in rows)
     return f'<table class="counts"><caption>{esc(caption)}</caption><tbody>{body}</tbody></table>'
 
@@ -461,8 +510,9 @@ def _csp_hash(source: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
 
 
-def render(outputs: RunOutputs, metrics: Mapping[str, int] | None = None,
-           generated_at: dt.datetime | None = None) -> str:
+def render(
+    outputs: RunOutputs, metrics: Mapping[str, int] | None = None, generated_at: dt.datetime | None = None
+) -> str:
     """The whole page. `metrics`: the run's Beam counters, when the caller ran it."""
     generated_at = generated_at or dt.datetime.now(dt.timezone.utc)
     stories = stories_of(outputs)
@@ -472,46 +522,73 @@ def render(outputs: RunOutputs, metrics: Mapping[str, int] | None = None,
     reasons = collections.Counter(d["reason"] for d in outputs.dead_letters).most_common()
     event_types = collections.Counter(e["type"] for e in outputs.cluster_events)
     copies = sum(len(s.members) for s in syndicated)
-    tiles = [(len(outputs.articles), "enriched articles"), (len(syndicated), "stories with copies"),
-             (copies, "articles in those stories"), (len(singles), "single articles"),
-             (len(languages), "languages"), (len(outputs.dead_letters), "dead letters")]
-    records = [("enriched articles", len(outputs.articles)), ("dead letters", len(outputs.dead_letters)),
-               *((f"dead letters: {reason}", n) for reason, n in reasons)]
-    story_counts = [("stories", len(stories)), ("stories with copies", len(syndicated)),
-                    ("articles in stories with copies", copies), ("single articles", len(singles)),
-                    ("story records", len(outputs.stories)),
-                    *((f"cluster events: {kind}", n) for kind, n in sorted(event_types.items()))]
-    how = ("Most outlets first; each member beside the others, the passages it shares with the story "
-           "<mark>highlighted</mark>." + ("" if outputs.stories else " No story records were read: the stories "
-                                          "come from the articles' clusters and the merged cluster events."))
-    csp = (f"default-src 'none'; style-src {_csp_hash(_STYLE)}; script-src {_csp_hash(_SCRIPT)}; "
-           "base-uri 'none'; form-action 'none'")
-    return "".join([
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
-        f'<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>wirecopy report: {len(syndicated)} stories with copies, {len(outputs.articles)} articles</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        '<header class="page"><h1>wirecopy report</h1>',
-        f'<p class="meta">read from {esc(outputs.origin)} · generated {esc(format_time(generated_at))}</p>',
-        '<nav><a href="#stories">Stories</a><a href="#singles">Single articles</a><a href="#languages">Languages</a>'
-        '<a href="#dead-letters">Dead letters</a><a href="#counts">Counts</a></nav></header><main>',
-        '<div class="tiles">',
-        "".join(f'<div class="tile"><b>{n}</b><span>{esc(what)}</span></div>' for n, what in tiles),
-        "</div>",
-        f'<h2 id="stories">Stories with copies ({len(syndicated)})</h2>',
-        f'<p class="note">{how}</p>',
-        '<input id="filter" type="search" placeholder="filter by title, outlet, language" aria-label="filter stories">'
-        ' <span id="shown" class="note"></span>',
-        "".join(story_section(story) for story in syndicated) or "<p>No story has more than one article.</p>",
-        f'<h2 id="singles">Single articles ({len(singles)})</h2>',
-        singles_table(singles) if singles else "<p>None.</p>",
-        f'<h2 id="languages">Languages ({len(languages)})</h2>',
-        bar_chart_svg(languages, "enriched articles per language") if languages else "<p>No articles.</p>",
-        f'<h2 id="dead-letters">Dead letters ({len(outputs.dead_letters)})</h2>',
-        dead_letter_sections(outputs.dead_letters),
-        '<h2 id="counts">Counts</h2><div class="count-tables">',
-        counts_table("records", records), counts_table("stories", story_counts),
-        counts_table("Beam metrics of the run", sorted(metrics.items())) if metrics else "", "</div>",
-        f"</main><script>{_SCRIPT}</script></body></html>\n",
-    ])
+    tiles = [
+        (len(outputs.articles), "enriched articles"),
+        (len(syndicated), "stories with copies"),
+        (copies, "articles in those stories"),
+        (len(singles), "single articles"),
+        (len(languages), "languages"),
+        (len(outputs.dead_letters), "dead letters"),
+    ]
+    records = [
+        ("enriched articles", len(outputs.articles)),
+        ("dead letters", len(outputs.dead_letters)),
+        *((f"dead letters: {reason}", n) for reason, n in reasons),
+    ]
+    story_counts = [
+        ("stories", len(stories)),
+        ("stories with copies", len(syndicated)),
+        ("articles in stories with copies", copies),
+        ("single articles", len(singles)),
+        ("story records", len(outputs.stories)),
+        *((f"cluster events: {kind}", n) for kind, n in sorted(event_types.items())),
+    ]
+    how = (
+        "Most outlets first; each member beside the others, the passages it shares with the story "
+        "<mark>highlighted</mark>."
+        + (
+            ""
+            if outputs.stories
+            else " No story records were read: the stories "
+            "come from the articles' clusters and the merged cluster events."
+        )
+    )
+    csp = (
+        f"default-src 'none'; style-src {_csp_hash(_STYLE)}; script-src {_csp_hash(_SCRIPT)}; "
+        "base-uri 'none'; form-action 'none'"
+    )
+    return "".join(
+        [
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
+            f'<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>wirecopy report: {len(syndicated)} stories with copies, {len(outputs.articles)} articles</title>",
+            f"<style>{_STYLE}</style></head><body>",
+            '<header class="page"><h1>wirecopy report</h1>',
+            f'<p class="meta">read from {esc(outputs.origin)} · generated {esc(format_time(generated_at))}</p>',
+            '<nav><a href="#stories">Stories</a><a href="#singles">Single articles</a>'
+            '<a href="#languages">Languages</a>'
+            '<a href="#dead-letters">Dead letters</a><a href="#counts">Counts</a></nav></header><main>',
+            '<div class="tiles">',
+            "".join(f'<div class="tile"><b>{n}</b><span>{esc(what)}</span></div>' for n, what in tiles),
+            "</div>",
+            f'<h2 id="stories">Stories with copies ({len(syndicated)})</h2>',
+            f'<p class="note">{how}</p>',
+            '<input id="filter" type="search" placeholder="filter by title, outlet, language"'
+            ' aria-label="filter stories">'
+            ' <span id="shown" class="note"></span>',
+            "".join(story_section(story) for story in syndicated) or "<p>No story has more than one article.</p>",
+            f'<h2 id="singles">Single articles ({len(singles)})</h2>',
+            singles_table(singles) if singles else "<p>None.</p>",
+            f'<h2 id="languages">Languages ({len(languages)})</h2>',
+            bar_chart_svg(languages, "enriched articles per language") if languages else "<p>No articles.</p>",
+            f'<h2 id="dead-letters">Dead letters ({len(outputs.dead_letters)})</h2>',
+            dead_letter_sections(outputs.dead_letters),
+            '<h2 id="counts">Counts</h2><div class="count-tables">',
+            counts_table("records", records),
+            counts_table("stories", story_counts),
+            counts_table("Beam metrics of the run", sorted(metrics.items())) if metrics else "",
+            "</div>",
+            f"</main><script>{_SCRIPT}</script></body></html>\n",
+        ]
+    )

@@ -47,17 +47,20 @@ def now_timestamp() -> str:
     return utc_timestamp(dt.datetime.now(dt.timezone.utc))
 
 
-def decode_raw_article(value: bytes, max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                       dropped: list[str] | None = None) -> dict[str, Any]:
+def decode_raw_article(
+    value: bytes, max_bytes: int = DEFAULT_MAX_RECORD_BYTES, dropped: list[str] | None = None
+) -> dict[str, Any]:
     """Parse and validate one raw article; raise `Rejected` with the reason.
 
     An optional property that cannot be read is left out of the article (not
     a reason to reject it), and its name appended to `dropped`.
     """
     if len(value) > max_bytes:
-        raise Rejected(DeadLetterReason.PAYLOAD_TOO_LARGE, f"record is {len(value):,} bytes; the limit is {max_bytes:,}")
+        raise Rejected(
+            DeadLetterReason.PAYLOAD_TOO_LARGE, f"record is {len(value):,} bytes; the limit is {max_bytes:,}"
+        )
     if value.startswith(_UTF8_BOM):
-        value = value[len(_UTF8_BOM):]
+        value = value[len(_UTF8_BOM) :]
     try:
         event = orjson.loads(value)
     except orjson.JSONDecodeError as error:
@@ -91,11 +94,15 @@ def _readable(name: str, value: Any) -> bool:
     return True
 
 
-def _without_unreadable_properties(event: Any, error: fastjsonschema.JsonSchemaValueException,
-                                   dropped: list[str] | None) -> dict[str, Any]:
+def _without_unreadable_properties(
+    event: Any, error: fastjsonschema.JsonSchemaValueException, dropped: list[str] | None
+) -> dict[str, Any]:
     """`event` without its unreadable optional properties, if that makes it valid; else `Rejected`."""
-    unreadable = [name for name in DROPPABLE_PROPERTIES
-                  if isinstance(event, dict) and name in event and not _readable(name, event[name])]
+    unreadable = [
+        name
+        for name in DROPPABLE_PROPERTIES
+        if isinstance(event, dict) and name in event and not _readable(name, event[name])
+    ]
     if not unreadable:
         raise Rejected(DeadLetterReason.SCHEMA_VIOLATION, error.message)
     event = {name: value for name, value in event.items() if name not in unreadable}
@@ -113,7 +120,7 @@ def enriched_article(article: Article, processed_at: str) -> dict[str, Any]:
     source = article.source
     return {
         "schema_version": SCHEMA_VERSION,
-        **article.fields,
+        **article.event_properties(),
         "processed_at": processed_at,
         "ingest": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
     }
@@ -150,7 +157,7 @@ def dead_letter(letter: DeadLetter, failed_at: str, max_bytes: int | None = None
     encoded event fits (`payload_truncated`, `payload_bytes` say so): the
     topic, partition and offset still lead back to the whole record."""
     source = letter.source
-    event = {
+    event: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "reason": letter.reason.value,
         "detail": letter.detail,

@@ -25,7 +25,9 @@ import email.utils
 import re
 
 _RFC_2822_ZONES = frozenset({"UT", "UTC", "GMT", "Z", "EST", "EDT", "CST", "CDT", "MST", "MDT", "PST", "PDT"})
-_RFC_2822 = re.compile(r"(?:[A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}\s+\d{4}\s+\d{1,2}:\d{2}(?::\d{2})?(?:\s+(?P<zone>\S+))?")
+_RFC_2822 = re.compile(
+    r"(?:[A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}\s+\d{4}\s+\d{1,2}:\d{2}(?::\d{2})?(?:\s+(?P<zone>\S+))?"
+)
 _NUMERIC_DATE = re.compile(
     r"(?P<first>\d{1,2})(?P<separator>[./-])(?P<second>\d{1,2})(?P=separator)(?P<year>\d{4})"
     r"(?:[ T,]+(?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second_of_minute>\d{2}))?)?"
@@ -71,8 +73,8 @@ def _numeric_date(text: str) -> dt.datetime | None:
         return None
     first, second, year = int(found.group("first")), int(found.group("second")), int(found.group("year"))
     day, month = (first, second) if second <= 12 else (second, first)
-    time_of_day = [int(found.group(name) or 0) for name in ("hour", "minute", "second_of_minute")]
+    hour, minute, second_of_minute = (int(found.group(name) or 0) for name in ("hour", "minute", "second_of_minute"))
     try:
-        return dt.datetime(year, month, day, *time_of_day)
+        return dt.datetime(year, month, day, hour, minute, second_of_minute)
     except ValueError:
         return None

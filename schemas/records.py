@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Required, TypedDict, TypeVar
 
 
 class SourceRecord(NamedTuple):
@@ -65,32 +65,139 @@ class Rejected(ValueError):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Content:
+    """What the normalise stage makes of an article: the enriched event's content properties."""
+
+    article_id: str
+    url: str | None
+    canonical_url: str | None
+    source: str | None
+    title: str | None
+    byline: str | None
+    published_at: str | None  # RFC 3339 UTC, None when the feed's could not be read
+    published_at_raw: str | None  # what the feed sent
+    text: str
+    word_count: int
+    boilerplate_removed: dict[str, int]
+
+
+_CONTENT_PROPERTIES = tuple(field.name for field in dataclasses.fields(Content))
+
+
+class LanguageTag(TypedDict, total=False):
+    """The `language` object of `enriched_article.v1.json`, as the language stage sets it."""
+
+    code: Required[str]
+    confidence: Required[float]
+    alternatives: list[dict[str, Any]]
+    hint: str | None
+    detector: str
+
+
+class ClusterEvidence(TypedDict):
+    matched_id: str
+    shared: float
+    passages: list[list[int]]
+
+
+class Cluster(TypedDict, total=False):
+    """The `cluster` object of `enriched_article.v1.json`, as the syndication stage sets it."""
+
+    id: Required[str]
+    canonical_id: Required[str]
+    similarity: Required[float]
+    match: Required[str]
+    evidence: ClusterEvidence
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Article:
     """An article in flight.
 
-    `raw` is the validated input event. `fields` accumulates the enriched
-    event's properties stage by stage (normalise sets the content fields,
-    language sets `language`, syndication sets `cluster`). `fingerprint` is
-    the normalised matching form of the text that the syndication stage
-    consumes; it is never emitted.
+    `raw` is the validated input event; each stage adds its part of the
+    enriched event: normalise the `content`, language the `language`,
+    syndication the `cluster` (None until then). `event_properties` puts
+    them together, in the one place that knows the event's shape.
     """
 
     source: SourceRecord
     raw: dict[str, Any]
-    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
-    fingerprint: str | None = None
+    content: Content | None = None
+    language: LanguageTag | None = None
+    cluster: Cluster | None = None
 
     @property
     def article_id(self) -> str:
         return self.raw["id"]
 
-    def with_fields(self, fingerprint: str | None = None, **fields: Any) -> "Article":
-        """A copy with `fields` merged in (stages never mutate their input)."""
-        return dataclasses.replace(
-            self,
-            fields={**self.fields, **fields},
-            fingerprint=self.fingerprint if fingerprint is None else fingerprint,
+    @property
+    def normalised(self) -> Content:
+        """`content`, which every stage after normalise relies on."""
+        return _set_by(self.content, "content", "normalise", self)
+
+    @property
+    def language_tag(self) -> LanguageTag:
+        """`language`, which every stage after the language stage relies on."""
+        return _set_by(self.language, "language", "language", self)
+
+    @property
+    def assigned_cluster(self) -> Cluster:
+        """`cluster`, which every stage after syndication relies on."""
+        return _set_by(self.cluster, "cluster", "syndication", self)
+
+    def with_content(self, content: Content) -> Article:
+        return dataclasses.replace(self, content=content)
+
+    def with_language(self, language: LanguageTag) -> Article:
+        return dataclasses.replace(self, language=language)
+
+    def with_cluster(self, cluster: Cluster) -> Article:
+        return dataclasses.replace(self, cluster=cluster)
+
+    def event_properties(self) -> dict[str, Any]:
+        """The enriched event's properties the stages set (what `enriched_article.v1.json` adds to them is the
+        codec's); the content's only up to the stage the article has been through."""
+        properties: dict[str, Any] = (
+            {} if self.content is None else {name: getattr(self.content, name) for name in _CONTENT_PROPERTIES}
         )
+        if self.language is not None:
+            properties["language"] = self.language
+        if self.cluster is not None:
+            properties["cluster"] = self.cluster
+        return properties
+
+    @classmethod
+    def from_event_properties(cls, source: SourceRecord, raw: dict[str, Any], properties: dict[str, Any]) -> Article:
+        """The article whose `event_properties` are `properties` (as a stage's state keeps it)."""
+        content = {name: value for name, value in properties.items() if name not in ("language", "cluster")}
+        return cls(
+            source, raw, Content(**content) if content else None, properties.get("language"), properties.get("cluster")
+        )
+
+
+Part = TypeVar("Part")
+
+
+def _set_by(part: Part | None, name: str, stage: str, article: Article) -> Part:
+    if part is None:
+        raise ValueError(f"article {article.article_id} has no {name}: the {stage} stage did not run before this one")
+    return part
+
+
+class OfArticle:
+    """A message about one article in flight (mixed into a stage's message that holds the `article`): the record
+    and id a dead letter of it names."""
+
+    __slots__ = ()
+    article: Article
+
+    @property
+    def source(self) -> SourceRecord:
+        return self.article.source
+
+    @property
+    def article_id(self) -> str:
+        return self.article.article_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -40,7 +40,8 @@ _MAVEN = "{http://maven.apache.org/POM/4.0.0}"
 # A test parametrized with this runs on Tansu and on Apache Kafka (that variant is marked `apache_kafka`):
 # conftest's `broker`, `tls_broker`, `sasl_broker` and `fresh_broker` follow `broker_kind`.
 on_both_brokers = pytest.mark.parametrize(
-    "broker_kind", ["tansu", pytest.param("apache_kafka", marks=pytest.mark.apache_kafka)])
+    "broker_kind", ["tansu", pytest.param("apache_kafka", marks=pytest.mark.apache_kafka)]
+)
 
 
 def recent_record_time_ms() -> int:
@@ -66,16 +67,27 @@ def kafka_libs() -> Path:
 def java_command() -> list[str]:
     java = shutil.which("java")
     if java is None:
-        raise ApacheKafkaUnavailable("no `java` on PATH: Apache Kafka needs a JDK 17 or newer (apt-get install openjdk-17-jre-headless)")
+        raise ApacheKafkaUnavailable(
+            "no `java` on PATH: Apache Kafka needs a JDK 17 or newer (apt-get install openjdk-17-jre-headless)"
+        )
     libs = kafka_libs()
     if not (libs / ".complete").exists():
-        raise ApacheKafkaUnavailable(f"the Apache Kafka {kafka_version()} jars are not in {libs}: run `make kafka-jars`")
+        raise ApacheKafkaUnavailable(
+            f"the Apache Kafka {kafka_version()} jars are not in {libs}: run `make kafka-jars`"
+        )
     # A small heap is plenty for a test node. C1 only: format and start took
     # 18-24 s instead of 40-54 s (restart 19-25 s instead of 28-40 s) on the
     # busy 2-core machine, where the C2 compiler competes with the tests.
-    return [java, "-Xmx512m", "-XX:TieredStopAtLevel=1", "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
-            "-Dorg.slf4j.simpleLogger.showDateTime=true", "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
-            "-cp", f"{libs}/*"]
+    return [
+        java,
+        "-Xmx512m",
+        "-XX:TieredStopAtLevel=1",
+        "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
+        "-Dorg.slf4j.simpleLogger.showDateTime=true",
+        "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
+        "-cp",
+        f"{libs}/*",
+    ]
 
 
 class Listener:
@@ -115,9 +127,17 @@ class SaslListener(Listener):
     user, password = "wirecopy", "s3cret-p4ss"
 
     def __init__(self, node: "ApacheKafka", port: int):
-        super().__init__(node, "SASL", port, {
-            "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
-            "sasl_plain_username": self.user, "sasl_plain_password": self.password})
+        super().__init__(
+            node,
+            "SASL",
+            port,
+            {
+                "security_protocol": "SASL_PLAINTEXT",
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_plain_username": self.user,
+                "sasl_plain_password": self.password,
+            },
+        )
 
     def authentication_failures(self) -> list[str]:
         """The broker's own log lines for connections it refused at authentication."""
@@ -128,8 +148,14 @@ class ApacheKafka:
     """A KRaft single node; use as a context manager. `plaintext`, `tls` and
     `sasl` are its client listeners (`tls` and `sasl` only when asked for)."""
 
-    def __init__(self, directory: Path, certificate_authority: trustme.CA | None = None, cafile: Path | None = None,
-                 with_sasl: bool = False, startup_timeout_s: float = 120.0):
+    def __init__(
+        self,
+        directory: Path,
+        certificate_authority: trustme.CA | None = None,
+        cafile: Path | None = None,
+        with_sasl: bool = False,
+        startup_timeout_s: float = 120.0,
+    ):
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self._startup_timeout_s = startup_timeout_s
@@ -173,21 +199,28 @@ class ApacheKafka:
         }
         if self.tls is not None:
             self._write_keystore(certificate_authority)
-            settings.update({"listener.name.tls.ssl.keystore.type": "PEM",
-                             "listener.name.tls.ssl.keystore.location": str(self.directory / "keystore.pem")})
+            settings.update(
+                {
+                    "listener.name.tls.ssl.keystore.type": "PEM",
+                    "listener.name.tls.ssl.keystore.location": str(self.directory / "keystore.pem"),
+                }
+            )
         if self.sasl is not None:
-            settings.update({
-                "listener.name.sasl.sasl.enabled.mechanisms": "SCRAM-SHA-512",
-                "listener.name.sasl.scram-sha-512.sasl.jaas.config":
-                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"})
+            settings.update(
+                {
+                    "listener.name.sasl.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+                    "listener.name.sasl.scram-sha-512.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                }
+            )
         self._properties.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
 
     def _write_keystore(self, certificate_authority: trustme.CA) -> None:
         """Key and certificate chain in one PEM file; Kafka reads PKCS#8 keys only (trustme writes SEC1)."""
         issued = certificate_authority.issue_cert("127.0.0.1")
         key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), password=None)
-        pkcs8 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption())
+        pkcs8 = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         chain = b"".join(blob.bytes() for blob in issued.cert_chain_pems)
         (self.directory / "keystore.pem").write_bytes(pkcs8 + chain)
 
@@ -195,8 +228,19 @@ class ApacheKafka:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         # "--cluster-id=": one id in 64 starts with "-", which the tool's parser would take for an option (CI saw it)
         formatted = subprocess.run(
-            [*java_command(), "kafka.tools.StorageTool", "format", "--standalone", f"--cluster-id={cluster_id}",
-             "--config", str(self._properties)], capture_output=True, text=True, timeout=120)
+            [
+                *java_command(),
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                f"--cluster-id={cluster_id}",
+                "--config",
+                str(self._properties),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if formatted.returncode != 0:
             raise RuntimeError(f"formatting the Kafka log directory failed:\n{formatted.stdout}{formatted.stderr}")
         self._formatted = True
@@ -205,8 +249,9 @@ class ApacheKafka:
         if not self._formatted:
             self._format_storage()
         with self._log.open("a") as log:
-            self._process = subprocess.Popen([*java_command(), "kafka.Kafka", str(self._properties)],
-                                             stdout=log, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(
+                [*java_command(), "kafka.Kafka", str(self._properties)], stdout=log, stderr=subprocess.STDOUT
+            )
         self._wait_until_serving()
         if self.sasl is not None:
             self._create_scram_user()
@@ -218,12 +263,16 @@ class ApacheKafka:
         deadline = time.monotonic() + self._startup_timeout_s
         while not self._serving():
             if self._process.poll() is not None:
-                raise RuntimeError(f"Apache Kafka exited at start with code {self._process.returncode}:\n"
-                                   + "\n".join(self.log_lines()[-40:]))
+                raise RuntimeError(
+                    f"Apache Kafka exited at start with code {self._process.returncode}:\n"
+                    + "\n".join(self.log_lines()[-40:])
+                )
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"Apache Kafka did not serve within {self._startup_timeout_s} s:\n"
-                                   + "\n".join(self.log_lines()[-40:]))
+                raise RuntimeError(
+                    f"Apache Kafka did not serve within {self._startup_timeout_s} s:\n"
+                    + "\n".join(self.log_lines()[-40:])
+                )
             time.sleep(0.2)
 
     def _serving(self) -> bool:
@@ -248,7 +297,8 @@ class ApacheKafka:
         admin = self.plaintext.admin()
         try:
             errors = admin.alter_user_scram_credentials(
-                [UserScramCredentialUpsertion(self.sasl.user, ScramMechanism.SCRAM_SHA_512, self.sasl.password)])
+                [UserScramCredentialUpsertion(self.sasl.user, ScramMechanism.SCRAM_SHA_512, self.sasl.password)]
+            )
         finally:
             admin.close()
         if any(errors.values()):

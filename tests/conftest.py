@@ -9,6 +9,7 @@ import pytest
 import trustme
 
 from wirecopy.pipelines.local_broker import LocalBroker, free_port
+
 # tests/ is on sys.path (pytest rootdir conftest)
 from apache_kafka import ApacheKafka, ApacheKafkaUnavailable
 from sasl_gate import SaslFrontedBroker
@@ -44,8 +45,9 @@ def started_apache_kafka(directory: Path, **listeners) -> ApacheKafka:
 def apache_kafka(tmp_path_factory, certificate_authority):
     """A real Apache Kafka 4.x node (KRaft) with a plaintext, a TLS and a SASL/SCRAM-SHA-512 listener."""
     authority, cafile = certificate_authority
-    node = started_apache_kafka(tmp_path_factory.mktemp("apache-kafka"), certificate_authority=authority,
-                                cafile=cafile, with_sasl=True)
+    node = started_apache_kafka(
+        tmp_path_factory.mktemp("apache-kafka"), certificate_authority=authority, cafile=cafile, with_sasl=True
+    )
     yield node
     node.stop()
 
@@ -94,7 +96,8 @@ class TlsTerminator:
     def start(self) -> None:
         self._thread.start()
         serving = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._serve, "127.0.0.1", self._port, ssl=self._context), self._loop)
+            asyncio.start_server(self._serve, "127.0.0.1", self._port, ssl=self._context), self._loop
+        )
         self._server = serving.result(timeout=10)
 
     def stop(self) -> None:

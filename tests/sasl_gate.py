@@ -19,8 +19,12 @@ import os
 import struct
 import threading
 
-from kafka.protocol.sasl import (SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
-                                 SaslHandshakeResponse)
+from kafka.protocol.sasl import (
+    SaslAuthenticateRequest,
+    SaslAuthenticateResponse,
+    SaslHandshakeRequest,
+    SaslHandshakeResponse,
+)
 
 from wirecopy.pipelines.local_broker import LocalBroker, free_port
 
@@ -112,8 +116,9 @@ class SaslGate:
 
     def start(self) -> None:
         self._thread.start()
-        serving = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._serve, "127.0.0.1", self._port),
-                                                   self._loop)
+        serving = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._serve, "127.0.0.1", self._port), self._loop
+        )
         self._server = serving.result(timeout=10)
 
     def stop(self) -> None:
@@ -157,10 +162,14 @@ class SaslGate:
                 mechanism = SaslHandshakeRequest.decode(request, version=version, header=True).mechanism
                 known = mechanism in MECHANISMS
                 if known:
-                    exchange = (_PlainExchange(self._users) if mechanism == "PLAIN"
-                                else _ScramExchange(self._users, mechanism))
-                response = SaslHandshakeResponse(error_code=_NO_ERROR if known else _UNSUPPORTED_SASL_MECHANISM,
-                                                 mechanisms=list(MECHANISMS), version=version)
+                    exchange = (
+                        _PlainExchange(self._users) if mechanism == "PLAIN" else _ScramExchange(self._users, mechanism)
+                    )
+                response = SaslHandshakeResponse(
+                    error_code=_NO_ERROR if known else _UNSUPPORTED_SASL_MECHANISM,
+                    mechanisms=list(MECHANISMS),
+                    version=version,
+                )
                 client_writer.write(self._encoded(response, correlation_id))
                 if not known:
                     return False
@@ -171,13 +180,18 @@ class SaslGate:
                 except AuthenticationFailed as failure:
                     self.rejections.append(str(failure))
                     response = SaslAuthenticateResponse(
-                        error_code=_SASL_AUTHENTICATION_FAILED, error_message=f"Authentication failed: {failure}",
-                        auth_bytes=b"", session_lifetime_ms=0, version=version)
+                        error_code=_SASL_AUTHENTICATION_FAILED,
+                        error_message=f"Authentication failed: {failure}",
+                        auth_bytes=b"",
+                        session_lifetime_ms=0,
+                        version=version,
+                    )
                     client_writer.write(self._encoded(response, correlation_id))
                     await client_writer.drain()
                     return False
-                response = SaslAuthenticateResponse(error_code=_NO_ERROR, error_message=None, auth_bytes=reply,
-                                                    session_lifetime_ms=0, version=version)
+                response = SaslAuthenticateResponse(
+                    error_code=_NO_ERROR, error_message=None, auth_bytes=reply, session_lifetime_ms=0, version=version
+                )
                 client_writer.write(self._encoded(response, correlation_id))
                 if exchange.done:
                     await client_writer.drain()
@@ -219,8 +233,12 @@ class SaslFrontedBroker(LocalBroker):
         self.client_config = self.config_for("SCRAM-SHA-512")
 
     def config_for(self, mechanism: str, password: str | None = None) -> dict[str, str]:
-        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": mechanism,
-                "sasl_plain_username": self.user, "sasl_plain_password": password or self.password}
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": mechanism,
+            "sasl_plain_username": self.user,
+            "sasl_plain_password": password or self.password,
+        }
 
     def authentication_failures(self) -> list[str]:
         return self.gate.rejections

@@ -31,8 +31,14 @@ EXPECTED = json.loads((REPO / "pipelines" / "samples" / "expected.json").read_te
 
 
 def wirecopy(*args: str, timeout: float = 240, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wirecopy.pipelines.cli", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env=env and {**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "wirecopy.pipelines.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env and {**os.environ, **env},
+    )
 
 
 def wirecopy_refusing(capsys, *args: str) -> subprocess.CompletedProcess:
@@ -121,10 +127,12 @@ def test_file_mode_end_to_end(tmp_path, input_lines):
     source = tmp_path / "in.jsonl"
     source.write_bytes(b"\n".join(input_lines) + b"\n")
     output, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
-    finished = wirecopy("run", "--input-jsonl", str(source), "--output-jsonl", str(output),
-                        "--dead-letter-jsonl", str(dead))
+    finished = wirecopy(
+        "run", "--input-jsonl", str(source), "--output-jsonl", str(output), "--dead-letter-jsonl", str(dead)
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "running on FnApiRunner" in finished.stderr
+
     def read(path):
         return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
@@ -152,8 +160,25 @@ def check_stories(records: list[dict], articles: list[dict]) -> None:
 def mangled_sample_lines(count: int, seed: int) -> list[bytes]:
     """The samples under new ids, many mangled: odd characters, nulls, wrong types, flipped bytes."""
     rng = random.Random(seed)
-    oddities = ["\u0000", "\ufeff", "\u202e", "\U0001F600", "\u0301", "</p><p>", "&amp;", "\\", '"', "\n\n",
-                "\u200b", "\u00ad", "\u2028", "\r", "x" * 3000, "汉字", "ا"]
+    oddities = [
+        "\u0000",
+        "\ufeff",
+        "\u202e",
+        "\U0001f600",
+        "\u0301",
+        "</p><p>",
+        "&amp;",
+        "\\",
+        '"',
+        "\n\n",
+        "\u200b",
+        "\u00ad",
+        "\u2028",
+        "\r",
+        "x" * 3000,
+        "汉字",
+        "ا",
+    ]
     lines = []
     for number in range(count):
         line = rng.choice(sample_lines())
@@ -167,16 +192,24 @@ def mangled_sample_lines(count: int, seed: int) -> list[bytes]:
         if roll < 0.2:
             flipped = bytearray(orjson.dumps(article))
             for _ in range(3):
-                flipped[rng.randrange(len(flipped))] = rng.choice(b"\x00\xff{}[]\",:a")
+                flipped[rng.randrange(len(flipped))] = rng.choice(b'\x00\xff{}[]",:a')
             lines.append(bytes(flipped).replace(b"\n", b" "))
             continue
         if roll < 0.7:
             for field in rng.sample(["text", "title", "html", "url", "source", "published_at", "language"], 2):
                 value = article.get(field) if isinstance(article.get(field), str) else ""
                 cut = rng.randint(0, len(value))
-                article[field] = rng.choice([
-                    value[:cut] + "".join(rng.choices(oddities, k=5)) + value[cut:], None, 7, [], "",
-                    "2026-13-45T99:00:00Z", "javascript:alert(1)"])
+                article[field] = rng.choice(
+                    [
+                        value[:cut] + "".join(rng.choices(oddities, k=5)) + value[cut:],
+                        None,
+                        7,
+                        [],
+                        "",
+                        "2026-13-45T99:00:00Z",
+                        "javascript:alert(1)",
+                    ]
+                )
         lines.append(orjson.dumps(article))
     return lines
 
@@ -202,67 +235,97 @@ def test_file_mode_rejects_kafka_only_options(capsys):
 
 def test_a_java_client_properties_file_gives_both_clients_their_settings(tmp_path):
     properties = tmp_path / "client.properties"
-    properties.write_text("# from the Java client\nsecurity.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"
-                          "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
-                          r'username="wirecopy" password="p=\\\"q\\\"";' "\n"  # JAAS escapes inside properties escapes
-                          "ssl.cafile=/etc/kafka/ca.pem\nfetch.max.bytes=1048576\n")
+    properties.write_text(
+        "# from the Java client\nsecurity.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        r'username="wirecopy" password="p=\\\"q\\\"";'
+        "\n"  # JAAS escapes inside properties escapes
+        "ssl.cafile=/etc/kafka/ca.pem\nfetch.max.bytes=1048576\n"
+    )
     settings = client_settings(properties, ["max.poll.records=100"], ["linger.ms=5"])
-    shared = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "wirecopy",
-              "sasl_plain_password": 'p="q"', "ssl_cafile": "/etc/kafka/ca.pem"}
+    shared = {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "wirecopy",
+        "sasl_plain_password": 'p="q"',
+        "ssl_cafile": "/etc/kafka/ca.pem",
+    }
     assert settings.consumer == {**shared, "fetch_max_bytes": 1048576, "max_poll_records": 100}
     assert settings.producer == {**shared, "linger_ms": 5}
 
 
 def test_properties_are_read_as_java_reads_them():
-    text = ("# comment\n! also a comment\n   \n"
-            "a=1\n"
-            "b : 2\n"
-            "c 3\n"
-            "d\t=\t  four  \n"
-            "e=first \\\n"
-            "     second \\\n"
-            "  third\n"
-            "f=tab\\there\\u00e9\\\\end\n"
-            "key\\ with\\=separators = value=with:separators\n"
-            "empty=\n"
-            "alone\n"
-            "  # not a comment inside a continuation? \\\n"
-            "a=again\r\n")
+    text = (
+        "# comment\n! also a comment\n   \n"
+        "a=1\n"
+        "b : 2\n"
+        "c 3\n"
+        "d\t=\t  four  \n"
+        "e=first \\\n"
+        "     second \\\n"
+        "  third\n"
+        "f=tab\\there\\u00e9\\\\end\n"
+        "key\\ with\\=separators = value=with:separators\n"
+        "empty=\n"
+        "alone\n"
+        "  # not a comment inside a continuation? \\\n"
+        "a=again\r\n"
+    )
     assert read_properties(text) == {
-        "a": "again", "b": "2", "c": "3", "d": "four  ", "e": "first second third", "f": "tab\there\u00e9\\end",
-        "key with=separators": "value=with:separators", "empty": "", "alone": "",
+        "a": "again",
+        "b": "2",
+        "c": "3",
+        "d": "four  ",
+        "e": "first second third",
+        "f": "tab\there\u00e9\\end",
+        "key with=separators": "value=with:separators",
+        "empty": "",
+        "alone": "",
     }
 
 
 def test_a_java_client_file_with_every_kind_of_setting(tmp_path, caplog):
     properties = tmp_path / "client.properties"
-    properties.write_text("bootstrap.servers: kafka-1:9092,kafka-2:9092\n"
-                          "group.id newsroom\n"
-                          "acks=all\n"
-                          "enable.idempotence=true\n"
-                          "compression.type=none\n"
-                          "ssl.truststore.type=PEM\n"
-                          "ssl.truststore.location=/etc/kafka/ca.pem\n"
-                          "ssl.endpoint.identification.algorithm=\n"
-                          "buffer.memory=33554432\n"
-                          "key.serializer=org.apache.kafka.common.serialization.ByteArraySerializer\n"
-                          "session.timeout.ms=45000\n")
+    properties.write_text(
+        "bootstrap.servers: kafka-1:9092,kafka-2:9092\n"
+        "group.id newsroom\n"
+        "acks=all\n"
+        "enable.idempotence=true\n"
+        "compression.type=none\n"
+        "ssl.truststore.type=PEM\n"
+        "ssl.truststore.location=/etc/kafka/ca.pem\n"
+        "ssl.endpoint.identification.algorithm=\n"
+        "buffer.memory=33554432\n"
+        "key.serializer=org.apache.kafka.common.serialization.ByteArraySerializer\n"
+        "session.timeout.ms=45000\n"
+    )
     settings = client_settings(properties, [], [])
     assert settings.connection == {"bootstrap_servers": "kafka-1:9092,kafka-2:9092", "group_id": "newsroom"}
-    assert settings.producer == {"acks": "all", "enable_idempotence": True, "ssl_cafile": "/etc/kafka/ca.pem",
-                                 "ssl_check_hostname": False}
-    assert settings.consumer == {"ssl_cafile": "/etc/kafka/ca.pem", "ssl_check_hostname": False, "session_timeout_ms": 45000}
+    assert settings.producer == {
+        "acks": "all",
+        "enable_idempotence": True,
+        "ssl_cafile": "/etc/kafka/ca.pem",
+        "ssl_check_hostname": False,
+    }
+    assert settings.consumer == {
+        "ssl_cafile": "/etc/kafka/ca.pem",
+        "ssl_check_hostname": False,
+        "session_timeout_ms": 45000,
+    }
     assert "left out" in caplog.text and "buffer.memory, key.serializer" in caplog.text
 
 
-@pytest.mark.parametrize("line, message", [
-    ("bootstrap.server=kafka:9092", "did you mean 'bootstrap.servers'?"),
-    ("ssl.truststore.location=/etc/kafka/truststore.jks", "JKS store, which kafka-python cannot read"),
-    ("enable.auto.commit=true", "wirecopy commits offsets itself"),
-    ("sasl.mechanism=OAUTHBEARER", "token provider"),
-    ("request.timeout.ms=soon", "request_timeout_ms must be a number"),
-    ("x=\\u12", "malformed \\uXXXX escape"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("bootstrap.server=kafka:9092", "did you mean 'bootstrap.servers'?"),
+        ("ssl.truststore.location=/etc/kafka/truststore.jks", "JKS store, which kafka-python cannot read"),
+        ("enable.auto.commit=true", "wirecopy commits offsets itself"),
+        ("sasl.mechanism=OAUTHBEARER", "token provider"),
+        ("request.timeout.ms=soon", "request_timeout_ms must be a number"),
+        ("x=\\u12", "malformed \\uXXXX escape"),
+    ],
+)
 def test_settings_that_cannot_work_are_refused_with_a_reason(tmp_path, line, message):
     properties = tmp_path / "client.properties"
     properties.write_text(line + "\n")
@@ -283,8 +346,10 @@ def test_connection_settings_come_from_the_command_line_then_the_environment_the
     monkeypatch.setenv("WIRECOPY_BOOTSTRAP_SERVERS", "from-env:9092")
     monkeypatch.setenv("WIRECOPY_GROUP_ID", "env-group")
     assert (io().bootstrap_servers, io().group_id) == ("from-env:9092", "env-group")
-    assert (io("--bootstrap-servers", "cli:9092", "--group-id", "cli-group").bootstrap_servers,
-            io("--group-id", "cli-group").group_id) == ("cli:9092", "cli-group")
+    assert (
+        io("--bootstrap-servers", "cli:9092", "--group-id", "cli-group").bootstrap_servers,
+        io("--group-id", "cli-group").group_id,
+    ) == ("cli:9092", "cli-group")
     monkeypatch.delenv("WIRECOPY_GROUP_ID")
     monkeypatch.delenv("WIRECOPY_KAFKA_CONFIG")
     assert io().group_id == DEFAULT_GROUP_ID
@@ -292,6 +357,7 @@ def test_connection_settings_come_from_the_command_line_then_the_environment_the
 
 def wirecopy_config(*args: str):
     from wirecopy.pipelines.cli import run_config
+
     return run_config(run_options.parse(list(args)))
 
 
@@ -303,25 +369,58 @@ def test_version():
 def test_run_help_lists_wirecopy_options_and_their_environment_variables(capsys):
     finished = wirecopy_refusing(capsys, "run", "--help")
     assert finished.returncode == 0
-    for option in ("--bootstrap-servers", "--language-threshold", "--max-dead-letter-ratio", "WIRECOPY_BOOTSTRAP_SERVERS"):
+    for option in (
+        "--bootstrap-servers",
+        "--language-threshold",
+        "--max-dead-letter-ratio",
+        "WIRECOPY_BOOTSTRAP_SERVERS",
+    ):
         assert option in finished.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--input-jsonl", "{tmp}/missing.jsonl", "--output-jsonl", "{tmp}/out.jsonl"],
-     "--input-jsonl {tmp}/missing.jsonl: no such file"),
-    (["--input-jsonl", "{samples}", "--output-jsonl", "{tmp}/out.jsonl", "--runner", "FlinkRuner"],
-     "unknown runner 'FlinkRuner'; did you mean FlinkRunner?"),
-    (["--input-jsonl", "{samples}", "--output-jsonl", "{tmp}/out.jsonl", "--langauge-threshold", "0.9"],
-     "unknown option --langauge-threshold; did you mean --language-threshold?"),
-    (["--input-jsonl", "{samples}", "--output-jsonl", "{tmp}/out.jsonl", "--flink_mastr=localhost:8081"],
-     "unknown option --flink_mastr; did you mean --flink_master?"),
-    (["--input-jsonl", "{samples}", "--output-jsonl", "{tmp}/out.jsonl", "--language-threshold", "1.5"],
-     "argument --language-threshold: must be within [0, 1], got 1.5"),
-    (["--bootstrap-servers", "127.0.0.1:1", "--input-topic", "a", "--output-topic", "b", "--cluster-topic", "c",
-      "--dead-letter-topic", "d", "--kafka-config", "{tmp}/missing.properties"],
-     "--kafka-config: [Errno 2] No such file or directory: '{tmp}/missing.properties'"),
-], ids=["missing-input", "unknown-runner", "typo", "beam-option-typo", "out-of-range", "missing-config"])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--input-jsonl", "{tmp}/missing.jsonl", "--output-jsonl", "{tmp}/out.jsonl"],
+            "--input-jsonl {tmp}/missing.jsonl: no such file",
+        ),
+        (
+            ["--input-jsonl", "{samples}", "--output-jsonl", "{tmp}/out.jsonl", "--runner", "FlinkRuner"],
+            "unknown runner 'FlinkRuner'; did you mean FlinkRunner?",
+        ),
+        (
+            ["--input-jsonl", "{samples}", "--output-jsonl", "{tmp}/out.jsonl", "--langauge-threshold", "0.9"],
+            "unknown option --langauge-threshold; did you mean --language-threshold?",
+        ),
+        (
+            ["--input-jsonl", "{samples}", "--output-jsonl", "{tmp}/out.jsonl", "--flink_mastr=localhost:8081"],
+            "unknown option --flink_mastr; did you mean --flink_master?",
+        ),
+        (
+            ["--input-jsonl", "{samples}", "--output-jsonl", "{tmp}/out.jsonl", "--language-threshold", "1.5"],
+            "argument --language-threshold: must be within [0, 1], got 1.5",
+        ),
+        (
+            [
+                "--bootstrap-servers",
+                "127.0.0.1:1",
+                "--input-topic",
+                "a",
+                "--output-topic",
+                "b",
+                "--cluster-topic",
+                "c",
+                "--dead-letter-topic",
+                "d",
+                "--kafka-config",
+                "{tmp}/missing.properties",
+            ],
+            "--kafka-config: [Errno 2] No such file or directory: '{tmp}/missing.properties'",
+        ),
+    ],
+    ids=["missing-input", "unknown-runner", "typo", "beam-option-typo", "out-of-range", "missing-config"],
+)
 def test_a_wrong_command_line_is_one_line_and_exit_2_with_nothing_left_behind(tmp_path, capsys, args, message):
     samples = str(REPO / "pipelines" / "samples" / "articles.jsonl")
     finished = wirecopy_refusing(capsys, "run", *(arg.format(tmp=tmp_path, samples=samples) for arg in args))
@@ -341,18 +440,32 @@ def test_a_run_that_dead_letters_too_much_fails_with_the_reason(tmp_path):
     source.write_bytes(b'{"id": 1}\n{"id": 2}\nnot json\n{"id": "a", "text": "The one good article."}\n')
     failed = wirecopy("run", "--input-jsonl", str(source), "--output-jsonl", str(tmp_path / "out.jsonl"))
     assert failed.returncode == 1
-    assert failed.stderr.strip().splitlines()[-1].endswith(
-        "3 of 4 records (75%) were dead-lettered, more than --max-dead-letter-ratio 0.5 allows "
-        "(schema_violation 2, invalid_json 1)")
-    assert len((tmp_path / "out.dead-letters.jsonl").read_bytes().splitlines()) == 3, "the outputs are written all the same"
-    tolerated = wirecopy("run", "--input-jsonl", str(source), "--output-jsonl", str(tmp_path / "again.jsonl"),
-                         "--max-dead-letter-ratio", "0.8")
+    assert (
+        failed.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "3 of 4 records (75%) were dead-lettered, more than --max-dead-letter-ratio 0.5 allows "
+            "(schema_violation 2, invalid_json 1)"
+        )
+    )
+    assert len((tmp_path / "out.dead-letters.jsonl").read_bytes().splitlines()) == 3, (
+        "the outputs are written all the same"
+    )
+    tolerated = wirecopy(
+        "run",
+        "--input-jsonl",
+        str(source),
+        "--output-jsonl",
+        str(tmp_path / "again.jsonl"),
+        "--max-dead-letter-ratio",
+        "0.8",
+    )
     assert tolerated.returncode == 0, tolerated.stderr[-3000:]
 
 
 def test_a_jaas_login_module_without_a_kafka_python_equivalent_is_refused():
     with pytest.raises(ValueError, match="PLAIN and SCRAM"):
-        jaas_credentials('com.sun.security.auth.module.Krb5LoginModule required useKeyTab=true;')
+        jaas_credentials("com.sun.security.auth.module.Krb5LoginModule required useKeyTab=true;")
     with pytest.raises(ValueError, match="no password"):
         jaas_credentials('org.apache.kafka.common.security.plain.PlainLoginModule required username="u";')
 
@@ -360,6 +473,7 @@ def test_a_jaas_login_module_without_a_kafka_python_equivalent_is_refused():
 # On both brokers (Tansu and Apache Kafka): the runs through each kind of listener, the refused certificate and
 # password, and the streaming stop condition. On Tansu only: the progress log and the demo, which do not
 # depend on the broker.
+
 
 @pytest.fixture(params=["tls_broker", "sasl_broker"])
 def secured_broker(request, broker_kind):
@@ -383,16 +497,30 @@ def kafka_topics(broker, topic_name):
 def kafka_args(broker, topics, group, config_file: Path | None = None):
     """The CLI's Kafka arguments; the broker's client settings go in `config_file`
     as a user's client.properties would have them (Java names)."""
-    args = ["--bootstrap-servers", broker.bootstrap_servers, "--input-topic", topics["in"],
-            "--output-topic", topics["out"], "--cluster-topic", topics["clusters"],
-            "--dead-letter-topic", topics["dead"], "--group-id", group]
+    args = [
+        "--bootstrap-servers",
+        broker.bootstrap_servers,
+        "--input-topic",
+        topics["in"],
+        "--output-topic",
+        topics["out"],
+        "--cluster-topic",
+        topics["clusters"],
+        "--dead-letter-topic",
+        topics["dead"],
+        "--group-id",
+        group,
+    ]
     if broker.client_config:
         settings = dict(broker.client_config)
-        lines = [f"{key.replace('_', '.')}={value}\n" for key, value in settings.items()
-                 if not key.startswith("sasl_plain_")]
+        lines = [
+            f"{key.replace('_', '.')}={value}\n" for key, value in settings.items() if not key.startswith("sasl_plain_")
+        ]
         if "sasl_plain_username" in settings:  # as a Java client's file has them
-            lines.append("sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
-                         f'username="{settings["sasl_plain_username"]}" password="{settings["sasl_plain_password"]}";\n')
+            lines.append(
+                "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{settings["sasl_plain_username"]}" password="{settings["sasl_plain_password"]}";\n'
+            )
         config_file.write_text("".join(lines))
         args += ["--kafka-config", str(config_file)]
     return args
@@ -400,7 +528,9 @@ def kafka_args(broker, topics, group, config_file: Path | None = None):
 
 def read_outputs(broker, topics):
     def read(role):
-        return [orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics[role], **broker.client_config)]
+        return [
+            orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics[role], **broker.client_config)
+        ]
 
     return read("out"), read("dead"), read("clusters")
 
@@ -419,7 +549,8 @@ def with_line_numbers(dead_letters, records_in):
 def check_kafka_outputs(broker, kafka_topics, group, input_lines):
     articles, dead_letters, cluster_events = read_outputs(broker, kafka_topics)
     dead_letters = with_line_numbers(
-        dead_letters, read_topic(broker.bootstrap_servers, kafka_topics["in"], **broker.client_config))
+        dead_letters, read_topic(broker.bootstrap_servers, kafka_topics["in"], **broker.client_config)
+    )
     check_outputs(input_lines, articles, dead_letters, cluster_events)
     assert committed_total(broker, kafka_topics["in"], group) == len(input_lines), "offsets committed at the end"
 
@@ -489,13 +620,30 @@ def test_kafka_streaming_reads_live_and_stops_at_max_records(broker, kafka_topic
     keys = [str(number).encode() for number in range(len(input_lines))]
     produce(broker.bootstrap_servers, kafka_topics["in"], input_lines[:half], keys[:half])
     process = subprocess.Popen(
-        [sys.executable, "-m", "wirecopy.pipelines.cli", "run", *kafka_args(broker, kafka_topics, group), "--streaming",
-         "--max-records", str(len(input_lines)), "--max-read-time", "180"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "wirecopy.pipelines.cli",
+            "run",
+            *kafka_args(broker, kafka_topics, group),
+            "--streaming",
+            "--max-records",
+            str(len(input_lines)),
+            "--max-read-time",
+            "180",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     # Live: the first half comes out while the reader is still running (no stop condition met yet).
     deadline = time.monotonic() + 120
-    while len(read_topic(broker.bootstrap_servers, kafka_topics["out"])) + len(
-            read_topic(broker.bootstrap_servers, kafka_topics["dead"])) < half:
+    while (
+        len(read_topic(broker.bootstrap_servers, kafka_topics["out"]))
+        + len(read_topic(broker.bootstrap_servers, kafka_topics["dead"]))
+        < half
+    ):
         assert process.poll() is None, process.stderr.read()[-3000:]
         assert time.monotonic() < deadline, "no output while streaming: something after the reader is not fused"
         time.sleep(0.5)
@@ -510,22 +658,32 @@ def test_kafka_streaming_reads_live_and_stops_at_max_records(broker, kafka_topic
 def test_a_streaming_run_logs_its_progress_every_10_s(broker, kafka_topics, topic_name, input_lines):
     """Read, produced and written counts show up in the log while the run goes on, not only at its end."""
     produce(broker.bootstrap_servers, kafka_topics["in"], input_lines)
-    finished = wirecopy("run", *kafka_args(broker, kafka_topics, topic_name("group")), "--streaming",
-                        "--max-read-time", "12")
+    finished = wirecopy(
+        "run", *kafka_args(broker, kafka_topics, topic_name("group")), "--streaming", "--max-read-time", "12"
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     dead = Counter(expected_dead_letters(input_lines).values())
     enriched = len(input_lines) - dead.total()
     # The records are all processed in the first seconds; the lines come after 10 s of reading.
-    assert re.search(rf"read {len(input_lines)} records \(\d+/s\); "
-                     + ", ".join(rf"{kafka_topics['in']}\[{n}\] at \d+ backlog 0" for n in range(3)), finished.stderr)
-    so_far = re.search(rf"so far: enriched {enriched} \((.*)\); dead letters {dead.total()} \((.*)\); "
-                       rf"cluster events (.*)", finished.stderr)
+    assert re.search(
+        rf"read {len(input_lines)} records \(\d+/s\); "
+        + ", ".join(rf"{kafka_topics['in']}\[{n}\] at \d+ backlog 0" for n in range(3)),
+        finished.stderr,
+    )
+    so_far = re.search(
+        rf"so far: enriched {enriched} \((.*)\); dead letters {dead.total()} \((.*)\); "
+        rf"cluster events (.*)",
+        finished.stderr,
+    )
     assert so_far, finished.stderr[-3000:]
     assert sum(int(n) for n in re.findall(r"\w+ (\d+)", so_far[1])) == enriched, "per-language counts add up"
     assert dict(re.findall(r"(\w+) (\d+)", so_far[2])) == {reason: str(n) for reason, n in dead.items()}
     assert "created" in so_far[3]
-    assert re.search(rf"wrote \(acknowledged\) (.*, )?{enriched} records, [\d.]+ MB to {kafka_topics['out']}(,|$)",
-                     finished.stderr, re.MULTILINE)
+    assert re.search(
+        rf"wrote \(acknowledged\) (.*, )?{enriched} records, [\d.]+ MB to {kafka_topics['out']}(,|$)",
+        finished.stderr,
+        re.MULTILINE,
+    )
     assert all(f"lag.{kafka_topics['in']}.{n}=0" in finished.stderr for n in range(3)), "nothing left uncommitted"
 
 
@@ -540,19 +698,51 @@ def test_demo_runs_and_shows_stories_and_dead_letters():
     assert page and f"{len(EXPECTED['clusters'])} stories with copies" in Path(page[1]).read_text()
 
 
-@pytest.mark.parametrize("setting, message", [
-    ("acks=1", "the sink needs acks=all"),
-    ("max.request.size=1000", "the output must take events of at least 16,384 bytes"),
-], ids=["weakened-acks", "tiny-messages"])
-def test_producer_settings_the_pipeline_cannot_keep_its_promises_with_are_refused_before_connecting(capsys, setting,
-                                                                                                   message):
-    finished = wirecopy_refusing(capsys, "run", "--bootstrap-servers", "127.0.0.1:1", "--input-topic", "a", "--output-topic", "b",
-                        "--cluster-topic", "c", "--dead-letter-topic", "d", "--producer-config", setting)
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("acks=1", "the sink needs acks=all"),
+        ("max.request.size=1000", "the output must take events of at least 16,384 bytes"),
+    ],
+    ids=["weakened-acks", "tiny-messages"],
+)
+def test_producer_settings_the_pipeline_cannot_keep_its_promises_with_are_refused_before_connecting(
+    capsys, setting, message
+):
+    finished = wirecopy_refusing(
+        capsys,
+        "run",
+        "--bootstrap-servers",
+        "127.0.0.1:1",
+        "--input-topic",
+        "a",
+        "--output-topic",
+        "b",
+        "--cluster-topic",
+        "c",
+        "--dead-letter-topic",
+        "d",
+        "--producer-config",
+        setting,
+    )
     assert finished.returncode == 2 and message in finished.stderr
     assert "Traceback" not in finished.stderr and "cannot reach Kafka" not in finished.stderr
 
 
 def test_several_local_workers_are_refused_for_kafka():
-    finished = wirecopy("run", "--bootstrap-servers", "127.0.0.1:1", "--input-topic", "a", "--output-topic", "b",
-                        "--cluster-topic", "c", "--dead-letter-topic", "d", "--direct_num_workers", "2")
+    finished = wirecopy(
+        "run",
+        "--bootstrap-servers",
+        "127.0.0.1:1",
+        "--input-topic",
+        "a",
+        "--output-topic",
+        "b",
+        "--cluster-topic",
+        "c",
+        "--dead-letter-topic",
+        "d",
+        "--direct_num_workers",
+        "2",
+    )
     assert finished.returncode == 2 and "--direct_num_workers > 1 loses Kafka records" in finished.stderr

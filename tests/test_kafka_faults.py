@@ -24,9 +24,11 @@ pytestmark = pytest.mark.broker
 # only: signal handling, which is the CLI's and the runner's, whatever the broker.
 
 REPO = Path(__file__).resolve().parents[1]
-_WORDS = ("council budget river harbour minister election rail ticket storm coast farmers drought water price "
-          "school teachers union strike hospital doctors patients bridge repair traffic city mayor museum "
-          "festival music artists energy solar wind grid workers factory jobs exports port ships cargo").split()
+_WORDS = (
+    "council budget river harbour minister election rail ticket storm coast farmers drought water price "
+    "school teachers union strike hospital doctors patients bridge repair traffic city mayor museum "
+    "festival music artists energy solar wind grid workers factory jobs exports port ships cargo"
+).split()
 
 
 def synthetic_articles(count: int, prefix: str, seed: int = 7) -> list[dict]:
@@ -35,9 +37,16 @@ def synthetic_articles(count: int, prefix: str, seed: int = 7) -> list[dict]:
     articles = []
     for n in range(count):
         paragraphs = ["The " + " ".join(rng.choice(_WORDS) for _ in range(40)) + "." for _ in range(3)]
-        articles.append({"id": f"{prefix}-{n}", "url": f"https://news.example/{prefix}/{n}?utm_source=feed",
-                         "source": "news.example", "title": f"Story {n} about the {rng.choice(_WORDS)}",
-                         "text": "\n\n".join(paragraphs), "published_at": "2026-11-20T10:00:00Z"})
+        articles.append(
+            {
+                "id": f"{prefix}-{n}",
+                "url": f"https://news.example/{prefix}/{n}?utm_source=feed",
+                "source": "news.example",
+                "title": f"Story {n} about the {rng.choice(_WORDS)}",
+                "text": "\n\n".join(paragraphs),
+                "published_at": "2026-11-20T10:00:00Z",
+            }
+        )
     return articles
 
 
@@ -59,13 +68,30 @@ class Topics:
         broker.create_topics([self.output, self.clusters, self.dead])
 
     def args(self, bootstrap: str, group: str) -> list[str]:
-        return ["--bootstrap-servers", bootstrap, "--input-topic", self.input, "--output-topic", self.output,
-                "--cluster-topic", self.clusters, "--dead-letter-topic", self.dead, "--group-id", group]
+        return [
+            "--bootstrap-servers",
+            bootstrap,
+            "--input-topic",
+            self.input,
+            "--output-topic",
+            self.output,
+            "--cluster-topic",
+            self.clusters,
+            "--dead-letter-topic",
+            self.dead,
+            "--group-id",
+            group,
+        ]
 
 
 def start_pipeline(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "wirecopy.pipelines.cli", "run", *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "wirecopy.pipelines.cli", "run", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def article_ids(bootstrap: str, topic: str) -> list[str]:
@@ -76,7 +102,9 @@ def wait_until(condition, timeout_s: float, what: str, process: subprocess.Popen
     deadline = time.monotonic() + timeout_s
     while not condition():
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"the pipeline exited ({process.returncode}) while waiting for {what}:\n{process.stderr.read()[-3000:]}")
+            raise AssertionError(
+                f"the pipeline exited ({process.returncode}) while waiting for {what}:\n{process.stderr.read()[-3000:]}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.5)
@@ -107,8 +135,12 @@ def test_at_least_once_across_sigkill(broker, topic_name):
     produce_articles(broker.bootstrap_servers, topics.input, articles)
 
     first = start_pipeline(*topics.args(broker.bootstrap_servers, group), "--streaming")
-    wait_until(lambda: committed_total(broker.bootstrap_servers, topics.input, group) >= 400, 240,
-               "the first 400 commits", first)
+    wait_until(
+        lambda: committed_total(broker.bootstrap_servers, topics.input, group) >= 400,
+        240,
+        "the first 400 commits",
+        first,
+    )
     first.kill()
     first.wait()
     committed_at_kill = committed_total(broker.bootstrap_servers, topics.input, group)
@@ -116,15 +148,20 @@ def test_at_least_once_across_sigkill(broker, topic_name):
     assert committed_at_kill < len(articles), "the kill must land mid-stream for this test to mean anything"
 
     second = start_pipeline(*topics.args(broker.bootstrap_servers, group), "--streaming")
-    wait_until(lambda: committed_total(broker.bootstrap_servers, topics.input, group) >= len(articles), 300,
-               "every record committed after the restart", second)
+    wait_until(
+        lambda: committed_total(broker.bootstrap_servers, topics.input, group) >= len(articles),
+        300,
+        "every record committed after the restart",
+        second,
+    )
     stop(second)
 
     written = Counter(article_ids(broker.bootstrap_servers, topics.output))
     assert set(written) == {a["id"] for a in articles}, "every article reaches the output"
     duplicates = sum(written.values()) - len(written)
     assert duplicates <= written_at_kill - committed_at_kill, (
-        f"{duplicates} duplicates, but only {written_at_kill - committed_at_kill} outputs were uncommitted at the kill")
+        f"{duplicates} duplicates, but only {written_at_kill - committed_at_kill} outputs were uncommitted at the kill"
+    )
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -135,7 +172,9 @@ def test_signals_stop_streaming_gracefully(broker, topic_name, stop_signal):
     articles = synthetic_articles(300, f"signal-{stop_signal.name}")
     produce_articles(broker.bootstrap_servers, topics.input, articles)
     process = start_pipeline(*topics.args(broker.bootstrap_servers, group), "--streaming")
-    wait_until(lambda: committed_total(broker.bootstrap_servers, topics.input, group) >= 300, 120, "all commits", process)
+    wait_until(
+        lambda: committed_total(broker.bootstrap_servers, topics.input, group) >= 300, 120, "all commits", process
+    )
     stderr = stop(process, stop_signal)
     assert f"{stop_signal.name} received" in stderr and "finished on FnApiRunner" in stderr
     assert sorted(article_ids(broker.bootstrap_servers, topics.output)) == sorted(a["id"] for a in articles)
@@ -152,18 +191,30 @@ def test_broker_restart_mid_stream(broker_kind, fresh_broker, topic_name):
         topics.create(broker)
         produce_articles(broker.bootstrap_servers, topics.input, before)
         process = start_pipeline(*topics.args(broker.bootstrap_servers, group), "--streaming")
-        wait_until(lambda: len(article_ids(broker.bootstrap_servers, topics.output)) >= 150, 120,
-                   "the articles produced before the restart", process)
+        wait_until(
+            lambda: len(article_ids(broker.bootstrap_servers, topics.output)) >= 150,
+            120,
+            "the articles produced before the restart",
+            process,
+        )
 
         broker.restart()
         if broker_kind == "tansu":
             topics.create(broker)
         produce_articles(broker.bootstrap_servers, topics.input, after)
-        wait_until(lambda: {a["id"] for a in after} <= set(article_ids(broker.bootstrap_servers, topics.output)), 180,
-                   "the articles produced after the restart", process)
+        wait_until(
+            lambda: {a["id"] for a in after} <= set(article_ids(broker.bootstrap_servers, topics.output)),
+            180,
+            "the articles produced after the restart",
+            process,
+        )
         if broker_kind == "apache_kafka":
-            wait_until(lambda: committed_total(broker.bootstrap_servers, topics.input, group) == 210, 60,
-                       "the offsets of every article committed", process)
+            wait_until(
+                lambda: committed_total(broker.bootstrap_servers, topics.input, group) == 210,
+                60,
+                "the offsets of every article committed",
+                process,
+            )
         stop(process)
         if broker_kind == "apache_kafka":
             written = Counter(article_ids(broker.bootstrap_servers, topics.output))
@@ -178,9 +229,12 @@ def test_partitions_added_while_streaming_are_read(broker_kind, broker, topic_na
     topics.create(broker, partitions=1)
     first = synthetic_articles(40, "one")
     produce_articles(broker.bootstrap_servers, topics.input, first)
-    process = start_pipeline(*topics.args(broker.bootstrap_servers, group), "--streaming",
-                             "--partition-discovery-interval", "1")
-    wait_until(lambda: len(article_ids(broker.bootstrap_servers, topics.output)) >= 40, 120, "the first articles", process)
+    process = start_pipeline(
+        *topics.args(broker.bootstrap_servers, group), "--streaming", "--partition-discovery-interval", "1"
+    )
+    wait_until(
+        lambda: len(article_ids(broker.bootstrap_servers, topics.output)) >= 40, 120, "the first articles", process
+    )
 
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
     if broker_kind == "apache_kafka":
@@ -194,8 +248,12 @@ def test_partitions_added_while_streaming_are_read(broker_kind, broker, topic_na
     for partition, articles in later.items():
         produce_articles(broker.bootstrap_servers, topics.input, articles, partition=partition)
     expected = {a["id"] for articles in later.values() for a in articles}
-    wait_until(lambda: expected <= set(article_ids(broker.bootstrap_servers, topics.output)), 120,
-               "the articles of the new partitions", process)
+    wait_until(
+        lambda: expected <= set(article_ids(broker.bootstrap_servers, topics.output)),
+        120,
+        "the articles of the new partitions",
+        process,
+    )
     stderr = stop(process)
     assert "new partition" in stderr
 
@@ -217,19 +275,43 @@ def test_poison_records_are_dead_lettered_with_their_metadata(broker, topic_name
     first_ms = recent_record_time_ms()
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
     for number, (value, _) in enumerate(poison):
-        producer.send(topics.input, key=b"key-%d" % number, value=value, headers=[("trace", b"t-%d" % number)],
-                      timestamp_ms=first_ms + number)
+        producer.send(
+            topics.input,
+            key=b"key-%d" % number,
+            value=value,
+            headers=[("trace", b"t-%d" % number)],
+            timestamp_ms=first_ms + number,
+        )
     for article in good:
         producer.send(topics.input, key=article["id"].encode(), value=orjson.dumps(article))
     producer.flush()
 
-    finished = subprocess.run([sys.executable, "-m", "wirecopy.pipelines.cli", "run", *topics.args(broker.bootstrap_servers, group),
-                               # 5 of its 7 records are poison on purpose: the run must not fail by its dead-letter ratio
-                               "--max-record-bytes", "8000", "--max-dead-letter-ratio", "1"], cwd=REPO, capture_output=True, text=True, timeout=180)
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wirecopy.pipelines.cli",
+            "run",
+            *topics.args(broker.bootstrap_servers, group),
+            # 5 of its 7 records are poison on purpose: the run must not fail by its dead-letter ratio
+            "--max-record-bytes",
+            "8000",
+            "--max-dead-letter-ratio",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
-    letters = sorted((orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics.dead)),
-                     key=lambda letter: letter["offset"])
-    assert [(letter["offset"], letter["reason"]) for letter in letters] == [(n, reason) for n, (_, reason) in enumerate(poison)]
+    letters = sorted(
+        (orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics.dead)),
+        key=lambda letter: letter["offset"],
+    )
+    assert [(letter["offset"], letter["reason"]) for letter in letters] == [
+        (n, reason) for n, (_, reason) in enumerate(poison)
+    ]
     for number, letter in enumerate(letters):
         assert base64.b64decode(letter["payload"]) == poison[number][0]
         assert base64.b64decode(letter["key"]) == b"key-%d" % number
@@ -263,7 +345,12 @@ def test_an_article_too_large_for_the_output_topic_is_dead_lettered_and_the_run_
     assert finished.returncode == 0, stderr[-3000:]
     assert sorted(article_ids(broker.bootstrap_servers, topics.output)) == sorted([before["id"], after["id"]])
     [letter] = [orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics.dead)]
-    assert (letter["reason"], letter["stage"], letter["offset"], letter["article_id"]) == ("payload_too_large", "encode", 1, large["id"])
+    assert (letter["reason"], letter["stage"], letter["offset"], letter["article_id"]) == (
+        "payload_too_large",
+        "encode",
+        1,
+        large["id"],
+    )
     assert letter["payload_truncated"] is True and letter["payload_bytes"] == len(values[1])
     assert values[1].startswith(base64.b64decode(letter["payload"]))
     assert committed_total(broker.bootstrap_servers, topics.input, group) == 3, "committed past it: no poison pill"
@@ -271,8 +358,13 @@ def test_an_article_too_large_for_the_output_topic_is_dead_lettered_and_the_run_
 
 def test_unreachable_broker_is_a_clear_error_within_seconds(topic_name):
     started = time.monotonic()
-    finished = subprocess.run([sys.executable, "-m", "wirecopy.pipelines.cli", "run", *Topics(topic_name).args("127.0.0.1:1", "g")],
-                              cwd=REPO, capture_output=True, text=True, timeout=60)
+    finished = subprocess.run(
+        [sys.executable, "-m", "wirecopy.pipelines.cli", "run", *Topics(topic_name).args("127.0.0.1:1", "g")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert finished.returncode == 2
     assert "cannot reach Kafka at 127.0.0.1:1" in finished.stderr and "Traceback" not in finished.stderr
     assert time.monotonic() - started < 20

@@ -16,9 +16,21 @@ from kafka.structs import OffsetAndMetadata
 
 from apache_kafka import on_both_brokers, recent_record_time_ms
 from wirecopy.pipelines.local_broker import committed_offsets, produce, read_topic
-from wirecopy.transforms.kafkaio import (KafkaMessage, KafkaReadSpec, PartitionCursor, PartitionSet, PartitionSetTracker,
-                                ReadFromKafka, ReadStop, StartPosition, TimestampKind, TimestampPolicy, WriteToKafka,
-                                group_lag, high_watermarks)
+from wirecopy.transforms.kafkaio import (
+    KafkaMessage,
+    KafkaReadSpec,
+    PartitionCursor,
+    PartitionSet,
+    PartitionSetTracker,
+    ReadFromKafka,
+    ReadStop,
+    StartPosition,
+    TimestampKind,
+    TimestampPolicy,
+    WriteToKafka,
+    group_lag,
+    high_watermarks,
+)
 from wirecopy.transforms.kafkaio.read import ReadFn
 from wirecopy.transforms.kafkaio.write import MAX_UNACKED_BYTES
 
@@ -29,10 +41,12 @@ def copy_topic(spec: KafkaReadSpec, output_topic: str, producer_config=None, sto
     """Run reader → sink on the local runner, the way the real pipeline is fused."""
     options = PipelineOptions(streaming=spec.streaming)
     with beam.Pipeline(runner=FnApiRunner(), options=options) as pipeline:
-        (pipeline
-         | ReadFromKafka(spec, stop)
-         | beam.Map(lambda record: KafkaMessage(output_topic, record.key, record.value))
-         | WriteToKafka(spec.bootstrap_servers, producer_config))
+        (
+            pipeline
+            | ReadFromKafka(spec, stop)
+            | beam.Map(lambda record: KafkaMessage(output_topic, record.key, record.value))
+            | WriteToKafka(spec.bootstrap_servers, producer_config)
+        )
 
 
 def committed(broker, topic: str, group: str) -> dict[int, int | None]:
@@ -135,10 +149,12 @@ def test_a_bundle_over_the_sinks_unacknowledged_bound_is_delivered_whole(broker,
     count = 2 * MAX_UNACKED_BYTES // len(value) + 7  # two flushes inside the bundle, then the rest
     keys = [str(n).encode() for n in range(count)]
     with beam.Pipeline(runner=FnApiRunner()) as pipeline:
-        (pipeline
-         | beam.Create(keys)  # one bundle on the local runner
-         | beam.Map(lambda key: KafkaMessage(sink, key, value))
-         | WriteToKafka(broker.bootstrap_servers))
+        (
+            pipeline
+            | beam.Create(keys)  # one bundle on the local runner
+            | beam.Map(lambda key: KafkaMessage(sink, key, value))
+            | WriteToKafka(broker.bootstrap_servers)
+        )
     assert sorted(record.key for record in read_topic(broker.bootstrap_servers, sink)) == sorted(keys)
 
 
@@ -163,18 +179,25 @@ def read_with_timestamps(broker, spec: KafkaReadSpec, sink: str) -> list[tuple[b
     """(key, event time in ms) of every record the source emits, carried through the sink topic `sink`."""
     broker.create_topics([sink])
     with beam.Pipeline(runner=FnApiRunner(), options=PipelineOptions()) as pipeline:
-        (pipeline
-         | ReadFromKafka(spec)
-         | beam.Map(lambda record, ts=beam.DoFn.TimestampParam:
-                    KafkaMessage(sink, record.key, str(ts.micros // 1000).encode()))
-         | WriteToKafka(spec.bootstrap_servers))
+        (
+            pipeline
+            | ReadFromKafka(spec)
+            | beam.Map(
+                lambda record, ts=beam.DoFn.TimestampParam: KafkaMessage(
+                    sink, record.key, str(ts.micros // 1000).encode()
+                )
+            )
+            | WriteToKafka(spec.bootstrap_servers)
+        )
     return [(record.key, int(record.value)) for record in read_topic(broker.bootstrap_servers, sink)]
 
 
 def produce_timed(broker, topic: str, count: int, first_ms: int, values=None) -> None:
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
     for n in range(count):
-        producer.send(topic, key=str(n).encode(), value=values[n] if values else b"{}", timestamp_ms=first_ms + n * 1000)
+        producer.send(
+            topic, key=str(n).encode(), value=values[n] if values else b"{}", timestamp_ms=first_ms + n * 1000
+        )
     producer.flush()
     producer.close()
 
@@ -185,13 +208,20 @@ def test_start_positions(broker, topic_name):
     broker.create_topics([topic])
     first_ms = recent_record_time_ms()
     produce_timed(broker, topic, 30, first_ms)
+
     def keys(spec):
         return sorted(int(key) for key, _ in read_with_timestamps(broker, spec, topic_name("out")))
 
-    assert keys(KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), start_position=StartPosition.EARLIEST)) == list(range(30))
-    assert keys(KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), start_position=StartPosition.LATEST)) == []
+    assert keys(
+        KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), start_position=StartPosition.EARLIEST)
+    ) == list(range(30))
+    assert (
+        keys(KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), start_position=StartPosition.LATEST)) == []
+    )
     from_time = dt.datetime.fromtimestamp((first_ms + 20_000) / 1000, dt.timezone.utc)
-    assert keys(KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), start_time=from_time)) == list(range(20, 30))
+    assert keys(KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), start_time=from_time)) == list(
+        range(20, 30)
+    )
 
     group = topic_name("g")
     assert keys(KafkaReadSpec(broker.bootstrap_servers, topic, group)) == list(range(30))
@@ -205,14 +235,21 @@ def test_timestamp_policies(broker, topic_name):
     first_ms = recent_record_time_ms()
     values = [b'{"id": "a", "published_at": "2024-05-01T12:00:00+02:00"}', b"not json", b'{"id": "c"}']
     produce_timed(broker, topic, 3, first_ms, values)
+
     def read(kind):
         spec = KafkaReadSpec(broker.bootstrap_servers, topic, topic_name("g"), timestamp_policy=TimestampPolicy(kind))
         return read_with_timestamps(broker, spec, topic_name("out"))
 
-    assert sorted(read(TimestampKind.CREATE_TIME)) == [(b"0", first_ms), (b"1", first_ms + 1000), (b"2", first_ms + 2000)]
+    assert sorted(read(TimestampKind.CREATE_TIME)) == [
+        (b"0", first_ms),
+        (b"1", first_ms + 1000),
+        (b"2", first_ms + 2000),
+    ]
     published = dict(read(TimestampKind.PUBLISHED_AT))
     assert published[b"0"] == int(dt.datetime(2024, 5, 1, 10, tzinfo=dt.timezone.utc).timestamp() * 1000)
-    assert published[b"1"] == first_ms + 1000 and published[b"2"] == first_ms + 2000, "record time when published_at is absent"
+    assert published[b"1"] == first_ms + 1000 and published[b"2"] == first_ms + 2000, (
+        "record time when published_at is absent"
+    )
     before = time.time() * 1000
     assert all(ts >= before for _, ts in read(TimestampKind.PROCESSING_TIME))
 
@@ -236,8 +273,9 @@ class ReaderOutsideARunner:
         tracker = RestrictionTrackerView(ThreadsafeRestrictionTracker(PartitionSetTracker(restriction)))
         return list(self._reader.process(restriction, finalizer=_Finalizer(), tracker=tracker, watermark=estimator))
 
-    def process_until_news(self, restriction: PartitionSet, estimator: ManualWatermarkEstimator,
-                           resumptions: int = 100) -> list:
+    def process_until_news(
+        self, restriction: PartitionSet, estimator: ManualWatermarkEstimator, resumptions: int = 100
+    ) -> list:
         """process() until a bundle outputs records or moves the watermark, as a runner resumes a streaming
         read whose bundle ended idle. A first bundle can end before the broker's first fetch response:
         Apache Kafka holds a fetch of an empty partition up to fetch.max.wait.ms (kafka-python: 500 ms),
@@ -283,12 +321,17 @@ def test_client_config_reaches_the_clients_and_secrets_stay_out_of_sight(broker,
     broker.create_topics([sink])
     produce_numbered(broker, source, 0, 20)
     secret = "hunter2-do-not-log"
-    spec = KafkaReadSpec(broker.bootstrap_servers, source, topic_name("g"),
-                         consumer_config={"client_id": "wirecopy-test-reader", "fetch_max_bytes": 1024,
-                                          "sasl_plain_password": secret})
+    spec = KafkaReadSpec(
+        broker.bootstrap_servers,
+        source,
+        topic_name("g"),
+        consumer_config={"client_id": "wirecopy-test-reader", "fetch_max_bytes": 1024, "sasl_plain_password": secret},
+    )
     copy_topic(spec, sink, producer_config={"client_id": "wirecopy-test-writer", "sasl_plain_password": secret})
     assert len(read_topic(broker.bootstrap_servers, sink)) == 20, "tiny fetches still read everything"
-    displayed = str(ReadFromKafka(spec).display_data()) + str(WriteToKafka(broker.bootstrap_servers, {"sasl_plain_password": secret}).display_data())
+    displayed = str(ReadFromKafka(spec).display_data()) + str(
+        WriteToKafka(broker.bootstrap_servers, {"sasl_plain_password": secret}).display_data()
+    )
     assert "wirecopy-test-reader" in displayed and secret not in displayed
     assert secret not in repr(spec) and secret not in caplog.text
     with pytest.raises(ValueError, match="unknown kafka-python consumer settings: no_such_setting"):

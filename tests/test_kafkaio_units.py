@@ -9,8 +9,18 @@ from apache_beam.internal import pickler
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from wirecopy.transforms.kafkaio import (END_OF_READ, Adopt, Claim, PartitionCursor, PartitionSet, PartitionSetTracker,
-                                ReadStop, TimestampKind, TimestampPolicy, redacted)
+from wirecopy.transforms.kafkaio import (
+    END_OF_READ,
+    Adopt,
+    Claim,
+    PartitionCursor,
+    PartitionSet,
+    PartitionSetTracker,
+    ReadStop,
+    TimestampKind,
+    TimestampPolicy,
+    redacted,
+)
 from wirecopy.transforms.kafkaio.read import ReadFn
 from wirecopy.transforms.kafkaio.restriction import PartitionSetProvider
 
@@ -24,8 +34,11 @@ class Record:
 def test_initial_split_gives_each_partition_its_own_restriction_plus_discovery():
     plan = PartitionSet("t", (PartitionCursor(0, 5), PartitionCursor(1, 7)), discover_from=2)
     parts = list(PartitionSetProvider().split(plan, plan))
-    assert parts == [PartitionSet("t", (PartitionCursor(0, 5),)), PartitionSet("t", (PartitionCursor(1, 7),)),
-                     PartitionSet("t", (), discover_from=2)]
+    assert parts == [
+        PartitionSet("t", (PartitionCursor(0, 5),)),
+        PartitionSet("t", (PartitionCursor(1, 7),)),
+        PartitionSet("t", (), discover_from=2),
+    ]
 
 
 def test_bounded_tracker_is_done_only_at_the_stop():
@@ -110,7 +123,10 @@ def test_watermark_never_goes_backwards():
 
 def test_secrets_are_masked():
     assert redacted({"sasl_plain_password": "x", "ssl_password": "y", "client_id": "c"}) == {
-        "sasl_plain_password": "***", "ssl_password": "***", "client_id": "c"}
+        "sasl_plain_password": "***",
+        "ssl_password": "***",
+        "client_id": "c",
+    }
 
 
 def test_read_stop_reaches_readers_unpickled_in_this_process_and_no_other_run():

@@ -28,14 +28,28 @@ from wirecopy.transforms.language import (
     normalise_code,
     representative_sample,
 )
-from wirecopy.transforms.language_detector import GRAM_CLASSES, LEXICON_MAX_TEXT_WORDS, SAMPLE_CHARS, _key, lexicon_scores
+from wirecopy.transforms.language_detector import (
+    GRAM_CLASSES,
+    LEXICON_MAX_TEXT_WORDS,
+    SAMPLE_CHARS,
+    _key,
+    lexicon_scores,
+)
 from wirecopy.transforms.normalise import draft_article, finish
 
+from articles import content
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-FIXTURE_ARTICLES = {language: texts for language, texts in json.loads(
-    (FIXTURES / "articles_by_language.json").read_text(encoding="utf-8")).items() if not language.startswith("_")}
-FIXTURE_SENTENCES = {language: lines for language, lines in json.loads(
-    (FIXTURES / "sentences_by_language.json").read_text(encoding="utf-8")).items() if not language.startswith("_")}
+FIXTURE_ARTICLES = {
+    language: texts
+    for language, texts in json.loads((FIXTURES / "articles_by_language.json").read_text(encoding="utf-8")).items()
+    if not language.startswith("_")
+}
+FIXTURE_SENTENCES = {
+    language: lines
+    for language, lines in json.loads((FIXTURES / "sentences_by_language.json").read_text(encoding="utf-8")).items()
+    if not language.startswith("_")
+}
 
 ENGLISH = (
     "The city council approved the new budget on Tuesday after a long debate about "
@@ -174,7 +188,11 @@ def test_without_word_frequencies_those_pairs_go_wrong(detector):
     calibration = types.SimpleNamespace(**{k: getattr(language_calibration, k) for k in dir(language_calibration)})
     calibration.LEXICON_WEIGHT = 0.0
     ngrams_only = LanguageDetector(calibration=calibration, lexicon=detector._lexicon)
-    assert [ngrams_only.detect(pair, threshold=0.0).code for pair in ("meget sjovt", "spise morgenmad", "bolo to")] == ["no", "no", "es"]
+    assert [ngrams_only.detect(pair, threshold=0.0).code for pair in ("meget sjovt", "spise morgenmad", "bolo to")] == [
+        "no",
+        "no",
+        "es",
+    ]
 
 
 def test_word_evidence_compares_only_languages_with_a_word_list(detector):
@@ -212,7 +230,9 @@ def test_hint_is_recorded_but_does_not_override_evidence(detector):
     assert not detector.detect("", hint="en").hint_disagrees
 
 
-@pytest.mark.parametrize("raw, code", [("zh-cn", "zh"), ("zh-tw", "zh"), ("en_US", "en"), ("DE", "de"), ("", None), (None, None)])
+@pytest.mark.parametrize(
+    "raw, code", [("zh-cn", "zh"), ("zh-tw", "zh"), ("en_US", "en"), ("DE", "de"), ("", None), (None, None)]
+)
 def test_normalise_code(raw, code):
     assert normalise_code(raw) == code
 
@@ -257,8 +277,12 @@ def test_a_lead_paragraph_in_another_language_does_not_decide(detector):
 
 def test_calibration_names_only_real_profiles(detector):
     languages = set(detector._tables.languages)
-    for table in (language_calibration.SEEN_WEIGHT, language_calibration.UNSEEN_OFFSET, language_calibration.BIAS,
-                  language_calibration.TRIGRAM_MISS_RATE):
+    for table in (
+        language_calibration.SEEN_WEIGHT,
+        language_calibration.UNSEEN_OFFSET,
+        language_calibration.BIAS,
+        language_calibration.TRIGRAM_MISS_RATE,
+    ):
         assert set(table) <= languages
     assert {"en", "de", "fr", "sw", "so"} <= set(language_calibration.TRIGRAM_MISS_RATE)
 
@@ -266,7 +290,11 @@ def test_calibration_names_only_real_profiles(detector):
 def test_calibration_weighs_each_gram_class():
     for table in (language_calibration.SEEN_WEIGHT, language_calibration.UNSEEN_OFFSET):
         assert {len(values) for values in table.values()} == {len(GRAM_CLASSES)}
-    assert len(language_calibration.SHARED_SEEN_WEIGHT) == len(language_calibration.SHARED_UNSEEN_OFFSET) == len(GRAM_CLASSES)
+    assert (
+        len(language_calibration.SHARED_SEEN_WEIGHT)
+        == len(language_calibration.SHARED_UNSEEN_OFFSET)
+        == len(GRAM_CLASSES)
+    )
 
 
 @pytest.mark.parametrize(
@@ -302,7 +330,7 @@ def _project_articles() -> dict[str, list[str]]:
         except Rejected:
             continue
         if raw["id"] in expected["languages"]:
-            text = f"{article.fields['title'] or ''}\n\n{article.fields['text']}"
+            text = f"{article.content.title or ''}\n\n{article.content.text}"
             by_language.setdefault(expected["languages"][raw["id"]], []).append(text)
     return by_language
 
@@ -319,8 +347,10 @@ def test_real_articles_in_known_languages(detector, code):
 
 def test_languages_without_a_profile_are_mostly_und(detector):
     # Hausa, Yoruba, Igbo, Oromo, Shona, Xhosa: news texts in languages langdetect has no profile for.
-    codes = {language: [detector.detect(text).code for text in FIXTURE_ARTICLES[language]]
-             for language in ("ha", "yo", "ig", "om", "sn", "xh")}
+    codes = {
+        language: [detector.detect(text).code for text in FIXTURE_ARTICLES[language]]
+        for language in ("ha", "yo", "ig", "om", "sn", "xh")
+    }
     undetermined = [code == UNDETERMINED for language_codes in codes.values() for code in language_codes]
     assert sum(undetermined) >= 0.75 * len(undetermined), codes
     for language, language_codes in codes.items():
@@ -341,7 +371,7 @@ def test_everyday_sentences(detector):
 def _article(article_id: str, text: str, title: str | None = None, hint: str | None = None) -> Article:
     raw = {"id": article_id, "language": hint} if hint else {"id": article_id}
     source = SourceRecord(topic="raw", partition=0, offset=int(article_id[1:]), value=b"{}")
-    return Article(source=source, raw=raw, fields={"text": text, "title": title})
+    return Article(source=source, raw=raw, content=content(article_id, text=text, title=title))
 
 
 def test_detect_language_transform():
@@ -354,8 +384,7 @@ def test_detect_language_transform():
     with TestPipeline(runner="FnApiRunner") as pipeline:
         outcomes = pipeline | beam.Create([*articles, passing]) | DetectLanguage()
         codes = outcomes | beam.Map(
-            lambda o: (o.article_id, o.fields["language"]["code"], o.fields["language"]["hint"])
-            if isinstance(o, Article) else o
+            lambda o: (o.article_id, o.language["code"], o.language["hint"]) if isinstance(o, Article) else o
         )
         assert_that(codes, equal_to([("a1", "en", None), ("a2", "de", "en"), ("a3", UNDETERMINED, None), passing]))
     metrics = pipeline.result.metrics().query()["counters"]

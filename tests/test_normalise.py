@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import importlib.resources
 import itertools
 import json
@@ -55,8 +56,9 @@ SCRAPER_COPY = FIXTURES / "story_gridpolicyhub.txt"  # an aggregator's excerpt o
 BLOG_COPY = FIXTURES / "story_gridwatch.txt"  # a blog's longer edit of it
 
 _enriched = load_schema(ENRICHED_ARTICLE)
-_NORMALISED = ("article_id url canonical_url source title byline text word_count boilerplate_removed published_at "
-               "published_at_raw").split()
+_NORMALISED = (
+    "article_id url canonical_url source title byline text word_count boilerplate_removed published_at published_at_raw"
+).split()
 validate_normalised = fastjsonschema.compile(
     {
         "type": "object",
@@ -79,7 +81,9 @@ def normalised(raw: dict) -> Article:
 def project_texts() -> list[str]:
     """Every raw plain text the project holds: the bundled samples' and the story pages'."""
     texts = []
-    for line in importlib.resources.files("wirecopy.pipelines.samples").joinpath("articles.jsonl").read_bytes().split(b"\n"):
+    for line in (
+        importlib.resources.files("wirecopy.pipelines.samples").joinpath("articles.jsonl").read_bytes().split(b"\n")
+    ):
         try:
             raw = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -94,8 +98,11 @@ def distinct_bodies() -> list[str]:
     normalised text of one plain-text article per story of the bundled samples (copies count once), of
     the blog's story page, and of the English texts of tests/fixtures."""
     samples = importlib.resources.files("wirecopy.pipelines.samples")
-    story_of = {member: members[0] for members in json.loads(samples.joinpath("expected.json").read_text())["clusters"]
-                for member in members}
+    story_of = {
+        member: members[0]
+        for members in json.loads(samples.joinpath("expected.json").read_text())["clusters"]
+        for member in members
+    }
     raws, stories = [], set()
     for line in samples.joinpath("articles.jsonl").read_bytes().split(b"\n"):
         try:
@@ -107,11 +114,14 @@ def distinct_bodies() -> list[str]:
             stories.add(story)
             raws.append(raw)
     english = json.loads((FIXTURES / "articles_by_language.json").read_text(encoding="utf-8"))["en"]
-    raws += [{"id": "blog", "text": BLOG_COPY.read_text(encoding="utf-8")}, *({"id": f"en{n}", "text": text} for n, text in enumerate(english))]
+    raws += [
+        {"id": "blog", "text": BLOG_COPY.read_text(encoding="utf-8")},
+        *({"id": f"en{n}", "text": text} for n, text in enumerate(english)),
+    ]
     bodies = []
     for raw in raws:
         try:
-            bodies.append(normalised(raw).fields["text"])
+            bodies.append(normalised(raw).content.text)
         except Rejected:
             pass  # a sample with nothing left after cleaning is a dead letter, not a body
     return sorted(bodies, key=len, reverse=True)
@@ -140,7 +150,11 @@ def test_clean_text_repairs_windows_1252_read_as_latin_1():
 
 def test_clean_text_joins_wrapped_lines_but_not_paragraph_lines():
     text = "A sentence that was hard\nwrapped by the feed.\nA new paragraph.\n\u2022 a list item"
-    assert clean_text(text) == ["A sentence that was hard wrapped by the feed.", "A new paragraph.", "\u2022 a list item"]
+    assert clean_text(text) == [
+        "A sentence that was hard wrapped by the feed.",
+        "A new paragraph.",
+        "\u2022 a list item",
+    ]
 
 
 def test_clean_text_composes_to_nfc():
@@ -150,7 +164,10 @@ def test_clean_text_composes_to_nfc():
 # --- fingerprint ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, count", [("", 0), ("One", 1), ("a \u2013 b", 2), ("One.\n\n* * *\n\nTwo.", 2), ("don\u2019t  stop\n\nnow", 3)])
+@pytest.mark.parametrize(
+    "text, count",
+    [("", 0), ("One", 1), ("a \u2013 b", 2), ("One.\n\n* * *\n\nTwo.", 2), ("don\u2019t  stop\n\nnow", 3)],
+)
 def test_word_count_counts_tokens_with_a_letter_or_digit(text, count):
     assert word_count(text) == count
 
@@ -169,7 +186,10 @@ def test_fingerprint_unifies_typographic_variants():
 
 def test_fingerprint_keeps_letters_marks_and_digits_of_every_script():
     text = "\u0939\u093f\u0928\u094d\u0926\u0940 \u1243\u120d\u1363 \u0627\u0644\u062e\u0628\u0631\u061f \u4e2d\u6587\uff01 \uff11\uff12"
-    assert fingerprint(text) == "\u0939\u093f\u0928\u094d\u0926\u0940 \u1243\u120d \u0627\u0644\u062e\u0628\u0631 \u4e2d\u6587 12"
+    assert (
+        fingerprint(text)
+        == "\u0939\u093f\u0928\u094d\u0926\u0940 \u1243\u120d \u0627\u0644\u062e\u0628\u0631 \u4e2d\u6587 12"
+    )
 
 
 def test_fingerprint_removes_format_characters_inside_words():
@@ -185,8 +205,37 @@ def test_fingerprint_drops_paragraphs_with_no_words():
 # apostrophe letters, astral letters and symbols, controls, wire markers.
 _AWKWARD = (
     [*"abcXYZ09", " ", " ", " ", "  ", ".", ",", "-", "*", "—", "“", "”", "’", "…", "(", ")", "<"]
-    + ["\n", "\n\n", "\r\n", "\t", "\u00a0", "\u1680", "\u2002", "\u3000", "\u2028", "\u2029", "\x0b", "\x85", "\x19", "\x92"]
-    + ["\u00ad", "\u200b", "\u200d", "\u200e", "\u02bc", "\u00a8", "\ufb01", "\u2460", "\uff11", "\u00df", "\u0130", "\u03a3", "e\u0301"]
+    + [
+        "\n",
+        "\n\n",
+        "\r\n",
+        "\t",
+        "\u00a0",
+        "\u1680",
+        "\u2002",
+        "\u3000",
+        "\u2028",
+        "\u2029",
+        "\x0b",
+        "\x85",
+        "\x19",
+        "\x92",
+    ]
+    + [
+        "\u00ad",
+        "\u200b",
+        "\u200d",
+        "\u200e",
+        "\u02bc",
+        "\u00a8",
+        "\ufb01",
+        "\u2460",
+        "\uff11",
+        "\u00df",
+        "\u0130",
+        "\u03a3",
+        "e\u0301",
+    ]
     + ["\U0001d400", "\U0001f600", "\U0001f1eb", "\u1230", "\u4e2d", "\u0627", "\ufffd"]
 )
 
@@ -211,7 +260,9 @@ def test_the_fast_paths_match_the_general_functions():
         if not paragraphs:
             continue
         checked[plain] += 1
-        assert paragraph_fingerprints(paragraphs, plain) == [fingerprint(paragraph) for paragraph in paragraphs], repr(text)
+        assert paragraph_fingerprints(paragraphs, plain) == [fingerprint(paragraph) for paragraph in paragraphs], repr(
+            text
+        )
         assert clean_word_count(paragraphs) == word_count("\n\n".join(paragraphs)), repr(text)
     assert checked[True] > 1000 and checked[False] > 2000
 
@@ -220,7 +271,10 @@ def test_text_in_blank_line_separated_blocks_cleans_as_line_by_line():
     generator = random.Random(5)
     line_characters = [character for character in _PLAIN + _AWKWARD if "\n" not in character and "<" not in character]
     for _ in range(3000):
-        lines = ["".join(generator.choices(line_characters, k=generator.randint(1, 30))) for _ in range(generator.randint(1, 6))]
+        lines = [
+            "".join(generator.choices(line_characters, k=generator.randint(1, 30)))
+            for _ in range(generator.randint(1, 6))
+        ]
         text = "\n\n".join(lines)
         # A lone line break at the end changes nothing but sends the text through the line-by-line loop.
         assert clean_text(text) == clean_text(text + "\n"), repr(text)
@@ -245,9 +299,9 @@ def test_clean_text_leaves_single_spaces_only():
             assert all(not char.isspace() or char == " " for char in paragraph), repr(text)
 
 
-def test_article_fingerprint_is_the_fingerprint_of_its_text():
+def test_the_text_of_an_article_matches_by_its_words():
     result = normalised({"id": "a", "text": "One \u2014 “two”.\n\n* * *\n\nThree\u2026\nLeave a Reply"})
-    assert result.fingerprint == fingerprint(result.fields["text"]) == "one two\nthree"
+    assert fingerprint(result.content.text) == "one two\nthree"
 
 
 # --- two copies of a story --------------------------------------------------------------
@@ -281,29 +335,43 @@ def _story_paragraphs(path: Path, boilerplate: list[str]) -> list[str]:
     "path, boilerplate, removed, byline",
     [
         (SCRAPER_COPY, SCRAPER_BOILERPLATE, {"site_description": 1, "contact": 5, "read_more": 1}, None),
-        (BLOG_COPY, BLOG_BOILERPLATE, {"related": 1, "attribution": 1, "byline": 1, "learn_more": 1, "comment_form": 2}, "Priya Raman"),
+        (
+            BLOG_COPY,
+            BLOG_BOILERPLATE,
+            {"related": 1, "attribution": 1, "byline": 1, "learn_more": 1, "comment_form": 2},
+            "Priya Raman",
+        ),
     ],
     ids=["aggregator", "blog"],
 )
 def test_story_pages_lose_every_boilerplate_line_and_keep_every_article_paragraph(path, boilerplate, removed, byline):
     result = normalised({"id": path.stem, "text": path.read_text(encoding="utf-8")})
-    text = result.fields["text"]
+    text = result.content.text
     for line in boilerplate:
         assert line not in text
     assert text.split("\n\n") == _story_paragraphs(path, boilerplate)
-    assert result.fields["boilerplate_removed"] == removed
-    assert result.fields["byline"] == byline
+    assert result.content.boilerplate_removed == removed
+    assert result.content.byline == byline
 
 
 def test_the_two_story_copies_match_despite_their_typography():
-    scraper, blog = (normalised({"id": p.stem, "text": p.read_text(encoding="utf-8")}) for p in (SCRAPER_COPY, BLOG_COPY))
-    assert scraper.fingerprint.split("\n")[0] == "energy minister to meet battery makers on grid storage shortfall"
+    scraper, blog = (
+        normalised({"id": p.stem, "text": p.read_text(encoding="utf-8")}) for p in (SCRAPER_COPY, BLOG_COPY)
+    )
+    assert (
+        fingerprint(scraper.content.text).split("\n")[0]
+        == "energy minister to meet battery makers on grid storage shortfall"
+    )
     # One copy writes “quoted” and ’ where the other writes "quoted" and ', and no-break spaces;
     # one edited "will rise" to "rises".
-    warning = [line for line in scraper.fingerprint.split("\n") if line.startswith("the talks follow a winter")]
-    assert warning and warning[0] in blog.fingerprint.split("\n")
-    demand = [line for line in scraper.fingerprint.split("\n") if line.startswith("demand for electricity")]
-    assert demand and demand[0] in blog.fingerprint.replace("will rise", "rises").split("\n")
+    warning = [
+        line for line in fingerprint(scraper.content.text).split("\n") if line.startswith("the talks follow a winter")
+    ]
+    assert warning and warning[0] in fingerprint(blog.content.text).split("\n")
+    demand = [
+        line for line in fingerprint(scraper.content.text).split("\n") if line.startswith("demand for electricity")
+    ]
+    assert demand and demand[0] in fingerprint(blog.content.text).replace("will rise", "rises").split("\n")
 
 
 # --- generic patterns -------------------------------------------------------
@@ -331,7 +399,10 @@ def test_the_two_story_copies_match_despite_their_typography():
         ("We use cookies to improve your experience. By continuing to browse you accept our cookie policy.", "cookie"),
         ("Wir verwenden Cookies, um Ihnen ein optimales Nutzererlebnis zu bieten.", "cookie"),
         ("© 2024 Example Media Ltd", "copyright"),
-        ("Copyright 2024 The Associated Press. All rights reserved. This material may not be published, broadcast, rewritten or redistributed.", "copyright"),
+        (
+            "Copyright 2024 The Associated Press. All rights reserved. This material may not be published, broadcast, rewritten or redistributed.",
+            "copyright",
+        ),
         ("Tous droits réservés", "copyright"),
         ("Haki zote zimehifadhiwa", "copyright"),
         ("Home | World | Politics", "navigation"),
@@ -435,7 +506,10 @@ def test_a_name_alone_at_the_end_is_the_byline_only_after_an_article():
 @pytest.mark.parametrize(
     "url, expected",
     [
-        ("HTTPS://WWW.Example.COM:443/News/Story/?utm_source=x&b=2&a=1&fbclid=3&gclid=4#top", "https://www.example.com/News/Story?a=1&b=2"),
+        (
+            "HTTPS://WWW.Example.COM:443/News/Story/?utm_source=x&b=2&a=1&fbclid=3&gclid=4#top",
+            "https://www.example.com/News/Story?a=1&b=2",
+        ),
         ("http://example.org", "http://example.org/"),
         ("http://example.org:8080/a/", "http://example.org:8080/a"),
         ("https://example.org/a?UTM_Medium=email", "https://example.org/a"),
@@ -508,37 +582,60 @@ def test_normalise_published_at(value, expected):
     assert normalise_published_at(value) == expected
 
 
-@pytest.mark.parametrize("published_at, expected", [
-    ("Tue, 10 Mar 2026 16:42:00 GMT", "2026-03-10T16:42:00.000Z"),
-    ("2026-03-10 16:42", "2026-03-10T16:42:00.000Z"),
-    ("10.03.2026", "2026-03-10T00:00:00.000Z"),
-    ("last Tuesday", None),
-])
+@pytest.mark.parametrize(
+    "published_at, expected",
+    [
+        ("Tue, 10 Mar 2026 16:42:00 GMT", "2026-03-10T16:42:00.000Z"),
+        ("2026-03-10 16:42", "2026-03-10T16:42:00.000Z"),
+        ("10.03.2026", "2026-03-10T00:00:00.000Z"),
+        ("last Tuesday", None),
+    ],
+)
 def test_an_article_keeps_its_body_and_the_raw_published_at_whatever_the_form(published_at, expected):
     result = normalised({"id": "a", "text": "The council met on Tuesday.", "published_at": published_at})
-    validate_normalised(result.fields)
-    assert (result.fields["published_at"], result.fields["published_at_raw"]) == (expected, published_at)
-    assert result.fields["text"] == "The council met on Tuesday."
+    validate_normalised(dataclasses.asdict(result.content))
+    assert (result.content.published_at, result.content.published_at_raw) == (expected, published_at)
+    assert result.content.text == "The council met on Tuesday."
 
 
-@pytest.mark.parametrize("text, repaired, repairs", [
-    ("Don\u00e2\u20ac\u2122t stop at the Caf\u00c3\u00a9.", "Don\u2019t stop at the Caf\u00e9.", ("mojibake",)),
-    ("Caf&eacute; &amp; bar &#8211; open &#x2014; daily", "Caf\u00e9 & bar \u2013 open \u2014 daily", ("html_entities",)),
-    ("Tom &amp;amp; Jerry", "Tom &amp; Jerry", ("html_entities",)),  # escaped twice: decoded once
-    ("Don&rsquo;t \u00e2\u20ac\u0153quote\u00e2\u20ac\u009d", "Don\u2019t \u201cquote\u201d", ("html_entities", "mojibake")),
-    ("AT&T and R&D; Q&A", "AT&T and R&D; Q&A", ()),  # no entities
-    ("Caf\u00e9 \u00e0 la cr\u00e8me, \u201cquoted\u201d \u00c2ge", "Caf\u00e9 \u00e0 la cr\u00e8me, \u201cquoted\u201d \u00c2ge", ()),
-    ("\u00c3 \u00a9 apart, Sm\u00f8rrebr\u00f8d", "\u00c3 \u00a9 apart, Sm\u00f8rrebr\u00f8d", ()),
-])
+@pytest.mark.parametrize(
+    "text, repaired, repairs",
+    [
+        ("Don\u00e2\u20ac\u2122t stop at the Caf\u00c3\u00a9.", "Don\u2019t stop at the Caf\u00e9.", ("mojibake",)),
+        (
+            "Caf&eacute; &amp; bar &#8211; open &#x2014; daily",
+            "Caf\u00e9 & bar \u2013 open \u2014 daily",
+            ("html_entities",),
+        ),
+        ("Tom &amp;amp; Jerry", "Tom &amp; Jerry", ("html_entities",)),  # escaped twice: decoded once
+        (
+            "Don&rsquo;t \u00e2\u20ac\u0153quote\u00e2\u20ac\u009d",
+            "Don\u2019t \u201cquote\u201d",
+            ("html_entities", "mojibake"),
+        ),
+        ("AT&T and R&D; Q&A", "AT&T and R&D; Q&A", ()),  # no entities
+        (
+            "Caf\u00e9 \u00e0 la cr\u00e8me, \u201cquoted\u201d \u00c2ge",
+            "Caf\u00e9 \u00e0 la cr\u00e8me, \u201cquoted\u201d \u00c2ge",
+            (),
+        ),
+        ("\u00c3 \u00a9 apart, Sm\u00f8rrebr\u00f8d", "\u00c3 \u00a9 apart, Sm\u00f8rrebr\u00f8d", ()),
+    ],
+)
 def test_repair_text_decodes_entities_and_undoes_mojibake_and_nothing_else(text, repaired, repairs):
     assert repair_text(text) == (repaired, repairs)
 
 
 def test_an_article_with_mojibake_and_entities_is_repaired_in_title_and_body():
-    result = normalised({"id": "a", "title": "Caf&eacute; owners say Don\u00e2\u20ac\u2122t panic",
-                         "text": "Prices at the caf&eacute; rose.\n\nOwners Don\u00e2\u20ac\u2122t plan to close &amp; hope."})
-    assert result.fields["title"] == "Caf\u00e9 owners say Don\u2019t panic"
-    assert result.fields["text"] == "Prices at the caf\u00e9 rose.\n\nOwners Don\u2019t plan to close & hope."
+    result = normalised(
+        {
+            "id": "a",
+            "title": "Caf&eacute; owners say Don\u00e2\u20ac\u2122t panic",
+            "text": "Prices at the caf&eacute; rose.\n\nOwners Don\u00e2\u20ac\u2122t plan to close &amp; hope.",
+        }
+    )
+    assert result.content.title == "Caf\u00e9 owners say Don\u2019t panic"
+    assert result.content.text == "Prices at the caf\u00e9 rose.\n\nOwners Don\u2019t plan to close & hope."
 
 
 def test_fields_satisfy_the_output_contract():
@@ -551,8 +648,8 @@ def test_fields_satisfy_the_output_contract():
             "published_at": "2024-03-01T10:00:00+01:00",
         }
     )
-    validate_normalised(result.fields)
-    assert result.fields == {
+    validate_normalised(dataclasses.asdict(result.content))
+    assert dataclasses.asdict(result.content) == {
         "article_id": "a1",
         "url": "https://www.Example.com/story?utm_campaign=x",
         "canonical_url": "https://www.example.com/story",
@@ -565,12 +662,12 @@ def test_fields_satisfy_the_output_contract():
         "published_at_raw": "2024-03-01T10:00:00+01:00",
         "boilerplate_removed": {"byline": 1},
     }
-    assert result.fingerprint == "first paragraph\nsecond paragraph here"
+    assert fingerprint(result.content.text) == "first paragraph\nsecond paragraph here"
 
 
 def test_raw_source_wins_over_the_url_domain():
     result = normalised({"id": "a", "url": "https://example.com/x", "source": " Example  News ", "text": "Body."})
-    assert result.fields["source"] == "Example News"
+    assert result.content.source == "Example News"
 
 
 # --- bad input --------------------------------------------------------------
@@ -586,7 +683,10 @@ def test_raw_source_wins_over_the_url_domain():
         ({"id": "a", "text": "* * *\n\n\u2014 \u2026"}, DeadLetterReason.EMPTY_TEXT),
         ({"id": "a", "text": "%PDF-1.4\n" + "\x00\x01\x02\x03\x04\x05\x06" * 200}, DeadLetterReason.BINARY_CONTENT),
         ({"id": "a", "html": "\x89PNG\r\n\x1a\n" + "\x00\x10\x02" * 300}, DeadLetterReason.BINARY_CONTENT),
-        ({"id": "a", "html": "<html><body><p>" + "\ufffd\ufffd word " * 200 + "</p></body></html>"}, DeadLetterReason.UNDECODABLE_HTML),
+        (
+            {"id": "a", "html": "<html><body><p>" + "\ufffd\ufffd word " * 200 + "</p></body></html>"},
+            DeadLetterReason.UNDECODABLE_HTML,
+        ),
         ({"id": "a", "html": "<html><body><nav><a href='/'>Home</a></nav></body></html>"}, DeadLetterReason.EMPTY_TEXT),
     ],
     ids=["no-body", "blank", "invisible", "only-boilerplate", "no-words", "pdf", "png", "mojibake", "no-content"],
@@ -608,7 +708,8 @@ PAGE = (
     "<meta property='og:site_name' content='PoliticsHome'><meta name='author' content='Zoe Crowther'>"
     "<meta property='article:published_time' content='2024-03-01T10:00:00+01:00'></head><body>"
     "<nav><a href='/'>Home</a> | <a href='/world'>World</a> | <a href='/politics'>Politics</a></nav>"
-    "<main><article><h1>Ministers meet big tech</h1>" + "".join(f"<p>{p}</p>" for p in STORY)
+    "<main><article><h1>Ministers meet big tech</h1>"
+    + "".join(f"<p>{p}</p>" for p in STORY)
     + "<p>Read more on politicshome.com</p></article></main>"
     "<aside><h3>Related content</h3><ul><li><a href='/x'>Another story entirely</a></li></ul></aside>"
     "<div id='comments'><h3>Leave a Reply</h3><p>Your email address will not be published.</p></div>"
@@ -618,17 +719,17 @@ PAGE = (
 
 def test_html_article_keeps_the_story_and_reads_its_metadata():
     result = normalised({"id": "h", "url": "https://www.politicshome.com/news/x?utm_source=tw", "html": PAGE})
-    validate_normalised(result.fields)
-    assert result.fields["text"].split("\n\n") == ["Ministers meet big tech", *STORY]
-    assert result.fields["title"] == "Ministers meet big tech"
-    assert result.fields["byline"] == "Zoe Crowther"
-    assert result.fields["published_at"] == "2024-03-01T09:00:00.000Z"
-    assert result.fields["source"] == "politicshome.com"
+    validate_normalised(dataclasses.asdict(result.content))
+    assert result.content.text.split("\n\n") == ["Ministers meet big tech", *STORY]
+    assert result.content.title == "Ministers meet big tech"
+    assert result.content.byline == "Zoe Crowther"
+    assert result.content.published_at == "2024-03-01T09:00:00.000Z"
+    assert result.content.source == "politicshome.com"
 
 
 def test_raw_title_and_date_win_over_the_page():
     result = normalised({"id": "h", "title": "Given", "published_at": "2024-05-05T00:00:00Z", "html": PAGE})
-    assert (result.fields["title"], result.fields["published_at"]) == ("Given", "2024-05-05T00:00:00.000Z")
+    assert (result.content.title, result.content.published_at) == ("Given", "2024-05-05T00:00:00.000Z")
 
 
 def test_html_fragment_is_extracted():
@@ -672,12 +773,12 @@ def bodies():
 def test_template_is_learned_from_the_second_distinct_article(bodies):
     source = SourceState()
     results = [source.normalise(acme(f"a{n}", body)) for n, body in enumerate(bodies[:4])]
-    assert HEADER in results[0].fields["text"] and FOOTER in results[0].fields["text"]
+    assert HEADER in results[0].content.text and FOOTER in results[0].content.text
     for result in results[1:]:
-        assert HEADER not in result.fields["text"] and FOOTER not in result.fields["text"]
-        assert result.fields["boilerplate_removed"] == {"source_template": 2}
+        assert HEADER not in result.content.text and FOOTER not in result.content.text
+        assert result.content.boilerplate_removed == {"source_template": 2}
     for result, body in zip(results, bodies):
-        assert all(paragraph in result.fields["text"] for paragraph in clean_text(body))
+        assert all(paragraph in result.content.text for paragraph in clean_text(body))
 
 
 def test_copies_of_one_article_do_not_make_its_paragraphs_template(bodies):
@@ -687,11 +788,11 @@ def test_copies_of_one_article_do_not_make_its_paragraphs_template(bodies):
     copy = source.normalise(acme("first-amp", bodies[0]))  # the same story under another id
     near_copy = source.normalise(acme("first-updated", bodies[0] + "\nUpdate: the minister has since resigned."))
     for result in (again, copy, near_copy):
-        assert all(paragraph in result.fields["text"] for paragraph in clean_text(bodies[0]))
-        assert HEADER in result.fields["text"]  # nothing distinct has shown the template yet
+        assert all(paragraph in result.content.text for paragraph in clean_text(bodies[0]))
+        assert HEADER in result.content.text  # nothing distinct has shown the template yet
     other = source.normalise(acme("second", bodies[1]))
-    assert HEADER not in other.fields["text"]
-    assert all(paragraph in other.fields["text"] for paragraph in clean_text(bodies[1]))
+    assert HEADER not in other.content.text
+    assert all(paragraph in other.content.text for paragraph in clean_text(bodies[1]))
 
 
 def test_a_paragraph_in_a_few_of_many_recent_articles_is_not_template(bodies):
@@ -700,8 +801,8 @@ def test_a_paragraph_in_a_few_of_many_recent_articles_is_not_template(bodies):
     for n, body in enumerate(bodies[:RECENT_ARTICLES]):
         source.normalise(acme(f"a{n}", body + (f"\n{quote}" if n % 8 == 0 else "")))
     result = source.normalise(acme("late", bodies[RECENT_ARTICLES] + f"\n{quote}"))
-    assert quote in result.fields["text"]
-    assert HEADER not in result.fields["text"]
+    assert quote in result.content.text
+    assert HEADER not in result.content.text
 
 
 def _template_by_pairwise_copies(history: list[SeenArticle], seen: SeenArticle) -> set[int]:
@@ -757,8 +858,11 @@ def test_paragraphs_differing_in_digits_of_any_script_are_one_template_line():
         return seen_article(draft_article(article(raw)))[0].paragraphs
 
     # ASCII, Arabic-Indic and (beyond the BMP) Osmanya digits
-    assert hashes("Updated 3 March") == hashes("Updated 12 March") == hashes("Updated \u0661\u0662 March") == hashes(
-        "Updated \U000104a1\U000104a2 March"
+    assert (
+        hashes("Updated 3 March")
+        == hashes("Updated 12 March")
+        == hashes("Updated \u0661\u0662 March")
+        == hashes("Updated \U000104a1\U000104a2 March")
     )
     assert hashes("Updated 3 March") != hashes("Updated March")
 
@@ -774,8 +878,8 @@ def test_source_history_is_bounded():
 
 # Format 1 of two remembered articles, byte for byte: a layout change must come with a new format number.
 HISTORY_FORMAT_1 = bytes.fromhex(
-    "01" "0200" "0700000000000000" "0900000000000000" "0200" "0000"
-    "0100000000000000" "ffffffffffffffff" "0a00" "ffff")
+    "01020007000000000000000900000000000000020000000100000000000000ffffffffffffffff0a00ffff"
+)
 
 
 def test_source_history_state_is_versioned_plain_data():
@@ -793,9 +897,8 @@ def test_source_history_state_is_versioned_plain_data():
 def _summary(result: Article) -> tuple:
     return (
         result.article_id,
-        result.fields["source"],
-        result.fields["boilerplate_removed"].get("source_template", 0),
-        result.fingerprint == fingerprint(result.fields["text"]),
+        result.content.source,
+        result.content.boilerplate_removed.get("source_template", 0),
     )
 
 
@@ -813,13 +916,15 @@ def test_normalise_transform(bodies):
     with TestPipeline(runner="FnApiRunner") as pipeline:
         outcomes = pipeline | beam.Create(inputs) | Normalise()
         articles = outcomes | "Articles" >> beam.Filter(lambda outcome: isinstance(outcome, Article))
-        fields = articles | "Fields" >> beam.Map(lambda a: validate_normalised(a.fields) and a.article_id)
-        assert_that(fields, equal_to([SCRAPER_COPY.stem, "page", "undated", *(f"acme{n}" for n in range(5))]), label="valid")
+        fields = articles | "Fields" >> beam.Map(
+            lambda a: validate_normalised(dataclasses.asdict(a.content)) and a.article_id
+        )
+        assert_that(
+            fields, equal_to([SCRAPER_COPY.stem, "page", "undated", *(f"acme{n}" for n in range(5))]), label="valid"
+        )
         # The first acme article processed shows the template for the first time; every later one loses it.
         learned = articles | "Learned" >> beam.Map(_summary) | beam.Filter(lambda s: s[1] == "acme-daily.co.uk")
-        assert_that(
-            learned | beam.Map(lambda s: (s[2], s[3])), equal_to([(0, True)] + [(2, True)] * 4), label="learned"
-        )
+        assert_that(learned | beam.Map(lambda s: s[2]), equal_to([0] + [2] * 4), label="learned")
         letters = outcomes | "Letters" >> beam.Filter(lambda outcome: isinstance(outcome, DeadLetter))
         reasons = letters | beam.Map(lambda letter: (letter.article_id, letter.reason, letter.stage))
         assert_that(
@@ -843,14 +948,24 @@ def test_normalise_transform(bodies):
 def test_the_transform_counts_repairs_and_unreadable_dates():
     inputs = [
         article({"id": "entities", "text": "Fish &amp; chips at the caf&eacute;.", "published_at": "10.03.2026"}, 0),
-        article({"id": "mojibake", "title": "Don\u00e2\u20ac\u2122t", "text": "Plain body.", "published_at": "soon"}, 1),
+        article(
+            {"id": "mojibake", "title": "Don\u00e2\u20ac\u2122t", "text": "Plain body.", "published_at": "soon"}, 1
+        ),
         article({"id": "clean", "text": "Plain body, no repairs.", "published_at": "Tue, 10 Mar 2026 16:42:00 GMT"}, 2),
     ]
     with TestPipeline(runner="FnApiRunner") as pipeline:
         outcomes = pipeline | beam.Create(inputs) | Normalise()
-        dates = outcomes | beam.Map(lambda a: (a.article_id, a.fields["published_at"], a.fields["published_at_raw"]))
-        assert_that(dates, equal_to([("entities", "2026-03-10T00:00:00.000Z", "10.03.2026"), ("mojibake", None, "soon"),
-                                     ("clean", "2026-03-10T16:42:00.000Z", "Tue, 10 Mar 2026 16:42:00 GMT")]))
+        dates = outcomes | beam.Map(lambda a: (a.article_id, a.content.published_at, a.content.published_at_raw))
+        assert_that(
+            dates,
+            equal_to(
+                [
+                    ("entities", "2026-03-10T00:00:00.000Z", "10.03.2026"),
+                    ("mojibake", None, "soon"),
+                    ("clean", "2026-03-10T16:42:00.000Z", "Tue, 10 Mar 2026 16:42:00 GMT"),
+                ]
+            ),
+        )
     counters = {m.key.metric.name: m.committed for m in pipeline.result.metrics().query()["counters"]}
     assert counters["normalise_repaired_html_entities"] == 1
     assert counters["normalise_repaired_mojibake"] == 1
@@ -863,5 +978,6 @@ def test_an_empty_result_says_whether_boilerplate_or_nothing_at_all_was_there():
     assert boilerplate_only.value.detail.startswith("no text left after cleaning: every paragraph was boilerplate (")
     with pytest.raises(Rejected) as invisible_only:
         normalised({"id": "a", "text": "\u200b\u00ad\x07\n\n \t"})
-    assert invisible_only.value.detail == ("no text left after cleaning: "
-                                           "only white space and control or invisible characters")
+    assert invisible_only.value.detail == (
+        "no text left after cleaning: only white space and control or invisible characters"
+    )

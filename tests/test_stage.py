@@ -1,15 +1,29 @@
-"""The stage contract's helpers: state weighing without the module scan."""
+"""The stage contract: routing written once (`Step`, `StatefulStep`), and state weighing without the module scan."""
 
+from typing import Any, NamedTuple
+
+import apache_beam as beam
 import objsize
 import pytest
 from apache_beam.runners.worker import statecache
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from wirecopy.schemas.records import Rejected
+from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord
 from test_syndication import sample_records
 from benchmarks.in_order import InOrder
 from wirecopy.transforms import syndication as syn
 from wirecopy.transforms.normalise import _SourceTemplateFn, draft_article, finish, remember, seen_article
-from wirecopy.transforms.stage import StoredValue, StoredValueCoder, weigh_state_without_scanning_modules
+from wirecopy.transforms.stage import (
+    StatefulStep,
+    Step,
+    StoredValue,
+    StoredValueCoder,
+    opened,
+    within_horizon,
+    weigh_state_without_scanning_modules,
+)
 
 
 @pytest.fixture
@@ -29,7 +43,7 @@ def state_values() -> list:
         except Rejected:  # a sample with nothing but boilerplate
             continue
         history = remember(history, seen_article(draft)[0])
-        stream.send(article.with_fields(language={"code": "en", "confidence": 1.0}))
+        stream.send(article.with_language({"code": "en", "confidence": 1.0}))
     return [history, *stream.buckets.values(), *stream.shards.values(), *stream.announcers.values()]
 
 
@@ -43,9 +57,16 @@ def test_state_values_weigh_the_same_without_the_module_scan(module_scan_restore
     assert [statecache.get_deep_size(value) for value in values] == scanned
 
 
-@pytest.mark.parametrize("stateful_fn", [
-    lambda: syn._IndexFn(1), lambda: syn._DecideFn(1), lambda: syn._AnnounceFn(1), _SourceTemplateFn,
-], ids=["index", "decide", "announce", "source-template"])
+@pytest.mark.parametrize(
+    "stateful_fn",
+    [
+        lambda: syn._IndexFn(1),
+        lambda: syn._DecideFn(1),
+        lambda: syn._AnnounceFn(1),
+        _SourceTemplateFn,
+    ],
+    ids=["index", "decide", "announce", "source-template"],
+)
 def test_every_stateful_stage_turns_the_scan_off_on_its_worker(module_scan_restored, stateful_fn):
     objsize.default_settings.update(exclude_modules_globals=True)
     stateful_fn().setup()
@@ -67,3 +88,76 @@ def test_a_stored_value_is_encoded_once_and_weighed_as_its_bytes():
     assert statecache.get_deep_size([stored]) < len(data) + 400 < statecache.get_deep_size([bucket])
     assert coder.encode(stored) is data and encoded == [bucket]
     assert coder.decode(data).value(syn.decode_bucket) == bucket
+
+
+class _Tally(NamedTuple):
+    """A message of the test steps below: one article's word for its key's running count."""
+
+    source: SourceRecord
+    article_id: str
+    word: str
+
+
+class _KeyByWordFn(Step):
+    stage, handles = "KeyByWord", (Article,)
+
+    def key_output(self, message):
+        return message.word if isinstance(message, _Tally) else "passing"
+
+    def handle(self, key, article):
+        if article.raw.get("word") == "bad":
+            raise Rejected(DeadLetterReason.EMPTY_TEXT, "no word")
+        return [_Tally(article.source, article.article_id, article.raw["word"])]
+
+
+class _CountFn(StatefulStep):
+    """Emits each word's running count; a `crash` fails after reading the state, which must stay unchanged."""
+
+    stage, handles = "Count", (_Tally,)
+    COUNT = ReadModifyWriteStateSpec("count", beam.coders.PickleCoder())
+
+    def process(self, keyed, count=beam.DoFn.StateParam(COUNT)):
+        return self.route(keyed, count)
+
+    def step(self, count, tally):
+        if tally.article_id.startswith("crash"):
+            raise RuntimeError("a bug")
+        return (count or 0) + 1, [f"{tally.word} {(count or 0) + 1}"]
+
+
+def test_steps_route_their_own_types_pass_the_rest_and_dead_letter_failures():
+    def article(offset, article_id, word):
+        return Article(SourceRecord("t", 0, offset, b"{}"), {"id": article_id, "word": word})
+
+    event = ClusterEvent("created", "c1", "a1", "a1", 1.0, "new")
+    inputs = [article(0, "a1", "x"), article(1, "a2", "bad"), article(2, "crash-1", "x"), event, article(3, "a3", "x")]
+    with TestPipeline(runner="FnApiRunner") as pipeline:
+        outputs = (
+            pipeline
+            | beam.Create(inputs, reshuffle=False)
+            | "Key" >> beam.ParDo(_KeyByWordFn()).with_output_types(tuple[str, Any])
+            | "Count" >> beam.ParDo(_CountFn())
+        )
+        summary = outputs | beam.Map(
+            lambda o: (o.stage, o.reason.value, o.article_id) if isinstance(o, DeadLetter) else o
+        )
+        # The crash left x's count as it was: a3 counts 2, not 3.
+        assert_that(
+            summary,
+            equal_to([("KeyByWord", "empty_text", "a2"), ("Count", "stage_error", "crash-1"), event, "x 1", "x 2"]),
+        )
+
+
+class _Seen(NamedTuple):
+    since_ms: int
+    open: bool = False
+
+
+def test_keyed_state_keeps_what_changed_within_the_horizon_of_its_own_clock():
+    entries = {"old": _Seen(100), "edge": _Seen(400), "new": _Seen(900), "waiting": _Seen(50, open=True)}
+    assert within_horizon(entries, 1_000, 600) == {"edge": _Seen(400), "new": _Seen(900)}
+    assert list(within_horizon(entries, 1_000, 600, keep=lambda e: e.open)) == ["edge", "new", "waiting"]
+    # Opening copies the entries (state values are immutable) and never moves the clock back.
+    copied, newest_ms = opened(entries, 1_000, 700)
+    assert copied == entries and copied is not entries and newest_ms == 1_000
+    assert opened(None, None, 700) == ({}, 700)

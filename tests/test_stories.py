@@ -11,15 +11,20 @@ from wirecopy.transforms import stories
 from benchmarks.in_order import InOrder
 from wirecopy.transforms import syndication as syn
 from wirecopy.transforms.normalise import draft_article, finish
+
+from articles import content
 from test_syndication import OTHER, STORY, make_article, sample_records
 
 
 def article(article_id: str, cluster_id: str, match: str = "new", published_at: str | None = None) -> Article:
     record = SourceRecord("articles.raw", 0, 0, b"{}", timestamp_ms=1_900_000_000_000)  # after every published_at
-    fields = {"source": "example.org", "url": None, "title": f"title of {article_id}", "published_at": published_at,
-              "language": {"code": "en", "confidence": 1.0},
-              "cluster": {"id": cluster_id, "canonical_id": article_id, "similarity": 1.0, "match": match}}
-    return Article(record, {"id": article_id}, fields)
+    return Article(
+        record,
+        {"id": article_id},
+        content(article_id, title=f"title of {article_id}", published_at=published_at),
+        {"code": "en", "confidence": 1.0},
+        {"id": cluster_id, "canonical_id": article_id, "similarity": 1.0, "match": match},
+    )
 
 
 def play(outcomes) -> tuple[stories.StoryTable, list[Story]]:
@@ -36,8 +41,12 @@ def play(outcomes) -> tuple[stories.StoryTable, list[Story]]:
 
 
 def test_a_story_record_holds_the_whole_story_and_validates_against_its_schema():
-    table, emitted = play([article("a", "c-1", published_at="2026-03-01T10:00:00.000Z"),
-                           article("b", "c-1", "near", published_at="2026-03-01T09:00:00.000Z")])
+    table, emitted = play(
+        [
+            article("a", "c-1", published_at="2026-03-01T10:00:00.000Z"),
+            article("b", "c-1", "near", published_at="2026-03-01T09:00:00.000Z"),
+        ]
+    )
     record = table.records["c-1"]
     assert [m["article_id"] for m in record["members"]] == ["a", "b"]
     assert record["canonical_id"] == "b" and record["first_seen"] == "2026-03-01T09:00:00.000Z"
@@ -94,13 +103,15 @@ def _sample_stories(order_seed: int | None) -> set[frozenset[str]]:
     records = sample_records()
     if order_seed is not None:
         random.Random(order_seed).shuffle(records)
-        records = [Article(SourceRecord(r.source.topic, 0, offset, r.source.value, timestamp_ms=1_000 * offset), r.raw)
-                   for offset, r in enumerate(records)]
+        records = [
+            Article(SourceRecord(r.source.topic, 0, offset, r.source.value, timestamp_ms=1_000 * offset), r.raw)
+            for offset, r in enumerate(records)
+        ]
     stream = InOrder()
     outcomes = []
     for record in records:
         try:
-            prepared = finish(draft_article(record)).with_fields(language={"code": "und", "confidence": 0.0})
+            prepared = finish(draft_article(record)).with_language({"code": "und", "confidence": 0.0})
         except Rejected:  # dead letters, not members
             continue
         stream.send(prepared)
@@ -129,9 +140,11 @@ def test_sample_story_memberships_do_not_depend_on_arrival_order():
 
 
 def test_pipeline_on_the_local_runner_emits_story_records_beside_everything_else():
-    outcomes = [make_article("one", STORY, offset=0, timestamp_ms=1),
-                make_article("two", STORY.replace("Tuesday", "Wednesday"), offset=1, timestamp_ms=2),
-                make_article("three", OTHER, offset=2, timestamp_ms=3)]
+    outcomes = [
+        make_article("one", STORY, offset=0, timestamp_ms=1),
+        make_article("two", STORY.replace("Tuesday", "Wednesday"), offset=1, timestamp_ms=2),
+        make_article("three", OTHER, offset=2, timestamp_ms=3),
+    ]
 
     def check(results):
         table = stories.StoryTable()
@@ -142,6 +155,5 @@ def test_pipeline_on_the_local_runner_emits_story_records_beside_everything_else
         assert sum(isinstance(r, Article) for r in results) == 3
 
     with TestPipeline(runner="FnApiRunner") as pipeline:
-        results = (pipeline | beam.Create(outcomes, reshuffle=False) | syn.ClusterSyndicated()
-                   | stories.TrackStories())
+        results = pipeline | beam.Create(outcomes, reshuffle=False) | syn.ClusterSyndicated() | stories.TrackStories()
         assert_that(results, check)

@@ -15,8 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def wirecopy(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wirecopy.pipelines.cli", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "wirecopy.pipelines.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
 
 
 def memberships(records) -> set[frozenset[str]]:
@@ -30,7 +31,9 @@ def memberships(records) -> set[frozenset[str]]:
 def file_mode_stories(tmp_path_factory) -> set[frozenset[str]]:
     directory = tmp_path_factory.mktemp("files")
     (directory / "in.jsonl").write_bytes(b"\n".join(sample_lines()) + b"\n")
-    finished = wirecopy("run", "--input-jsonl", str(directory / "in.jsonl"), "--output-jsonl", str(directory / "out.jsonl"))
+    finished = wirecopy(
+        "run", "--input-jsonl", str(directory / "in.jsonl"), "--output-jsonl", str(directory / "out.jsonl")
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     records = [orjson.loads(line) for line in (directory / "out.stories.jsonl").read_bytes().splitlines() if line]
     found = memberships(records)
@@ -41,19 +44,37 @@ def file_mode_stories(tmp_path_factory) -> set[frozenset[str]]:
 @pytest.mark.broker
 # Also on Apache Kafka, with 3 partitions: its compacted story topic refuses a record without a key, which
 # Tansu takes. One partition count is enough for that.
-@pytest.mark.parametrize("partitions, broker_kind",
-                         [(1, "tansu"), (3, "tansu"), pytest.param(3, "apache_kafka", marks=pytest.mark.apache_kafka)])
-def test_kafka_mode_gives_the_stories_of_file_mode_whatever_the_partition_count(broker, topic_name, partitions,
-                                                                                  file_mode_stories):
+@pytest.mark.parametrize(
+    "partitions, broker_kind",
+    [(1, "tansu"), (3, "tansu"), pytest.param(3, "apache_kafka", marks=pytest.mark.apache_kafka)],
+)
+def test_kafka_mode_gives_the_stories_of_file_mode_whatever_the_partition_count(
+    broker, topic_name, partitions, file_mode_stories
+):
     topics = {role: topic_name(role) for role in ("in", "out", "clusters", "dead", "stories")}
     broker.create_topics([topics["in"]], partitions=partitions)
     broker.create_topics([topics["out"], topics["clusters"], topics["dead"]])
     broker.create_topics([topics["stories"]], configs={"cleanup.policy": "compact"})
     produce(broker.bootstrap_servers, topics["in"], sample_lines())
-    finished = wirecopy("run", "--bootstrap-servers", broker.bootstrap_servers, "--input-topic", topics["in"],
-                        "--output-topic", topics["out"], "--cluster-topic", topics["clusters"],
-                        "--dead-letter-topic", topics["dead"], "--story-topic", topics["stories"],
-                        "--group-id", f"stories-{partitions}", "--start-from", "earliest")
+    finished = wirecopy(
+        "run",
+        "--bootstrap-servers",
+        broker.bootstrap_servers,
+        "--input-topic",
+        topics["in"],
+        "--output-topic",
+        topics["out"],
+        "--cluster-topic",
+        topics["clusters"],
+        "--dead-letter-topic",
+        topics["dead"],
+        "--story-topic",
+        topics["stories"],
+        "--group-id",
+        f"stories-{partitions}",
+        "--start-from",
+        "earliest",
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     records = [orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics["stories"])]
     assert memberships(records) == file_mode_stories

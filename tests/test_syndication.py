@@ -17,30 +17,42 @@ from wirecopy.transforms import syndication_sketch as sketching
 from wirecopy.transforms.normalise import Normalise, draft_article, finish
 
 
-def make_article(article_id: str, text: str, published_at: str | None = None, offset: int = 0,
-                 timestamp_ms: int | None = None, source: str | None = None) -> Article:
+def make_article(
+    article_id: str,
+    text: str,
+    published_at: str | None = None,
+    offset: int = 0,
+    timestamp_ms: int | None = None,
+    source: str | None = None,
+) -> Article:
     """An article as the syndication stage receives it (normalised with the generic boilerplate patterns)."""
     raw = {"id": article_id, "text": text, "published_at": published_at, "source": source}
     record = SourceRecord("articles.raw", 0, offset, json.dumps(raw).encode(), timestamp_ms=timestamp_ms)
-    return finish(draft_article(Article(record, raw))).with_fields(language={"code": "en", "confidence": 1.0})
+    return finish(draft_article(Article(record, raw))).with_language({"code": "en", "confidence": 1.0})
 
 
-STORY = ("The transport ministers of nineteen countries agreed on Tuesday to build a single booking system for "
-         "cross-border train journeys, letting passengers buy one ticket from Lisbon to Helsinki by 2028.\n\n"
-         "The agreement, reached after two days of talks, commits national rail operators to publish their "
-         "timetables and fares in a common format and to accept each other's tickets on connecting services.\n\n"
-         "Consumer groups welcomed the plan but warned that refunds for missed connections remain unresolved, "
-         "and several operators said the deadline was ambitious given the state of their booking systems.")
-OTHER = ("A tropical cyclone crossed the coast near Mackay overnight, cutting power to forty thousand homes and "
-         "flattening sugar cane across the district.\n\nEmergency crews worked through the morning to clear "
-         "fallen trees from the highway while the weather bureau warned of flooding further inland.")
+STORY = (
+    "The transport ministers of nineteen countries agreed on Tuesday to build a single booking system for "
+    "cross-border train journeys, letting passengers buy one ticket from Lisbon to Helsinki by 2028.\n\n"
+    "The agreement, reached after two days of talks, commits national rail operators to publish their "
+    "timetables and fares in a common format and to accept each other's tickets on connecting services.\n\n"
+    "Consumer groups welcomed the plan but warned that refunds for missed connections remain unresolved, "
+    "and several operators said the deadline was ambitious given the state of their booking systems."
+)
+OTHER = (
+    "A tropical cyclone crossed the coast near Mackay overnight, cutting power to forty thousand homes and "
+    "flattening sugar cane across the district.\n\nEmergency crews worked through the morning to clear "
+    "fallen trees from the highway while the weather bureau warned of flooding further inland."
+)
 
 
 @pytest.fixture(scope="module")
 def story_copies(story_pages):
     longer, shorter = story_pages.values()
-    return (make_article("copy-long", longer, "2024-03-01T08:00:00Z", offset=0, timestamp_ms=1000),
-            make_article("copy-short", shorter, "2024-03-01T09:00:00Z", offset=1, timestamp_ms=2000))
+    return (
+        make_article("copy-long", longer, "2024-03-01T08:00:00Z", offset=0, timestamp_ms=1000),
+        make_article("copy-short", shorter, "2024-03-01T09:00:00Z", offset=1, timestamp_ms=2000),
+    )
 
 
 # --- sketches ---------------------------------------------------------------------
@@ -79,7 +91,7 @@ def test_a_truncated_excerpt_is_contained_in_its_original():
 
 def test_quoted_speech_names_and_numbers_count_less_than_narrative():
     tokens = sketching.tokenize('He said "we will win" in Paris in 2024. Paris was calm.')
-    flags = dict(zip([w for w in 'he said we will win in paris in 2024 paris was calm'.split()], tokens.narrative))
+    flags = dict(zip([w for w in "he said we will win in paris in 2024 paris was calm".split()], tokens.narrative))
     assert tokens.narrative.tolist() == [True, True, False, False, False, True, False, True, False, True, True, True]
     assert flags["he"] and not flags["2024"]
 
@@ -114,12 +126,21 @@ def test_a_share_is_weighed_below_the_matched_texts_limit():
     assert sketching.sample_weight(excerpt, matched, original.limit, prior=0.0) == 1.0
 
 
-@pytest.mark.parametrize("text, cut", [
-    ("北京时间周二，十九个国家的交通部长同意建立统一的跨境火车票预订系统，乘客到二零二八年可以买一张票从里斯本到赫尔辛基。"
-     "协议要求各国铁路运营商以统一格式公布时刻表和票价，并接受彼此的车票。消费者团体对计划表示欢迎。", 60),
-    ("รัฐมนตรีคมนาคมจากสิบเก้าประเทศตกลงเมื่อวันอังคารที่จะสร้างระบบจองตั๋วรถไฟข้ามพรมแดนแบบเดียว "
-     "ผู้โดยสารจะซื้อตั๋วใบเดียวจากลิสบอนไปเฮลซิงกิได้ภายในปีสองพันยี่สิบแปด ข้อตกลงนี้กำหนดให้ผู้ให้บริการรถไฟเผยแพร่ตารางเวลา", 90),
-])
+@pytest.mark.parametrize(
+    "text, cut",
+    [
+        (
+            "北京时间周二，十九个国家的交通部长同意建立统一的跨境火车票预订系统，乘客到二零二八年可以买一张票从里斯本到赫尔辛基。"
+            "协议要求各国铁路运营商以统一格式公布时刻表和票价，并接受彼此的车票。消费者团体对计划表示欢迎。",
+            60,
+        ),
+        (
+            "รัฐมนตรีคมนาคมจากสิบเก้าประเทศตกลงเมื่อวันอังคารที่จะสร้างระบบจองตั๋วรถไฟข้ามพรมแดนแบบเดียว "
+            "ผู้โดยสารจะซื้อตั๋วใบเดียวจากลิสบอนไปเฮลซิงกิได้ภายในปีสองพันยี่สิบแปด ข้อตกลงนี้กำหนดให้ผู้ให้บริการรถไฟเผยแพร่ตารางเวลา",
+            90,
+        ),
+    ],
+)
 def test_scripts_without_spaces_are_shingled_by_characters(text, cut):
     whole = sketching.sketch(text).signature
     part = sketching.sketch(text[:cut]).signature
@@ -133,8 +154,10 @@ def test_a_passage_of_key_window_spans_shared_inside_long_unrelated_texts_gives_
     rng = random.Random(3)
     vocabulary = [f"w{i}" for i in range(5000)]
     passage = " ".join(rng.choices(vocabulary, k=sketching.KEY_WINDOW + 2 * sketching.KEY_SPAN_SHINGLES + 2))
-    pages = [" ".join(rng.choices(vocabulary, k=600)) + " " + passage + " " + " ".join(rng.choices(vocabulary, k=600))
-             for _ in range(2)]
+    pages = [
+        " ".join(rng.choices(vocabulary, k=600)) + " " + passage + " " + " ".join(rng.choices(vocabulary, k=600))
+        for _ in range(2)
+    ]
     keys = [set(sketching.sketch(page).keys) for page in pages]
     assert keys[0] & keys[1]
     assert all(len(k) <= sketching.MAX_WINNOWED_KEYS + sketching.SAMPLE_KEYS for k in keys)
@@ -182,7 +205,7 @@ def test_sample_stories_cluster_and_same_topic_articles_stay_apart():
     expected = json.loads(importlib.resources.files("wirecopy.pipelines.samples").joinpath("expected.json").read_text())
 
     def check(results):
-        clusters = {o.article_id: o.fields["cluster"]["id"] for o in results if isinstance(o, Article)}
+        clusters = {o.article_id: o.cluster["id"] for o in results if isinstance(o, Article)}
         parent = {e.merged_from: e.merged_into for e in results if isinstance(e, ClusterEvent) and e.type == "merged"}
 
         def find(cluster_id):
@@ -197,8 +220,7 @@ def test_sample_stories_cluster_and_same_topic_articles_stay_apart():
             assert unions[one] != unions[other], (one, other)
 
     with TestPipeline(runner="FnApiRunner") as pipeline:
-        results = (pipeline | beam.Create(sample_records(), reshuffle=False) | Normalise()
-                   | syn.ClusterSyndicated())
+        results = pipeline | beam.Create(sample_records(), reshuffle=False) | Normalise() | syn.ClusterSyndicated()
         assert_that(results, check)
 
 
@@ -244,10 +266,12 @@ def test_an_article_published_long_before_the_newest_in_its_home_shard_is_still_
     assert stream.send(late) == decided and len(stream.events) == events, "a redelivery gets the same assignment"
 
 
-THIRD = ("The city council voted late on Monday to close the old harbour bridge to cars from next spring, after "
-         "engineers found corrosion in two of its main supporting cables during a routine inspection.\n\n"
-         "Cyclists and pedestrians will still be allowed to cross while repairs go ahead, and a temporary ferry "
-         "will carry commuters between the two banks of the river during the busiest hours of the day.")
+THIRD = (
+    "The city council voted late on Monday to close the old harbour bridge to cars from next spring, after "
+    "engineers found corrosion in two of its main supporting cables during a routine inspection.\n\n"
+    "Cyclists and pedestrians will still be allowed to cross while repairs go ahead, and a temporary ferry "
+    "will carry commuters between the two banks of the river during the busiest hours of the day."
+)
 
 
 def test_a_digest_of_two_stories_is_a_story_of_its_own_and_never_merges_them():
@@ -255,8 +279,9 @@ def test_a_digest_of_two_stories_is_a_story_of_its_own_and_never_merges_them():
     stream = InOrder()
     one = stream.send(make_article("one", STORY, offset=0, timestamp_ms=1, source="one.example"))
     two = stream.send(make_article("two", THIRD, offset=1, timestamp_ms=2, source="two.example"))
-    digest = ("Here is what you need to know this morning.\n\n" + STORY.split("\n\n")[0] + "\n\n"
-              + THIRD.split("\n\n")[0])
+    digest = (
+        "Here is what you need to know this morning.\n\n" + STORY.split("\n\n")[0] + "\n\n" + THIRD.split("\n\n")[0]
+    )
     both = stream.send(make_article("digest", digest, offset=2, timestamp_ms=3, source="briefing.example"))
     assert both["match"] == "new" and both["id"] not in (one["id"], two["id"])
     assert not [e for e in stream.events if e.type == "merged"]
@@ -285,7 +310,8 @@ def test_a_rewritten_copy_is_found_by_short_runs_in_order():
         "timetables and fares in one common format and to accept each other's tickets on connecting trains.\n\n"
         "Consumer groups welcomed the plan but told reporters that refunds for missed connections remain unresolved, "
         "and several operators said the deadline was very ambitious given the state of their booking systems.\n\n"
-        "Europe's railways carried about 400 million cross-border passengers last year, according to industry figures.")
+        "Europe's railways carried about 400 million cross-border passengers last year, according to industry figures."
+    )
     stream = InOrder()
     original = stream.send(make_article("wire", STORY, offset=0, timestamp_ms=1, source="wire.example"))
     copy = stream.send(make_article("paper", rewritten, offset=1, timestamp_ms=2, source="paper.example"))
@@ -295,14 +321,20 @@ def test_a_rewritten_copy_is_found_by_short_runs_in_order():
 
 
 def test_independent_reports_sharing_quotes_and_names_stay_apart():
-    quote = ("“We will not accept a timetable that leaves rural lines behind,” said Maria Lindqvist, the Swedish "
-             "transport minister, in Brussels on Tuesday.")
-    first = ("Ministers from across Europe gathered in Brussels to discuss how railways could win back travellers "
-             "from airlines, with several delegations pushing for cheaper night trains.\n\n" + quote + "\n\n"
-             "Observers expect the negotiations to continue into the summer before any binding decision is taken.")
-    second = ("Rail unions staged a small protest outside the meeting, arguing that staff shortages would make any "
-              "expansion of international services difficult to deliver on time.\n\n" + quote + "\n\n"
-              "The protesters handed a petition to officials before dispersing peacefully in the early afternoon.")
+    quote = (
+        "“We will not accept a timetable that leaves rural lines behind,” said Maria Lindqvist, the Swedish "
+        "transport minister, in Brussels on Tuesday."
+    )
+    first = (
+        "Ministers from across Europe gathered in Brussels to discuss how railways could win back travellers "
+        "from airlines, with several delegations pushing for cheaper night trains.\n\n" + quote + "\n\n"
+        "Observers expect the negotiations to continue into the summer before any binding decision is taken."
+    )
+    second = (
+        "Rail unions staged a small protest outside the meeting, arguing that staff shortages would make any "
+        "expansion of international services difficult to deliver on time.\n\n" + quote + "\n\n"
+        "The protesters handed a petition to officials before dispersing peacefully in the early afternoon."
+    )
     stream = InOrder()
     one = stream.send(make_article("report-one", first, offset=0, timestamp_ms=1, source="one.example"))
     two = stream.send(make_article("report-two", second, offset=1, timestamp_ms=2, source="two.example"))
@@ -323,8 +355,9 @@ def test_a_copy_found_only_where_its_source_was_new_is_announced_into_its_cluste
 
 def test_any_interleaving_of_racing_copies_ends_in_one_cluster():
     """Copies processed bucket by bucket in random orders (workers racing) still end up unioned."""
-    copies = [make_article(f"copy{i}", STORY if i % 2 else STORY[: 200 + 60 * i], offset=i, timestamp_ms=i)
-              for i in range(5)]
+    copies = [
+        make_article(f"copy{i}", STORY if i % 2 else STORY[: 200 + 60 * i], offset=i, timestamp_ms=i) for i in range(5)
+    ]
     other = make_article("other", OTHER, offset=9, timestamp_ms=9)
     for seed in range(20):
         rng = random.Random(seed)
@@ -340,8 +373,10 @@ def test_any_interleaving_of_racing_copies_ends_in_one_cluster():
 
 
 def test_different_stories_sharing_a_site_footer_stop_matching_through_it():
-    footer = ("Leave a comment below and share this story with your friends on every social network you use "
-              "because the Daily Example publishes the best news analysis and opinion around the clock every day")
+    footer = (
+        "Leave a comment below and share this story with your friends on every social network you use "
+        "because the Daily Example publishes the best news analysis and opinion around the clock every day"
+    )
     words = OTHER.split()
     stories = [" ".join(random.Random(i).sample(words, len(words))) for i in range(6)]
     stream = InOrder()
@@ -422,7 +457,7 @@ def test_pipeline_on_the_local_runner_clusters_and_passes_other_outcomes_through
     outcomes = [long_page, short_page, make_article("other", OTHER, offset=2, timestamp_ms=3000), passing]
 
     def check(results):
-        articles = {o.article_id: o.fields["cluster"] for o in results if isinstance(o, Article)}
+        articles = {o.article_id: o.cluster for o in results if isinstance(o, Article)}
         events = sorted((e.type, e.article_id) for e in results if isinstance(e, ClusterEvent) and e.type != "merged")
         assert articles["copy-long"]["id"] == articles["copy-short"]["id"] != articles["other"]["id"]
         assert articles["copy-short"]["match"] in ("near", "contained")

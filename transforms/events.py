@@ -58,7 +58,9 @@ class _DecodeFn(beam.DoFn):
     def __init__(self, max_record_bytes: int):
         self._max_record_bytes = max_record_bytes
         self._decoded = Metrics.counter("wirecopy", "articles_decoded")
-        self._dropped = {name: Metrics.counter("wirecopy", f"decode_dropped_{name}") for name in codec.DROPPABLE_PROPERTIES}
+        self._dropped = {
+            name: Metrics.counter("wirecopy", f"decode_dropped_{name}") for name in codec.DROPPABLE_PROPERTIES
+        }
         self._warned = False
 
     def process(self, record: SourceRecord) -> Iterable[Outcome]:
@@ -73,8 +75,14 @@ class _DecodeFn(beam.DoFn):
             self._dropped[name].inc()
         if dropped and not self._warned:  # one line per worker: the counters have the rest
             self._warned = True
-            _LOG.warning("article %s at %s/%d/%d: unreadable %s left out, the article goes on (counters decode_dropped_*)",
-                         article.article_id, record.topic, record.partition, record.offset, ", ".join(dropped))
+            _LOG.warning(
+                "article %s at %s/%d/%d: unreadable %s left out, the article goes on (counters decode_dropped_*)",
+                article.article_id,
+                record.topic,
+                record.partition,
+                record.offset,
+                ", ".join(dropped),
+            )
         yield article
 
 
@@ -96,8 +104,10 @@ def encode_article(article: Article, processed_at: str, max_bytes: int | None = 
     key = article.article_id.encode()
     value = codec.encode(codec.enriched_article(article, processed_at), codec.ENRICHED_ARTICLE)
     if max_bytes is not None and len(key) + len(value) > max_bytes:
-        raise Rejected(DeadLetterReason.PAYLOAD_TOO_LARGE,
-                       f"the enriched article is {len(key) + len(value):,} bytes; the output accepts {max_bytes:,}")
+        raise Rejected(
+            DeadLetterReason.PAYLOAD_TOO_LARGE,
+            f"the enriched article is {len(key) + len(value):,} bytes; the output accepts {max_bytes:,}",
+        )
     return OutputEvent(EventKind.ARTICLE, key, value)
 
 
@@ -107,7 +117,9 @@ def encode_cluster_event(event: ClusterEvent, occurred_at: str) -> OutputEvent:
 
 
 def encode_story(story: Story, updated_at: str) -> OutputEvent:
-    return OutputEvent(EventKind.STORY, story.story_id.encode(), codec.encode(codec.story(story, updated_at), codec.STORY))
+    return OutputEvent(
+        EventKind.STORY, story.story_id.encode(), codec.encode(codec.story(story, updated_at), codec.STORY)
+    )
 
 
 def encode_dead_letter(letter: DeadLetter, failed_at: str, max_bytes: int | None = None) -> OutputEvent:
@@ -132,7 +144,7 @@ class OutcomeTally:
         if isinstance(outcome, Story):
             self.stories += 1
         elif isinstance(outcome, Article):
-            self.languages[outcome.fields["language"]["code"]] += 1
+            self.languages[outcome.language_tag["code"]] += 1
         elif isinstance(outcome, ClusterEvent):
             self.cluster_events[outcome.type] += 1
         else:
@@ -142,9 +154,11 @@ class OutcomeTally:
         def listed(counts: collections.Counter) -> str:
             return ", ".join(f"{name} {count:,}" for name, count in counts.most_common())
 
-        return (f"enriched {self.languages.total():,} ({listed(self.languages) or 'none'}); "
-                f"dead letters {self.dead_letters.total():,} ({listed(self.dead_letters) or 'none'}); "
-                f"cluster events {listed(self.cluster_events) or 'none'}; story updates {self.stories:,}")
+        return (
+            f"enriched {self.languages.total():,} ({listed(self.languages) or 'none'}); "
+            f"dead letters {self.dead_letters.total():,} ({listed(self.dead_letters) or 'none'}); "
+            f"cluster events {listed(self.cluster_events) or 'none'}; story updates {self.stories:,}"
+        )
 
 
 class _EncodeFn(beam.DoFn):
@@ -159,8 +173,9 @@ class _EncodeFn(beam.DoFn):
     def process(self, outcome: Outcome) -> Iterable[OutputEvent]:
         now = codec.now_timestamp()
         if isinstance(outcome, Article):
-            encoded = run_stage(ENCODE_STAGE, outcome,
-                                lambda article: [encode_article(article, now, self._max_event_bytes)])
+            encoded = run_stage(
+                ENCODE_STAGE, outcome, lambda article: [encode_article(article, now, self._max_event_bytes)]
+            )
             if isinstance(encoded[0], OutputEvent):
                 self._enriched.inc()
                 self._tally.add(outcome)
@@ -173,9 +188,11 @@ class _EncodeFn(beam.DoFn):
             yield encode_story(outcome, now)
         elif isinstance(outcome, ClusterEvent):
             yield encode_cluster_event(outcome, now)
-        else:
+        elif isinstance(outcome, DeadLetter):
             Metrics.counter("wirecopy", f"dead_letter_{outcome.reason.value}").inc()
             yield encode_dead_letter(outcome, now, self._max_event_bytes)
+        else:  # an article is encoded above: anything else is a stage's bug, which fails the bundle loudly
+            raise TypeError(f"no output event for a {type(outcome).__name__}")
 
     def finish_bundle(self):
         # Bundles end at least every second while records flow (the Kafka
@@ -188,8 +205,10 @@ class _EncodeFn(beam.DoFn):
 def check_max_event_bytes(max_event_bytes: int | None) -> None:
     """Raises ValueError for an output limit too small for a dead letter."""
     if max_event_bytes is not None and max_event_bytes < _SMALLEST_EVENT_LIMIT:
-        raise ValueError(f"the output must take events of at least {_SMALLEST_EVENT_LIMIT:,} bytes (a dead letter "
-                         f"needs room), not {max_event_bytes:,}: for Kafka, raise the producer's max_request_size")
+        raise ValueError(
+            f"the output must take events of at least {_SMALLEST_EVENT_LIMIT:,} bytes (a dead letter "
+            f"needs room), not {max_event_bytes:,}: for Kafka, raise the producer's max_request_size"
+        )
 
 
 class EncodeEvents(beam.PTransform):

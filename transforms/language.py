@@ -23,7 +23,7 @@ from wirecopy.transforms.language_detector import (
     normalise_code,
     representative_sample,
 )
-from wirecopy.transforms.stage import ArticleFn
+from wirecopy.transforms.stage import Step
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -39,12 +39,12 @@ __all__ = [
 STAGE = "DetectLanguage"
 
 
-class _DetectLanguageFn(ArticleFn):
-    stage = STAGE
+class _DetectLanguageFn(Step[Article]):
+    stage, handles = STAGE, (Article,)
+    _detector: LanguageDetector  # built in setup(), on the worker
 
     def __init__(self, threshold: float):
         self._threshold = threshold
-        self._detector: LanguageDetector | None = None
         self._hint_disagreements = Metrics.counter("wirecopy", "language_hint_disagreement")
         self._counters: dict[str, Any] = {}
 
@@ -56,17 +56,17 @@ class _DetectLanguageFn(ArticleFn):
             self._counters[code] = Metrics.counter("wirecopy", f"language_{code}")
         self._counters[code].inc()
 
-    def transform(self, article: Article) -> Iterator[Article]:
+    def handle(self, key: Any, article: Article) -> Iterator[Article]:
         result = self._detector.detect(
-            article.fields.get("text"),
-            title=article.fields.get("title"),
+            article.normalised.text,
+            title=article.normalised.title,
             hint=article.raw.get("language"),
             threshold=self._threshold,
         )
         self._count(result.code)
         if result.hint_disagrees:
             self._hint_disagreements.inc()
-        yield article.with_fields(language=result.to_event())
+        yield article.with_language(result.to_event())
 
 
 class DetectLanguage(beam.PTransform):

@@ -61,6 +61,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from wirecopy.schemas.records import LanguageTag
 from wirecopy.transforms import language_calibration
 
 DETECTOR_VERSION = "3"
@@ -218,7 +219,7 @@ class LanguageResult:
         hinted = normalise_code(self.hint)
         return hinted is not None and self.code != UNDETERMINED and hinted != self.code
 
-    def to_event(self) -> dict[str, Any]:
+    def to_event(self) -> LanguageTag:
         """The `language` object of `enriched_article.v1.json`."""
         return {
             "code": self.code,
@@ -403,7 +404,11 @@ class NgramTables:
         bigrams = ((chars[end - 1] << _CODE_BITS) | chars[end])[valid[end]]
         end = np.arange(2, len(chars))
         trigram_ends = end[valid[end] & (chars[end - 1] != _SPACE)]
-        trigrams = (chars[trigram_ends - 2] << (2 * _CODE_BITS)) | (chars[trigram_ends - 1] << _CODE_BITS) | chars[trigram_ends]
+        trigrams = (
+            (chars[trigram_ends - 2] << (2 * _CODE_BITS))
+            | (chars[trigram_ends - 1] << _CODE_BITS)
+            | chars[trigram_ends]
+        )
         word_start = np.zeros(len(chars), dtype=bool)
         word_start[1:] = (chars[:-1] == _SPACE) & (chars[1:] != _SPACE)
         word = np.cumsum(word_start)
@@ -419,8 +424,16 @@ class NgramTables:
         rows[rows == len(self.keys)] = 0
         hit = self.keys[rows] == plain
         return TextEvidence(
-            script, letters, groups[script], competing, kana_share, candidates,
-            rows[hit], counts[hit], ordinary[hit], int(ordinary_trigram.sum()),
+            script,
+            letters,
+            groups[script],
+            competing,
+            kana_share,
+            candidates,
+            rows[hit],
+            counts[hit],
+            ordinary[hit],
+            int(ordinary_trigram.sum()),
         )
 
 
@@ -432,8 +445,9 @@ def _word_key(word: str) -> int:
 def _word_keys(words: list[str]) -> np.ndarray:
     """`_word_key` of each word, as int64: the digests joined and read as one array (a fifth of the time)."""
     blake2b = hashlib.blake2b
-    return np.frombuffer(b"".join([blake2b(word.encode("utf-8"), digest_size=8).digest() for word in words]),
-                         dtype="<i8").astype(np.int64)
+    return np.frombuffer(
+        b"".join([blake2b(word.encode("utf-8"), digest_size=8).digest() for word in words]), dtype="<i8"
+    ).astype(np.int64)
 
 
 def _most_frequent_words(path: str, count: int) -> Iterator[tuple[int, list[str]]]:
@@ -499,12 +513,12 @@ class WordFrequencies:
             if least_frequent is not None:
                 self.unlisted[column] = least_frequent - UNLISTED_WORD_DROP
         keys = _word_keys(words)
-        columns = np.concatenate(columns) if columns else np.zeros(0, dtype=np.int16)
-        log_freq = np.concatenate(log_freq) if log_freq else np.zeros(0)
-        order = np.lexsort((columns, keys))
+        all_columns = np.concatenate(columns) if columns else np.zeros(0, dtype=np.int16)
+        all_log_freq = np.concatenate(log_freq) if log_freq else np.zeros(0)
+        order = np.lexsort((all_columns, keys))
         self.keys = keys[order]
-        self.columns = columns[order]
-        self.log_freq = log_freq.astype(np.float32)[order]
+        self.columns = all_columns[order]
+        self.log_freq = all_log_freq.astype(np.float32)[order]
         self.listed = ~np.isnan(self.unlisted)
 
     def scores(self, words: list[str], candidates: np.ndarray) -> np.ndarray:
@@ -572,13 +586,17 @@ class LanguageDetector:
         # Codes the profiles cover; the scripts in SCRIPT_LANGUAGE add a few more.
         self.profile_codes = frozenset(self._codes)
 
-        weight = np.array([calibration.SEEN_WEIGHT.get(language, calibration.SHARED_SEEN_WEIGHT)
-                           for language in tables.languages])
-        offset = np.array([calibration.UNSEEN_OFFSET.get(language, calibration.SHARED_UNSEEN_OFFSET)
-                           for language in tables.languages])
+        weight = np.array(
+            [calibration.SEEN_WEIGHT.get(language, calibration.SHARED_SEEN_WEIGHT) for language in tables.languages]
+        )
+        offset = np.array(
+            [calibration.UNSEEN_OFFSET.get(language, calibration.SHARED_UNSEEN_OFFSET) for language in tables.languages]
+        )
         unseen = tables.log_floor[:, GRAM_CLASS_ORDER - 1] + offset
         gram_class = tables.gram_class.astype(np.intp)
-        scores = np.where(tables.seen, tables.log_prob * weight[:, gram_class].T, unseen[:, gram_class].T).astype(np.float32)
+        scores = np.where(tables.seen, tables.log_prob * weight[:, gram_class].T, unseen[:, gram_class].T).astype(
+            np.float32
+        )
         # One contiguous matrix per script, of just the profiles that compete in it.
         self._script_scores = {
             script: np.ascontiguousarray(scores[:, [i for i, s in enumerate(tables.profile_script) if s == script]])
@@ -587,7 +605,10 @@ class LanguageDetector:
         self._bias = np.array([calibration.BIAS.get(language, 0.0) for language in tables.languages])
         self._seen = tables.seen
         self._expected_miss = np.array(
-            [calibration.TRIGRAM_MISS_RATE.get(language, calibration.SHARED_TRIGRAM_MISS_RATE) for language in tables.languages]
+            [
+                calibration.TRIGRAM_MISS_RATE.get(language, calibration.SHARED_TRIGRAM_MISS_RATE)
+                for language in tables.languages
+            ]
         )
         self._dispersion = calibration.TRIGRAM_MISS_DISPERSION
 

@@ -4,9 +4,14 @@ On the local runner (FnApiRunner) a Flatten of several PCollections runs in
 the runner, outside the fused stages: after an unbounded Kafka read it stalls
 until the read ends, while the reader keeps committing offsets. So nothing in
 the streaming path merges streams: every stage takes and returns ONE
-PCollection of outcomes (`Article`, `DeadLetter`, `ClusterEvent`), works on
-the Articles and passes everything else through untouched, and the sink at the
-end writes each outcome to its topic.
+PCollection of outcomes (`Article`, `DeadLetter`, `ClusterEvent`, `Story`,
+and between a stage's steps its own messages), and the sink at the end writes
+each outcome to its topic.
+
+The routing is written once, in `Step`: a step declares the message types it
+handles and how what leaves it is keyed, handles only those, and everything
+else passes through untouched. A stateful step (`StatefulStep`) is one pure
+function `(state, message) -> (state, outputs)` per key.
 
 A stage's pure functions raise `Rejected` for input they cannot use;
 `run_stage` turns that, and any unexpected exception (a bug), into a
@@ -18,47 +23,165 @@ from __future__ import annotations
 
 import collections
 import traceback
-from typing import Any, Callable, Generic, Hashable, Iterable, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Generic,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Protocol,
+    TypeVar,
+    Union,
+    cast,
+)
 
 import apache_beam as beam
 import objsize
 from apache_beam.runners.worker import statecache
 
-from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected
+from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord, Story
 
-Outcome = Union[Article, DeadLetter, ClusterEvent]
+Outcome = Union[Article, DeadLetter, ClusterEvent, Story]
 Value = TypeVar("Value")
+State = TypeVar("State")
+Handled = TypeVar("Handled")
 
 
-def run_stage(stage: str, article: Article, work: Callable[[Article], Iterable[Outcome]]) -> list[Outcome]:
-    """The outcomes of one stage's work on one article; failures become dead letters.
+def run_stage(stage: str, message: Any, work: Callable[[Any], Iterable[Any]]) -> list[Any]:
+    """The outputs of one stage's work on one message; failures become dead letters of the message's record.
 
-    The outcomes are collected before any is emitted, so a failure halfway
-    never emits part of an article's results. A stateful stage must update its
-    state only after the last step that can raise.
+    Every message a stage handles carries the `source` record it came from
+    (and its `article_id`, when known). The outputs are collected before any
+    is emitted, so a failure halfway never emits part of a message's results.
+    A failure on a message without a record (nothing to dead-letter) fails
+    the bundle, which the runner retries.
     """
     try:
-        return list(work(article))
-    except Rejected as rejection:
-        return [DeadLetter(rejection.reason, rejection.detail, stage, article.source, article.article_id)]
+        return list(work(message))
     except Exception as error:  # a stage's bug costs one record a dead letter, never the pipeline
+        source = getattr(message, "source", None)
+        if not isinstance(source, SourceRecord):
+            raise
+        article_id = getattr(message, "article_id", None)
+        if isinstance(error, Rejected):
+            return [DeadLetter(error.reason, error.detail, stage, source, article_id)]
         trace = "".join(traceback.format_exception(error)[-3:])
-        return [DeadLetter(DeadLetterReason.STAGE_ERROR, f"{error!r}\n{trace}", stage, article.source, article.article_id)]
+        return [DeadLetter(DeadLetterReason.STAGE_ERROR, f"{error!r}\n{trace}", stage, source, article_id)]
 
 
-class ArticleFn(beam.DoFn):
-    """A stateless stage: subclasses name their `stage` and implement `transform`."""
+class Step(beam.DoFn, Generic[Handled]):
+    """One step of a stage over the single stream: the routing, written once.
 
-    stage: str
+    A step declares the message types it `handles`, whether its input arrives
+    keyed (`(key, message)` pairs, as a stateful step needs) and how what
+    leaves it is keyed for the next step (`key_output`, None: unkeyed), and
+    implements `handle(key, message)` for them. Everything else passes through
+    untouched (re-keyed by `key_output`); a failure of `handle` becomes a dead
+    letter named after `stage` (see `run_stage`). A stateful step declares its
+    state in `process` (Beam reads state specs from its signature) and
+    passes it on: see `StatefulStep`.
 
-    def transform(self, article: Article) -> Iterable[Outcome]:
+    Example::
+
+        class _TagFn(Step[Article]):
+            stage, handles = "Tag", (Article,)
+
+            def handle(self, key: None, article: Article) -> list[Article]:
+                return [article.with_language(...)]
+    """
+
+    stage: ClassVar[str]
+    handles: ClassVar[tuple[type, ...]]
+    keyed_input: ClassVar[bool] = False
+
+    def key_output(self, message: Any) -> Hashable | None:
+        """The key a message leaves this step under; None: steps after it take messages unkeyed."""
+        return None
+
+    def handle(self, key: Any, message: Handled) -> Iterable[Any]:
         raise NotImplementedError
 
-    def process(self, element: Outcome) -> Iterable[Outcome]:
-        if isinstance(element, Article):
-            yield from run_stage(self.stage, element, self.transform)
+    def handle_in(self, state: Any, key: Any, message: Handled) -> Iterable[Any]:
+        """`handle`, given the step's Beam state (see `StatefulStep`)."""
+        return self.handle(key, message)
+
+    def process(self, element: Any) -> Iterator[Any]:
+        return self.route(element)
+
+    def route(self, element: Any, state: Any = None) -> Iterator[Any]:
+        key, message = element if self.keyed_input else (None, element)
+        if isinstance(message, self.handles):
+            outputs = run_stage(self.stage, message, lambda handled: self.handle_in(state, key, handled))
         else:
-            yield element
+            outputs = [message]
+        for output in outputs:
+            output_key = self.key_output(output)
+            yield output if output_key is None else (output_key, output)
+
+
+class StatefulStep(Step[Handled], Generic[Handled, State]):
+    """A keyed step whose work is one pure function of its key's state: `step(state, message) -> (state, outputs)`.
+
+    The state is read before `step` and written only after it returned, so a
+    message that fails (a dead letter) leaves its key's state as it was.
+    The value is stored as it is, or, when the step sets `encoded`, as the
+    versioned bytes of its `EncodedState`. Every
+    worker's `setup()` turns off the state cache's module scan (see
+    `weigh_state_without_scanning_modules`).
+    """
+
+    keyed_input = True
+    encoded: EncodedState[State] | None = None
+
+    def setup(self):
+        weigh_state_without_scanning_modules()
+
+    def step(self, state: State | None, message: Handled) -> tuple[State, Iterable[Any]]:
+        raise NotImplementedError
+
+    def handle_in(self, state: Any, key: Any, message: Handled) -> Iterable[Any]:
+        value, outputs = self.step(state.read() if self.encoded is None else self.encoded.read(state, key), message)
+        outputs = list(outputs)
+        if self.encoded is None:
+            state.write(value)
+        else:
+            self.encoded.write(state, key, value)
+        return outputs
+
+
+class Dated(Protocol):
+    @property
+    def since_ms(self) -> int: ...  # the state's clock when the entry last changed
+
+
+Key = TypeVar("Key", bound=Hashable)
+Entry = TypeVar("Entry", bound=Dated)
+
+
+def opened(entries: Mapping[Key, Entry] | None, newest_ms: int | None, event_ms: int) -> tuple[dict[Key, Entry], int]:
+    """A keyed state's entries (none before its first message), copied to change, and its clock moved on to
+    `event_ms`: the stages' state values are immutable."""
+    return dict(entries or {}), max(newest_ms or 0, event_ms)
+
+
+def within_horizon(
+    entries: Mapping[Key, Entry], newest_ms: int, horizon_ms: int, keep: Callable[[Entry], bool] | None = None
+) -> dict[Key, Entry]:
+    """A keyed state's entries that changed (`since_ms`) within `horizon_ms` of its clock, and those `keep` keeps.
+
+    Stateful stages prune on access, by their state's own clock (`newest_ms`,
+    the newest event time it has seen), so state stays bounded on any runner
+    without timers.
+    """
+    oldest_ms = newest_ms - horizon_ms
+    return {
+        key: entry
+        for key, entry in entries.items()
+        if entry.since_ms >= oldest_ms or (keep is not None and keep(entry))
+    }
 
 
 def weigh_state_without_scanning_modules() -> None:
@@ -74,13 +197,6 @@ def weigh_state_without_scanning_modules() -> None:
     idempotent: stateful stages call it in `setup()`, which runs on every worker.
     """
     objsize.default_settings.update(exclude_modules_globals=False)
-
-
-class StatefulStageFn(beam.DoFn):
-    """Base of the stages' stateful DoFns; see `weigh_state_without_scanning_modules`."""
-
-    def setup(self):
-        weigh_state_without_scanning_modules()
 
 
 class StoredValue(statecache.CacheAware):
@@ -100,7 +216,7 @@ class StoredValue(statecache.CacheAware):
 
     def data(self) -> bytes:
         if self._data is None:
-            self._data = self._encode(self._value)
+            self._data = cast(Callable[[Any], bytes], self._encode)(self._value)  # given with every value
             self._value = self._encode = None
         return self._data
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import apache_beam as beam
 import orjson
@@ -35,8 +35,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from wirecopy.schemas import codec
-from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, Story
-from wirecopy.transforms.stage import Outcome, StatefulStageFn, run_stage
+from wirecopy.schemas.records import Article, ClusterEvent, SourceRecord, Story
+from wirecopy.transforms.stage import Outcome, StatefulStep, Step, opened, within_horizon
 from wirecopy.transforms.syndication import event_ms, sort_key
 
 STAGE = "Stories"
@@ -55,6 +55,11 @@ class Join:
     story_id: str
     member: dict[str, Any]
     event_ms: int
+    source: SourceRecord  # the article's record, for a dead letter should its story's update fail
+
+    @property
+    def article_id(self) -> str:
+        return self.member["article_id"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,14 +108,14 @@ def _canonical_order(member: Mapping[str, Any]) -> tuple[str, str]:
 
 def member_of(article: Article) -> dict[str, Any]:
     """An article's entry in its story's member list."""
-    fields, cluster = article.fields, article.fields["cluster"]
-    member = {
+    content, cluster = article.normalised, article.assigned_cluster
+    member: dict[str, Any] = {
         "article_id": article.article_id,
-        "source": fields.get("source"),
-        "url": fields.get("url"),
-        "title": fields.get("title"),
-        "language": fields["language"]["code"],
-        "published_at": fields.get("published_at"),
+        "source": content.source,
+        "url": content.url,
+        "title": content.title,
+        "language": article.language_tag["code"],
+        "published_at": content.published_at,
         "match": cluster["match"],
         "similarity": cluster["similarity"],
         "joined_at": codec.utc_timestamp(dt.datetime.fromtimestamp(_event_ms(article) / 1000, dt.timezone.utc)),
@@ -127,11 +132,19 @@ def _event_ms(article: Article) -> int:
 
 def updates_of(outcome: Outcome) -> list[Join | Absorb]:
     """What an outcome of the syndication stage changes in the story view."""
-    if isinstance(outcome, Article) and "cluster" in outcome.fields:
-        return [Join(outcome.fields["cluster"]["id"], member_of(outcome), _event_ms(outcome))]
-    if isinstance(outcome, ClusterEvent) and outcome.type == "merged" and outcome.merged_from != outcome.merged_into:
-        return [Absorb(outcome.merged_from, outcome.merged_into, True, 0),
-                Absorb(outcome.merged_into, outcome.merged_from, False, 0)]
+    if isinstance(outcome, Article) and outcome.cluster is not None:
+        return [Join(outcome.cluster["id"], member_of(outcome), _event_ms(outcome), outcome.source)]
+    if (
+        isinstance(outcome, ClusterEvent)
+        and outcome.type == "merged"
+        and outcome.merged_from
+        and outcome.merged_into
+        and outcome.merged_from != outcome.merged_into
+    ):
+        return [
+            Absorb(outcome.merged_from, outcome.merged_into, True, 0),
+            Absorb(outcome.merged_into, outcome.merged_from, False, 0),
+        ]
     return []
 
 
@@ -141,11 +154,11 @@ class StoryShard:
     newest_ms: int
 
 
-def story_step(shard: StoryShard | None, update: Join | Absorb,
-               horizon_ms: int = DEFAULT_HORIZON_MS) -> tuple[StoryShard, list[Story]]:
+def story_step(
+    shard: StoryShard | None, update: Join | Absorb, horizon_ms: int = DEFAULT_HORIZON_MS
+) -> tuple[StoryShard, list[Story]]:
     """The shard after `update`, and the story record it changed (none if nothing changed)."""
-    stories = dict(shard.stories) if shard else {}
-    newest_ms = max(shard.newest_ms if shard else 0, update.event_ms)
+    stories, newest_ms = opened(shard.stories if shard else None, shard.newest_ms if shard else None, update.event_ms)
     known = stories.get(update.story_id)
     if isinstance(update, Join):
         if known is None:
@@ -173,8 +186,7 @@ def story_step(shard: StoryShard | None, update: Join | Absorb,
 
 
 def _pruned(stories: dict[str, StoryState], newest_ms: int, horizon_ms: int) -> StoryShard:
-    oldest = newest_ms - horizon_ms
-    return StoryShard({k: v for k, v in stories.items() if v.since_ms >= oldest}, newest_ms)
+    return StoryShard(within_horizon(stories, newest_ms, horizon_ms), newest_ms)
 
 
 def story_shard(story_id: str) -> int:
@@ -186,8 +198,13 @@ class StoryShardCoder(beam.coders.Coder):
     unlike pickled classes, which break when a class is renamed, moved or gains a field."""
 
     def encode(self, shard: StoryShard) -> bytes:
-        return orjson.dumps({"version": STATE_VERSION, "newest_ms": shard.newest_ms,
-                             "stories": {k: dataclasses.asdict(v) for k, v in shard.stories.items()}})
+        return orjson.dumps(
+            {
+                "version": STATE_VERSION,
+                "newest_ms": shard.newest_ms,
+                "stories": {k: dataclasses.asdict(v) for k, v in shard.stories.items()},
+            }
+        )
 
     def decode(self, data: bytes) -> StoryShard:
         state = orjson.loads(data)
@@ -199,36 +216,40 @@ class StoryShardCoder(beam.coders.Coder):
         return False
 
 
-class _KeyFn(beam.DoFn):
-    """Every outcome keyed: story updates to their story's shard, the rest to where it passes through."""
-
-    def process(self, outcome: Outcome) -> Iterator[tuple[int, Any]]:
-        for update in updates_of(outcome):
-            yield story_shard(update.story_id), update
-        article_id = getattr(outcome, "article_id", None) or ""
-        yield story_shard(article_id), outcome
+def _story_key(message: Any) -> int:
+    """A story update goes to its story's shard; everything else passes through its article's."""
+    if isinstance(message, (Join, Absorb)):
+        return story_shard(message.story_id)
+    return story_shard(getattr(message, "article_id", None) or "")
 
 
-class _StoriesFn(StatefulStageFn):
+class _KeyFn(Step[Article | ClusterEvent]):
+    """Articles and cluster events, each followed by the story updates they make."""
+
+    stage, handles = STAGE, (Article, ClusterEvent)
+
+    def key_output(self, message: Any) -> int:
+        return _story_key(message)
+
+    def handle(self, key: Any, outcome: Article | ClusterEvent) -> list[Any]:
+        return [*updates_of(outcome), outcome]
+
+
+class _StoriesFn(StatefulStep[Join | Absorb, StoryShard]):
+    stage, handles = STAGE, (Join, Absorb)
     SHARD = ReadModifyWriteStateSpec("stories", StoryShardCoder())
 
     def __init__(self, horizon_ms: int):
         self._horizon_ms = horizon_ms
         self._updated = Metrics.counter("wirecopy", "stories_updated")
 
-    def process(self, keyed: tuple[int, Any], shard_state=beam.DoFn.StateParam(SHARD)) -> Iterable[Outcome]:
-        _, message = keyed
-        if not isinstance(message, (Join, Absorb)):
-            yield message
-            return
-        [result] = run_stage(STAGE, message, lambda update: [story_step(shard_state.read(), update, self._horizon_ms)])
-        if isinstance(result, DeadLetter):  # a bug in this stage; the article itself was emitted already
-            yield result
-            return
-        shard, stories = result
-        shard_state.write(shard)
+    def process(self, keyed: tuple[int, Any], shard_state=beam.DoFn.StateParam(SHARD)) -> Iterator[Outcome]:
+        return self.route(keyed, shard_state)
+
+    def step(self, shard: StoryShard | None, update: Join | Absorb) -> tuple[StoryShard, list[Story]]:
+        shard, stories = story_step(shard, update, self._horizon_ms)
         self._updated.inc(len(stories))
-        yield from stories
+        return shard, stories
 
 
 class TrackStories(beam.PTransform):
@@ -244,9 +265,11 @@ class TrackStories(beam.PTransform):
         self._horizon_ms = int(horizon.total_seconds() * 1000)
 
     def expand(self, outcomes):
-        return (outcomes
-                | "KeyByStory" >> beam.ParDo(_KeyFn()).with_output_types(tuple[int, Any])
-                | "UpdateStories" >> beam.ParDo(_StoriesFn(self._horizon_ms)))
+        return (
+            outcomes
+            | "KeyByStory" >> beam.ParDo(_KeyFn()).with_output_types(tuple[int, Any])
+            | "UpdateStories" >> beam.ParDo(_StoriesFn(self._horizon_ms))
+        )
 
 
 # --- for consumers ------------------------------------------------------------
@@ -297,8 +320,11 @@ class StoryTable:
     def story_of(self) -> dict[str, str]:
         """Each listed member's current story id."""
         groups = self._groups()
-        return {member["article_id"]: groups[story_id]
-                for story_id, record in self.records.items() for member in record["members"]}
+        return {
+            member["article_id"]: groups[story_id]
+            for story_id, record in self.records.items()
+            for member in record["members"]
+        }
 
     def stories(self) -> dict[str, list[dict[str, Any]]]:
         """Current story id → its members (of every story absorbed into it as well)."""

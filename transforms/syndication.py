@@ -120,15 +120,23 @@ import dataclasses
 import datetime as dt
 import hashlib
 import pickle
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, SourceRecord
+from wirecopy.schemas.records import Article, Cluster, ClusterEvent, OfArticle, SourceRecord
 from wirecopy.transforms import syndication_sketch as sketching
-from wirecopy.transforms.stage import EncodedState, Outcome, StatefulStageFn, StoredValueCoder, run_stage
+from wirecopy.transforms.stage import (
+    EncodedState,
+    Outcome,
+    StatefulStep,
+    Step,
+    StoredValueCoder,
+    opened,
+    within_horizon,
+)
 
 SKETCH_STAGE = "SyndicationSketch"
 INDEX_STAGE = "SyndicationIndex"
@@ -213,7 +221,7 @@ def _epoch_ms(timestamp: str) -> int:
 
 def sort_key(article: Article) -> SortKey:
     arrival_ms = article.source.timestamp_ms or 0
-    published_at = article.fields.get("published_at")
+    published_at = article.normalised.published_at
     published_ms = _epoch_ms(published_at) if published_at else arrival_ms
     return SortKey(published_ms, arrival_ms, article.source.offset, article.article_id)
 
@@ -272,10 +280,15 @@ def verify(a: sketching.Signature, b: sketching.Signature, same_publisher: bool 
         return Verdict(round(found.raw_share_a, 4), "contained", found.share_a, matched, found.share_b)
     if found.share_b > found.share_a and _contained(found.share_b, found.share_a):
         return Verdict(round(found.raw_share_b, 4), "contains", found.share_a, matched, found.share_b)
-    if (found.chain >= MIN_REWRITE_CHAIN and min(found.share_a, found.share_b) >= REWRITE_SHARE
-            and min(found.spread_a, found.spread_b) >= REWRITE_SPREAD and found.density <= REWRITE_MAX_DENSITY):
-        return Verdict(round((found.raw_share_a * found.raw_share_b) ** 0.5, 4), "rewritten", found.share_a, matched,
-                       found.share_b)
+    if (
+        found.chain >= MIN_REWRITE_CHAIN
+        and min(found.share_a, found.share_b) >= REWRITE_SHARE
+        and min(found.spread_a, found.spread_b) >= REWRITE_SPREAD
+        and found.density <= REWRITE_MAX_DENSITY
+    ):
+        return Verdict(
+            round((found.raw_share_a * found.raw_share_b) ** 0.5, 4), "rewritten", found.share_a, matched, found.share_b
+        )
     if found.share_a >= CONTAINER_PART:
         return Verdict(round(found.raw_share_a, 4), "partial", found.share_a, matched, found.share_b)
     return None
@@ -289,7 +302,7 @@ def _contained(share: float, share_of_other: float) -> bool:
 
 def publisher_id(article: Article) -> int | None:
     """A compact id of the article's publisher (`source`), None when unknown."""
-    publisher = " ".join((article.fields.get("source") or "").casefold().split())
+    publisher = " ".join((article.normalised.source or "").casefold().split())
     if not publisher:
         return None
     return int.from_bytes(hashlib.blake2b(publisher.encode("utf-8"), digest_size=8).digest(), "little")
@@ -299,7 +312,7 @@ def publisher_id(article: Article) -> int | None:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Pending:
+class Pending(OfArticle):
     """An article waiting in its home shard for the replies of `buckets`.
 
     `signature` and `spans` (None for an article without words) weigh what
@@ -312,14 +325,6 @@ class Pending:
     buckets: frozenset[int]
     signature: sketching.Signature | None = None
     spans: tuple[tuple[int, int], ...] = ()
-
-    @property
-    def source(self) -> SourceRecord:
-        return self.article.source
-
-    @property
-    def article_id(self) -> str:
-        return self.article.article_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -334,6 +339,7 @@ class IndexQuery:
     root: Root
     content_only: bool  # the only key here is the article's exact-content hash
     publisher: int | None
+    bucket: int  # the index bucket it goes to
 
 
 class Label(NamedTuple):
@@ -392,15 +398,19 @@ class Bucket(NamedTuple):
     newest_ms: int
 
 
-def index_step(bucket: Bucket | None, query: IndexQuery, bucket_id: int,
-               horizon_ms: int = DEFAULT_HORIZON_MS) -> tuple[Bucket, IndexReply]:
+def index_step(
+    bucket: Bucket | None, query: IndexQuery, bucket_id: int, horizon_ms: int = DEFAULT_HORIZON_MS
+) -> tuple[Bucket, IndexReply]:
     """The bucket after `query`, and its reply to the article's home shard."""
     query_ms = event_ms(query.sort_key)
     newest_ms = max(bucket.newest_ms, query_ms) if bucket else query_ms
     oldest_ms = newest_ms - horizon_ms
     live = [e for e in (bucket.entries if bucket else ()) if e.event_ms >= oldest_ms]
-    conflicts = {key: kept for key, times in (bucket.conflicts if bucket else {}).items()
-                 if (kept := tuple(t for t in times if t >= oldest_ms))}
+    conflicts = {
+        key: kept
+        for key, times in (bucket.conflicts if bucket else {}).items()
+        if (kept := tuple(t for t in times if t >= oldest_ms))
+    }
     position = next((i for i, e in enumerate(live) if e.article_id == query.article_id), None)
     earlier = live if position is None else live[:position]
     open_keys = {key for key in query.keys if len(conflicts.get(key, ())) < COMMON_CONFLICTS}
@@ -422,8 +432,17 @@ def index_step(bucket: Bucket | None, query: IndexQuery, bucket_id: int,
         label = Label(min(same_text), True)
     else:
         label = Label(query.root, False)
-    live.append(Entry(query.keys, query.article_id, query.sort_key, query_ms, label,
-                      query.signature if label else None, query.publisher))
+    live.append(
+        Entry(
+            query.keys,
+            query.article_id,
+            query.sort_key,
+            query_ms,
+            label,
+            query.signature if label else None,
+            query.publisher,
+        )
+    )
     if len(live) > MAX_BUCKET_ENTRIES:
         live.remove(min(live, key=lambda e: e.event_ms))
     return Bucket(tuple(live), conflicts, newest_ms), reply(matches, label)
@@ -445,13 +464,17 @@ def _verify_against(entries: Iterable[Entry], query: IndexQuery) -> tuple[tuple[
             continue
         shared = sketching.overlap(query.signature, entry.signature)
         same_text = shared.resemblance >= NEAR_RESEMBLANCE
-        if (shared.shared < MIN_SHARED_SAMPLE or shared.shared_shingles < MIN_SHARED_SHINGLES
-                or max(shared.share_a, shared.share_b) < min(REWRITE_SHARE, CONTAINER_PART)
-                or (same_publisher and not same_text)):
+        if (
+            shared.shared < MIN_SHARED_SAMPLE
+            or shared.shared_shingles < MIN_SHARED_SHINGLES
+            or max(shared.share_a, shared.share_b) < min(REWRITE_SHARE, CONTAINER_PART)
+            or (same_publisher and not same_text)
+        ):
             failed.append(entry)
         else:
-            matches.append(Match(entry.article_id, entry.sort_key, entry.label, entry.signature, same_text,
-                                 same_publisher))
+            matches.append(
+                Match(entry.article_id, entry.sort_key, entry.label, entry.signature, same_text, same_publisher)
+            )
     return tuple(matches), failed
 
 
@@ -466,7 +489,7 @@ def _verify_against(entries: Iterable[Entry], query: IndexQuery) -> tuple[tuple[
 
 
 class Decided(NamedTuple):
-    cluster: dict[str, Any]
+    cluster: Cluster
     roots: frozenset[Root]
     since_ms: int
 
@@ -483,8 +506,9 @@ class Shard(NamedTuple):
     newest_ms: int
 
 
-def home_step(shard: Shard | None, message: Pending | IndexReply,
-              horizon_ms: int = DEFAULT_HORIZON_MS) -> tuple[Shard, list[Article | ClusterEvent]]:
+def home_step(
+    shard: Shard | None, message: Pending | IndexReply, horizon_ms: int = DEFAULT_HORIZON_MS
+) -> tuple[Shard, list[Article | ClusterEvent]]:
     """The shard after `message`, and what it emits: the decided article and its events, if complete."""
     decided = dict(shard.decided) if shard else {}
     waiting = dict(shard.waiting) if shard else {}
@@ -508,9 +532,12 @@ def home_step(shard: Shard | None, message: Pending | IndexReply,
 
 
 def _pruned(decided: dict[str, Decided], waiting: dict[str, Waiting], newest_ms: int, horizon_ms: int) -> Shard:
-    oldest = newest_ms - horizon_ms
-    return Shard({k: v for k, v in decided.items() if v.since_ms >= oldest},
-                 {k: v for k, v in waiting.items() if v.pending is None or v.since_ms >= oldest}, newest_ms)
+    # A reply whose article has not arrived yet waits for it, however old.
+    return Shard(
+        within_horizon(decided, newest_ms, horizon_ms),
+        within_horizon(waiting, newest_ms, horizon_ms, keep=lambda w: w.pending is None),
+        newest_ms,
+    )
 
 
 def _redelivered(shard: Shard, message: Pending | IndexReply) -> tuple[Shard, list[Any]]:
@@ -521,15 +548,26 @@ def _redelivered(shard: Shard, message: Pending | IndexReply) -> tuple[Shard, li
     """
     known = shard.decided[message.article_id]
     if isinstance(message, Pending):
-        return shard, [message.article.with_fields(cluster=known.cluster)]
+        return shard, [message.article.with_cluster(known.cluster)]
     new_roots = {m.label.root for m in message.matches if m.same_text} - known.roots
     cluster_id = known.cluster["id"]
     outputs: list[Any] = [
-        ClusterEvent("merged", cluster_id, message.article_id, known.cluster["canonical_id"],
-                     merged_from=root.cluster_id, merged_into=cluster_id)
-        for root in sorted(new_roots) if root.cluster_id != cluster_id]
-    outputs += [Use(root.founder_id, message.source, known.since_ms) for root in sorted(new_roots)
-                if root.cluster_id != cluster_id]
+        ClusterEvent(
+            "merged",
+            cluster_id,
+            message.article_id,
+            known.cluster["canonical_id"],
+            merged_from=root.cluster_id,
+            merged_into=cluster_id,
+        )
+        for root in sorted(new_roots)
+        if root.cluster_id != cluster_id
+    ]
+    outputs += [
+        Use(root.founder_id, message.source, known.since_ms)
+        for root in sorted(new_roots)
+        if root.cluster_id != cluster_id
+    ]
     decided = {**shard.decided, message.article_id: known._replace(roots=known.roots | new_roots)}
     return shard._replace(decided=decided), outputs
 
@@ -570,6 +608,8 @@ def candidates(signature: sketching.Signature | None, replies: list[IndexReply])
     under its confirmed label if a bucket has one, else its own root
     (provisional: the announcer later says which story that is).
     """
+    if signature is None:  # a text without words matches nothing
+        return []
     unique: dict[str, Match] = {}
     for reply in replies:
         for match in reply.matches:
@@ -577,10 +617,11 @@ def candidates(signature: sketching.Signature | None, replies: list[IndexReply])
                 unique[match.article_id] = match
     by_root: dict[Root, list[Aligned]] = {}
     for match in unique.values():
-        verdict = verify(signature, match.signature, match.same_publisher) if signature else None
+        verdict = verify(signature, match.signature, match.same_publisher)
         if verdict is not None:
-            by_root.setdefault(match.label.root, []).append(Aligned(match.article_id, match.sort_key, match.label,
-                                                                    match.signature, verdict))
+            by_root.setdefault(match.label.root, []).append(
+                Aligned(match.article_id, match.sort_key, match.label, match.signature, verdict)
+            )
     found = []
     for root, aligned in by_root.items():
         matched = 0
@@ -589,12 +630,28 @@ def candidates(signature: sketching.Signature | None, replies: list[IndexReply])
         # A partial match is never a reason to join: the story's best member is a copy when it has one.
         best = max(aligned, key=lambda a: (a.match != "partial", a.similarity, a.sort_key))
         limit = max(a.signature.limit for a in aligned)
-        found.append(Candidate(root, matched, sketching.sample_weight(signature, matched, limit),
-                               any(a.match in SAME_TEXT for a in aligned), best, limit))
+        found.append(
+            Candidate(
+                root,
+                matched,
+                sketching.sample_weight(signature, matched, limit),
+                any(a.match in SAME_TEXT for a in aligned),
+                best,
+                limit,
+            )
+        )
     # Between stories that cover as much of the article, the one whose member it covers most: an excerpt is
     # in a digest and in its own story alike, and is a larger part of its own story's text.
-    return sorted(found, key=lambda c: (not c.same_text, c.best.match == "partial", -round(c.share, 2),
-                                        -c.best.verdict.other_share, c.root))
+    return sorted(
+        found,
+        key=lambda c: (
+            not c.same_text,
+            c.best.match == "partial",
+            -round(c.share, 2),
+            -c.best.verdict.other_share,
+            c.root,
+        ),
+    )
 
 
 def choose(signature: sketching.Signature | None, found: list[Candidate]) -> Candidate | None:
@@ -619,15 +676,16 @@ def choose(signature: sketching.Signature | None, found: list[Candidate]) -> Can
         return None
     if signature is None:
         return first
-    others = [c for c in found[1:] if c.best.match != "contains" and not _copies(first.best, c.best)
-              and c.share >= CONTAINER_PART]
-    if first.share < DOMINANT_SHARE and any(
-            _part(signature, c, first) >= CONTAINER_PART for c in others):
+    others = [
+        c
+        for c in found[1:]
+        if c.best.match != "contains" and not _copies(first.best, c.best) and c.share >= CONTAINER_PART
+    ]
+    if first.share < DOMINANT_SHARE and any(_part(signature, c, first) >= CONTAINER_PART for c in others):
         return None
     for i, one in enumerate(others):
-        for other in others[i + 1:]:
-            if (_part(signature, other, one) >= CONTAINER_PART
-                    and not _copies(one.best, other.best)):
+        for other in others[i + 1 :]:
+            if _part(signature, other, one) >= CONTAINER_PART and not _copies(one.best, other.best):
                 return None
     return first
 
@@ -643,8 +701,11 @@ def _same_story(candidate: Candidate) -> bool:
     mostly a copy of it (a member of one story that is a copy of a member of the other). A passage it merely
     shares proves nothing."""
     verdict = candidate.best.verdict
-    contains = (verdict.match == "contains" and candidate.share >= MIN_MERGING_SHARE
-                and verdict.other_share >= MERGE_CONTAINMENT)
+    contains = (
+        verdict.match == "contains"
+        and candidate.share >= MIN_MERGING_SHARE
+        and verdict.other_share >= MERGE_CONTAINMENT
+    )
     rewrite = verdict.match == "rewritten" and min(verdict.share, verdict.other_share) >= MERGE_REWRITE_SHARE
     return candidate.same_text or rewrite or contains
 
@@ -666,7 +727,7 @@ def passages(matched: int, spans: tuple[tuple[int, int], ...]) -> list[list[int]
     return merged[:MAX_PASSAGES]
 
 
-def decide(pending: Pending, replies: list[IndexReply]) -> tuple[dict[str, Any], frozenset[Root], list[Any]]:
+def decide(pending: Pending, replies: list[IndexReply]) -> tuple[Cluster, frozenset[Root], list[Any]]:
     """The article's cluster field, the roots it is tied to, and its outputs.
 
     Outputs: the article, its `created`/`joined` event, a `merged` event per
@@ -689,29 +750,55 @@ def decide(pending: Pending, replies: list[IndexReply]) -> tuple[dict[str, Any],
     else:
         best = next(m for m in members if m.sort_key == canonical)
         similarity, kind = best.similarity, best.match
-    cluster = {"id": root.cluster_id, "canonical_id": canonical.article_id, "similarity": similarity, "match": kind}
-    if chosen is not None:
+    cluster: Cluster = {
+        "id": root.cluster_id,
+        "canonical_id": canonical.article_id,
+        "similarity": similarity,
+        "match": kind,
+    }
+    if chosen is not None and pending.signature is not None:  # (a text without words has no candidates)
         shared = sketching.sample_weight(pending.signature, chosen.matched, chosen.limit, prior=0.0)
-        cluster["evidence"] = {"matched_id": chosen.best.article_id, "shared": round(min(shared, 1.0), 4),
-                               "passages": passages(chosen.matched, pending.spans)}
+        cluster["evidence"] = {
+            "matched_id": chosen.best.article_id,
+            "shared": round(min(shared, 1.0), 4),
+            "passages": passages(chosen.matched, pending.spans),
+        }
     founded = root == pending.root
     # Only an article that is itself mostly its story's text can prove another story is the same one.
     proves = chosen is not None and (chosen.same_text or chosen.best.match == "contained")
     merged_roots = {c.root for c in found if proves and _same_story(c)} - {root, pending.root}
     outputs: list[Any] = [
-        pending.article.with_fields(cluster=cluster),
-        ClusterEvent("created" if founded else "joined", root.cluster_id, pending.article_id,
-                     canonical.article_id, similarity, kind),
+        pending.article.with_cluster(cluster),
+        ClusterEvent(
+            "created" if founded else "joined",
+            root.cluster_id,
+            pending.article_id,
+            canonical.article_id,
+            similarity,
+            kind,
+        ),
     ]
-    outputs += [ClusterEvent("merged", root.cluster_id, pending.article_id, canonical.article_id,
-                             merged_from=other.cluster_id, merged_into=root.cluster_id)
-                for other in sorted(merged_roots)]
+    outputs += [
+        ClusterEvent(
+            "merged",
+            root.cluster_id,
+            pending.article_id,
+            canonical.article_id,
+            merged_from=other.cluster_id,
+            merged_into=root.cluster_id,
+        )
+        for other in sorted(merged_roots)
+    ]
     if exposed and not founded:
-        outputs.append(Exposure(pending.article_id, pending.source, pending.root.cluster_id, cluster,
-                                event_ms(pending.sort_key)))
+        outputs.append(
+            Exposure(pending.article_id, pending.source, pending.root.cluster_id, cluster, event_ms(pending.sort_key))
+        )
     # A story known here by its founder's own root may since be another story: the announcer says which.
-    outputs += [Use(r.founder_id, pending.source, event_ms(pending.sort_key))
-                for r in sorted(merged_roots | {root}) if r != pending.root]
+    outputs += [
+        Use(r.founder_id, pending.source, event_ms(pending.sort_key))
+        for r in sorted(merged_roots | {root})
+        if r != pending.root
+    ]
     return cluster, frozenset(merged_roots | {root}), outputs
 
 
@@ -730,7 +817,7 @@ class Exposure:
     article_id: str
     source: SourceRecord
     own_cluster_id: str
-    cluster: dict[str, Any]
+    cluster: Cluster
     event_ms: int
 
 
@@ -753,11 +840,11 @@ class Announcements(NamedTuple):
     newest_ms: int
 
 
-def announce_step(state: Announcements | None, message: Exposure | Use,
-                  horizon_ms: int = DEFAULT_HORIZON_MS) -> tuple[Announcements, list[ClusterEvent]]:
+def announce_step(
+    state: Announcements | None, message: Exposure | Use, horizon_ms: int = DEFAULT_HORIZON_MS
+) -> tuple[Announcements, list[ClusterEvent]]:
     """The announcer's state after `message`, and the `merged` event it completes, if any."""
-    articles = dict(state.articles) if state else {}
-    newest_ms = max(state.newest_ms if state else 0, message.event_ms)
+    articles, newest_ms = opened(state and state.articles, state and state.newest_ms, message.event_ms)
     known = articles.get(message.article_id, Announcement(None, False, False, newest_ms))
     if isinstance(message, Exposure):
         known = known._replace(exposure=message, since_ms=newest_ms)
@@ -766,12 +853,19 @@ def announce_step(state: Announcements | None, message: Exposure | Use,
     events = []
     if known.exposure is not None and known.used and not known.announced:
         cluster = known.exposure.cluster
-        events.append(ClusterEvent("merged", cluster["id"], message.article_id, cluster["canonical_id"],
-                                   merged_from=known.exposure.own_cluster_id, merged_into=cluster["id"]))
+        events.append(
+            ClusterEvent(
+                "merged",
+                cluster["id"],
+                message.article_id,
+                cluster["canonical_id"],
+                merged_from=known.exposure.own_cluster_id,
+                merged_into=cluster["id"],
+            )
+        )
         known = known._replace(announced=True)
     articles[message.article_id] = known
-    oldest_ms = newest_ms - horizon_ms
-    return Announcements({k: v for k, v in articles.items() if v.since_ms >= oldest_ms}, newest_ms), events
+    return Announcements(within_horizon(articles, newest_ms, horizon_ms), newest_ms), events
 
 
 # --- state as versioned bytes ----------------------------------------------------
@@ -797,37 +891,69 @@ def _unversioned(kind: bytes, data: bytes) -> Any:
     if data[:1] != kind or len(data) < 2:
         raise StateVersionError(f"not syndication {_KIND_NAMES[kind]} state (starts {bytes(data[:2])!r})")
     if data[1] != STATE_VERSION:
-        raise StateVersionError(f"syndication {_KIND_NAMES[kind]} state version {data[1]}: this code reads "
-                                f"version {STATE_VERSION} only (state written by another wirecopy release)")
+        raise StateVersionError(
+            f"syndication {_KIND_NAMES[kind]} state version {data[1]}: this code reads "
+            f"version {STATE_VERSION} only (state written by another wirecopy release)"
+        )
     return pickle.loads(data[2:])
 
 
-def _plain_signature(signature: sketching.Signature | None) -> tuple | None:
-    return signature and (signature.seed, signature.shingle_tokens, signature.values, signature.positions,
-                          signature.limit, signature.shingles, signature.tokens, signature.content_hash)
+Plain = TypeVar("Plain")
+Converted = TypeVar("Converted")
 
 
-def _signature(plain: tuple | None) -> sketching.Signature | None:
-    return plain and sketching.Signature(*plain)
+def _maybe(convert: Callable[[Plain], Converted], value: Plain | None) -> Converted | None:
+    return None if value is None else convert(value)
 
 
-def _plain_label(label: Label | None) -> tuple | None:
-    return label and (*label.root, label.confirmed)
+def _plain_signature(signature: sketching.Signature) -> tuple:
+    return (
+        signature.seed,
+        signature.shingle_tokens,
+        signature.values,
+        signature.positions,
+        signature.limit,
+        signature.shingles,
+        signature.tokens,
+        signature.content_hash,
+    )
 
 
-def _label(plain: tuple | None) -> Label | None:
-    return plain and Label(Root(plain[0], plain[1], plain[2]), plain[3])
+def _signature(plain: tuple) -> sketching.Signature:
+    return sketching.Signature(*plain)
+
+
+def _plain_label(label: Label) -> tuple:
+    return (*label.root, label.confirmed)
+
+
+def _label(plain: tuple) -> Label:
+    return Label(Root(plain[0], plain[1], plain[2]), plain[3])
 
 
 def _plain_entry(entry: Entry) -> tuple:
-    return (tuple(entry.keys), entry.article_id, entry.sort_key[:3], entry.event_ms, _plain_label(entry.label),
-            _plain_signature(entry.signature), entry.publisher)
+    return (
+        tuple(entry.keys),
+        entry.article_id,
+        entry.sort_key[:3],
+        entry.event_ms,
+        _maybe(_plain_label, entry.label),
+        _maybe(_plain_signature, entry.signature),
+        entry.publisher,
+    )
 
 
 def _entry(plain: tuple) -> Entry:
     keys, article_id, sort_key, at_ms, label, signature, publisher = plain
-    return Entry(frozenset(keys), article_id, SortKey(*sort_key, article_id), at_ms, _label(label),
-                 _signature(signature), publisher)
+    return Entry(
+        frozenset(keys),
+        article_id,
+        SortKey._make((*sort_key, article_id)),
+        at_ms,
+        _maybe(_label, label),
+        _maybe(_signature, signature),
+        publisher,
+    )
 
 
 def encode_bucket(bucket: Bucket) -> bytes:
@@ -840,80 +966,120 @@ def decode_bucket(data: bytes) -> Bucket:
 
 
 def _plain_article(article: Article) -> tuple:
-    return tuple(article.source), article.raw, article.fields, article.fingerprint
+    # The layout of version 1, when an article's properties were one dict and it carried a fingerprint (None here).
+    return tuple(article.source), article.raw, article.event_properties(), None
 
 
 def _article(plain: tuple) -> Article:
-    source, raw, fields, fingerprint = plain
-    return Article(SourceRecord(*source), raw, fields, fingerprint)
+    source, raw, properties, _ = plain
+    return Article.from_event_properties(SourceRecord(*source), raw, properties)
 
 
-def _plain_pending(pending: Pending | None) -> tuple | None:
-    return pending and (_plain_article(pending.article), tuple(pending.sort_key), tuple(pending.root),
-                        tuple(pending.buckets), _plain_signature(pending.signature), pending.spans)
+def _plain_pending(pending: Pending) -> tuple:
+    return (
+        _plain_article(pending.article),
+        tuple(pending.sort_key),
+        tuple(pending.root),
+        tuple(pending.buckets),
+        _maybe(_plain_signature, pending.signature),
+        pending.spans,
+    )
 
 
-def _pending(plain: tuple | None) -> Pending | None:
-    if plain is None:
-        return None
+def _pending(plain: tuple) -> Pending:
     article, key, root, buckets, signature, spans = plain
-    return Pending(_article(article), SortKey(*key), Root(*root), frozenset(buckets), _signature(signature), spans)
+    return Pending(
+        _article(article), SortKey(*key), Root(*root), frozenset(buckets), _maybe(_signature, signature), spans
+    )
 
 
 def _plain_reply(reply: IndexReply) -> tuple:
-    matches = tuple((m.article_id, tuple(m.sort_key), _plain_label(m.label), _plain_signature(m.signature),
-                     m.same_text, m.same_publisher) for m in reply.matches)
-    return (reply.article_id, tuple(reply.source), reply.bucket, matches, _plain_label(reply.label),
-            reply.content_only)
+    matches = tuple(
+        (
+            m.article_id,
+            tuple(m.sort_key),
+            _plain_label(m.label),
+            _plain_signature(m.signature),
+            m.same_text,
+            m.same_publisher,
+        )
+        for m in reply.matches
+    )
+    return (
+        reply.article_id,
+        tuple(reply.source),
+        reply.bucket,
+        matches,
+        _maybe(_plain_label, reply.label),
+        reply.content_only,
+    )
 
 
 def _reply(plain: tuple) -> IndexReply:
     article_id, source, bucket, matches, label, content_only = plain
-    return IndexReply(article_id, SourceRecord(*source), bucket,
-                      tuple(Match(m_id, SortKey(*key), _label(m_label), _signature(signature), same_text,
-                                  same_publisher)
-                            for m_id, key, m_label, signature, same_text, same_publisher in matches),
-                      _label(label), content_only)
+    return IndexReply(
+        article_id,
+        SourceRecord(*source),
+        bucket,
+        tuple(
+            Match(m_id, SortKey(*key), _label(m_label), _signature(signature), same_text, same_publisher)
+            for m_id, key, m_label, signature, same_text, same_publisher in matches
+        ),
+        _maybe(_label, label),
+        content_only,
+    )
 
 
 def encode_shard(shard: Shard) -> bytes:
     decided = {k: (d.cluster, [tuple(r) for r in d.roots], d.since_ms) for k, d in shard.decided.items()}
-    waiting = {k: (_plain_pending(w.pending), [_plain_reply(r) for r in w.replies.values()], w.since_ms)
-               for k, w in shard.waiting.items()}
+    waiting = {
+        k: (_maybe(_plain_pending, w.pending), [_plain_reply(r) for r in w.replies.values()], w.since_ms)
+        for k, w in shard.waiting.items()
+    }
     return _versioned(_SHARD_KIND, (decided, waiting, shard.newest_ms))
 
 
 def decode_shard(data: bytes) -> Shard:
     decided, waiting, newest_ms = _unversioned(_SHARD_KIND, data)
-    return Shard({k: Decided(cluster, frozenset(Root(*r) for r in roots), since_ms)
-                  for k, (cluster, roots, since_ms) in decided.items()},
-                 {k: Waiting(_pending(pending), {reply.bucket: reply for reply in map(_reply, replies)}, since_ms)
-                  for k, (pending, replies, since_ms) in waiting.items()},
-                 newest_ms)
+    return Shard(
+        {
+            k: Decided(cluster, frozenset(Root(*r) for r in roots), since_ms)
+            for k, (cluster, roots, since_ms) in decided.items()
+        },
+        {
+            k: Waiting(_maybe(_pending, pending), {reply.bucket: reply for reply in map(_reply, replies)}, since_ms)
+            for k, (pending, replies, since_ms) in waiting.items()
+        },
+        newest_ms,
+    )
 
 
-def _plain_exposure(exposure: Exposure | None) -> tuple | None:
-    return exposure and (exposure.article_id, tuple(exposure.source), exposure.own_cluster_id, exposure.cluster,
-                         exposure.event_ms)
+def _plain_exposure(exposure: Exposure) -> tuple:
+    return exposure.article_id, tuple(exposure.source), exposure.own_cluster_id, exposure.cluster, exposure.event_ms
 
 
-def _exposure(plain: tuple | None) -> Exposure | None:
-    if plain is None:
-        return None
+def _exposure(plain: tuple) -> Exposure:
     article_id, source, own_cluster_id, cluster, at_ms = plain
     return Exposure(article_id, SourceRecord(*source), own_cluster_id, cluster, at_ms)
 
 
 def encode_announcements(announcements: Announcements) -> bytes:
-    articles = {k: (_plain_exposure(a.exposure), a.used, a.announced, a.since_ms)
-                for k, a in announcements.articles.items()}
+    articles = {
+        k: (_maybe(_plain_exposure, a.exposure), a.used, a.announced, a.since_ms)
+        for k, a in announcements.articles.items()
+    }
     return _versioned(_ANNOUNCEMENTS_KIND, (articles, announcements.newest_ms))
 
 
 def decode_announcements(data: bytes) -> Announcements:
     articles, newest_ms = _unversioned(_ANNOUNCEMENTS_KIND, data)
-    return Announcements({k: Announcement(_exposure(exposure), used, announced, since_ms)
-                          for k, (exposure, used, announced, since_ms) in articles.items()}, newest_ms)
+    return Announcements(
+        {
+            k: Announcement(_maybe(_exposure, exposure), used, announced, since_ms)
+            for k, (exposure, used, announced, since_ms) in articles.items()
+        },
+        newest_ms,
+    )
 
 
 # --- the stage ----------------------------------------------------------------
@@ -925,7 +1091,7 @@ def fan_out(article: Article, seed: int = sketching.DEFAULT_SEED) -> list[tuple[
     A text without words has no keys: the article founds a cluster of its own.
     """
     key, root = sort_key(article), own_root(article)
-    found = sketching.sketch(article.fields.get("text") or "", seed)
+    found = sketching.sketch(article.normalised.text, seed)
     if found is None:
         return [(home_shard(article.article_id), Pending(article, key, root, frozenset()))]
     content_key = int.from_bytes(found.signature.content_hash, "little")
@@ -933,9 +1099,23 @@ def fan_out(article: Article, seed: int = sketching.DEFAULT_SEED) -> list[tuple[
     for index_key in (content_key, *found.keys):
         by_bucket.setdefault(index_key % BUCKETS, set()).add(index_key)
     publisher = publisher_id(article)
-    queries = [(bucket, IndexQuery(article.article_id, article.source, frozenset(bucket_keys), found.signature, key,
-                                   root, bucket_keys == {content_key}, publisher))
-               for bucket, bucket_keys in by_bucket.items()]
+    queries = [
+        (
+            bucket,
+            IndexQuery(
+                article.article_id,
+                article.source,
+                frozenset(bucket_keys),
+                found.signature,
+                key,
+                root,
+                bucket_keys == {content_key},
+                publisher,
+                bucket,
+            ),
+        )
+        for bucket, bucket_keys in by_bucket.items()
+    ]
     pending = Pending(article, key, root, frozenset(by_bucket), found.signature, found.spans)
     return [(home_shard(article.article_id), pending), *queries]
 
@@ -945,54 +1125,34 @@ def home_shard(article_id: str) -> int:
     return BUCKETS + int.from_bytes(digest, "little") % HOME_SHARDS
 
 
-def _passing_key(outcome: Any) -> int:
-    """A home-shard key for an outcome of an earlier stage, which this stage passes through untouched."""
-    article_id = getattr(outcome, "article_id", None)
+def route_key(message: Any) -> int:
+    """Where a message goes next: a query to its index bucket, everything else to its article's home shard.
+
+    An outcome of an earlier stage passes through its article's home shard too
+    (or its record's, when it names no article).
+    """
+    if isinstance(message, IndexQuery):
+        return message.bucket
+    article_id = getattr(message, "article_id", None)
     if article_id:
         return home_shard(article_id)
-    source = getattr(outcome, "source", None)
-    return home_shard(f"{source.topic}/{source.partition}/{source.offset}" if source else repr(outcome))
+    source = getattr(message, "source", None)
+    return home_shard(f"{source.topic}/{source.partition}/{source.offset}" if source else repr(message))
 
 
-class _SketchFn(beam.DoFn):
-    """Articles → keyed messages (home shard and index buckets); every other outcome keyed to pass through."""
+class _SketchFn(Step[Article]):
+    """Articles → their home-shard message and index queries."""
 
-    def process(self, element: Outcome) -> Iterator[tuple[int, Any]]:
-        if not isinstance(element, Article):
-            yield _passing_key(element), element
-            return
-        for outcome in run_stage(SKETCH_STAGE, element, fan_out):
-            if isinstance(outcome, DeadLetter):
-                yield _passing_key(outcome), outcome
-            else:
-                yield outcome
+    stage, handles = SKETCH_STAGE, (Article,)
+
+    def key_output(self, message: Any) -> int:
+        return route_key(message)
+
+    def handle(self, key: Any, article: Article) -> list[Pending | IndexQuery]:
+        return [message for _, message in fan_out(article)]
 
 
-class _IndexFn(StatefulStageFn):
-    """Index buckets: verify and record each query; everything else passes to the home shards."""
-
-    BUCKET = ReadModifyWriteStateSpec("bucket", StoredValueCoder())
-
-    def __init__(self, horizon_ms: int):
-        self._horizon_ms = horizon_ms
-        self._buckets = EncodedState(encode_bucket, decode_bucket)
-
-    def process(self, keyed: tuple[int, Any], bucket_state=beam.DoFn.StateParam(BUCKET)):
-        bucket_id, message = keyed
-        if not isinstance(message, IndexQuery):
-            yield keyed
-            return
-        [result] = run_stage(INDEX_STAGE, message, lambda query: [
-            index_step(self._buckets.read(bucket_state, bucket_id), query, bucket_id, self._horizon_ms)])
-        if isinstance(result, DeadLetter):
-            yield home_shard(message.article_id), result
-            return
-        bucket, reply = result
-        self._buckets.write(bucket_state, bucket_id, bucket)
-        yield home_shard(message.article_id), reply
-
-
-def _count_events(outputs: list[Any]) -> None:
+def _count_events(outputs: Iterable[Any]) -> None:
     for output in outputs:
         if isinstance(output, ClusterEvent):
             Metrics.counter("wirecopy", f"syndication_clusters_{output.type}").inc()
@@ -1000,58 +1160,71 @@ def _count_events(outputs: list[Any]) -> None:
                 Metrics.counter("wirecopy", f"syndication_articles_{output.match}").inc()
 
 
-class _DecideFn(StatefulStageFn):
-    """Home shards: collect an article's replies, decide its cluster; everything keyed on for the announcer."""
+class _IndexFn(StatefulStep[IndexQuery, Bucket]):
+    """Index buckets: verify and record each query, reply to the article's home shard."""
 
+    stage, handles = INDEX_STAGE, (IndexQuery,)
+    BUCKET = ReadModifyWriteStateSpec("bucket", StoredValueCoder())
+
+    def __init__(self, horizon_ms: int):
+        self._horizon_ms = horizon_ms
+        self.encoded = EncodedState(encode_bucket, decode_bucket)
+
+    def key_output(self, message: Any) -> int:
+        return route_key(message)
+
+    def process(self, keyed: tuple[int, Any], bucket_state=beam.DoFn.StateParam(BUCKET)) -> Iterator[tuple[int, Any]]:
+        return self.route(keyed, bucket_state)
+
+    def step(self, bucket: Bucket | None, query: IndexQuery) -> tuple[Bucket, list[IndexReply]]:
+        bucket, reply = index_step(bucket, query, query.bucket, self._horizon_ms)
+        return bucket, [reply]
+
+
+class _DecideFn(StatefulStep[Pending | IndexReply, Shard]):
+    """Home shards: collect an article's replies, decide its cluster."""
+
+    stage, handles = DECIDE_STAGE, (Pending, IndexReply)
     SHARD = ReadModifyWriteStateSpec("shard", StoredValueCoder())
 
     def __init__(self, horizon_ms: int):
         self._horizon_ms = horizon_ms
-        self._shards = EncodedState(encode_shard, decode_shard)
+        self.encoded = EncodedState(encode_shard, decode_shard)
         self._redelivered = Metrics.counter("wirecopy", "syndication_articles_redelivered")
 
+    def key_output(self, message: Any) -> int:
+        return route_key(message)
+
     def process(self, keyed: tuple[int, Any], shard_state=beam.DoFn.StateParam(SHARD)) -> Iterator[tuple[int, Any]]:
-        key, message = keyed
-        if not isinstance(message, (Pending, IndexReply)):
-            yield keyed
-            return
-        [result] = run_stage(DECIDE_STAGE, message, lambda pending_or_reply: [
-            home_step(self._shards.read(shard_state, key), pending_or_reply, self._horizon_ms)])
-        if isinstance(result, DeadLetter):
-            yield key, result
-            return
-        shard, outputs = result
-        self._shards.write(shard_state, key, shard)
+        return self.route(keyed, shard_state)
+
+    def step(self, shard: Shard | None, message: Pending | IndexReply) -> tuple[Shard, list[Any]]:
+        shard, outputs = home_step(shard, message, self._horizon_ms)
         _count_events(outputs)
         if isinstance(message, Pending) and len(outputs) == 1:  # a decision emits its event too
             self._redelivered.inc()
-        for output in outputs:
-            yield (home_shard(output.article_id) if isinstance(output, (Exposure, Use)) else key), output
+        return shard, outputs
 
 
-class _AnnounceFn(StatefulStageFn):
-    """Announcers: `merged` for an article's own root once it is both exposed and used; the rest passes."""
+class _AnnounceFn(StatefulStep[Exposure | Use, Announcements]):
+    """Announcers: `merged` for an article's own root once it is both exposed and used."""
 
+    stage, handles = ANNOUNCE_STAGE, (Exposure, Use)
     ANNOUNCEMENTS = ReadModifyWriteStateSpec("announcements", StoredValueCoder())
 
     def __init__(self, horizon_ms: int):
         self._horizon_ms = horizon_ms
-        self._announcers = EncodedState(encode_announcements, decode_announcements)
+        self.encoded = EncodedState(encode_announcements, decode_announcements)
 
     def process(self, keyed: tuple[int, Any], state=beam.DoFn.StateParam(ANNOUNCEMENTS)) -> Iterator[Outcome]:
-        key, message = keyed
-        if not isinstance(message, (Exposure, Use)):
-            yield message
-            return
-        [result] = run_stage(ANNOUNCE_STAGE, message, lambda exposure_or_use: [
-            announce_step(self._announcers.read(state, key), exposure_or_use, self._horizon_ms)])
-        if isinstance(result, DeadLetter):
-            yield result
-            return
-        announcements, events = result
-        self._announcers.write(state, key, announcements)
+        return self.route(keyed, state)
+
+    def step(
+        self, announcements: Announcements | None, message: Exposure | Use
+    ) -> tuple[Announcements, list[ClusterEvent]]:
+        announcements, events = announce_step(announcements, message, self._horizon_ms)
         _count_events(events)
-        yield from events
+        return announcements, events
 
 
 class ClusterSyndicated(beam.PTransform):
@@ -1067,8 +1240,10 @@ class ClusterSyndicated(beam.PTransform):
 
     def expand(self, outcomes):
         # Integer keys: a deterministic key coder, as stateful DoFns need.
-        return (outcomes
-                | SKETCH_STAGE >> beam.ParDo(_SketchFn()).with_output_types(tuple[int, Any])
-                | INDEX_STAGE >> beam.ParDo(_IndexFn(self._horizon_ms)).with_output_types(tuple[int, Any])
-                | DECIDE_STAGE >> beam.ParDo(_DecideFn(self._horizon_ms)).with_output_types(tuple[int, Any])
-                | ANNOUNCE_STAGE >> beam.ParDo(_AnnounceFn(self._horizon_ms)))
+        return (
+            outcomes
+            | SKETCH_STAGE >> beam.ParDo(_SketchFn()).with_output_types(tuple[int, Any])
+            | INDEX_STAGE >> beam.ParDo(_IndexFn(self._horizon_ms)).with_output_types(tuple[int, Any])
+            | DECIDE_STAGE >> beam.ParDo(_DecideFn(self._horizon_ms)).with_output_types(tuple[int, Any])
+            | ANNOUNCE_STAGE >> beam.ParDo(_AnnounceFn(self._horizon_ms))
+        )

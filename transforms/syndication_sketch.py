@@ -70,8 +70,10 @@ _SPACE = 0x20
 _POSITION_BITS = 15  # positions are stored as uint16 with the narrative flag in the low bit
 
 # Quoted speech: the pairs newsrooms use. A bare apostrophe never opens a quote (it is mostly an elision).
-_QUOTED = re.compile(r'"[^"\n]{1,800}"|“[^”\n]{1,800}”|«[^»\n]{1,800}»|„[^“”\n]{1,800}[“”]|‘[^’\n]{1,800}’(?!\w)'
-                     r'|「[^」\n]{1,800}」|『[^』\n]{1,800}』|‹[^›\n]{1,800}›')
+_QUOTED = re.compile(
+    r'"[^"\n]{1,800}"|“[^”\n]{1,800}”|«[^»\n]{1,800}»|„[^“”\n]{1,800}[“”]|‘[^’\n]{1,800}’(?!\w)'
+    r"|「[^」\n]{1,800}」|『[^』\n]{1,800}』|‹[^›\n]{1,800}›"
+)
 
 
 class IncompatibleSignatures(ValueError):
@@ -153,8 +155,7 @@ class Overlap:
 
 def _compatible(a: Signature, b: Signature) -> None:
     if a.seed != b.seed or a.shingle_tokens != b.shingle_tokens:
-        raise IncompatibleSignatures(
-            f"seed/shingle size {a.seed}/{a.shingle_tokens} vs {b.seed}/{b.shingle_tokens}")
+        raise IncompatibleSignatures(f"seed/shingle size {a.seed}/{a.shingle_tokens} vs {b.seed}/{b.shingle_tokens}")
 
 
 def _below(signature: Signature, limit: int) -> np.ndarray:
@@ -169,8 +170,13 @@ def overlap(a: Signature, b: Signature) -> Overlap:
     if not len(values_a) or not len(values_b):
         return Overlap(0, 0.0, 0.0, 0.0, 0.0)
     shared = len(np.intersect1d(values_a, values_b, assume_unique=True))
-    return Overlap(shared, shared / len(values_a), shared / len(values_b),
-                   shared / (len(values_a) + len(values_b) - shared), shared * _FULL_LIMIT / limit)
+    return Overlap(
+        shared,
+        shared / len(values_a),
+        shared / len(values_b),
+        shared / (len(values_a) + len(values_b) - shared),
+        shared * _FULL_LIMIT / limit,
+    )
 
 
 def align(a: Signature, b: Signature) -> Alignment:
@@ -211,8 +217,8 @@ def align(a: Signature, b: Signature) -> Alignment:
         spread_b=float(positions_b.max() - positions_b.min() + 1) / max(b.tokens, 1),
         shared_shingles=len(chain_a) * _FULL_LIMIT / limit,
         matched_a=tuple(chain_a.tolist()),
-        density=len(chain_a) / max(_within(packed_a[:count_a] >> 1, positions_a),
-                                   _within(packed_b[:count_b] >> 1, positions_b)),
+        density=len(chain_a)
+        / max(_within(packed_a[:count_a] >> 1, positions_a), _within(packed_b[:count_b] >> 1, positions_b)),
     )
 
 
@@ -287,20 +293,31 @@ def _character_tables() -> tuple[np.ndarray, ...]:
     word = np.fromiter((c.isalnum() for c in characters), dtype=bool, count=0x10000)
     upper = np.fromiter((c.isupper() for c in characters), dtype=bool, count=0x10000)
     digit = np.fromiter((c.isdigit() for c in characters), dtype=bool, count=0x10000)
-    fold = np.fromiter((ord(f) if len(f := c.casefold()) == 1 else ord(c) for c in characters), dtype=np.uint32,
-                       count=0x10000)
+    fold = np.fromiter(
+        (ord(f) if len(f := c.casefold()) == 1 else ord(c) for c in characters), dtype=np.uint32, count=0x10000
+    )
     word[0xD800:0xE000] = False  # surrogates
     unspaced = np.zeros(0x10000, dtype=bool)
     for first, last in _UNSPACED_RANGES:
-        unspaced[first:last + 1] = True
+        unspaced[first : last + 1] = True
     sentence_break = np.zeros(0x10000, dtype=bool)
     sentence_break[[ord(c) for c in '.!?:;\n"“”«»']] = True
     return word, unspaced & word, upper, digit, sentence_break, fold
 
 
 # Han, kana, Thai, Lao, Tibetan, Myanmar, Khmer, Khmer symbols (all in the BMP; CJK extensions beyond it below).
-_UNSPACED_RANGES = ((0x3040, 0x30FF), (0x31F0, 0x31FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF),
-                    (0x0E00, 0x0EFF), (0x0F00, 0x0FFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x19E0, 0x19FF))
+_UNSPACED_RANGES = (
+    (0x3040, 0x30FF),
+    (0x31F0, 0x31FF),
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0xF900, 0xFAFF),
+    (0x0E00, 0x0EFF),
+    (0x0F00, 0x0FFF),
+    (0x1000, 0x109F),
+    (0x1780, 0x17FF),
+    (0x19E0, 0x19FF),
+)
 _ASTRAL_HAN = (0x20000, 0x2FA1F)
 _WORD, _UNSPACED, _UPPER, _DIGIT, _BREAK, _FOLD = _character_tables()
 
@@ -368,7 +385,7 @@ def _shingle_hashes(tokens: Tokens, seed: int) -> tuple[np.ndarray, bytes]:
     position[in_word] = compact
     starts, ends = position[tokens.starts], position[tokens.ends - 1] + 1
     if len(starts) > SHINGLE_TOKENS:
-        starts, ends = starts[: len(starts) - SHINGLE_TOKENS + 1], ends[SHINGLE_TOKENS - 1:]
+        starts, ends = starts[: len(starts) - SHINGLE_TOKENS + 1], ends[SHINGLE_TOKENS - 1 :]
     else:
         starts, ends = starts[:1], ends[-1:]
     salt = _mix(np.array([seed], dtype=_U64))[0]
@@ -398,8 +415,9 @@ def sketch(text: str, seed: int = DEFAULT_SEED) -> Sketch | None:
         kept, limit = values[:keep], int(values[keep])
     at = first[: len(kept)]
     positions = (np.minimum(at, (1 << _POSITION_BITS) - 1).astype("<u2") << 1) | narrative[at].astype("<u2")
-    signature = Signature(seed, SHINGLE_TOKENS, kept.tobytes(), positions.tobytes(), limit, len(values),
-                          token_count, content_hash)
+    signature = Signature(
+        seed, SHINGLE_TOKENS, kept.tobytes(), positions.tobytes(), limit, len(values), token_count, content_hash
+    )
     last_token = np.minimum(at + SHINGLE_TOKENS - 1, token_count - 1)
     spans = tuple(zip(tokens.starts[at].tolist(), tokens.ends[last_token].tolist()))
     sample_keys = kept[narrative[at]][:SAMPLE_KEYS].tolist()
@@ -432,5 +450,5 @@ def _sliding_minimum(values: np.ndarray, width: int) -> np.ndarray:
         values = np.minimum(values[:-span], values[span:])
         span *= 2
     if width > span:
-        values = np.minimum(values[: len(values) - (width - span)], values[width - span:])
+        values = np.minimum(values[: len(values) - (width - span)], values[width - span :])
     return values

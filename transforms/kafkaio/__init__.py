@@ -28,16 +28,47 @@ broker that lost its data) in a new epoch: see `restriction.PartitionCursor`.
 
 from wirecopy.transforms.kafkaio.offsets import group_lag, high_watermarks, log_extents, offsets_at_time, start_offsets
 from wirecopy.transforms.kafkaio.read import ReadFromKafka
-from wirecopy.transforms.kafkaio.restriction import (END_OF_READ, Adopt, Claim, PartitionCursor, PartitionSet,
-                                                     PartitionSetTracker)
-from wirecopy.transforms.kafkaio.spec import (DEFAULT_PARTITION_DISCOVERY_INTERVAL_S, KafkaReadSpec, ReadStop,
-                                              StartPosition, TimestampKind, TimestampPolicy, redacted)
-from wirecopy.transforms.kafkaio.write import (KafkaMessage, WriteToKafka, check_producer_config,
-                                               largest_message_bytes)
+from wirecopy.transforms.kafkaio.restriction import (
+    END_OF_READ,
+    Adopt,
+    Claim,
+    PartitionCursor,
+    PartitionSet,
+    PartitionSetTracker,
+)
+from wirecopy.transforms.kafkaio.spec import (
+    DEFAULT_PARTITION_DISCOVERY_INTERVAL_S,
+    KafkaReadSpec,
+    ReadStop,
+    StartPosition,
+    TimestampKind,
+    TimestampPolicy,
+    redacted,
+)
+from wirecopy.transforms.kafkaio.write import KafkaMessage, WriteToKafka, check_producer_config, largest_message_bytes
 
 __all__ = [
-    "DEFAULT_PARTITION_DISCOVERY_INTERVAL_S", "END_OF_READ", "Adopt", "Claim", "KafkaMessage", "KafkaReadSpec",
-    "PartitionCursor", "PartitionSet", "PartitionSetTracker", "ReadFromKafka", "ReadStop", "StartPosition",
-    "TimestampKind", "TimestampPolicy", "WriteToKafka", "check_producer_config", "group_lag", "high_watermarks",
-    "largest_message_bytes", "log_extents", "offsets_at_time", "redacted", "start_offsets",
+    "DEFAULT_PARTITION_DISCOVERY_INTERVAL_S",
+    "END_OF_READ",
+    "Adopt",
+    "Claim",
+    "KafkaMessage",
+    "KafkaReadSpec",
+    "PartitionCursor",
+    "PartitionSet",
+    "PartitionSetTracker",
+    "ReadFromKafka",
+    "ReadStop",
+    "StartPosition",
+    "TimestampKind",
+    "TimestampPolicy",
+    "WriteToKafka",
+    "check_producer_config",
+    "group_lag",
+    "high_watermarks",
+    "largest_message_bytes",
+    "log_extents",
+    "offsets_at_time",
+    "redacted",
+    "start_offsets",
 ]

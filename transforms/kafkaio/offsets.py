@@ -10,9 +10,14 @@ from kafka import KafkaConsumer, TopicPartition
 from wirecopy.transforms.kafkaio.spec import POLL_TIMEOUT_MS, KafkaReadSpec, StartPosition
 
 
-def start_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition], position: StartPosition,
-                  start_time: dt.datetime | None, earliest: dict[TopicPartition, int],
-                  ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+def start_offsets(
+    consumer: KafkaConsumer,
+    partitions: list[TopicPartition],
+    position: StartPosition,
+    start_time: dt.datetime | None,
+    earliest: dict[TopicPartition, int],
+    ends: dict[TopicPartition, int],
+) -> dict[TopicPartition, int]:
     """Where a read begins in each partition, given the partitions' first
     offsets and high watermarks (`log_extents`)."""
     if start_time is not None:
@@ -29,8 +34,13 @@ def start_offsets(consumer: KafkaConsumer, partitions: list[TopicPartition], pos
     return starts
 
 
-def offsets_at_time(consumer: KafkaConsumer, partitions: list[TopicPartition], time_ms: int,
-                    ends: dict[TopicPartition, int], timeout_s: float = 30.0) -> dict[TopicPartition, int]:
+def offsets_at_time(
+    consumer: KafkaConsumer,
+    partitions: list[TopicPartition],
+    time_ms: int,
+    ends: dict[TopicPartition, int],
+    timeout_s: float = 30.0,
+) -> dict[TopicPartition, int]:
     """The first offset of each partition whose record is at or after `time_ms`, else the end.
 
     Asks the broker (ListOffsets by time), then confirms by reading from the
@@ -67,8 +77,9 @@ def high_watermarks(consumer: KafkaConsumer, partitions: list[TopicPartition]) -
     return log_extents(consumer, partitions)[1]
 
 
-def log_extents(consumer: KafkaConsumer, partitions: list[TopicPartition],
-                timeout_s: float = 10.0) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+def log_extents(
+    consumer: KafkaConsumer, partitions: list[TopicPartition], timeout_s: float = 10.0
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
     """The first offset and the high watermark of each partition, now.
 
     ListOffsets (`end_offsets`) is the protocol's answer for the high

@@ -35,12 +35,19 @@ class PlanReadFn(beam.DoFn):
         stops = {p: None for p in partitions} if spec.streaming else ends
         for partition in partitions:
             stop = stops[partition]
-            _LOG.info("reading %s[%d] from offset %d to %s", partition.topic, partition.partition,
-                      starts[partition], "the end of time" if stop is None else stop)
+            _LOG.info(
+                "reading %s[%d] from offset %d to %s",
+                partition.topic,
+                partition.partition,
+                starts[partition],
+                "the end of time" if stop is None else stop,
+            )
         yield PartitionSet(
             spec.topic,
-            tuple(PartitionCursor(p.partition, starts[p], None if stops[p] is None else max(stops[p], starts[p]))
-                  for p in partitions),
+            tuple(
+                PartitionCursor(p.partition, starts[p], None if (stop := stops[p]) is None else max(stop, starts[p]))
+                for p in partitions
+            ),
             discover_from=max(numbers) + 1 if spec.streaming else None,
         )
 

@@ -20,8 +20,14 @@ from kafka.errors import KafkaError
 from wirecopy.schemas.records import SourceRecord
 from wirecopy.transforms.kafkaio.commit import OffsetCommitter
 from wirecopy.transforms.kafkaio.plan import PlanReadFn
-from wirecopy.transforms.kafkaio.restriction import (END_OF_READ, Adopt, Claim, PartitionCursor, PartitionSet,
-                                                     PartitionSetProvider)
+from wirecopy.transforms.kafkaio.restriction import (
+    END_OF_READ,
+    Adopt,
+    Claim,
+    PartitionCursor,
+    PartitionSet,
+    PartitionSetProvider,
+)
 from wirecopy.transforms.kafkaio.spec import POLL_TIMEOUT_MS, KafkaReadSpec, ReadStop, TimestampPolicy, redacted
 
 _LOG = logging.getLogger(__name__)
@@ -91,7 +97,11 @@ class ReadFn(beam.DoFn):
         spec = self._spec
         if (self._stop is not None and self._stop.requested()) or self._budget() == 0:
             return True
-        return spec.max_read_time_s is not None and time.monotonic() - self._started_at >= spec.max_read_time_s
+        return (
+            spec.max_read_time_s is not None
+            and self._started_at is not None
+            and time.monotonic() - self._started_at >= spec.max_read_time_s
+        )
 
     def _fetch_only(self, cursors: dict[TopicPartition, PartitionCursor]) -> None:
         """Fetch exactly these partitions, from their cursors.
@@ -115,13 +125,20 @@ class ReadFn(beam.DoFn):
         self._last_discovery = now
         known = {c.partition for c in restriction.cursors}
         numbers = self._consumer.partitions_for_topic(restriction.topic) or set()
-        new = [TopicPartition(restriction.topic, n) for n in sorted(numbers)
-               if n >= restriction.discover_from and n not in known]
+        new = [
+            TopicPartition(restriction.topic, n)
+            for n in sorted(numbers)
+            if n >= restriction.discover_from and n not in known
+        ]
         starts = self._consumer.beginning_offsets(new) if new else {}
         for partition in new:
             if tracker.try_claim(Adopt(partition.partition, starts[partition])):
-                _LOG.info("new partition %s[%d]: reading it from offset %d", partition.topic, partition.partition,
-                          starts[partition])
+                _LOG.info(
+                    "new partition %s[%d]: reading it from offset %d",
+                    partition.topic,
+                    partition.partition,
+                    starts[partition],
+                )
 
     def _size_next_poll(self) -> None:
         """Ask the next poll for as many records as the stages after the reader
@@ -169,8 +186,9 @@ class ReadFn(beam.DoFn):
         self._last_progress_log = now
         described = ", ".join(
             f"{p.topic}[{p.partition}] at {self._next_offsets[p]} backlog {'?' if backlog is None else backlog}"
-            for p, backlog in backlogs.items())
-        rate = self._records_read / max(now - self._started_at, 1e-9)
+            for p, backlog in backlogs.items()
+        )
+        rate = self._records_read / max(now - (self._started_at or now), 1e-9)
         _LOG.info("read %d records (%.0f/s); %s", self._records_read, rate, described)
 
     @beam.DoFn.unbounded_per_element()
@@ -226,8 +244,9 @@ class ReadFn(beam.DoFn):
                 break
         self._next_offsets.update(bundle.expected)
         self._log_progress(bundle.expected)
-        advanced = {p: bundle.expected[p] for p, c in cursors.items()
-                    if (bundle.epochs[p], bundle.expected[p]) != c.position}
+        advanced = {
+            p: bundle.expected[p] for p, c in cursors.items() if (bundle.epochs[p], bundle.expected[p]) != c.position
+        }
         if advanced:
             finalizer.register(lambda: self._committer.commit(advanced))
 
@@ -243,15 +262,20 @@ class ReadFn(beam.DoFn):
             if bundle.stopping:
                 return
 
-    def _read_batch(self, partition: TopicPartition, records: list, bundle: _BundleRead, tracker,
-                    policy: TimestampPolicy) -> Iterator:
+    def _read_batch(
+        self, partition: TopicPartition, records: list, bundle: _BundleRead, tracker, policy: TimestampPolicy
+    ) -> Iterator:
         if records[0].offset < bundle.expected[partition]:
             # The broker's log restarted below our position (it lost
             # its data): go on from the new log in a new epoch.
             bundle.epochs[partition] += 1
             self._resets.inc()
-            _LOG.warning("%s restarted at offset %d, below our position %d: reading on from there",
-                         partition, records[0].offset, bundle.expected[partition])
+            _LOG.warning(
+                "%s restarted at offset %d, below our position %d: reading on from there",
+                partition,
+                records[0].offset,
+                bundle.expected[partition],
+            )
         stop = bundle.cursors[partition].stop
         if stop is not None and records[-1].offset >= stop:
             records = [record for record in records if record.offset < stop]
@@ -268,7 +292,8 @@ class ReadFn(beam.DoFn):
         self._records.inc(len(records))
         newest = bundle.latest.get(partition, -1 << 62)
         size = 0
-        event_micros = event_time = None
+        event_micros: int | None = None
+        event_time = Timestamp(0)  # replaced at the first record: no record's time is None
         for record in records:
             micros = policy.timestamp_micros(record)
             if micros != event_micros:
@@ -309,8 +334,13 @@ class ReadFn(beam.DoFn):
                 # in a new epoch; claiming the offset before that start
                 # records the rewind in the restriction itself.
                 start = self._consumer.beginning_offsets([partition])[partition]
-                _LOG.warning("%s now ends at %d, below our position %d: reading it again from offset %d",
-                             partition, highwater, bundle.expected[partition], start)
+                _LOG.warning(
+                    "%s now ends at %d, below our position %d: reading it again from offset %d",
+                    partition,
+                    highwater,
+                    bundle.expected[partition],
+                    start,
+                )
                 bundle.epochs[partition] += 1
                 self._resets.inc()
                 tracker.try_claim(Claim(partition.partition, bundle.epochs[partition], start - 1))
@@ -350,8 +380,9 @@ class ReadFn(beam.DoFn):
 def _source_record(record) -> SourceRecord:
     # Positional: the reader builds one per record, and keywords cost twice as much.
     headers = tuple((name, value or b"") for name, value in record.headers) if record.headers else ()
-    return SourceRecord(record.topic, record.partition, record.offset, record.value or b"", record.key,
-                        record.timestamp, headers)
+    return SourceRecord(
+        record.topic, record.partition, record.offset, record.value or b"", record.key, record.timestamp, headers
+    )
 
 
 class ReadFromKafka(beam.PTransform):

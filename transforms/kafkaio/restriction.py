@@ -77,9 +77,9 @@ class PartitionSetTracker(RestrictionTracker):
             discover_from = self._restriction.discover_from
             if discover_from is None or position.partition < discover_from or position.partition in self._cursors:
                 raise ValueError(f"cannot adopt partition {position.partition} in {self._restriction}")
-            cursor = PartitionCursor(position.partition, position.offset)
-            self._cursors[position.partition] = cursor
-            self._restriction = dataclasses.replace(self._restriction, cursors=self._restriction.cursors + (cursor,))
+            adopted = PartitionCursor(position.partition, position.offset)
+            self._cursors[position.partition] = adopted
+            self._restriction = dataclasses.replace(self._restriction, cursors=self._restriction.cursors + (adopted,))
             return True
         cursor = self._cursors.get(position.partition)
         if cursor is None or position.partition in self._exhausted:
@@ -99,8 +99,11 @@ class PartitionSetTracker(RestrictionTracker):
         cursors = []
         for cursor in self._cursors.values():
             epoch, last = self._claimed.get(cursor.partition, (cursor.epoch, cursor.offset - 1))
-            cursors.append(dataclasses.replace(cursor, epoch=epoch, stop=last + 1) if epoch == cursor.epoch
-                           else dataclasses.replace(cursor, stop=cursor.offset))
+            cursors.append(
+                dataclasses.replace(cursor, epoch=epoch, stop=last + 1)
+                if epoch == cursor.epoch
+                else dataclasses.replace(cursor, stop=cursor.offset)
+            )
         self._restriction = dataclasses.replace(self._restriction, cursors=tuple(cursors), discover_from=None)
         self._finished = True
 
@@ -115,7 +118,8 @@ class PartitionSetTracker(RestrictionTracker):
         if fraction_of_remainder != 0 or self._finished:
             return None
         remaining = tuple(
-            self._next_cursor(c) for c in self._cursors.values()
+            self._next_cursor(c)
+            for c in self._cursors.values()
             if c.partition not in self._exhausted and (c.stop is None or self._next_cursor(c).offset < c.stop)
         )
         residual = PartitionSet(self._restriction.topic, remaining, self._restriction.discover_from)
@@ -125,15 +129,19 @@ class PartitionSetTracker(RestrictionTracker):
     def check_done(self):
         if self._finished:
             return
-        unfinished = [c.partition for c in self._cursors.values()
-                      if c.partition not in self._exhausted
-                      and (c.stop is None or self._claimed.get(c.partition, (c.epoch, c.offset - 1))[1] < c.stop - 1)]
+        unfinished = [
+            c.partition
+            for c in self._cursors.values()
+            if c.partition not in self._exhausted
+            and (c.stop is None or self._claimed.get(c.partition, (c.epoch, c.offset - 1))[1] < c.stop - 1)
+        ]
         if unfinished or self._restriction.discover_from is not None:
             raise ValueError(f"partitions {unfinished} of {self._restriction.topic} are not read to their end")
 
     def current_progress(self) -> RestrictionProgress:
-        remaining = sum(max(c.stop - self._next_cursor(c).offset, 0)
-                        for c in self._cursors.values() if c.stop is not None)
+        remaining = sum(
+            max(c.stop - self._next_cursor(c).offset, 0) for c in self._cursors.values() if c.stop is not None
+        )
         return RestrictionProgress(completed=self._claim_count, remaining=remaining)
 
     def is_bounded(self) -> bool:

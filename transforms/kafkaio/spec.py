@@ -58,8 +58,10 @@ class ReadStop:
 
 def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
     """Client configuration fit for logs and display data: secrets masked."""
-    return {key: "***" if any(marker in key.lower() for marker in _SECRET_MARKERS) else value
-            for key, value in config.items()}
+    return {
+        key: "***" if any(marker in key.lower() for marker in _SECRET_MARKERS) else value
+        for key, value in config.items()
+    }
 
 
 class StartPosition(str, enum.Enum):
@@ -110,6 +112,8 @@ class TimestampPolicy:
 
 
 def _published_at_micros(value: bytes | None) -> int | None:
+    if value is None:
+        return None
     try:
         published = parse_published_at(orjson.loads(value).get("published_at"))
     except (orjson.JSONDecodeError, AttributeError, TypeError):
@@ -179,5 +183,6 @@ class KafkaReadSpec:
             "fetch_max_wait_ms": POLL_TIMEOUT_MS // 2,
             **self.consumer_config,
         }
-        return KafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=self.group_id if in_group else None,
-                             **settings)
+        return KafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, group_id=self.group_id if in_group else None, **settings
+        )

@@ -11,9 +11,16 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.display import DisplayDataItem
 from kafka import KafkaProducer
-from kafka.errors import (ClusterAuthorizationFailedError, InvalidRecordError, InvalidTopicError, KafkaError,
-                          KafkaTimeoutError, MessageSizeTooLargeError, RecordListTooLargeError,
-                          TopicAuthorizationFailedError)
+from kafka.errors import (
+    ClusterAuthorizationFailedError,
+    InvalidRecordError,
+    InvalidTopicError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAuthorizationFailedError,
+)
 
 from wirecopy.transforms.kafkaio.spec import redacted
 
@@ -29,8 +36,14 @@ _SINK_GUARANTEES = {"acks": "all", "enable_idempotence": True}
 MAX_UNACKED_BYTES = 4 * 1024 * 1024
 # Delivery failures no retry can fix; every other one is retried with a new
 # producer before the bundle fails.
-_UNDELIVERABLE = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError, InvalidRecordError,
-                  TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
+_UNDELIVERABLE = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    InvalidRecordError,
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+)
 # What the producer adds around a key and value (record batch and record
 # headers: about a hundred bytes), with room to spare; max_request_size counts it.
 _RECORD_FRAMING_BYTES = 512
@@ -67,8 +80,10 @@ def check_producer_config(producer_config: Mapping[str, Any]) -> None:
         raise ValueError(f"unknown kafka-python producer settings: {', '.join(sorted(unknown))}")
     weakened = [key for key, value in _SINK_GUARANTEES.items() if producer_config.get(key, value) != value]
     if weakened:
-        raise ValueError(f"the sink needs {', '.join(f'{k}={_SINK_GUARANTEES[k]}' for k in weakened)} "
-                         "(at-least-once delivery); leave them out of producer_config")
+        raise ValueError(
+            f"the sink needs {', '.join(f'{k}={_SINK_GUARANTEES[k]}' for k in weakened)} "
+            "(at-least-once delivery); leave them out of producer_config"
+        )
 
 
 class _WriteFn(beam.DoFn):
@@ -83,8 +98,13 @@ class _WriteFn(beam.DoFn):
         self._last_progress_log = time.monotonic()
 
     def _new_producer(self) -> KafkaProducer:
-        settings = {"linger_ms": 20, "batch_size": 256 * 1024, "allow_auto_create_topics": False,
-                    **self._producer_config, **_SINK_GUARANTEES}
+        settings = {
+            "linger_ms": 20,
+            "batch_size": 256 * 1024,
+            "allow_auto_create_topics": False,
+            **self._producer_config,
+            **_SINK_GUARANTEES,
+        }
         return KafkaProducer(bootstrap_servers=self._bootstrap_servers, **settings)
 
     def start_bundle(self):
@@ -112,8 +132,11 @@ class _WriteFn(beam.DoFn):
         failed ones with a new producer; raises if some cannot be delivered."""
         for attempt in range(1, self._delivery_attempts + 1):
             self._producer.flush()
-            failed = [(message, error) for message, outcome in self._unacked
-                      if (error := _delivery_error(outcome)) is not None]
+            failed = [
+                (message, error)
+                for message, outcome in self._unacked
+                if (error := _delivery_error(outcome)) is not None
+            ]
             self._unacked, self._unacked_bytes = [], 0
             if not failed:
                 return
@@ -121,10 +144,12 @@ class _WriteFn(beam.DoFn):
             if permanent is not None or attempt == self._delivery_attempts:
                 # Failing the bundle makes the runner retry it (or stop the
                 # job) before any offset is committed: never a silent loss.
-                raise RuntimeError(f"{len(failed)} records were not delivered after {attempt} attempt(s): "
-                                   f"{permanent or failed[0][1]!r}")
+                raise RuntimeError(
+                    f"{len(failed)} records were not delivered after {attempt} attempt(s): "
+                    f"{permanent or failed[0][1]!r}"
+                )
             _LOG.warning("%d records not delivered (%r); retrying with a new producer", len(failed), failed[0][1])
-            time.sleep(min(2 ** attempt, 10))
+            time.sleep(min(2**attempt, 10))
             # A new producer: a broker that lost its state no longer knows the
             # old one's id and sequence numbers.
             self._producer.close(timeout=5)
@@ -142,8 +167,13 @@ class _WriteFn(beam.DoFn):
             written[1] += size
         if time.monotonic() - self._last_progress_log >= _PROGRESS_LOG_SECONDS:
             self._last_progress_log = time.monotonic()
-            _LOG.info("wrote (acknowledged) %s", ", ".join(f"{records:,} records, {size / 1e6:,.1f} MB to {topic}"
-                                                           for topic, (records, size) in self._written.items()))
+            _LOG.info(
+                "wrote (acknowledged) %s",
+                ", ".join(
+                    f"{records:,} records, {size / 1e6:,.1f} MB to {topic}"
+                    for topic, (records, size) in self._written.items()
+                ),
+            )
 
     def teardown(self):
         self._producer.close()
@@ -159,8 +189,9 @@ class WriteToKafka(beam.PTransform):
     acknowledged.
     """
 
-    def __init__(self, bootstrap_servers: str, producer_config: Mapping[str, Any] | None = None,
-                 delivery_attempts: int = 5):
+    def __init__(
+        self, bootstrap_servers: str, producer_config: Mapping[str, Any] | None = None, delivery_attempts: int = 5
+    ):
         super().__init__()
         if not bootstrap_servers:
             raise ValueError("bootstrap_servers is required")
@@ -174,7 +205,8 @@ class WriteToKafka(beam.PTransform):
 
     def expand(self, messages):
         return messages | "Write" >> beam.ParDo(
-            _WriteFn(self._bootstrap_servers, self._producer_config, self._delivery_attempts))
+            _WriteFn(self._bootstrap_servers, self._producer_config, self._delivery_attempts)
+        )
 
     def display_data(self):
         return {

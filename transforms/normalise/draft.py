@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
-
-from wirecopy.schemas.records import Article, DeadLetterReason, Rejected
+from wirecopy.schemas.records import Article, Content, DeadLetterReason, OfArticle, Rejected
 
 from .boilerplate import remove_boilerplate
 from .html_extraction import check_not_binary, extract_html
@@ -16,13 +14,13 @@ from .text import clean_text, clean_word_count, is_plain_text, paragraph_fingerp
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Draft:
+class Draft(OfArticle):
     """An article cleaned by the generic patterns, before per-source template removal."""
 
     article: Article
     paragraphs: tuple[str, ...]
     matching: tuple[str, ...]  # fingerprint of each paragraph
-    fields: dict[str, Any]  # every normalised field but text, word_count and boilerplate_removed
+    content: Content  # all but text, word_count and boilerplate_removed, which `finish` sets
     removed: dict[str, int]
     source_key: str | None  # the source domain whose template state this article reads and feeds
     repairs: frozenset[str] = frozenset()  # what repair_text changed in the title or body
@@ -48,8 +46,11 @@ def draft_article(article: Article) -> Draft:
         raise Rejected(DeadLetterReason.EMPTY_TEXT, "the record has neither text nor html")
     kept, removed, byline = remove_boilerplate(paragraphs)
     if not kept:
-        left = (f"every paragraph was boilerplate ({', '.join(f'{kind} {count}' for kind, count in removed.items())})"
-                if removed else "only white space and control or invisible characters")
+        left = (
+            f"every paragraph was boilerplate ({', '.join(f'{kind} {count}' for kind, count in removed.items())})"
+            if removed
+            else "only white space and control or invisible characters"
+        )
         raise Rejected(DeadLetterReason.EMPTY_TEXT, f"no text left after cleaning: {left}")
     given_source = " ".join((raw.get("source") or "").split()) or None
     canonical = canonical_url(url)
@@ -57,19 +58,29 @@ def draft_article(article: Article) -> Draft:
     site_names = [name for name in (given_source, domain and domain.split(".")[0], page and page.site_name) if name]
     page_byline = page and page.byline and " ".join(page.byline.split())
     title, title_repairs = repair_text(raw.get("title") or (page and page.title) or "")
-    fields = {
-        "article_id": raw["id"],
-        "url": url,
-        "canonical_url": canonical,
-        "source": given_source or domain,
-        "title": clean_title(title or None, site_names),
-        "byline": page_byline or byline,
-        "published_at": normalise_published_at(raw.get("published_at") or (page and page.published_at)),
-        "published_at_raw": raw.get("published_at"),
-    }
+    content = Content(
+        article_id=raw["id"],
+        url=url,
+        canonical_url=canonical,
+        source=given_source or domain,
+        title=clean_title(title or None, site_names),
+        byline=page_byline or byline,
+        published_at=normalise_published_at(raw.get("published_at") or (page.published_at if page else None)),
+        published_at_raw=raw.get("published_at"),
+        text="",
+        word_count=0,
+        boilerplate_removed={},
+    )
     source_key = domain or (given_source.casefold() if given_source else None)
-    return Draft(article, tuple(kept), tuple(paragraph_fingerprints(kept, plain)), fields, removed, source_key,
-                 frozenset(repairs + title_repairs))
+    return Draft(
+        article,
+        tuple(kept),
+        tuple(paragraph_fingerprints(kept, plain)),
+        content,
+        removed,
+        source_key,
+        frozenset(repairs + title_repairs),
+    )
 
 
 def finish(draft: Draft, template: frozenset[int] = frozenset()) -> Article:
@@ -80,14 +91,14 @@ def finish(draft: Draft, template: frozenset[int] = frozenset()) -> Article:
     removed = dict(draft.removed)
     if template:
         removed["source_template"] = len(template)
-    matching_form = "\n".join(draft.matching[index] for index in keep if draft.matching[index])
-    if not matching_form:
+    if not any(draft.matching[index] for index in keep):
         raise Rejected(DeadLetterReason.EMPTY_TEXT, "no letter or digit left after cleaning")
     paragraphs = [draft.paragraphs[index] for index in keep]
-    return draft.article.with_fields(
-        fingerprint=matching_form,
-        **draft.fields,
-        text="\n\n".join(paragraphs),
-        word_count=clean_word_count(paragraphs),
-        boilerplate_removed=removed,
+    return draft.article.with_content(
+        dataclasses.replace(
+            draft.content,
+            text="\n\n".join(paragraphs),
+            word_count=clean_word_count(paragraphs),
+            boilerplate_removed=removed,
+        )
     )

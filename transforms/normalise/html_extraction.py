@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Any
 
 import trafilatura
 
@@ -23,8 +24,10 @@ def check_not_binary(body: str) -> None:
         return
     junk = len(_CONTROL.findall(sample)) + sample.count("\ufffd")
     if junk > max(_BINARY_SHARE * len(sample), _FEWEST_BINARY_CHARACTERS):
-        raise Rejected(DeadLetterReason.BINARY_CONTENT,
-                       f"{junk} of the first {len(sample)} characters are control or replacement characters")
+        raise Rejected(
+            DeadLetterReason.BINARY_CONTENT,
+            f"{junk} of the first {len(sample)} characters are control or replacement characters",
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -44,15 +47,17 @@ def extract_html(html: str, url: str | None = None) -> ExtractedPage:
     """The main content and metadata of an HTML page or fragment; raises `Rejected`."""
     replacement = html.count("\ufffd")
     if replacement > _UNDECODABLE_SHARE * len(html):
-        raise Rejected(DeadLetterReason.UNDECODABLE_HTML,
-                       f"{replacement} replacement characters: the page was decoded with the wrong charset")
+        raise Rejected(
+            DeadLetterReason.UNDECODABLE_HTML,
+            f"{replacement} replacement characters: the page was decoded with the wrong charset",
+        )
     check_not_binary(html)
     if "html" not in html[:50].lower():
         html = f"<html><body>{html}</body></html>"  # trafilatura parses whole documents only
     tree = trafilatura.load_html(html)
     if tree is None:
         raise Rejected(DeadLetterReason.UNDECODABLE_HTML, "the markup could not be parsed as HTML")
-    document = trafilatura.bare_extraction(
+    document: Any = trafilatura.bare_extraction(  # a Document (not as_dict), which its stub does not say
         tree, url=url, with_metadata=True, include_comments=False, date_extraction_params=_HTML_DATE
     )
     if document is None or not (document.text or "").strip():

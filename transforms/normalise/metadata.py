@@ -14,8 +14,19 @@ from wirecopy.schemas.published_at import parse_published_at
 from .text import clean_text
 
 
-_TRACKING_PARAMETERS = {"fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "mc_cid", "mc_eid",
-                        "igshid", "_ga"}
+_TRACKING_PARAMETERS = {
+    "fbclid",
+    "gclid",
+    "dclid",
+    "gbraid",
+    "wbraid",
+    "msclkid",
+    "yclid",
+    "mc_cid",
+    "mc_eid",
+    "igshid",
+    "_ga",
+}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

@@ -12,7 +12,6 @@ from typing import Iterable
 import ftfy
 
 
-
 # Wire feeds that lost the high byte of UTF-16 typography leave C0 controls
 # where quotes and dashes were (U+2019 -> U+0019); restoring them keeps the
 # word ("don\x19t" -> "don’t") instead of gluing or splitting it.
@@ -160,7 +159,7 @@ _FORMAT = re.compile(_FORMAT_CLASS + _FORMAT_CLASS + "*")
 # punctuation; unified so that they vanish with the other apostrophes.
 _APOSTROPHE_LETTERS = re.compile("[\u02bb\u02bc\u02bd]")
 # One scan tells whether any of the rarely needed passes applies.
-_RARE = re.compile("(?:" + _FORMAT_CLASS + "|[\u02bb\u02bc\u02bd]|[\U00010000-\U0010FFFF])")
+_RARE = re.compile("(?:" + _FORMAT_CLASS + "|[\u02bb\u02bc\u02bd]|[\U00010000-\U0010ffff])")
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
 
 
