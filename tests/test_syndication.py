@@ -320,6 +320,26 @@ def test_a_rewritten_copy_is_found_by_short_runs_in_order():
     assert passages and all(0 <= start < end <= len(rewritten) for start, end in passages)
 
 
+def test_an_original_found_by_rewrites_of_different_parts_of_it_is_no_container():
+    """Two rewrites that each keep their own part of the original founded stories of their own; the original
+    arriving later joins the one that covers most of it (a digest's parts are quotes, never rewrites)."""
+    signature = sketching.sketch(STORY).signature
+    half = len(signature.values) // 4 // 2
+
+    def candidate(name: str, text: str, matched: int, share: float) -> syn.Candidate:
+        root = syn.Root(1, 0, name)
+        member = sketching.sketch(text).signature
+        verdict = syn.Verdict(share, "rewritten", share, matched, share)
+        aligned = syn.Aligned(name, syn.SortKey(1, 1, 0, name), syn.Label(root, False), member, verdict)
+        return syn.Candidate(root, matched, share, False, aligned, member.limit)
+
+    first = candidate("first-half", OTHER, (1 << half) - 1, 0.5)
+    second = candidate("second-half", THIRD, ((1 << (2 * half)) - 1) & ~((1 << half) - 1), 0.45)
+    assert syn.choose(signature, [first, second]) == first
+    quoted = second._replace(best=second.best._replace(verdict=second.best.verdict._replace(match="partial")))
+    assert syn.choose(signature, [first, quoted]) is None
+
+
 def test_independent_reports_sharing_quotes_and_names_stay_apart():
     quote = (
         "“We will not accept a timetable that leaves rural lines behind,” said Maria Lindqvist, the Swedish "
