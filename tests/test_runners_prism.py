@@ -60,8 +60,13 @@ def run_on_files(directory: Path, *runner_args: str) -> tuple[str, dict[str, lis
     directory.mkdir()
     finished = wirecopy("--input-jsonl", str(SAMPLES), "--output-jsonl", str(directory / "out.jsonl"), *runner_args)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    return finished.stderr, {
-        kind: read_jsonl(directory / f"out{suffix}.jsonl")
+    return finished.stderr, outputs_beside(directory / "out.jsonl")
+
+
+def outputs_beside(enriched: Path) -> dict[str, list[dict]]:
+    """A file-mode run's enriched articles, cluster events and dead letters (the sibling files of `enriched`)."""
+    return {
+        kind: read_jsonl(enriched.with_name(f"{enriched.stem}{suffix}.jsonl"))
         for kind, suffix in (("articles", ""), ("clusters", ".clusters"), ("dead_letters", ".dead-letters"))
     }
 
@@ -105,8 +110,9 @@ def assert_same_outcomes(got: dict[str, list[dict]], expected: dict[str, list[di
 
 
 @pytest.fixture(scope="module")
-def local_outcomes(tmp_path_factory) -> dict[str, list[dict]]:
-    _, outcomes = run_on_files(tmp_path_factory.mktemp("local") / "fnapi")
+def local_outcomes(sample_run) -> dict[str, list[dict]]:
+    """The local runner's outcomes over the samples (conftest's run of them)."""
+    outcomes = outputs_beside(sample_run)
     assert len(outcomes["articles"]) > 40 and len(outcomes["dead_letters"]) > 3, "the samples have both"
     return outcomes
 
