@@ -2,6 +2,8 @@ import asyncio
 import contextlib
 import itertools
 import ssl
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -14,7 +16,9 @@ from wirecopy.pipelines.local_broker import LocalBroker, free_port
 from apache_kafka import ApacheKafka, ApacheKafkaUnavailable
 from sasl_gate import SaslFrontedBroker
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures"
+SAMPLES = REPO / "pipelines" / "samples" / "articles.jsonl"
 
 
 @pytest.fixture(scope="session")
@@ -59,12 +63,18 @@ def broker_kind() -> str:
     return "tansu"
 
 
+def session_broker(broker_kind: str, request, tansu_fixture: str, listener: str):
+    """The session's broker of kind `broker_kind`: Tansu as the fixture `tansu_fixture` gives it, or the
+    Apache Kafka node's `listener`."""
+    if broker_kind == "tansu":
+        return request.getfixturevalue(tansu_fixture)
+    return getattr(request.getfixturevalue("apache_kafka"), listener)
+
+
 @pytest.fixture
 def broker(broker_kind, request):
     """A plaintext broker shared by the session's tests."""
-    if broker_kind == "tansu":
-        return request.getfixturevalue("tansu")
-    return request.getfixturevalue("apache_kafka").plaintext
+    return session_broker(broker_kind, request, "tansu", "plaintext")
 
 
 @pytest.fixture
@@ -171,18 +181,14 @@ def tansu_behind_sasl():
 @pytest.fixture
 def tls_broker(broker_kind, request):
     """A broker clients reach only over TLS (`client_config` trusts its certificate)."""
-    if broker_kind == "tansu":
-        return request.getfixturevalue("tansu_behind_tls")
-    return request.getfixturevalue("apache_kafka").tls
+    return session_broker(broker_kind, request, "tansu_behind_tls", "tls")
 
 
 @pytest.fixture
 def sasl_broker(broker_kind, request):
     """A broker clients reach only after SASL authentication (`client_config`: SCRAM-SHA-512 as `user`);
     `authentication_failures()` lists the connections it refused."""
-    if broker_kind == "tansu":
-        return request.getfixturevalue("tansu_behind_sasl")
-    return request.getfixturevalue("apache_kafka").sasl
+    return session_broker(broker_kind, request, "tansu_behind_sasl", "sasl")
 
 
 _topic_numbers = itertools.count()
@@ -207,3 +213,31 @@ def story_pages():
     pages = {page.stem: page.read_text(encoding="utf-8") for page in FIXTURES.glob("story_*.txt")}
     assert len(pages) == 2, f"expected the two story pages in {FIXTURES}"
     return dict(sorted(pages.items(), key=lambda item: -len(item[1])))
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory) -> Path:
+    """`wirecopy run` in file mode over the bundled sample articles, once per session: the report, the runner
+    comparisons and the story tests each check another side of the same outputs (the run takes 10-15 s under
+    load). The enriched articles' path; `enriched.clusters.jsonl`, `enriched.stories.jsonl` and
+    `enriched.dead-letters.jsonl` are beside it. Tests read these files and write nothing there."""
+    enriched = tmp_path_factory.mktemp("sample-run") / "enriched.jsonl"
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wirecopy.pipelines.cli",
+            "run",
+            "--input-jsonl",
+            str(SAMPLES),
+            "--output-jsonl",
+            str(enriched),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "running on FnApiRunner (bounded)" in finished.stderr
+    return enriched

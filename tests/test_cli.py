@@ -215,9 +215,10 @@ def mangled_sample_lines(count: int, seed: int) -> list[bytes]:
 
 
 def test_file_mode_accounts_for_every_line_of_mangled_input(tmp_path):
-    """Every line comes out once, enriched or dead-lettered. Among these ~1,000 articles, two share a home shard
-    with one published months later that arrived first: such articles were once never emitted."""
-    lines = mangled_sample_lines(2000, seed=12)
+    """Every line comes out once, enriched or dead-lettered. Among these ~500 articles, two share a home shard
+    with one published months later that arrived first: such articles were once never emitted (the CLI before
+    306b60d lost those 2 lines here, as it did over 2,000 lines of the same seed)."""
+    lines = mangled_sample_lines(1000, seed=12)
     source = tmp_path / "in.jsonl"
     source.write_bytes(b"\n".join(lines) + b"\n")
     finished = wirecopy("run", "--input-jsonl", str(source), "--output-jsonl", str(tmp_path / "out.jsonl"))
@@ -225,7 +226,7 @@ def test_file_mode_accounts_for_every_line_of_mangled_input(tmp_path):
     enriched = [orjson.loads(line)["ingest"]["offset"] for line in (tmp_path / "out.jsonl").read_bytes().splitlines()]
     dead = [orjson.loads(line)["offset"] for line in (tmp_path / "out.dead-letters.jsonl").read_bytes().splitlines()]
     assert Counter(enriched + dead) == Counter(range(len(lines)))
-    assert len(enriched) > 800 and len(dead) > 300
+    assert len(enriched) > 400 and len(dead) > 150
 
 
 def test_file_mode_rejects_kafka_only_options(capsys):

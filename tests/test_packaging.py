@@ -61,3 +61,24 @@ def test_the_demo_without_its_extra_says_how_to_install_it():
         result.stderr.strip().splitlines()[-1]
         == "wirecopy: the demo's local broker is not installed: pip install 'wirecopy[demo]'"
     )
+
+
+def test_a_projects_own_pipelines_transforms_and_schemas_folders_cannot_shadow_wirecopys(tmp_path):
+    """The usual Beam project layout in the user's working directory (first on sys.path): every wirecopy
+    module still imports its own code (a module importing a top-level `transforms` would get the user's)."""
+    for folder in ("pipelines", "transforms", "schemas"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "__init__.py").write_text(f'raise ImportError("the user\'s own {folder} was imported")\n')
+    script = (
+        "import importlib, pkgutil\n"
+        "for name in ('pipelines', 'transforms', 'schemas'):\n"
+        "    package = importlib.import_module(f'wirecopy.{name}')\n"
+        "    for module in pkgutil.walk_packages(package.__path__, f'wirecopy.{name}.'):\n"
+        "        importlib.import_module(module.name)\n"
+        "        print(module.name)\n"
+    )
+    imported = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    assert {"wirecopy.pipelines.enrich", "wirecopy.transforms.syndication", "wirecopy.schemas.codec"} <= set(
+        imported.stdout.split()
+    )

@@ -429,17 +429,6 @@ def test_the_browser_check_sees_script_errors_and_blocked_loads(tmp_path):
     assert len(console) == 2 and "Uncaught TypeError" in " ".join(console) and "example.com" in " ".join(console)
 
 
-@pytest.fixture(scope="module")
-def sample_run(tmp_path_factory) -> Path:
-    """`wirecopy run` in file mode over the bundled sample articles; the enriched articles' path."""
-    enriched = tmp_path_factory.mktemp("run") / "enriched.jsonl"
-    finished = wirecopy(
-        "run", "--input-jsonl", REPO / "pipelines" / "samples" / "articles.jsonl", "--output-jsonl", enriched
-    )
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    return enriched
-
-
 def expected_story_titles(articles: list[dict]) -> set[str]:
     """The title of each ground-truth story's earliest article: what its story shows."""
     by_id = {a["article_id"]: a for a in articles}
@@ -495,7 +484,7 @@ def test_report_of_a_sample_run_shows_its_stories_in_a_browser(sample_run, tmp_p
 
 
 @pytest.mark.broker
-def test_report_from_topics_matches_the_files_and_ignores_redelivered_records(broker, topic_name, sample_run):
+def test_report_from_topics_matches_the_files_and_ignores_redelivered_records(broker, topic_name, sample_run, tmp_path):
     topics = {kind: topic_name(kind) for kind in ("out", "stories", "clusters", "dead")}
     broker.create_topics(list(topics.values()))
     files = {
@@ -521,14 +510,14 @@ def test_report_from_topics_matches_the_files_and_ignores_redelivered_records(br
             "--dead-letter-topic",
             topics["dead"],
             "--html",
-            sample_run.with_name("from-kafka.html"),
+            tmp_path / "from-kafka.html",
         )
         == 0
     )
-    assert report_in_process("--output-jsonl", sample_run, "--html", sample_run.with_name("from-files.html")) == 0
+    assert report_in_process("--output-jsonl", sample_run, "--html", tmp_path / "from-files.html") == 0
 
     def page_without_header(name: str) -> str:  # where it was read from and when differ
-        return re.sub(r'<p class="meta">.*?</p>', "", sample_run.with_name(name).read_text())
+        return re.sub(r'<p class="meta">.*?</p>', "", (tmp_path / name).read_text())
 
     assert page_without_header("from-kafka.html") == page_without_header("from-files.html")
 

@@ -8,9 +8,11 @@ event joins later; what a consumer ends up with (clusters after the merges) is
 compared instead.
 """
 
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -60,10 +62,21 @@ def run_on_files(directory: Path, *runner_args: str) -> tuple[str, dict[str, lis
     directory.mkdir()
     finished = wirecopy("--input-jsonl", str(SAMPLES), "--output-jsonl", str(directory / "out.jsonl"), *runner_args)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    return finished.stderr, {
-        kind: read_jsonl(directory / f"out{suffix}.jsonl")
+    return finished.stderr, outputs_beside(directory / "out.jsonl")
+
+
+def outputs_beside(enriched: Path) -> dict[str, list[dict]]:
+    """A file-mode run's enriched articles, cluster events and dead letters (the sibling files of `enriched`)."""
+    return {
+        kind: read_jsonl(enriched.with_name(f"{enriched.stem}{suffix}.jsonl"))
         for kind, suffix in (("articles", ""), ("clusters", ".clusters"), ("dead_letters", ".dead-letters"))
     }
+
+
+def records_read(log_lines: list[str], topic: str) -> int:
+    """How far the reader's progress lines (`TOPIC[P] at OFFSET`) say it has read, over all partitions."""
+    positions = dict(re.findall(rf"{re.escape(topic)}\[(\d+)\] at (\d+)", "".join(log_lines)))
+    return sum(int(offset) for offset in positions.values())
 
 
 def comparable(events: list[dict], drop: set[str] = frozenset()) -> list[bytes]:
@@ -105,8 +118,9 @@ def assert_same_outcomes(got: dict[str, list[dict]], expected: dict[str, list[di
 
 
 @pytest.fixture(scope="module")
-def local_outcomes(tmp_path_factory) -> dict[str, list[dict]]:
-    _, outcomes = run_on_files(tmp_path_factory.mktemp("local") / "fnapi")
+def local_outcomes(sample_run) -> dict[str, list[dict]]:
+    """The local runner's outcomes over the samples (conftest's run of them)."""
+    outcomes = outputs_beside(sample_run)
     assert len(outcomes["articles"]) > 40 and len(outcomes["dead_letters"]) > 3, "the samples have both"
     return outcomes
 
@@ -159,28 +173,37 @@ def test_kafka_streaming_on_prism_stops_on_sigint_with_every_offset_committed(
             prism_location,
         ],
         cwd=REPO,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+    log_lines: list[str] = []
+    log_reader = threading.Thread(target=lambda: log_lines.extend(process.stderr), daemon=True)
+    log_reader.start()
     expected = len(local_outcomes["articles"]) + len(local_outcomes["dead_letters"])
     try:
         # Live output is not asserted: Prism sometimes holds everything after the reader while the read is
         # unbounded (seen in 3 of 8 runs; cf. apache/beam#33815), and emits it once the read ends. So stop
-        # after the outputs, or after 90 s: what the stop must give is the same either way.
-        deadline = time.monotonic() + 90
+        # once the outputs are all there, or once the reader's progress line (every 10 s) shows every record
+        # read: what the stop must give is the same either way.
+        deadline = time.monotonic() + 180
         while (
             len(read_topic(broker.bootstrap_servers, topics["out"]))
             + len(read_topic(broker.bootstrap_servers, topics["dead"]))
-        ) < expected and time.monotonic() < deadline:
-            assert process.poll() is None, process.stderr.read()[-3000:]
+        ) < expected:
+            if records_read(log_lines, topics["in"]) == len(lines):
+                break
+            assert process.poll() is None, "".join(log_lines)[-3000:]
+            assert time.monotonic() < deadline, "neither every output nor every record read after 180 s"
             time.sleep(1)
         process.send_signal(signal.SIGINT)
-        _, log = process.communicate(timeout=180)
+        process.wait(timeout=180)
     finally:
         if process.poll() is None:
             process.kill()
-            print(process.communicate()[1][-5000:])
+            process.wait()
+        log_reader.join(timeout=10)
+    log = "".join(log_lines)
     assert process.returncode == 0, log[-3000:]
     assert "running on PrismRunner (streaming)" in log and "SIGINT received" in log
     outcomes = {
