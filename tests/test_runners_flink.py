@@ -80,8 +80,8 @@ def flink_cluster(tmp_path_factory):
 
 @pytest.fixture
 def own_flink_cluster(tmp_path):
-    """A cluster of the test's own, for a test that kills its TaskManager: a job on the shared cluster after
-    that failed with NoResourceAvailableException."""
+    """A cluster of the test's own, for a test that kills its TaskManager (a job on the shared cluster after
+    that failed with NoResourceAvailableException) or stops a job with a savepoint."""
     yield from started_cluster(tmp_path / "flink")
 
 
@@ -287,11 +287,14 @@ def post(address: str, path: str, body: dict) -> dict:
 
 
 @pytest.mark.flink
-def test_a_job_stopped_with_a_savepoint_resumes_with_its_stories(on_flink, flink_cluster, local_outcomes, broker,
-                                                                 topic_name):
+def test_a_job_stopped_with_a_savepoint_resumes_with_its_stories(own_flink_cluster, job_server_jar, worker_pool,
+                                                                 local_outcomes, broker, topic_name):
     """The first half of the samples, stop with a savepoint, the second half, resume from it: the copies in
-    the second half join the stories founded before the stop (syndication state kept), as on the local runner."""
-    address, directory = flink_cluster
+    the second half join the stories founded before the stop (syndication state kept), as on the local runner.
+    On a cluster of its own: on the shared one, after the streaming test, its job was submitted and then read
+    nothing for 300 s in a whole-suite run (CI-like clone, quiet machine)."""
+    address, directory = own_flink_cluster
+    on_flink = flink_options(address, job_server_jar, worker_pool)
     topics = {role: topic_name(role) for role in ("in", "out", "clusters", "dead")}
     broker.create_topics([topics["in"]], partitions=3)
     broker.create_topics([topics["out"], topics["clusters"], topics["dead"]])
