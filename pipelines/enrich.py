@@ -17,9 +17,11 @@ import time
 from typing import Any, Callable, Mapping
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, PortableOptions, StandardOptions
+from apache_beam.options.pipeline_options import (DirectOptions, FlinkRunnerOptions, PipelineOptions, PortableOptions,
+                                                  StandardOptions)
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+from wirecopy.pipelines.flink_cluster import cancel_on_cluster, rest_address
 from wirecopy.schemas import codec
 from wirecopy.transforms.events import DecodeArticles, EncodeEvents, EventKind, check_max_event_bytes
 from wirecopy.transforms.jsonlio import ReadJsonLines, WriteJsonLines
@@ -220,6 +222,22 @@ def workers_run_here(runner: str, options: PipelineOptions) -> bool:
             and options.view_as(PortableOptions).environment_type in (None, "LOOPBACK"))
 
 
+class _CancelledOnCluster:
+    """A Flink job's result whose cancel() also cancels the job on its session cluster (see flink_cluster)."""
+
+    def __init__(self, result: beam.runners.runner.PipelineResult, cluster: str):
+        self._result, self._cluster = result, cluster
+
+    def cancel(self):
+        state = self._result.cancel()
+        # Beam's portable result keeps the job service's id only as `_job_id` (no public accessor in 2.77).
+        cancel_on_cluster(self._cluster, self._result._job_id)
+        return state
+
+    def __getattr__(self, name: str):
+        return getattr(self._result, name)
+
+
 def run(config: RunConfig, beam_args: list[str] | None = None,
         on_started: Callable[[beam.runners.runner.PipelineResult, bool], None] | None = None,
         read_stop: ReadStop | None = None) -> RunResult:
@@ -235,6 +253,10 @@ def run(config: RunConfig, beam_args: list[str] | None = None,
     _LOG.info("running on %s (%s)", runner_name, "streaming" if config.streaming else "bounded")
     started = time.monotonic()
     result = pipeline.run()
+    cluster = rest_address(options.view_as(FlinkRunnerOptions).flink_master) \
+        if runner_family(runner_name) == "flink" else None
+    if cluster is not None:
+        result = _CancelledOnCluster(result, cluster)
     if on_started is not None:
         on_started(result, workers_run_here(runner_name, options))
     if runner_family(runner_name) == "direct":

@@ -24,6 +24,7 @@ import orjson
 import pytest
 
 from wirecopy.pipelines.demo import sample_lines
+from wirecopy.pipelines.flink_cluster import flink_job_name, rest_address
 from wirecopy.pipelines.local_broker import committed_offsets, free_port, produce, read_topic
 # tests/ is on sys.path (pytest rootdir conftest)
 from test_runners_prism import assert_same_outcomes, local_outcomes, read_jsonl, SAMPLES  # noqa: F401 (a fixture)
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 # differs from the local runner's (batch: its shuffles; Kafka: how partitions interleave): 12 of the samples'
 # 50 texts differed in file mode, and the languages told from them. See tests/test_runners_prism.py.
 ORDER_DEPENDENT_FIELDS = {"text", "word_count", "boilerplate_removed", "language"}
+FLINK_ENDED = {"CANCELED", "FINISHED", "FAILED"}
 KAFKA_COORDINATES = {"ingest", "topic", "partition", "offset", "timestamp"}
 KAFKA_ARGS = ["--bootstrap-servers", "127.0.0.1:1", "--input-topic", "a", "--output-topic", "b",
               "--cluster-topic", "c", "--dead-letter-topic", "d"]
@@ -58,6 +60,18 @@ def test_kafka_mode_a_runner_would_not_commit_offsets_on_is_refused_in_one_line(
     errors = [line for line in finished.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and reason in errors[0], finished.stderr[-2000:]
     assert "Traceback" not in finished.stderr and "cannot reach Kafka" not in finished.stderr
+
+
+@pytest.mark.parametrize("flink_master, address", [
+    ("127.0.0.1:8081", "http://127.0.0.1:8081"), ("https://flink.example:443", "https://flink.example:443"),
+    ("[local]", None), ("[auto]", None), (None, None)])
+def test_the_cluster_to_cancel_a_job_on_is_the_flink_master_unless_it_is_embedded(flink_master, address):
+    assert rest_address(flink_master) == address
+
+
+def test_flink_knows_a_job_by_the_job_services_id_less_its_uuid():
+    assert flink_job_name("BeamApp-root-1203161036-772e7dd1_42013d4e-9c77-4f2d-88ab-e9fbebdb83f0") == \
+        "BeamApp-root-1203161036-772e7dd1"
 
 
 def flink(*args: str) -> subprocess.CompletedProcess:
@@ -295,8 +309,9 @@ def wait_for(condition, seconds: float, run: StreamingRun, what: str) -> None:
         time.sleep(1)
 
 
-def stop(run: StreamingRun) -> str:
-    """Ctrl-C: the CLI cancels the Flink job through the job service; its log."""
+def stop(run: StreamingRun, address: str) -> str:
+    """Ctrl-C: the CLI cancels the job through the job service and on the cluster (the job service alone
+    left the Flink job running: see pipelines/flink_cluster.py); its log."""
     if run.process.poll() is None:
         run.process.send_signal(signal.SIGINT)
     try:
@@ -308,6 +323,9 @@ def stop(run: StreamingRun) -> str:
     log = run.output()
     assert run.process.returncode == 0, log[-3000:]
     assert "cancelling the job through the job service" in log and "finished on FlinkRunner: CANCELLED" in log
+    assert "cancelled Flink job" in log, log[-3000:]
+    running = [job for job in rest(address, "/jobs/overview")["jobs"] if job["state"] not in FLINK_ENDED]
+    assert not running, f"still on the cluster after Ctrl-C: {running}"
     return log
 
 
@@ -358,7 +376,7 @@ def test_kafka_streaming_on_flink_stops_with_a_savepoint_and_resumes_with_its_st
         wait_for(lambda: topics.outputs() >= expected, 240, run, "every output after the resume")
         wait_for(lambda: topics.committed() == len(lines), 60, run, "offsets committed to the end")
     finally:
-        stop(run)
+        stop(run, address)
     assert_same_outcomes(topics.outcomes(), local_outcomes, drop=ORDER_DEPENDENT_FIELDS | KAFKA_COORDINATES)
 
 
@@ -390,7 +408,7 @@ def test_a_taskmanager_killed_mid_stream_loses_no_record(on_flink, flink_cluster
         wait_for(lambda: topics.committed() == len(lines), 60, run, "offsets committed to the end")
         restarts = rest(address, f"/jobs/{running_job(address)}/checkpoints")["counts"]
     finally:
-        stop(run)
+        stop(run, address)
     got = topics.outcomes()
     assert restarts["restored"] >= 1, "the job restarted from a checkpoint"
     assert {a["article_id"] for a in got["articles"]} == expected_ids
