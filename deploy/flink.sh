@@ -138,13 +138,14 @@ YAML
   echo "127.0.0.1:$rest_port" > "$dir/address"
 }
 
-wait_for_taskmanager() {  # DIR: until the REST API answers and a TaskManager has registered
+wait_for_taskmanager() {  # DIR: until the REST API answers and a TaskManager has registered its slots
   local address; address=$(cat "$1/address")
   for _ in $(seq 120); do
     if "$python" - "$address" <<'PY' 2>/dev/null; then return; fi
 import json, sys, urllib.request
 overview = json.load(urllib.request.urlopen(f"http://{sys.argv[1]}/overview", timeout=2))
-sys.exit(0 if overview["taskmanagers"] >= 1 else 1)
+# A TaskManager counts before its slots do (seen: 1 TaskManager, 0 slots).
+sys.exit(0 if overview["taskmanagers"] >= 1 and overview["slots-total"] >= 1 else 1)
 PY
     sleep 1
   done
