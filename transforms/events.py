@@ -87,7 +87,14 @@ class _DecodeFn(beam.DoFn):
 
 
 class DecodeArticles(beam.PTransform):
-    """`SourceRecord`s → outcomes: `Article`s, and `DeadLetter`s for records that are not raw articles."""
+    """`SourceRecord`s → outcomes: `Article`s, and `DeadLetter`s for records that are not raw articles.
+
+    `max_record_bytes`: the largest record value decoded; a larger one is a dead letter.
+
+    Example::
+
+        outcomes = pipeline | ReadFromKafka(spec) | "Decode" >> DecodeArticles()
+    """
 
     def __init__(self, max_record_bytes: int = codec.DEFAULT_MAX_RECORD_BYTES):
         super().__init__()
@@ -218,6 +225,10 @@ class EncodeEvents(beam.PTransform):
     None for no limit. An enriched article over it becomes a `payload_too_large`
     dead letter, and a dead letter's payload is cut to fit it: the sink never
     gets a message it must refuse, which would fail every retry of the bundle.
+
+    Example::
+
+        messages = outcomes | "Encode" >> EncodeEvents(max_event_bytes=1_048_576)
     """
 
     def __init__(self, max_event_bytes: int | None = None):

@@ -27,7 +27,12 @@ class _ReadLinesFn(beam.DoFn):
 
 
 class ReadJsonLines(beam.PTransform):
-    """Reads every file matching `pattern` (local path, glob or a Beam filesystem URL)."""
+    """Reads every file matching `pattern` (local path, glob or a Beam filesystem URL) as `SourceRecord`s.
+
+    Example::
+
+        outcomes = pipeline | ReadJsonLines("articles/*.jsonl") | DecodeArticles()
+    """
 
     def __init__(self, pattern: str):
         super().__init__()
@@ -45,7 +50,12 @@ class ReadJsonLines(beam.PTransform):
 
 
 class WriteJsonLines(beam.PTransform):
-    """Writes encoded JSON values (bytes), one per line, to exactly `path` (one shard)."""
+    """Writes encoded JSON values (bytes), one per line, to exactly `path` (one shard).
+
+    Example::
+
+        values | WriteJsonLines("out/enriched.jsonl")
+    """
 
     def __init__(self, path: str):
         super().__init__()

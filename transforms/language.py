@@ -73,6 +73,10 @@ class DetectLanguage(beam.PTransform):
     """Outcomes in, outcomes out: every Article gets `language`; everything else passes through.
 
     `threshold`: the confidence below which the code is `und`.
+
+    Example::
+
+        outcomes | "Normalise" >> Normalise() | "Language" >> DetectLanguage(threshold=0.5)
     """
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD):

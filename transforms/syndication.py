@@ -1237,6 +1237,10 @@ class ClusterSyndicated(beam.PTransform):
 
     Every other outcome (dead letters, events of earlier stages) passes through.
     `horizon`: how long, in event time, an article stays matchable.
+
+    Example::
+
+        outcomes | "Language" >> DetectLanguage() | "Syndication" >> ClusterSyndicated(dt.timedelta(days=7))
     """
 
     def __init__(self, horizon: dt.timedelta = dt.timedelta(milliseconds=DEFAULT_HORIZON_MS)):

@@ -391,6 +391,10 @@ class ReadFromKafka(beam.PTransform):
 
     `stop`: a `ReadStop` that ends a streaming read cleanly when requested
     (without one, it ends at the spec's `max_records` or `max_read_time_s`).
+
+    Example::
+
+        records = pipeline | ReadFromKafka(KafkaReadSpec("localhost:9092", "articles", "wirecopy", streaming=True))
     """
 
     def __init__(self, spec: KafkaReadSpec, stop: ReadStop | None = None):

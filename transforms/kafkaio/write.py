@@ -187,6 +187,10 @@ class WriteToKafka(beam.PTransform):
     those no retry can fix) with a new producer, so a bundle (and the input
     offsets its finalizer commits) is complete only once every record is
     acknowledged.
+
+    Example::
+
+        messages | WriteToKafka("localhost:9092", {"linger_ms": 20})
     """
 
     def __init__(

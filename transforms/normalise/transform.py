@@ -100,7 +100,12 @@ class _SourceTemplateFn(StatefulStep[Draft, list[SeenArticle]]):
 
 
 class Normalise(beam.PTransform):
-    """Outcomes in, outcomes out: articles normalised (or dead-lettered), everything else passed through."""
+    """Outcomes in, outcomes out: articles normalised (or dead-lettered), everything else passed through.
+
+    Example::
+
+        outcomes = records | "Decode" >> DecodeArticles() | "Normalise" >> Normalise()
+    """
 
     def expand(self, outcomes):
         return (
