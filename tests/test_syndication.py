@@ -105,6 +105,40 @@ def test_alignment_keeps_the_longest_chain_in_the_same_order():
     assert 0.3 < sketching.align(swapped, original).raw_share_a < 0.7
 
 
+def test_a_phrase_met_by_chance_far_from_the_shared_passage_is_no_part_of_the_chain(monkeypatch):
+    """A digest quotes an article's lead; far below, it happens to use the article's last three words. In order in
+    both texts, a longest chain takes them and spreads over the whole digest, as a rewrite would: dropped."""
+    article = " ".join(f"lead{i}" for i in range(12)) + " " + " ".join(f"body{i}" for i in range(30))
+    digest = (
+        " ".join(f"lead{i}" for i in range(12))
+        + " "
+        + " ".join(f"other{i}" for i in range(30))
+        + " body27 body28 body29"
+    )
+    a, b = sketching.sketch(article).signature, sketching.sketch(digest).signature
+    assert a.limit == b.limit == 1 << 32  # short texts: every shingle is in the sample, so the phrase is too
+    found = sketching.align(a, b)
+    assert found.chain == 10 and found.spread_b < 0.3
+    monkeypatch.setattr(sketching, "CHAIN_LINK", 1 << 16)
+    assert sketching.align(a, b).spread_b > 0.9
+
+
+def test_texts_sharing_only_a_header_and_a_footer_are_no_copies(monkeypatch):
+    """A site's template around two different stories: the chain is a block at each end with a wide gap in both."""
+    header = "newsroom daily your trusted source of breaking news analysis and opinion around the clock"
+    footer = "leave a reply your email address will not be published required fields are marked all rights reserved"
+
+    def page(story: str, edited: int = -1) -> sketching.Signature:
+        body = " ".join("edited" if i == edited else f"{story}{i}" for i in range(40))
+        return sketching.sketch(f"{header}\n\n{body}\n\n{footer}").signature
+
+    one, other = page("alpha"), page("beta")
+    assert syn.verify(one, other) is None
+    assert syn.verify(one, page("alpha", edited=20)).match == "near"
+    monkeypatch.setattr(syn, "FRAME_GAP", 1.0)
+    assert syn.verify(one, other) is not None
+
+
 def test_a_share_measured_on_few_values_counts_for_less():
     """Shares are weighed as chain / (sample + SHARE_PRIOR): a handful of shared values is weak evidence."""
     text = " ".join(f"word{i}" for i in range(200))
