@@ -51,6 +51,7 @@ COPY_KINDS = (
     "boilerplate",
     "retitled",
     "rewritten",
+    "partly_derived",
     "pasted",
     "live_blog",
 )
