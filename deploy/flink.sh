@@ -117,6 +117,11 @@ taskmanager:
       size: 64m
 parallelism:
   default: 1
+# How often the REST API's metrics are fetched from the TaskManagers (default 10 s): a counter read there
+# (the tests read wirecopy_articles_enriched) lags the job by up to this much.
+metrics:
+  fetcher:
+    update-interval: 1000
 rest:
   address: 127.0.0.1
   bind-address: 127.0.0.1
