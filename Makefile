@@ -15,10 +15,13 @@ KAFKA_LIBS := .cache/kafka-$(KAFKA_VERSION)/libs
 
 # The runners the tests run on, built or fetched once into a cache shared by
 # every clone ($$WIRECOPY_CACHE, default ~/.cache/wirecopy): Prism from the Go
-# module proxy, Flink from its PyPI wheels. See deploy/README.md.
+# module proxy, Flink from its PyPI packages, Beam's Flink job server from Maven
+# Central. See deploy/README.md.
 runners: $(INSTALLED)
 	deploy/prism.sh $(VENV)/bin/python
 	PYTHON=$(VENV)/bin/python deploy/flink.sh fetch
+	@command -v mvn >/dev/null || { echo "Beam's Flink job server is fetched with Maven: install it (apt-get install maven)"; exit 1; }
+	deploy/flink.sh job-server
 
 demo: $(INSTALLED)
 	$(VENV)/bin/wirecopy demo

