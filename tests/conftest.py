@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from filelock import FileLock
 
 from wirecopy.pipelines.local_broker import LocalBroker, free_port
 
@@ -28,6 +29,14 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"report_{report.when}", report)
     return report
+
+
+def pytest_itemcollected(item):
+    """The Flink tests in one pytest-xdist group (marked as they are collected, before pytest-xdist reads the
+    groups): they share a session cluster (~650 MiB, 30-45 s to start here), which every worker running one of
+    them would start for itself."""
+    if item.get_closest_marker("flink"):
+        item.add_marker(pytest.mark.xdist_group("flink"))
 
 
 @pytest.fixture(scope="session")
@@ -214,6 +223,48 @@ def topic_name(request):
     return make
 
 
+@pytest.fixture
+def kafka_args():
+    """Builds the CLI's Kafka arguments: `kafka_args(broker, topics, group, config_file=None)`, with `topics` by
+    role (`in`, `out`, `clusters`, `dead`, and `stories` when the run has a story topic). The broker's client
+    settings go in `config_file` as a user's client.properties would have them (Java names)."""
+
+    def build(broker, topics: dict[str, str], group: str, config_file: Path | None = None) -> list[str]:
+        args = [
+            "--bootstrap-servers",
+            broker.bootstrap_servers,
+            "--input-topic",
+            topics["in"],
+            "--output-topic",
+            topics["out"],
+            "--cluster-topic",
+            topics["clusters"],
+            "--dead-letter-topic",
+            topics["dead"],
+            "--group-id",
+            group,
+        ]
+        if "stories" in topics:
+            args += ["--story-topic", topics["stories"]]
+        if broker.client_config:
+            settings = dict(broker.client_config)
+            lines = [
+                f"{key.replace('_', '.')}={value}\n"
+                for key, value in settings.items()
+                if not key.startswith("sasl_plain_")
+            ]
+            if "sasl_plain_username" in settings:  # as a Java client's file has them
+                lines.append(
+                    "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+                    f'username="{settings["sasl_plain_username"]}" password="{settings["sasl_plain_password"]}";\n'
+                )
+            config_file.write_text("".join(lines))
+            args += ["--kafka-config", str(config_file)]
+        return args
+
+    return build
+
+
 @pytest.fixture(scope="session")
 def story_pages():
     """Two copies of one (fictional) wire story as sites republish it: an aggregator's excerpt in its
@@ -225,28 +276,41 @@ def story_pages():
 
 
 @pytest.fixture(scope="session")
-def sample_run(tmp_path_factory) -> Path:
+def sample_run(tmp_path_factory, worker_id) -> Path:
     """`wirecopy run` in file mode over the bundled sample articles, once per session: the report, the runner
     comparisons and the story tests each check another side of the same outputs (the run takes 10-15 s under
     load). The enriched articles' path; `enriched.clusters.jsonl`, `enriched.stories.jsonl` and
-    `enriched.dead-letters.jsonl` are beside it. Tests read these files and write nothing there."""
-    enriched = tmp_path_factory.mktemp("sample-run") / "enriched.jsonl"
-    finished = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wirecopy.pipelines.cli",
-            "run",
-            "--input-jsonl",
-            str(SAMPLES),
-            "--output-jsonl",
-            str(enriched),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    assert "running on FnApiRunner (bounded)" in finished.stderr
+    `enriched.dead-letters.jsonl` are beside it. Tests read these files and write nothing there.
+
+    Under pytest-xdist every worker has its own temporary directory below the session's: the first worker to
+    take the lock there runs the command, the others wait and read its files."""
+    session_directory = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        session_directory = session_directory.parent
+    directory = session_directory / "sample-run"
+    enriched = directory / "enriched.jsonl"
+    finished_marker = directory / "finished"
+    with FileLock(session_directory / "sample-run.lock"):
+        if finished_marker.exists():
+            return enriched
+        directory.mkdir(exist_ok=True)
+        finished = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "wirecopy.pipelines.cli",
+                "run",
+                "--input-jsonl",
+                str(SAMPLES),
+                "--output-jsonl",
+                str(enriched),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        assert "running on FnApiRunner (bounded)" in finished.stderr
+        finished_marker.touch()
     return enriched

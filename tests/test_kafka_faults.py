@@ -1,7 +1,9 @@
 """The pipeline as a separate process against a real broker, under crashes, signals and broker faults."""
 
 import base64
+import datetime as dt
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +26,8 @@ pytestmark = pytest.mark.broker
 # only: signal handling, which is the CLI's and the runner's, whatever the broker.
 
 REPO = Path(__file__).resolve().parents[1]
+# The time at the start of each of the CLI's log lines.
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ", re.MULTILINE)
 _WORDS = (
     "council budget river harbour minister election rail ticket storm coast farmers drought water price "
     "school teachers union strike hospital doctors patients bridge repair traffic city mayor museum "
@@ -357,14 +361,18 @@ def test_an_article_too_large_for_the_output_topic_is_dead_lettered_and_the_run_
 
 
 def test_unreachable_broker_is_a_clear_error_within_seconds(topic_name):
-    started = time.monotonic()
     finished = subprocess.run(
         [sys.executable, "-m", "wirecopy.pipelines.cli", "run", *Topics(topic_name).args("127.0.0.1:1", "g")],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,
     )
     assert finished.returncode == 2
     assert "cannot reach Kafka at 127.0.0.1:1" in finished.stderr and "Traceback" not in finished.stderr
-    assert time.monotonic() - started < 20
+    # From the first refused connection to the error, by the log's own clock: the client gives up after its
+    # bootstrap timeout (5 s here) instead of retrying. The interpreter's start before it is left out: 15 of
+    # the 20 s it took in all on this machine with the suite's workers and other jobs running.
+    logged = [dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f") for stamp in _LOG_TIME.findall(finished.stderr)]
+    assert len(logged) >= 2, finished.stderr[-3000:]
+    assert (logged[-1] - logged[0]).total_seconds() < 20, finished.stderr[-3000:]

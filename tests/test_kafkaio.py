@@ -97,12 +97,18 @@ def test_streaming_read_sees_records_produced_while_it_runs(broker, topic_name):
     broker.create_topics([source], partitions=2)
     broker.create_topics([sink])
     before = produce_numbered(broker, source, 0, 200)
-    spec = KafkaReadSpec(broker.bootstrap_servers, source, group, streaming=True, max_records=500, max_read_time_s=60)
+    # max_read_time_s only ends a read that never reaches max_records, which the assertions then tell.
+    spec = KafkaReadSpec(broker.bootstrap_servers, source, group, streaming=True, max_records=500, max_read_time_s=240)
     pipeline = threading.Thread(target=copy_topic, args=(spec, sink))
     pipeline.start()
-    time.sleep(3)
+    # "During": once the records from before are copied, so the read is running when the rest arrive.
+    deadline = time.monotonic() + 120
+    while len(read_topic(broker.bootstrap_servers, sink)) < len(before):
+        assert pipeline.is_alive(), "the streaming read ended before max_records"
+        assert time.monotonic() < deadline, "the records produced before the read were not copied within 120 s"
+        time.sleep(0.5)
     during = produce_numbered(broker, source, 200, 300)
-    pipeline.join(timeout=90)
+    pipeline.join(timeout=240)
     assert not pipeline.is_alive(), "the streaming read did not stop at max_records"
     assert sorted(r.key for r in read_topic(broker.bootstrap_servers, sink)) == sorted(before + during)
     assert sum(committed(broker, source, group).values()) == 500

@@ -10,6 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# One pytest-xdist worker runs the module's tests: each worker would build the distributions again (9 s).
+pytestmark = pytest.mark.xdist_group("distributions")
+
 
 @pytest.fixture(scope="module")
 def distributions(tmp_path_factory) -> dict[str, Path]:

@@ -134,7 +134,7 @@ def test_file_mode_on_prism_gives_the_local_runners_outcomes(runner, engine, pri
 
 
 def test_kafka_streaming_on_prism_stops_on_sigint_with_every_offset_committed(
-    prism_location, local_outcomes, broker, topic_name
+    prism_location, local_outcomes, broker, topic_name, kafka_args
 ):
     """Streaming on Prism, then Ctrl-C: Prism runs the Python workers in the CLI's own process (LOOPBACK), so
     the stop reaches the readers; they end, everything read comes out, the last bundles commit, exit 0."""
@@ -152,18 +152,7 @@ def test_kafka_streaming_on_prism_stops_on_sigint_with_every_offset_committed(
             "-m",
             "wirecopy.pipelines.cli",
             "run",
-            "--bootstrap-servers",
-            broker.bootstrap_servers,
-            "--input-topic",
-            topics["in"],
-            "--output-topic",
-            topics["out"],
-            "--cluster-topic",
-            topics["clusters"],
-            "--dead-letter-topic",
-            topics["dead"],
-            "--group-id",
-            group,
+            *kafka_args(broker, topics, group),
             "--streaming",
             "--max-read-time",
             "300",

@@ -47,32 +47,14 @@ def file_mode_stories(sample_run) -> set[frozenset[str]]:
     [(1, "tansu"), (3, "tansu"), pytest.param(3, "apache_kafka", marks=pytest.mark.apache_kafka)],
 )
 def test_kafka_mode_gives_the_stories_of_file_mode_whatever_the_partition_count(
-    broker, topic_name, partitions, file_mode_stories
+    broker, topic_name, partitions, file_mode_stories, kafka_args
 ):
     topics = {role: topic_name(role) for role in ("in", "out", "clusters", "dead", "stories")}
     broker.create_topics([topics["in"]], partitions=partitions)
     broker.create_topics([topics["out"], topics["clusters"], topics["dead"]])
     broker.create_topics([topics["stories"]], configs={"cleanup.policy": "compact"})
     produce(broker.bootstrap_servers, topics["in"], sample_lines())
-    finished = wirecopy(
-        "run",
-        "--bootstrap-servers",
-        broker.bootstrap_servers,
-        "--input-topic",
-        topics["in"],
-        "--output-topic",
-        topics["out"],
-        "--cluster-topic",
-        topics["clusters"],
-        "--dead-letter-topic",
-        topics["dead"],
-        "--story-topic",
-        topics["stories"],
-        "--group-id",
-        f"stories-{partitions}",
-        "--start-from",
-        "earliest",
-    )
+    finished = wirecopy("run", *kafka_args(broker, topics, f"stories-{partitions}"), "--start-from", "earliest")
     assert finished.returncode == 0, finished.stderr[-3000:]
     records = [orjson.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics["stories"])]
     if partitions == 1:  # the file's order: the same stories exactly
