@@ -234,6 +234,20 @@ def direct_runner_engine(result: beam.runners.runner.PipelineResult) -> str:
     return {"portable_runner": "Prism", "fn_runner": "FnApiRunner"}.get(kind, "BundleBasedDirectRunner")
 
 
+def explained(error: KafkaError, consumer_config: Mapping[str, Any]) -> str:
+    """The client's error, with the likely cause when it hides one.
+
+    A broker closes the connection right after refusing SASL credentials; kafka-python 3.0 drops the refusal it had
+    read when that same read ends at the close, and reports only 'socket disconnected' (seen under load).
+    """
+    if "sasl_mechanism" in consumer_config and "disconnected" in str(error):
+        mechanism = consumer_config["sasl_mechanism"]
+        return (
+            f"{error}: the broker closed the connection while authenticating; check the {mechanism} user and password"
+        )
+    return str(error)
+
+
 def check_kafka(io: KafkaIO) -> None:
     """Fail fast, in seconds and with a plain message, when Kafka is unreachable or a topic is missing."""
     try:
@@ -241,7 +255,8 @@ def check_kafka(io: KafkaIO) -> None:
             bootstrap_servers=io.bootstrap_servers, **{"bootstrap_timeout_ms": 5000, **io.read.consumer_config}
         )
     except KafkaError as error:
-        raise SetupError(f"cannot reach Kafka at {io.bootstrap_servers}: {error}") from None
+        reason = explained(error, io.read.consumer_config)
+        raise SetupError(f"cannot reach Kafka at {io.bootstrap_servers}: {reason}") from None
     try:
         existing = consumer.topics()
     except KafkaError as error:

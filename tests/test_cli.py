@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 import trustme
+from kafka.errors import KafkaConnectionError
 
 from apache_kafka import on_both_brokers
 from test_stories import ORDER_DEPENDENT
@@ -21,7 +22,7 @@ from wirecopy.pipelines import cli
 from wirecopy.pipelines import options as run_options
 from wirecopy.pipelines.kafka_config import client_settings, jaas_credentials, read_properties
 from wirecopy.pipelines.demo import sample_lines
-from wirecopy.pipelines.enrich import DEFAULT_GROUP_ID
+from wirecopy.pipelines.enrich import DEFAULT_GROUP_ID, explained
 from wirecopy.pipelines.local_broker import committed_offsets, produce, read_topic
 from wirecopy.schemas import codec
 from wirecopy.transforms.stories import StoryTable
@@ -574,11 +575,23 @@ def test_kafka_with_a_wrong_sasl_password_is_a_clear_error(sasl_broker, topic_na
     finished = wirecopy("run", *args)
     assert finished.returncode == 2, finished.stderr[-3000:]
     assert f"cannot reach Kafka at {sasl_broker.bootstrap_servers}" in finished.stderr
-    assert "Authentication failed" in finished.stderr, "the broker's refusal is what the user sees"
+    # The broker's refusal, or (when kafka-python lost it to the close that follows) the likely cause.
+    assert "Authentication failed" in finished.stderr or "closed the connection while authenticating" in (
+        finished.stderr
+    ), "the user sees why"
     assert "not-the-password" not in finished.stderr
     assert "Traceback" not in finished.stderr
     assert time.monotonic() - started < 60
     assert sasl_broker.authentication_failures()[refused_before:], "the broker saw and refused the credentials"
+
+
+def test_a_connection_closed_while_authenticating_says_what_to_check():
+    closed = KafkaConnectionError("socket disconnected")
+    sasl = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512"}
+    assert "check the SCRAM-SHA-512 user and password" in explained(closed, sasl)
+    assert explained(closed, {}) == str(closed)
+    refused = KafkaConnectionError("connection refused")
+    assert explained(refused, sasl) == str(refused)
 
 
 @pytest.mark.broker
