@@ -107,9 +107,9 @@ it touches (its buckets and home shard): the runner hands out a new state
 cache token per bundle, so each key a bundle touches is loaded and committed
 once in it, and the SDK's state cache weighs the value each time (objsize).
 Its default first scanned every loaded module, ~0.5 ms per access; the
-stateful DoFns turn that scan off
-(`wirecopy.transforms.stage.weigh_state_without_scanning_modules`), which cut the
-stage from ~12 to ~2-3 ms per article (`--pipeline` prints it). The states are
+stateful DoFns weigh with `wirecopy.transforms.stage.weigh_state_cheaply`
+instead (no scan, no per-call set-up), which cut the stage from ~12 to ~2-3 ms
+per article (`--pipeline` prints it). The states are
 kept as versioned bytes (`encode_bucket`, `encode_shard`,
 `encode_announcements`, through `stage.EncodedState`): weighed as bytes, not by
 walking every entry and signature, encoded once per key and bundle. Fewer keys
