@@ -22,6 +22,7 @@ and nothing is dropped.
 from __future__ import annotations
 
 import collections
+import sys
 import traceback
 from typing import (
     Any,
@@ -208,8 +209,16 @@ def state_weight(*objs: Any) -> int:
     objsize's breadth-first walk with Beam's size, referents and filter
     functions, each object counted once and None never: Beam's filter never
     descends into modules, types or functions, the only holders of module
-    globals, so objsize's exclusion of those adds nothing.
+    globals, so objsize's exclusion of those adds nothing. What the cache
+    holds of an `EncodedState` key, its bag's values (none, or one
+    `StoredValue`, whose only referent is its bytes), is summed directly.
     """
+    if len(objs) == 1 and type(objs[0]) is list and len(objs[0]) <= 1:
+        values = objs[0]
+        if not values:
+            return sys.getsizeof(values)
+        if type(values[0]) is StoredValue:
+            return sys.getsizeof(values) + sys.getsizeof(values[0]) + sys.getsizeof(values[0].data())
     size, keep, referents = statecache._size_func, statecache._filter_func, statecache._get_referents_func
     marked = {id(None)}
     total = 0
