@@ -523,9 +523,13 @@ class Shard(NamedTuple):
 def home_step(
     shard: Shard | None, message: Pending | IndexReply, horizon_ms: int = DEFAULT_HORIZON_MS
 ) -> tuple[Shard, list[Article | ClusterEvent]]:
-    """The shard after `message`, and what it emits: the decided article and its events, if complete."""
-    decided = dict(shard.decided) if shard else {}
-    waiting = dict(shard.waiting) if shard else {}
+    """The shard after `message`, and what it emits: the decided article and its events, if complete.
+
+    The shard's dicts are never changed in place (values are immutable), so a
+    message copies only what it changes.
+    """
+    decided = shard.decided if shard else {}
+    waiting = shard.waiting if shard else {}
     newest_ms = shard.newest_ms if shard else 0
     article_id = message.article_id
     if article_id in decided:
@@ -537,11 +541,15 @@ def home_step(
     else:
         now = Waiting(before.pending, {**before.replies, message.bucket: message}, before.since_ms)
     if now.pending is None or not now.pending.buckets <= now.replies.keys():
-        waiting[article_id] = now
+        waiting = {**waiting, article_id: now}
+        if isinstance(message, IndexReply):
+            # A reply moves no clock, so pruning would drop nothing: the shard was pruned at this newest_ms.
+            # (Most messages are replies, ~30 per article; pruning each cost as much as deciding the article.)
+            return Shard(decided, waiting, newest_ms), []
         return _pruned(decided, waiting, newest_ms, horizon_ms), []
     cluster, roots, outputs = decide(now.pending, [now.replies[b] for b in sorted(now.pending.buckets)])
-    waiting.pop(article_id, None)
-    decided[article_id] = Decided(cluster, roots, now.since_ms)
+    waiting = {key: value for key, value in waiting.items() if key != article_id}
+    decided = {**decided, article_id: Decided(cluster, roots, now.since_ms)}
     return _pruned(decided, waiting, newest_ms, horizon_ms), outputs
 
 
