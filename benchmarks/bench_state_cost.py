@@ -59,11 +59,11 @@ def cpu_seconds(elements: int, step: beam.DoFn | None, keys_per: int) -> float:
     with beam.Pipeline(runner=FnApiRunner()) as pipeline:
         items = pipeline | beam.Create(range(elements), reshuffle=False)
         if step is None:
-            return_ = items | beam.Map(lambda i: i)
+            passed = items | beam.Map(lambda i: i)
         else:
             keyed = items | beam.Map(lambda i: (i // keys_per, i)).with_output_types(tuple[int, int])
-            return_ = keyed | beam.ParDo(step)
-        return_ | beam.combiners.Count.Globally()
+            passed = keyed | beam.ParDo(step)
+        passed | beam.combiners.Count.Globally()
     return time.process_time() - started
 
 
@@ -89,7 +89,9 @@ def main() -> int:
     print(f"{args.elements:,} elements, FnApiRunner, apache-beam {beam.__version__}; CPU us per element")
     print(f"  {'':<52} {'best':>8} {'median':>8} {'median over baseline':>21}")
     for name, cpus in timings.items():
-        extra = "" if name.startswith("baseline") else f"{(statistics.median(cpus) - base) / args.elements * 1e6:>21.1f}"
+        extra = (
+            "" if name.startswith("baseline") else f"{(statistics.median(cpus) - base) / args.elements * 1e6:>21.1f}"
+        )
         print(
             f"  {name:<52} {min(cpus) / args.elements * 1e6:>8.1f} "
             f"{statistics.median(cpus) / args.elements * 1e6:>8.1f} {extra}"
