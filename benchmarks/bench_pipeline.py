@@ -2,6 +2,7 @@
 
     .venv/bin/pip install -e '.[bench]'     # datasketch (the naive loop) and py-spy (the per-stage profile)
     .venv/bin/python benchmarks/bench_pipeline.py [--shared ../shared] [--bases-per-language 30] [--repeat 3]
+        [--baseline REV]
 
 The labelled set of `syndication_labelled.py` (real news in 17 languages from
 `../shared/corpus`, wire stories with 2-5 syndicated copies each: truncated,
@@ -18,7 +19,9 @@ fresh topics:
   lower-cased text) queried against and then inserted into a `MinHashLSH`
   (threshold 0.5), the article with its language and cluster produced as JSON;
 - `wirecopy run` (bounded; `pipelines.enrich.run`, the CLI's own entry);
-- the Beam I/O floor: our Kafka read and sink with no stage between them.
+- the Beam I/O floor: our Kafka read and sink with no stage between them;
+- with `--baseline REV`, `wirecopy run` as of that git revision too (its
+  tree extracted and imported first), so a change is measured side by side.
 
 Prints wall and CPU seconds (this process, all threads), articles per second
 and CPU ms per article for each (best and median of the repeats), and
@@ -70,10 +73,10 @@ KNOWN_LANGUAGES = {"eng": "en", "fra": "fr", "deu": "de", "swa": "sw", "som": "s
 PROFILE_RATE = 250
 
 
-def run_process(argv: list[str]) -> tuple[float, float]:
+def run_process(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall and CPU seconds (user + system, of the process and the processes it waited for) of one run."""
     wall = time.perf_counter()
-    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     errors = process.stderr.read()  # the log, read as it comes (a full pipe would block the process)
     # wait4 rather than wait: the rusage of this process alone.
     _, status, usage = os.wait4(process.pid, 0)
@@ -126,6 +129,21 @@ def wirecopy_args(broker: LocalBroker, source: str, tag: str) -> tuple[KafkaIO, 
         "--start-from",
         "earliest",
     ]
+
+
+def baseline_tree(revision: str, scratch: Path) -> dict[str, str]:
+    """The environment that makes `python -m wirecopy...` import the package as of `revision`: its tree
+    extracted under `scratch`, laid out as the installed package (`wirecopy.pipelines`, ...) first on the path."""
+    tree = scratch / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    package = tree / "wirecopy"
+    package.mkdir()
+    (package / "__init__.py").touch()
+    for folder in ("pipelines", "transforms", "schemas"):
+        (package / folder).symlink_to(tree / folder)
+    return {**os.environ, "PYTHONPATH": str(tree)}
 
 
 # --- the per-stage profile -----------------------------------------------------------------------
@@ -306,6 +324,7 @@ def main() -> int:
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     parser.add_argument("--bases-per-language", type=int, default=30, help="wire stories per language (default 30)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each (default 3)")
+    parser.add_argument("--baseline", metavar="REV", help="also time `wirecopy run` as of this git revision")
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -330,7 +349,9 @@ def main() -> int:
     )
 
     timings: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
-    with LocalBroker() as broker:
+    scratch = tempfile.TemporaryDirectory()
+    baseline_env = baseline_tree(args.baseline, Path(scratch.name)) if args.baseline else None
+    with scratch, LocalBroker() as broker:
         source = "bench.raw"
         broker.create_topics([source], partitions=PARTITIONS)
         produce(broker.bootstrap_servers, source, values, [item.article_id.encode() for item in labelled])
@@ -344,6 +365,12 @@ def main() -> int:
             print(" wirecopy run ...", end="", flush=True)
             last_io, run_args = wirecopy_args(broker, source, tag)
             timings["wirecopy"].append(run_process([str(Path(sys.executable).with_name("wirecopy")), "run", *run_args]))
+            if baseline_env:
+                print(f" wirecopy run as of {args.baseline} ...", end="", flush=True)
+                _, baseline_args = wirecopy_args(broker, source, f"{tag}-baseline")
+                timings["baseline"].append(
+                    run_process([sys.executable, "-m", "wirecopy.pipelines.cli", "run", *baseline_args], baseline_env)
+                )
             print(" Beam I/O floor ...", end="", flush=True)
             timings["floor"].append(run_process(contender("floor", broker, source, count, f"{tag}-floor")))
             print(" done", flush=True)
@@ -360,6 +387,8 @@ def main() -> int:
         print(row("raw kafka-python passthrough", timings["raw"], count, ours))
         print(row("naive loop (langdetect + MinHashLSH)", timings["naive"], count, ours))
         print(row("wirecopy run (whole pipeline)", ours, count))
+        if baseline_env:
+            print(row(f"wirecopy run as of {args.baseline}"[:40], timings["baseline"], count, ours))
         print(row("Beam I/O floor (our read + sink only)", timings["floor"], count, ours))
         print(row("wirecopy's stages (paired difference)", stages, count))
         naive_walls, our_walls = [wall for wall, _ in timings["naive"]], [wall for wall, _ in ours]

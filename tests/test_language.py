@@ -399,3 +399,27 @@ def test_threshold_option_is_validated():
     assert DetectLanguage().__dict__["_threshold"] == DEFAULT_THRESHOLD
     with pytest.raises(ValueError):
         DetectLanguage(threshold=1.5)
+
+
+def test_the_stage_unpickles_the_detector_its_code_built_before(detector, tmp_path, monkeypatch):
+    """The first worker builds and keeps it; the next loads it and detects the same; a changed build (another
+    digest) or a cut-off file is built again, and only the current one is kept."""
+    from wirecopy.transforms import language_detector
+
+    monkeypatch.setenv("WIRECOPY_CACHE", str(tmp_path))
+    stale = tmp_path / "language-detector-0123.pickle"
+    stale.write_bytes(b"an older build")
+    built = language_detector.cached_detector()
+    path = language_detector.detector_cache_path()
+    assert sorted(tmp_path.iterdir()) == [path]
+    with monkeypatch.context() as building:
+        building.setattr(LanguageDetector, "__init__", lambda *_: pytest.fail("built again instead of loaded"))
+        loaded = language_detector.cached_detector()
+    assert loaded is not built and isinstance(loaded, LanguageDetector)
+    for text in (ENGLISH, FRENCH, "Habari za asubuhi, rafiki yangu. Leo tutaenda sokoni kununua matunda.", "12 34"):
+        assert loaded.detect(text) == built.detect(text) == detector.detect(text)
+    path.write_bytes(path.read_bytes()[:1000])
+    assert language_detector.cached_detector().detect(ENGLISH) == detector.detect(ENGLISH)
+    assert path.stat().st_size > 1000
+    monkeypatch.setattr(language_detector, "_CACHED_PACKAGES", ("numpy",))
+    assert language_detector.detector_cache_path() != path

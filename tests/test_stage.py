@@ -1,9 +1,8 @@
-"""The stage contract: routing written once (`Step`, `StatefulStep`), and state weighing without the module scan."""
+"""The stage contract: routing written once (`Step`, `StatefulStep`), and cheap state weighing (`state_weight`)."""
 
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-import objsize
 import pytest
 from apache_beam.runners.worker import statecache
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -22,15 +21,16 @@ from wirecopy.transforms.stage import (
     StoredValueCoder,
     opened,
     within_horizon,
-    weigh_state_without_scanning_modules,
+    state_weight,
+    weigh_state_cheaply,
 )
 
 
 @pytest.fixture
-def module_scan_restored():
-    before = objsize.default_settings.exclude_modules_globals
-    yield
-    objsize.default_settings.update(exclude_modules_globals=before)
+def beam_weighing_restored():
+    beams = statecache.get_deep_size
+    yield beams
+    statecache.get_deep_size = beams
 
 
 def state_values() -> list:
@@ -47,14 +47,16 @@ def state_values() -> list:
     return [history, *stream.buckets.values(), *stream.shards.values(), *stream.announcers.values()]
 
 
-def test_state_values_weigh_the_same_without_the_module_scan(module_scan_restored):
+def test_state_values_weigh_as_beam_weighs_them(beam_weighing_restored):
+    """Our state, what the SDK's cache holds of it (lists of stored values), and other shapes Beam weighs."""
     values = state_values()
     assert len(values) > 100
-    objsize.default_settings.update(exclude_modules_globals=True)
-    scanned = [statecache.get_deep_size(value) for value in values]
-    weigh_state_without_scanning_modules()
-    assert objsize.default_settings.exclude_modules_globals is False
-    assert [statecache.get_deep_size(value) for value in values] == scanned
+    stored = [StoredValue(data=syn.encode_bucket(v)) for v in values if isinstance(v, syn.Bucket)]
+    shared = ["shared", 2**70]
+    others = [[], [stored[0]], stored, [shared, shared, (shared, None)], {"a": 1.5, None: b"x"}, object(), statecache]
+    beams = beam_weighing_restored
+    assert [state_weight(value) for value in [*values, *others]] == [beams(value) for value in [*values, *others]]
+    assert state_weight(stored[0], stored[0], []) == beams(stored[0], stored[0], [])
 
 
 @pytest.mark.parametrize(
@@ -67,10 +69,11 @@ def test_state_values_weigh_the_same_without_the_module_scan(module_scan_restore
     ],
     ids=["index", "decide", "announce", "source-template"],
 )
-def test_every_stateful_stage_turns_the_scan_off_on_its_worker(module_scan_restored, stateful_fn):
-    objsize.default_settings.update(exclude_modules_globals=True)
+def test_every_stateful_stage_weighs_state_cheaply_on_its_worker(beam_weighing_restored, stateful_fn):
     stateful_fn().setup()
-    assert objsize.default_settings.exclude_modules_globals is False
+    assert statecache.get_deep_size is state_weight
+    weigh_state_cheaply()  # idempotent
+    assert statecache.get_deep_size is state_weight
 
 
 def test_a_stored_value_is_encoded_once_and_weighed_as_its_bytes():

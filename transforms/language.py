@@ -3,7 +3,8 @@
 The detector (`wirecopy.transforms.language_detector`) scores a bounded sample of the
 title and cleaned text against langdetect's language profiles, exactly and
 deterministically; see that module for how. This module is the Beam stage:
-one detector per DoFn instance, built in `setup()`, and counters per detected
+one detector per DoFn instance, made in `setup()` (unpickled when this code
+built it before: `cached_detector`), and counters per detected
 language and for hints the evidence contradicts.
 """
 
@@ -19,6 +20,7 @@ from wirecopy.transforms.language_detector import (
     DEFAULT_THRESHOLD,
     UNDETERMINED,
     LanguageDetector,
+    cached_detector,
     LanguageResult,
     normalise_code,
     representative_sample,
@@ -49,7 +51,7 @@ class _DetectLanguageFn(Step[Article]):
         self._counters: dict[str, Any] = {}
 
     def setup(self) -> None:
-        self._detector = LanguageDetector()
+        self._detector = cached_detector()
 
     def _count(self, code: str) -> None:
         if code not in self._counters:
