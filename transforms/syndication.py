@@ -121,7 +121,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import hashlib
 import pickle
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
@@ -1148,8 +1147,6 @@ def fan_out(article: Article, seed: int = sketching.DEFAULT_SEED) -> list[tuple[
     return [(home_shard(article.article_id), pending), *queries]
 
 
-# Every reply to an article is routed by its id (~30 per article, one after another): hashed once.
-@functools.lru_cache(maxsize=4096)
 def home_shard(article_id: str) -> int:
     digest = hashlib.blake2b(article_id.encode("utf-8"), digest_size=8).digest()
     return BUCKETS + int.from_bytes(digest, "little") % HOME_SHARDS
