@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import socket
 import time
 from typing import Any, Callable, Mapping, cast
 
@@ -234,18 +235,30 @@ def direct_runner_engine(result: beam.runners.runner.PipelineResult) -> str:
     return {"portable_runner": "Prism", "fn_runner": "FnApiRunner"}.get(kind, "BundleBasedDirectRunner")
 
 
-def explained(error: KafkaError, consumer_config: Mapping[str, Any]) -> str:
+def explained(error: KafkaError, consumer_config: Mapping[str, Any], listening: bool) -> str:
     """The client's error, with the likely cause when it hides one.
 
-    A broker closes the connection right after refusing SASL credentials; kafka-python 3.0 drops the refusal it had
-    read when that same read ends at the close, and reports only 'socket disconnected' (seen under load).
+    A broker closes the connection right after refusing SASL credentials, and kafka-python 3.0 drops the refusal
+    it had read when that same read ends at the close: the client then reports only that it could not bootstrap
+    (seen under load). A broker that accepts connections (`listening`) but no SASL client is such a refusal.
     """
-    if "sasl_mechanism" in consumer_config and "disconnected" in str(error):
-        mechanism = consumer_config["sasl_mechanism"]
+    mechanism = consumer_config.get("sasl_mechanism")
+    if mechanism and listening and "Authentication failed" not in str(error):
         return (
-            f"{error}: the broker closed the connection while authenticating; check the {mechanism} user and password"
+            f"{error}: the broker accepts connections but closed them while authenticating; "
+            f"check the {mechanism} user and password"
         )
     return str(error)
+
+
+def _listening(bootstrap_servers: str) -> bool:
+    """Whether the first bootstrap server accepts a TCP connection."""
+    host, _, port = bootstrap_servers.split(",")[0].strip().rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def check_kafka(io: KafkaIO) -> None:
@@ -255,7 +268,7 @@ def check_kafka(io: KafkaIO) -> None:
             bootstrap_servers=io.bootstrap_servers, **{"bootstrap_timeout_ms": 5000, **io.read.consumer_config}
         )
     except KafkaError as error:
-        reason = explained(error, io.read.consumer_config)
+        reason = explained(error, io.read.consumer_config, _listening(io.bootstrap_servers))
         raise SetupError(f"cannot reach Kafka at {io.bootstrap_servers}: {reason}") from None
     try:
         existing = consumer.topics()
