@@ -15,6 +15,7 @@ import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
 
 from apache_kafka import on_both_brokers, recent_record_time_ms
 from wirecopy.pipelines.local_broker import LocalBroker, committed_offsets, read_topic
@@ -245,8 +246,16 @@ def test_partitions_added_while_streaming_are_read(broker_kind, broker, topic_na
         admin.create_partitions({topics.input: 3})
     else:
         admin.delete_topics([topics.input])
-        wait_until(lambda: topics.input not in admin.list_topics(), 30, "the deletion to complete")
-        admin.create_topics([NewTopic(topics.input, 3, 1)])
+
+        def recreated() -> bool:
+            # Tansu may still refuse the name for a moment after the topic left its list (seen under load).
+            try:
+                admin.create_topics([NewTopic(topics.input, 3, 1)])
+            except TopicAlreadyExistsError:
+                return False
+            return True
+
+        wait_until(recreated, 30, "the topic to be re-created with 3 partitions")
     admin.close()
     later = {partition: synthetic_articles(10, f"p{partition}", seed=partition) for partition in range(3)}
     for partition, articles in later.items():
