@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,7 +99,10 @@ def rss_mib(pid: int) -> float:
 
 def taskmanager_pids(cluster: Path) -> list[int]:
     """The TaskManagers' JVMs, from the pid file Flink's scripts write into the cluster's directory."""
-    return [int(pid) for file in cluster.glob("*taskexecutor.pid") for pid in file.read_text().split()]
+    pids = [int(pid) for file in cluster.glob("*taskexecutor.pid") for pid in file.read_text().split()]
+    if not pids:  # else its connections would read 0 for want of a process to look at
+        raise RuntimeError(f"no TaskManager pid file (*taskexecutor.pid) in {cluster}")
+    return pids
 
 
 def wirecopy_metric_names(address: str, job_id: str) -> list[str]:
@@ -155,7 +159,7 @@ def main() -> int:
 
     jar = flink("job-server")
     directory = Path(tempfile.mkdtemp(prefix="flink-soak-"))
-    print(f"logs: {directory}")
+    print(f"logs (removed when the run succeeds): {directory}")
     pool_port = free_port()
     pool_log = open(directory / "worker-pool.log", "wb")
     pool = subprocess.Popen(
@@ -263,6 +267,7 @@ def main() -> int:
         pool.terminate()
         pool.wait(timeout=30)
         pool_log.close()
+    shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 
