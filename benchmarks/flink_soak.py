@@ -1,0 +1,275 @@
+"""Idle streaming soak on Flink: checkpoint size, readers, Kafka connections and worker memory over time.
+
+    .venv/bin/python benchmarks/flink_soak.py [--minutes 10] [--every 30] [--checkpointing-ms 10000]
+
+A Flink session cluster (`deploy/flink.sh start`: one TaskManager, 2 slots), a Python worker pool
+(`deploy/worker-pool.sh`) and a Tansu broker are started, as `bench_flink.py` does; a handful of the sample
+articles (`pipelines/samples/articles.jsonl`) go to a 3-partition topic, and one `wirecopy run --runner FlinkRunner
+--streaming` job with checkpointing reads it from the earliest offset, then sits idle: nothing more is produced.
+
+Every `--every` seconds for `--minutes` from the job's tasks running it prints: the elapsed time, the offsets
+committed, the completed checkpoints and the last one's size (Flink REST `/jobs/ID/checkpoints`), the live
+readers if the job exposes them as a metric (wirecopy exposes none: it says so once), the open TCP connections
+to the broker's port of the TaskManager and of the Python workers (sockets in /proc/PID/fd matched to
+/proc/PID/net/tcp), and the workers' resident memory. At the end it says for each series whether it stayed
+bounded: the last third of the samples against the first third (max, and slope per minute by least squares),
+then stops the job with Ctrl-C (the CLI cancels it on the cluster) and stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_flink import flink, rest, tasks_running, wait  # noqa: E402
+from wirecopy.pipelines.local_broker import LocalBroker, committed_offsets, free_port, produce  # noqa: E402
+
+PARTITIONS = 3
+SAMPLES = REPO / "pipelines" / "samples" / "articles.jsonl"
+# The TCP states of /proc/net/tcp that hold a connection open (everything but LISTEN and CLOSE).
+_OPEN_STATES = {"01", "02", "03", "04", "05", "06", "08", "09", "0B"}
+# A series is bounded when its last third stays within this much of its first third's max: checkpoint sizes
+# move by a few hundred bytes between checkpoints of the same state (timestamps, ids) and RSS by allocator noise.
+BOUND_SLACK = 0.10
+
+
+def descendants(root: int) -> list[int]:
+    """The processes under `root` (children, their children, ...), from /proc/*/stat."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def connections_to(pid: int, port: int) -> int:
+    """Open TCP connections of process `pid` whose remote end is `port` (its socket inodes in /proc/PID/net/tcp*)."""
+    inodes = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:  # the process ended while we looked
+        return 0
+    count = 0
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if remote_port == port and fields[3] in _OPEN_STATES and fields[9] in inodes:
+                count += 1
+    return count
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def taskmanager_pids(cluster: Path) -> list[int]:
+    """The TaskManagers' JVMs, from the pid file Flink's scripts write into the cluster's directory."""
+    pids = [int(pid) for file in cluster.glob("*taskexecutor.pid") for pid in file.read_text().split()]
+    if not pids:  # else its connections would read 0 for want of a process to look at
+        raise RuntimeError(f"no TaskManager pid file (*taskexecutor.pid) in {cluster}")
+    return pids
+
+
+def wirecopy_metric_names(address: str, job_id: str) -> list[str]:
+    """Every wirecopy metric the job's operators expose in Flink's REST API (their names, without the operator)."""
+    names = set()
+    for vertex in rest(address, f"/jobs/{job_id}")["vertices"]:
+        for metric in rest(address, f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"):
+            if ".wirecopy_" in metric["id"]:
+                names.add(metric["id"].split(".wirecopy_", 1)[1])
+    return sorted(names)
+
+
+def checkpoint_by_operator(address: str, job_id: str, checkpoint: int) -> dict[str, tuple[int, int]]:
+    """Operator name -> (checkpoint id, its state bytes in that checkpoint), from Flink's checkpoint details."""
+    details = rest(address, f"/jobs/{job_id}/checkpoints/details/{checkpoint}")
+    names = {v["id"]: v["name"] for v in rest(address, f"/jobs/{job_id}")["vertices"]}
+    return {names.get(vertex, vertex): (checkpoint, task["state_size"]) for vertex, task in details["tasks"].items()}
+
+
+def slope_per_minute(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points, per minute."""
+    if len(points) < 2:
+        return 0.0
+    mean_t = sum(t for t, _ in points) / len(points)
+    mean_v = sum(v for _, v in points) / len(points)
+    spread = sum((t - mean_t) ** 2 for t, _ in points)
+    return 60 * sum((t - mean_t) * (v - mean_v) for t, v in points) / spread if spread else 0.0
+
+
+def verdict(name: str, points: list[tuple[float, float]]) -> str:
+    third = max(len(points) // 3, 1)
+    first, last = points[:third], points[-third:]
+    first_max, last_max = max(v for _, v in first), max(v for _, v in last)
+    bounded = last_max <= first_max * (1 + BOUND_SLACK) + 1
+    return (
+        f"  {name:<26} first third max {first_max:>12,.1f} slope {slope_per_minute(first):>+10,.1f}/min;"
+        f" last third max {last_max:>12,.1f} slope {slope_per_minute(last):>+10,.1f}/min: "
+        f"{'bounded' if bounded else 'GREW'}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="how long the job sits idle (default 10)")
+    parser.add_argument("--every", type=float, default=30.0, help="seconds between samples (default 30)")
+    parser.add_argument("--records", type=int, default=5, help="sample articles produced before the job (default 5)")
+    parser.add_argument(
+        "--checkpointing-ms", type=int, default=10_000, help="the job's --checkpointing_interval (default 10000)"
+    )
+    args = parser.parse_args()
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print(f"machine: {os.cpu_count()} cores, shared (noisy); checkpoints every {args.checkpointing_ms} ms")
+
+    jar = flink("job-server")
+    directory = Path(tempfile.mkdtemp(prefix="flink-soak-"))
+    print(f"logs (removed when the run succeeds): {directory}")
+    pool_port = free_port()
+    pool_log = open(directory / "worker-pool.log", "wb")
+    pool = subprocess.Popen(
+        ["bash", str(REPO / "deploy" / "worker-pool.sh"), str(pool_port)],
+        cwd=REPO,
+        stdout=pool_log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    cluster = directory / "cluster"
+    address = flink("start", str(cluster))
+    job: subprocess.Popen | None = None
+    try:
+        with LocalBroker() as broker:
+            tag = f"soak-{uuid.uuid4().hex[:8]}"
+            topics = {role: f"{tag}.{role}" for role in ("raw", "enriched", "clusters", "dead")}
+            broker.create_topics([topics["raw"]], partitions=PARTITIONS)
+            broker.create_topics([topics["enriched"], topics["clusters"], topics["dead"]])
+            values = SAMPLES.read_bytes().splitlines()[: args.records]
+            produce(broker.bootstrap_servers, topics["raw"], values)
+            group = f"{tag}-group"
+            command = [
+                *(sys.executable, "-m", "wirecopy.pipelines.cli", "run"),
+                *("--bootstrap-servers", broker.bootstrap_servers, "--input-topic", topics["raw"]),
+                *("--group-id", group, "--output-topic", topics["enriched"]),
+                *("--cluster-topic", topics["clusters"], "--dead-letter-topic", topics["dead"]),
+                *("--start-from", "earliest", "--streaming"),
+                *("--runner", "FlinkRunner", "--flink_master", address, "--flink_version", "1.19"),
+                *("--flink_job_server_jar", jar, "--environment_type", "EXTERNAL"),
+                *("--environment_config", f"127.0.0.1:{pool_port}"),
+                *("--checkpointing_interval", str(args.checkpointing_ms)),
+            ]
+            print(f"job: {' '.join(command[1:])}")
+            log = directory / "cli.log"
+            with open(log, "wb") as output:
+                job = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
+            started = wait(lambda: tasks_running(address), job, log, "the job's tasks running")
+            (job_id,) = [j["jid"] for j in rest(address, "/jobs/overview")["jobs"] if j["state"] == "RUNNING"]
+            print(f"Flink job {job_id}: tasks running; {len(values)} records on the input topic, then nothing")
+
+            series: dict[str, list[tuple[float, float]]] = {}
+            print(
+                f"\n  {'elapsed':>7} {'committed':>9} {'checkpoints':>11} {'last ckpt B':>11}"
+                f" {'TM conns':>8} {'worker conns':>12} {'workers':>7} {'worker RSS MiB':>14}"
+            )
+            readers_exposed: bool | None = None
+            first_checkpoint: dict[str, tuple[int, int]] | None = None
+            last_checkpoint: dict[str, tuple[int, int]] = {}
+            while (elapsed := time.monotonic() - started) <= args.minutes * 60:
+                if job.poll() is not None:
+                    raise RuntimeError(f"wirecopy exited {job.returncode}: {log.read_text(errors='replace')[-3000:]}")
+                committed = sum(
+                    o or 0 for o in committed_offsets(broker.bootstrap_servers, topics["raw"], group).values()
+                )
+                checkpoints = rest(address, f"/jobs/{job_id}/checkpoints")
+                last = (checkpoints.get("latest") or {}).get("completed") or {}
+                size = last.get("state_size", 0)
+                metrics = wirecopy_metric_names(address, job_id)
+                if readers_exposed is None and metrics:
+                    readers_exposed = any("reader" in name for name in metrics)
+                    if not readers_exposed:
+                        print(f"  (live readers: not exposed; the job's wirecopy metrics are {', '.join(metrics)})")
+                workers = descendants(pool.pid)
+                tm_connections = sum(connections_to(pid, broker.port) for pid in taskmanager_pids(cluster))
+                worker_connections = sum(connections_to(pid, broker.port) for pid in workers)
+                rss = sum(rss_mib(pid) for pid in workers)
+                print(
+                    f"  {elapsed:>6.0f}s {committed:>9} {checkpoints['counts']['completed']:>11} {size:>11,}"
+                    f" {tm_connections:>8} {worker_connections:>12} {len(workers):>7} {rss:>14.1f}",
+                    flush=True,
+                )
+                if last and first_checkpoint is None:
+                    first_checkpoint = checkpoint_by_operator(address, job_id, last["id"])
+                last_checkpoint = checkpoint_by_operator(address, job_id, last["id"]) if last else last_checkpoint
+                if last:  # before the first checkpoint completes there is no size to compare
+                    series.setdefault("last checkpoint bytes", []).append((elapsed, size))
+                for name, value in (
+                    ("TaskManager connections", tm_connections),
+                    ("worker connections", worker_connections),
+                    ("worker RSS MiB", rss),
+                ):
+                    series.setdefault(name, []).append((elapsed, value))
+                time.sleep(max(0.0, args.every - (time.monotonic() - started - elapsed)))
+
+            print("\nbounded? (first third of the samples vs the last third)")
+            for name, points in series.items():
+                print(verdict(name, points))
+            print("\nstate bytes per operator, the first completed checkpoint seen and the last")
+            for operator, (checkpoint, size) in (first_checkpoint or {}).items():
+                later, later_size = last_checkpoint.get(operator, (0, 0))
+                print(f"  {operator[:70]:<70} #{checkpoint}: {size:>10,}  #{later}: {later_size:>10,}")
+    finally:
+        if job is not None and job.poll() is None:
+            job.send_signal(signal.SIGINT)
+            try:
+                job.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                job.kill()
+                job.wait()
+            cancelled = [
+                line for line in (directory / "cli.log").read_text(errors="replace").splitlines() if "cancel" in line
+            ]
+            print(f"stopped the job: {cancelled[-1] if cancelled else 'Ctrl-C sent; the CLI logged no cancel'}")
+        flink("stop", str(cluster))
+        pool.terminate()
+        pool.wait(timeout=30)
+        pool_log.close()
+    shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
