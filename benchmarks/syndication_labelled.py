@@ -490,6 +490,13 @@ def live_blog(entries: list[str], versions: int) -> list[list[str]]:
     return [list(reversed(entries[: k + 2])) for k in range(versions)]
 
 
+def _vocabulary_and_spare(unused: list[CorpusArticle], rng: random.Random) -> tuple[list[str], list[CorpusArticle]]:
+    """From articles not otherwise in the set, in a random order: the words of the first 40 (the vocabulary that
+    rewrites and digests draw from) and the rest (fillers for backgrounds, own narratives, live-blog entries)."""
+    rng.shuffle(unused)
+    return [w for a in unused[:40] for p in a.paragraphs for w in p.split()][:5000], unused[40:]
+
+
 def build_hard(
     shared: Path,
     bases_per_language: int = 30,
@@ -518,11 +525,7 @@ def build_hard(
         bases = [b for b in base_text.values() if b.language == language]
         if len(bases) < 4:
             continue
-        # Articles not otherwise in the set: fillers for backgrounds, own narratives, live-blog entries.
-        spare = [a for a in pool if not in_set.intersection(a.paragraphs)]
-        rng.shuffle(spare)
-        vocabulary = [w for a in spare[:40] for p in a.paragraphs for w in p.split()][:5000]
-        spare = spare[40:]
+        vocabulary, spare = _vocabulary_and_spare([a for a in pool if not in_set.intersection(a.paragraphs)], rng)
         as_corpus = {b.article_id: CorpusArticle(language, "", b.title, tuple(b.text.split("\n\n"))) for b in bases}
         for number, base in enumerate(bases[: len(bases) // 3]):
             for copy in range(rng.randint(1, 2)):
@@ -623,10 +626,9 @@ def _insert_partly_derived(
     used = set().union(*(_four_grams(CorpusArticle(i.language, "", None, (i.text,))) for i in extra))
     for language, pool in sorted(by_language.items()):
         bases = [b for b in base_text.values() if b.language == language]
-        spare = [a for a in pool if not in_set.intersection(a.paragraphs) and len(_four_grams(a) & used) < 5]
-        later.shuffle(spare)
-        vocabulary = [w for a in spare[:40] for p in a.paragraphs for w in p.split()][:5000]
-        spare = spare[40:]
+        vocabulary, spare = _vocabulary_and_spare(
+            [a for a in pool if not in_set.intersection(a.paragraphs) and len(_four_grams(a) & used) < 5], later
+        )
         for number, base in enumerate(later.sample(bases, k=min(len(bases), 4)) if len(bases) >= 4 else []):
             if not spare:
                 break
