@@ -1,7 +1,7 @@
 """Stories as a consumer gets them, against datasketch MinHashLSH, on the hard labelled set (prints figures).
 
     .venv/bin/pip install -e '.[bench]'     # datasketch, the comparison baseline
-    .venv/bin/python benchmarks/bench_stories.py [--shared ../shared] [--seed 7] [--bases-per-language 30]
+    .venv/bin/python benchmarks/bench_stories.py [--shared ../shared] [--seed 7] [--shuffle 1] [--bases-per-language 30]
 
 The set is `syndication_labelled.build_hard`: real news in 17 languages with
 verbatim, truncated, lead-edited, retitled and wrapped copies, rewritten
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
+import random
 import sys
 import time
 from pathlib import Path
@@ -162,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     parser.add_argument("--bases-per-language", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--shuffle",
+        type=int,
+        metavar="SEED",
+        help="send the articles in an order shuffled with this seed (each keeps its time): copies before their base",
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -181,8 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         f"built in {time.perf_counter() - started:.0f} s; " + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
     )
     show_seeds(args.shared)
-    ours, ms = consumer_view(articles)
-    print(f"\nwirecopy, consumer view from the story records ({ms:.2f} ms per article in process):")
+    arrivals = list(articles)
+    if args.shuffle is not None:
+        random.Random(args.shuffle).shuffle(arrivals)
+    ours, ms = consumer_view(arrivals)
+    order = "arrival order" if args.shuffle is None else f"arrival order shuffled with seed {args.shuffle}"
+    print(f"\nwirecopy, consumer view from the story records, {order} ({ms:.2f} ms per article in process):")
     report("story topic (StoryTable)", kept, truth, ours)
     ids = [article.article_id for article in articles]
     minhashes = datasketch_minhashes([fingerprint(article.content.text) for article in articles])

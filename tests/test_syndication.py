@@ -335,6 +335,41 @@ def test_a_copy_with_a_paragraph_of_another_story_pasted_in_joins_its_own_story_
     assert len(set(stream.unions().values())) == 2
 
 
+def test_a_pasted_paragraph_never_merges_the_story_it_came_from():
+    """A brief of one story, then another story, then a copy of the second with the brief pasted in: the copy holds
+    the brief whole, yet the brief is its pasted paragraph, not its story, so the two stories stay two."""
+    stream = InOrder()
+    brief_text = THIRD.split("\n\n")[0]
+    brief = stream.send(make_article("brief", brief_text, offset=0, timestamp_ms=1, source="one.example"))
+    base = stream.send(make_article("base", STORY, offset=1, timestamp_ms=2, source="two.example"))
+    paragraphs = STORY.split("\n\n")
+    pasted = "\n\n".join(paragraphs[:2] + [brief_text] + paragraphs[2:])
+    joined = stream.send(make_article("pasted", pasted, offset=2, timestamp_ms=3, source="three.example"))
+    assert joined["id"] == base["id"] != brief["id"]
+    assert not [e for e in stream.events if e.type == "merged"]
+    assert len(set(stream.unions().values())) == 2
+
+
+def test_a_digest_quoting_a_lead_that_a_copy_reworded_never_merges_into_the_copys_story():
+    """A digest quotes a story's lead; a copy of the story rewords a few words of that lead. The digest and the
+    copy share short runs in order, like a rewrite, but only over the lead: no evidence that the digest is the
+    story, so the copy joining the story merges nothing."""
+    digest = (
+        "Here is what you need to know this morning.\n\n" + STORY.split("\n\n")[0] + "\n\n" + THIRD.split("\n\n")[0]
+    )
+    lead = (
+        "The transport ministers of nineteen nations agreed on Tuesday to build a single booking platform for "
+        "cross-border train journeys, allowing passengers to buy one ticket from Lisbon to Helsinki by 2028."
+    )
+    copy = "\n\n".join([lead] + STORY.split("\n\n")[1:])
+    stream = InOrder()
+    briefing = stream.send(make_article("digest", digest, offset=0, timestamp_ms=1, source="briefing.example"))
+    base = stream.send(make_article("base", STORY, offset=1, timestamp_ms=2, source="one.example"))
+    assert stream.send(make_article("copy", copy, offset=2, timestamp_ms=3, source="two.example"))["id"] == base["id"]
+    assert not [e for e in stream.events if e.type == "merged"]
+    assert stream.unions()["digest"] == briefing["id"] != base["id"]
+
+
 def test_a_rewritten_copy_is_found_by_short_runs_in_order():
     """Lead reworded, reporting verb changed, a number rounded, words swapped every few words, background added."""
     rewritten = (
@@ -363,7 +398,7 @@ def test_an_original_found_by_rewrites_of_different_parts_of_it_is_no_container(
     def candidate(name: str, text: str, matched: int, share: float) -> syn.Candidate:
         root = syn.Root(1, 0, name)
         member = sketching.sketch(text).signature
-        verdict = syn.Verdict(share, "rewritten", share, matched, share)
+        verdict = syn.Verdict(share, "rewritten", share, matched, share, 0.5)
         aligned = syn.Aligned(name, syn.SortKey(1, 1, 0, name), syn.Label(root, False), member, verdict)
         return syn.Candidate(root, matched, share, False, aligned, member.limit)
 
