@@ -1,6 +1,6 @@
 """Idle streaming soak on Flink: checkpoint size, readers, Kafka connections and worker memory over time.
 
-    .venv/bin/python benchmarks/flink_soak.py [--minutes 10] [--every 30] [--checkpointing-ms 10000]
+    .venv/bin/python benchmarks/flink_soak.py [--minutes 10] [--every 30] [--checkpointing-ms 10000] [--after-idle 3]
 
 A Flink session cluster (`deploy/flink.sh start`: one TaskManager, 2 slots), a Python worker pool
 (`deploy/worker-pool.sh`) and a Tansu broker are started, as `bench_flink.py` does; a handful of the sample
@@ -8,12 +8,17 @@ articles (`pipelines/samples/articles.jsonl`) go to a 3-partition topic, and one
 --streaming` job with checkpointing reads it from the earliest offset, then sits idle: nothing more is produced.
 
 Every `--every` seconds for `--minutes` from the job's tasks running it prints: the elapsed time, the offsets
-committed, the completed checkpoints and the last one's size (Flink REST `/jobs/ID/checkpoints`), the live
+committed, the completed checkpoints and the last one's size (Flink REST `/jobs/ID/checkpoints`), the reader's
+operator's share of it and how much that grew per checkpoint since the previous sample (apache/beam#27648: a
+reader that polls by deferring its remainder leaves a residual in each checkpoint), the live
 readers if the job exposes them as a metric (wirecopy exposes none: it says so once), the open TCP connections
 to the broker's port of the TaskManager and of the Python workers (sockets in /proc/PID/fd matched to
 /proc/PID/net/tcp), and the workers' resident memory. At the end it says for each series whether it stayed
 bounded: the last third of the samples against the first third (max, and slope per minute by least squares),
-then stops the job with Ctrl-C (the CLI cancels it on the cluster) and stops everything.
+and the growth per checkpoint over the whole soak (least squares over checkpoint ids). With `--after-idle N` it
+then sends N more sample articles one at a time, each after `AFTER_IDLE_GAP_S` of quiet, and prints how long each
+took to come out (enriched or dead letter): an idle reader waits before it polls again, and this is what that
+costs. Then it stops the job with Ctrl-C (the CLI cancels it on the cluster) and stops everything.
 """
 
 from __future__ import annotations
@@ -34,7 +39,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_flink import flink, rest, tasks_running, wait  # noqa: E402
-from wirecopy.pipelines.local_broker import LocalBroker, committed_offsets, free_port, produce  # noqa: E402
+from wirecopy.pipelines.local_broker import (  # noqa: E402
+    LocalBroker,
+    committed_offsets,
+    free_port,
+    produce,
+    read_topic,
+)
 
 PARTITIONS = 3
 SAMPLES = REPO / "pipelines" / "samples" / "articles.jsonl"
@@ -43,6 +54,13 @@ _OPEN_STATES = {"01", "02", "03", "04", "05", "06", "08", "09", "0B"}
 # A series is bounded when its last third stays within this much of its first third's max: checkpoint sizes
 # move by a few hundred bytes between checkpoints of the same state (timestamps, ids) and RSS by allocator noise.
 BOUND_SLACK = 0.10
+# The reader's operator: the vertex Flink names "[n]{ReadKafka, ...}", the executable stage that processes the
+# splittable DoFn's restrictions and keeps their deferred residuals. (The vertex "Source: Impulse ->
+# [n]ReadKafka/{PlanRead, ReadPartitions}" only pairs the plan with its restrictions: its state never changes.)
+READER_STEP = "{ReadKafka"
+# Quiet before each record sent by --after-idle: longer than the reader's idle resume delay
+# (transforms/kafkaio/read.py), so every record reaches a reader that is waiting out its delay.
+AFTER_IDLE_GAP_S = 15.0
 
 
 def descendants(root: int) -> list[int]:
@@ -122,14 +140,59 @@ def checkpoint_by_operator(address: str, job_id: str, checkpoint: int) -> dict[s
     return {names.get(vertex, vertex): (checkpoint, task["state_size"]) for vertex, task in details["tasks"].items()}
 
 
-def slope_per_minute(points: list[tuple[float, float]]) -> float:
-    """Least-squares slope of (seconds, value) points, per minute."""
+def reader_bytes(by_operator: dict[str, tuple[int, int]]) -> int:
+    """The reader's operator's state bytes in a checkpoint (see `checkpoint_by_operator`)."""
+    sizes = [size for operator, (_, size) in by_operator.items() if READER_STEP in operator]
+    if not sizes:
+        raise RuntimeError(f"no operator named {READER_STEP} among {sorted(by_operator)}")
+    return sum(sizes)
+
+
+def reader_columns(reader_points: list[tuple[float, float]]) -> str:
+    """The reader's state bytes in the last checkpoint and their growth per checkpoint since the sample before."""
+    if not reader_points:
+        return f"{'-':>10} {'-':>13}"
+    if len(reader_points) < 2:
+        return f"{reader_points[-1][1]:>10,.0f} {'-':>13}"
+    (before_id, before), (now_id, now) = reader_points[-2:]
+    return f"{now:>10,.0f} {(now - before) / (now_id - before_id):>+13,.0f}"
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (x, value) points."""
     if len(points) < 2:
         return 0.0
-    mean_t = sum(t for t, _ in points) / len(points)
+    mean_x = sum(x for x, _ in points) / len(points)
     mean_v = sum(v for _, v in points) / len(points)
-    spread = sum((t - mean_t) ** 2 for t, _ in points)
-    return 60 * sum((t - mean_t) * (v - mean_v) for t, v in points) / spread if spread else 0.0
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    return sum((x - mean_x) * (v - mean_v) for x, v in points) / spread if spread else 0.0
+
+
+def slope_per_minute(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) points, per minute."""
+    return 60 * slope(points)
+
+
+def outputs(bootstrap_servers: str, topics: dict[str, str]) -> int:
+    """Enriched articles and dead letters written so far."""
+    return sum(len(read_topic(bootstrap_servers, topics[role])) for role in ("enriched", "dead"))
+
+
+def after_idle_latencies(bootstrap_servers: str, topics: dict[str, str], values: list[bytes]) -> list[float]:
+    """Seconds from producing each of `values`, one at a time after `AFTER_IDLE_GAP_S` of quiet, to its output."""
+    latencies = []
+    for value in values:
+        time.sleep(AFTER_IDLE_GAP_S)
+        before = outputs(bootstrap_servers, topics)
+        sent = time.monotonic()
+        produce(bootstrap_servers, topics["raw"], [value])
+        while outputs(bootstrap_servers, topics) == before:
+            if time.monotonic() - sent > 120:
+                raise RuntimeError("a record sent after an idle period did not come out within 120 s")
+            time.sleep(0.1)
+        latencies.append(time.monotonic() - sent)
+        print(f"  a record sent after {AFTER_IDLE_GAP_S:.0f} s idle came out after {latencies[-1]:.1f} s", flush=True)
+    return latencies
 
 
 def verdict(name: str, points: list[tuple[float, float]]) -> str:
@@ -151,6 +214,13 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=5, help="sample articles produced before the job (default 5)")
     parser.add_argument(
         "--checkpointing-ms", type=int, default=10_000, help="the job's --checkpointing_interval (default 10000)"
+    )
+    parser.add_argument(
+        "--after-idle",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the soak, send N more sample articles one at a time and time each to its output (default 0)",
     )
     args = parser.parse_args()
     logging.getLogger("kafka").setLevel(logging.ERROR)
@@ -178,7 +248,9 @@ def main() -> int:
             topics = {role: f"{tag}.{role}" for role in ("raw", "enriched", "clusters", "dead")}
             broker.create_topics([topics["raw"]], partitions=PARTITIONS)
             broker.create_topics([topics["enriched"], topics["clusters"], topics["dead"]])
-            values = SAMPLES.read_bytes().splitlines()[: args.records]
+            samples = SAMPLES.read_bytes().splitlines()
+            values = samples[: args.records]
+            after_idle = samples[args.records : args.records + args.after_idle]
             produce(broker.bootstrap_servers, topics["raw"], values)
             group = f"{tag}-group"
             command = [
@@ -203,8 +275,10 @@ def main() -> int:
             series: dict[str, list[tuple[float, float]]] = {}
             print(
                 f"\n  {'elapsed':>7} {'committed':>9} {'checkpoints':>11} {'last ckpt B':>11}"
+                f" {'reader B':>10} {'reader B/ckpt':>13}"
                 f" {'TM conns':>8} {'worker conns':>12} {'workers':>7} {'worker RSS MiB':>14}"
             )
+            reader_points: list[tuple[float, float]] = []  # (checkpoint id, the reader's state bytes in it)
             readers_exposed: bool | None = None
             first_checkpoint: dict[str, tuple[int, int]] | None = None
             last_checkpoint: dict[str, tuple[int, int]] = {}
@@ -226,14 +300,17 @@ def main() -> int:
                 tm_connections = sum(connections_to(pid, broker.port) for pid in taskmanager_pids(cluster))
                 worker_connections = sum(connections_to(pid, broker.port) for pid in workers)
                 rss = sum(rss_mib(pid) for pid in workers)
+                if last:
+                    last_checkpoint = checkpoint_by_operator(address, job_id, last["id"])
+                    first_checkpoint = first_checkpoint or last_checkpoint
+                    if not reader_points or reader_points[-1][0] != last["id"]:
+                        reader_points.append((last["id"], reader_bytes(last_checkpoint)))
                 print(
                     f"  {elapsed:>6.0f}s {committed:>9} {checkpoints['counts']['completed']:>11} {size:>11,}"
-                    f" {tm_connections:>8} {worker_connections:>12} {len(workers):>7} {rss:>14.1f}",
+                    f" {reader_columns(reader_points)} {tm_connections:>8} {worker_connections:>12} {len(workers):>7}"
+                    f" {rss:>14.1f}",
                     flush=True,
                 )
-                if last and first_checkpoint is None:
-                    first_checkpoint = checkpoint_by_operator(address, job_id, last["id"])
-                last_checkpoint = checkpoint_by_operator(address, job_id, last["id"]) if last else last_checkpoint
                 if last:  # before the first checkpoint completes there is no size to compare
                     series.setdefault("last checkpoint bytes", []).append((elapsed, size))
                 for name, value in (
@@ -251,6 +328,16 @@ def main() -> int:
             for operator, (checkpoint, size) in (first_checkpoint or {}).items():
                 later, later_size = last_checkpoint.get(operator, (0, 0))
                 print(f"  {operator[:70]:<70} #{checkpoint}: {size:>10,}  #{later}: {later_size:>10,}")
+            if reader_points:
+                print(
+                    f"\nthe reader's state grew {slope(reader_points):+,.0f} B per checkpoint over the soak (least"
+                    f" squares over {len(reader_points)} samples, checkpoints #{reader_points[0][0]} to"
+                    f" #{reader_points[-1][0]})"
+                )
+            if after_idle:
+                print(f"\nafter idle: {len(after_idle)} records sent one at a time")
+                latencies = after_idle_latencies(broker.bootstrap_servers, topics, after_idle)
+                print(f"  latency min {min(latencies):.1f} s, max {max(latencies):.1f} s")
     finally:
         if job is not None and job.poll() is None:
             job.send_signal(signal.SIGINT)

@@ -47,6 +47,16 @@ _MAX_POLL_RECORDS = 5_000
 _POLL_SECONDS = 0.1
 _FIRST_POLL_RECORDS = 500  # kafka-python's own default
 _PROGRESS_LOG_SECONDS = 10.0
+# How long a streaming reader whose poll returned nothing waits before it
+# polls again. Each deferred remainder is a residual that Flink's portable
+# runner keeps in checkpointed state (apache/beam#27648), so re-polling at once
+# made an idle job's checkpoints grow with every idle bundle: the reader's
+# operator grew ~107 KB per checkpoint (10-minute idle soak, checkpoints every
+# 10 s, commit 68e038c). With this delay, 2-minute idle soak, same settings
+# (benchmarks/flink_soak.py --minutes 2 --every 15 --after-idle 3): +44 KB per
+# checkpoint (122 KB at #2, 520 KB at #11): slower, still unbounded. The cost
+# is latency: a record sent to a reader idle for 15 s came out after 4.6-7.9 s.
+_IDLE_RESUME_SECONDS = 5
 _GLOBAL_WINDOWS = (GlobalWindow(),)
 
 
@@ -236,11 +246,13 @@ class ReadFn(beam.DoFn):
             if self._should_stop():
                 tracker.try_claim(END_OF_READ)
                 break
-            if time.monotonic() >= deadline or (not batches and self._spec.streaming):
+            idle = not batches and self._spec.streaming
+            if time.monotonic() >= deadline or idle:
                 # Checkpoint: end this bundle so the sink flushes and the
-                # offsets commit, and let other restrictions have a turn.
+                # offsets commit, and let other restrictions have a turn. An
+                # idle reader resumes only after a delay (see _IDLE_RESUME_SECONDS).
                 self._advance_watermark(watermark, self._watermark(policy, cursors, bundle.latest, positions))
-                tracker.defer_remainder()
+                tracker.defer_remainder(Duration(seconds=_IDLE_RESUME_SECONDS) if idle else None)
                 break
         self._next_offsets.update(bundle.expected)
         self._log_progress(bundle.expected)
