@@ -16,12 +16,14 @@ from wirecopy.transforms import syndication as syn
 from wirecopy.transforms.normalise import _SourceTemplateFn, draft_article, finish, remember, seen_article
 from wirecopy.transforms.stage import (
     StatefulStep,
+    StateVersionError,
     Step,
     StoredValue,
     StoredValueCoder,
     opened,
     within_horizon,
     state_weight,
+    upgraded,
     weigh_state_cheaply,
 )
 
@@ -164,3 +166,30 @@ def test_keyed_state_keeps_what_changed_within_the_horizon_of_its_own_clock():
     copied, newest_ms = opened(entries, 1_000, 700)
     assert copied == entries and copied is not entries and newest_ms == 1_000
     assert opened(None, None, 700) == ({}, 700)
+
+
+# Each migration appends its source version, so the result shows which ran and in what order.
+MIGRATIONS = {1: lambda state: [*state, 1], 2: lambda state: [*state, 2]}
+
+
+def test_upgraded_applies_the_migrations_from_the_stored_version_one_at_a_time():
+    assert upgraded("test", [], 1, 3, MIGRATIONS) == [1, 2]
+    assert upgraded("test", [], 2, 3, MIGRATIONS) == [2]
+    assert upgraded("test", [], 3, 3, MIGRATIONS) == []
+
+
+@pytest.mark.parametrize(
+    "version, current, migrations, message",
+    [
+        (4, 3, MIGRATIONS, "test state version 4: this code reads versions 1, 2, 3 only"),
+        (1, 3, {2: MIGRATIONS[2]}, "test state version 1: this code reads versions 2, 3 only"),
+        (0, 3, MIGRATIONS, "test state version 0: this code reads versions 1, 2, 3 only"),
+        (2, 1, {}, "test state version 2: this code reads version 1 only"),
+    ],
+    ids=["newer", "no-migration", "below-the-first", "no-migrations-at-all"],
+)
+def test_upgraded_refuses_a_version_it_cannot_reach_naming_what_it_found_and_what_it_reads(
+    version, current, migrations, message
+):
+    with pytest.raises(StateVersionError, match=message):
+        upgraded("test", [], version, current, migrations)

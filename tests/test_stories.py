@@ -1,13 +1,16 @@
 import random
+from pathlib import Path
 
 import apache_beam as beam
 import orjson
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 from wirecopy.schemas import codec
 from wirecopy.schemas.records import Article, ClusterEvent, Rejected, SourceRecord, Story
 from wirecopy.transforms import stories
+from wirecopy.transforms.stage import StateVersionError
 from benchmarks.in_order import InOrder
 from wirecopy.transforms import syndication as syn
 from wirecopy.transforms.normalise import draft_article, finish
@@ -84,18 +87,48 @@ def test_stories_not_updated_for_the_horizon_leave_the_state():
     assert set(shard.stories) == {"c-new"}
 
 
-def test_the_state_coder_round_trips_and_refuses_another_version():
+def test_first_and_last_seen_count_members_past_the_capped_list():
+    listed = [
+        article(f"a{i}", "c-1", "near", f"2026-01-{10 + i % 10:02d}T00:00:00.000Z") for i in range(stories.MAX_MEMBERS)
+    ]
+    early = article("early", "c-1", "near", "2026-01-01T00:00:00.000Z")
+    late = article("late", "c-1", "near", "2026-01-28T00:00:00.000Z")
+    table, _ = play([*listed, early, late])
+    record = table.records["c-1"]
+    assert {"early", "late"}.isdisjoint(m["article_id"] for m in record["members"])
+    assert (record["first_seen"], record["last_seen"]) == ("2026-01-01T00:00:00.000Z", "2026-01-28T00:00:00.000Z")
+
+
+def test_the_state_coder_round_trips_and_refuses_a_newer_version():
     coder = stories.StoryShardCoder()
     shard, _ = stories.story_step(None, stories.updates_of(article("a", "c-1"))[0])
     assert coder.decode(coder.encode(shard)) == shard
     encoded = orjson.loads(coder.encode(shard))
     encoded["version"] = stories.STATE_VERSION + 1
-    try:
+    with pytest.raises(StateVersionError, match=f"story state version {stories.STATE_VERSION + 1}: this code reads"):
         coder.decode(orjson.dumps(encoded))
-    except ValueError as error:
-        assert "version" in str(error)
-    else:
-        raise AssertionError("a state of another version was read")
+
+
+def test_a_version_1_state_loads_with_first_and_last_seen_over_its_listed_members_and_moves_on():
+    """tests/fixtures/story_state_v1.json: a shard as version 1 (commit 207d834) encoded it, written by that
+    commit's code (tests/fixtures/story_state_v1.py). c-big had 102 members, the two past the cap the earliest and
+    the latest: version 1 kept neither, so first and last seen come from the 100 it listed."""
+    data = (Path(__file__).parent / "fixtures" / "story_state_v1.json").read_bytes().strip()
+    assert orjson.loads(data)["version"] == 1
+    shard = stories.StoryShardCoder().decode(data)
+    big = shard.stories["c-big"]
+    assert (len(big.members), big.member_count) == (stories.MAX_MEMBERS, stories.MAX_MEMBERS + 2)
+    assert (big.first_seen, big.last_seen) == ("2026-01-10T00:00:00.000Z", "2026-01-19T00:00:00.000Z")
+    small = shard.stories["c-small"]
+    assert (small.first_seen, small.last_seen) == ("2026-01-05T00:00:00.000Z", "2026-01-06T00:00:00.000Z")
+    later = article("after-upgrade", "c-big", "near", "2026-01-29T00:00:00.000Z")
+    shard, (story,) = stories.story_step(shard, stories.updates_of(later)[0])
+    assert (story.record["first_seen"], story.record["last_seen"]) == (
+        "2026-01-10T00:00:00.000Z",
+        "2026-01-29T00:00:00.000Z",
+    )
+    assert story.record["member_count"] == stories.MAX_MEMBERS + 3
+    assert orjson.loads(stories.StoryShardCoder().encode(shard))["version"] == stories.STATE_VERSION == 2
 
 
 def _sample_stories(order_seed: int | None) -> set[frozenset[str]]:

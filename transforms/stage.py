@@ -152,6 +152,29 @@ class StatefulStep(Step[Handled], Generic[Handled, State]):
         return outputs
 
 
+class StateVersionError(ValueError):
+    """Stored state this code cannot read: another kind of state, or a version it cannot upgrade from."""
+
+
+def upgraded(
+    what: str, state: Value, version: int, current: int, migrations: Mapping[int, Callable[[Value], Value]]
+) -> Value:
+    """`state` as stored at `version`, brought to `current` one version at a time: `migrations[v]` turns a
+    version-`v` state into a version-`v + 1` one. A savepoint written by an older release is then read by a newer
+    one; a version this code cannot reach (newer than `current`, or with a migration missing on the way) raises
+    `StateVersionError` naming `what` state, the version found and the versions this code reads.
+    """
+    if not all(step in migrations for step in range(version, current)) or not 1 <= version <= current:
+        readable = [v for v in range(1, current + 1) if all(step in migrations for step in range(v, current))]
+        raise StateVersionError(
+            f"{what} state version {version}: this code reads version{'s' if len(readable) > 1 else ''} "
+            f"{', '.join(map(str, readable))} only (state written by another wirecopy release)"
+        )
+    for step in range(version, current):
+        state = migrations[step](state)
+    return state
+
+
 class Dated(Protocol):
     @property
     def since_ms(self) -> int: ...  # the state's clock when the entry last changed

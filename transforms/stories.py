@@ -19,7 +19,8 @@ that carries the old id finds its story, as long as any consumer may hold one.
 State is folded into `STORY_SHARDS` shards keyed by story id and pruned on
 access: a story not updated for the horizon (by its shard's clock, the newest
 event time it has seen) is final and dropped from state. A story lists at
-most `MAX_MEMBERS` members (the first to join); `member_count` counts all.
+most `MAX_MEMBERS` members (the first to join); `member_count`, `first_seen`
+and `last_seen` count every member, listed or not.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from wirecopy.schemas import codec
 from wirecopy.schemas.records import Article, ClusterEvent, SourceRecord, Story
-from wirecopy.transforms.stage import Outcome, StatefulStep, Step, opened, within_horizon
+from wirecopy.transforms.stage import Outcome, StatefulStep, Step, opened, upgraded, within_horizon
 from wirecopy.transforms.syndication import event_ms, sort_key
 
 STAGE = "Stories"
@@ -45,7 +46,9 @@ STORY_SHARDS = 1 << 16
 # past this is a sign of a template or a feed loop, and each update re-sends it.
 MAX_MEMBERS = 100
 DEFAULT_HORIZON_MS = 7 * 24 * 3600 * 1000
-STATE_VERSION = 1
+# 2: a story's state keeps its first and last seen times over every member (version 1 took them from the listed
+# members only, so a member past MAX_MEMBERS never moved them).
+STATE_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,11 +82,12 @@ class StoryState:
     absorbed_into: str | None
     absorbed: list[str]
     since_ms: int  # the shard's clock when the story last changed
+    first_seen: str  # the earliest and latest member time, over every member (listed or past MAX_MEMBERS)
+    last_seen: str
 
     def record(self, story_id: str) -> dict[str, Any]:
         """The story's record as `story.v1.json` has it (without `schema_version` and `updated_at`)."""
         canonical = min(self.members, key=_canonical_order)
-        times = [_member_time(m) for m in self.members]
         return {
             "story_id": story_id,
             "status": "absorbed" if self.absorbed_into else "active",
@@ -91,8 +95,8 @@ class StoryState:
             "absorbed": list(self.absorbed),
             "canonical_id": canonical["article_id"],
             "title": canonical.get("title"),
-            "first_seen": min(times),
-            "last_seen": max(times),
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
             "member_count": self.member_count,
             "members": list(self.members),
         }
@@ -161,12 +165,19 @@ def story_step(
     stories, newest_ms = opened(shard.stories if shard else None, shard.newest_ms if shard else None, update.event_ms)
     known = stories.get(update.story_id)
     if isinstance(update, Join):
+        seen = _member_time(update.member)
         if known is None:
-            known = StoryState([], 0, None, [], newest_ms)
+            known = StoryState([], 0, None, [], newest_ms, seen, seen)
         elif any(m["article_id"] == update.member["article_id"] for m in known.members):
             return _pruned(stories, newest_ms, horizon_ms), []  # redelivered: nothing changed
         else:
-            known = dataclasses.replace(known, members=list(known.members), since_ms=newest_ms)
+            known = dataclasses.replace(
+                known,
+                members=list(known.members),
+                since_ms=newest_ms,
+                first_seen=min(known.first_seen, seen),
+                last_seen=max(known.last_seen, seen),
+            )
         if len(known.members) < MAX_MEMBERS:
             known.members.append(update.member)
         known.member_count += 1
@@ -207,13 +218,25 @@ class StoryShardCoder(beam.coders.Coder):
         )
 
     def decode(self, data: bytes) -> StoryShard:
-        state = orjson.loads(data)
-        if state["version"] != STATE_VERSION:
-            raise ValueError(f"story state version {state['version']} is not {STATE_VERSION}")
+        stored = orjson.loads(data)
+        state = upgraded("story", stored, stored["version"], STATE_VERSION, _MIGRATIONS)
         return StoryShard({k: StoryState(**v) for k, v in state["stories"].items()}, state["newest_ms"])
 
     def is_deterministic(self) -> bool:
         return False
+
+
+def _seen_over_listed_members(state: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2: first and last seen over the listed members, all that version 1 kept of them (its records
+    gave these same times)."""
+    stories = {}
+    for story_id, story in state["stories"].items():
+        times = [_member_time(m) for m in story["members"]]
+        stories[story_id] = {**story, "first_seen": min(times), "last_seen": max(times)}
+    return {**state, "version": 2, "stories": stories}
+
+
+_MIGRATIONS = {1: _seen_over_listed_members}
 
 
 def _story_key(message: Any) -> int:

@@ -135,9 +135,11 @@ from wirecopy.transforms.stage import (
     EncodedState,
     Outcome,
     StatefulStep,
+    StateVersionError,
     Step,
     StoredValueCoder,
     opened,
+    upgraded,
     within_horizon,
 )
 
@@ -927,10 +929,6 @@ def announce_step(
 # --- state as versioned bytes ----------------------------------------------------
 
 
-class StateVersionError(ValueError):
-    """Stored state this code cannot read: another kind of state, or a version it does not know."""
-
-
 # Each state value is stored as a kind byte, a version byte, then a pickle of plain values only (tuples, dicts,
 # str, bytes, int, float, bool, None): no class is named in the bytes, so a savepoint survives renaming or moving
 # a class, and a change of layout is a new version that the decoder refuses to misread.
@@ -946,12 +944,8 @@ def _versioned(kind: bytes, plain: Any) -> bytes:
 def _unversioned(kind: bytes, data: bytes) -> Any:
     if data[:1] != kind or len(data) < 2:
         raise StateVersionError(f"not syndication {_KIND_NAMES[kind]} state (starts {bytes(data[:2])!r})")
-    if data[1] != STATE_VERSION:
-        raise StateVersionError(
-            f"syndication {_KIND_NAMES[kind]} state version {data[1]}: this code reads "
-            f"version {STATE_VERSION} only (state written by another wirecopy release)"
-        )
-    return pickle.loads(data[2:])
+    # No migrations: version 1 is the only layout there has been. Any version unpickles (plain values only).
+    return upgraded(f"syndication {_KIND_NAMES[kind]}", pickle.loads(data[2:]), data[1], STATE_VERSION, {})
 
 
 Plain = TypeVar("Plain")
