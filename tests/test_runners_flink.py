@@ -2,6 +2,7 @@
 on it: one Kafka streaming run with checkpoints through every fault (offsets, counters in Flink's REST API,
 a TaskManager killed mid-stream, a stop with a savepoint and the resume from it, Ctrl-C): each job costs
 ~40 s to submit here (the job server uploads its ~150 MiB of jars with each), so the faults share two jobs.
+A state upgrade takes two more: story state version 1 stopped with a savepoint, resumed by version 2 (~220 s).
 File mode on Flink (a batch job) is not run here: it took 201-225 s of the suite's budget for what the
 streaming test compares too (the local runner's outcomes); it ran in cda54d0's tests.
 
@@ -30,6 +31,7 @@ from wirecopy.pipelines.demo import sample_lines
 from wirecopy.pipelines.enrich import FileIO, RunConfig, pipeline_options
 from wirecopy.pipelines.flink_cluster import flink_job_name, rest_address
 from wirecopy.pipelines.local_broker import committed_offsets, free_port, produce, read_topic
+from wirecopy.transforms.stories import MAX_MEMBERS
 
 # tests/ is on sys.path (pytest rootdir conftest)
 from test_runners_prism import assert_same_outcomes, comparable, local_outcomes  # noqa: F401 (a fixture)
@@ -351,7 +353,7 @@ class Topics:
         outcomes = self.outcomes()
         return len(outcomes["articles"]) + len(outcomes["dead_letters"])
 
-    def start_streaming(self, on_flink: list[str], log: Path) -> StreamingRun:
+    def start_streaming(self, on_flink: list[str], log: Path, env: dict[str, str] | None = None) -> StreamingRun:
         with open(log, "wb") as output:
             process = subprocess.Popen(
                 [
@@ -379,6 +381,7 @@ class Topics:
                 cwd=REPO,
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                env=env,
             )
         return StreamingRun(process, log)
 
@@ -439,6 +442,130 @@ def once(events: list[dict], key) -> list[dict]:
     """`events` without repeats (same `key`): a job restored from a checkpoint writes again what its sink wrote
     after it (the sink is not transactional)."""
     return list({key(event): event for event in events}.values())
+
+
+# The last commit whose stories stage stored state version 1 (transforms/stories.py STATE_VERSION): the version 1
+# writer of the upgrade test, taken from the repository's history.
+STORIES_V1_COMMIT = "207d834ac33fa15a37327af6b34bdf1a5aafbc5f"
+
+
+@pytest.fixture
+def v1_worker_pool(tmp_path):
+    """A worker pool whose workers import wirecopy as STORIES_V1_COMMIT had it (`git archive` of the commit, first
+    on PYTHONPATH: the editable install's finder comes after it), and that directory for the CLI to import too: the
+    launcher pickles the DoFns by module name, the workers import them by that name from their own path."""
+    package = tmp_path / "wirecopy-v1"
+    (package / "wirecopy").mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", STORIES_V1_COMMIT, "pipelines", "transforms", "schemas"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(package / "wirecopy")], input=archive, check=True)
+    port = free_port()
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(package)}
+    pool = served(
+        ["bash", str(REPO / "deploy" / "worker-pool.sh"), str(port)],
+        port,
+        tmp_path / "worker-pool-v1.log",
+        "the version 1 worker pool",
+        env=env,
+    )
+    address, _ = next(pool)
+    try:
+        yield address, env
+    finally:
+        pool.close()
+
+
+def copies_of(line: bytes, name: str, published: list[str]) -> list[bytes]:
+    """Copies of a sample article from other outlets (`name`-N.example), one per publication time: one story."""
+    article = orjson.loads(line)
+    return [
+        orjson.dumps(
+            {
+                **article,
+                "id": f"{name}-{n}",
+                "source": f"{name}-{n}.example",
+                "url": f"https://{name}-{n}.example/story",
+                "published_at": at,
+            }
+        )
+        for n, at in enumerate(published)
+    ]
+
+
+@pytest.mark.flink
+def test_a_savepoint_of_story_state_version_1_resumes_with_version_2_code(
+    on_flink, flink_cluster, v1_worker_pool, broker, topic_name, tmp_path
+):
+    """Story state version 2 keeps first and last seen over every member; version 1 took them from the listed
+    members only (MAX_MEMBERS). A job of the version 1 code (STORIES_V1_COMMIT, its own worker pool) reads a third
+    of the samples (lines[0::3]) and MAX_MEMBERS copies of the first, so that story's list is full; then one more
+    copy, past the cap and the latest of all: version 1's record ignores its time (so version 1 wrote the state).
+    Stopped with a savepoint; the rest of the samples and one copy later still produced; resumed from the savepoint
+    with this code: every record comes out (enriched or dead letter), the copy after the resume joins the story
+    founded before, which still counts every member, and the record's last_seen is the new copy's: version 2 read
+    the migrated state and counts members past the list."""
+    address, directory = flink_cluster
+    v1_pool, v1_env = v1_worker_pool
+    topics = Topics.create(broker, topic_name)
+    story_topic = topic_name("stories")
+    broker.create_topics([story_topic])
+    lines = sample_lines()
+    listed = copies_of(lines[0], "listed", [f"2026-03-11T{n // 60:02d}:{n % 60:02d}:00Z" for n in range(MAX_MEMBERS)])
+    (past_the_cap,) = copies_of(lines[0], "past-cap", ["2026-03-11T20:00:00Z"])
+    (after_resume,) = copies_of(lines[0], "after-resume", ["2026-03-11T22:00:00Z"])
+    before, after = lines[0::3] + listed, [line for n, line in enumerate(lines) if n % 3] + [after_resume]
+
+    def biggest_story() -> dict:
+        """The last record of the story with the most members (the copies')."""
+        latest = {}
+        for record in read_topic(broker.bootstrap_servers, story_topic):
+            story = orjson.loads(record.value)
+            latest[story["story_id"]] = story
+        return max(latest.values(), key=lambda story: story["member_count"])
+
+    v1_flink = [*on_flink, "--story-topic", story_topic]
+    v1_flink[v1_flink.index("--environment_config") + 1] = v1_pool
+    topics.produce(before)
+    run = topics.start_streaming(v1_flink, tmp_path / "cli-1-version-1.log", env=v1_env)
+    try:
+        # The sink writes an article and the story record it changed in the same bundle: once every record is
+        # out, so is every story record.
+        wait_for(lambda: topics.outputs() >= len(before), 300, run, "version 1's outputs of the first third")
+        full = biggest_story()
+        assert len(full["members"]) == MAX_MEMBERS, "the copies' story lists as many members as it may"
+        topics.produce([past_the_cap])
+        wait_for(lambda: topics.outputs() >= len(before) + 1, 120, run, "the copy past the cap out")
+        story_before = biggest_story()
+        wait_for(lambda: topics.committed() == len(before) + 1, 60, run, "version 1's offsets committed")
+        savepoint = stop_with_savepoint(address, directory, run)
+    finally:
+        if run.process.poll() is None:
+            run.process.kill()
+            run.process.wait()
+    assert story_before["member_count"] == full["member_count"] + 1, "the copy past the cap joined, unlisted"
+    assert story_before["last_seen"] < "2026-03-11T20:00", f"version 1 counts listed members only: {story_before}"
+    topics.produce(after)
+    total = len(before) + 1 + len(after)
+    run = topics.start_streaming(
+        [*on_flink, "--story-topic", story_topic, "--savepoint_path", savepoint], tmp_path / "cli-2-version-2.log"
+    )
+    try:
+        wait_for(lambda: topics.outputs() >= total, 300, run, "version 2's outputs of the rest")
+        wait_for(lambda: topics.committed() == total, 60, run, "offsets committed to the end")
+    finally:
+        stop(run, address)
+    got = topics.outcomes()
+    coordinates = {(a["ingest"]["partition"], a["ingest"]["offset"]) for a in got["articles"]}
+    coordinates |= {(d["partition"], d["offset"]) for d in got["dead_letters"]}
+    assert len(coordinates) == total, f"{total - len(coordinates)} of {total} records lost"
+    story_after = biggest_story()
+    assert story_after["story_id"] == story_before["story_id"], "the copies after the resume joined the old story"
+    assert story_after["member_count"] > story_before["member_count"], "the old story's members counted on"
+    assert story_after["last_seen"].startswith("2026-03-11T22:00"), f"version 2 counts every member: {story_after}"
 
 
 @pytest.mark.flink
