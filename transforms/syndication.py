@@ -128,10 +128,12 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.utils.windowed_value import WindowedValue
 
 from wirecopy.schemas.records import Article, Cluster, ClusterEvent, OfArticle, SourceRecord
 from wirecopy.transforms import syndication_sketch as sketching
 from wirecopy.transforms.stage import (
+    BatchesByKey,
     EncodedState,
     Outcome,
     StatefulStep,
@@ -1229,8 +1231,22 @@ class _IndexFn(StatefulStep[IndexQuery, Bucket]):
     def key_output(self, message: Any) -> int:
         return route_key(message)
 
-    def process(self, keyed: tuple[int, Any], bucket_state=beam.DoFn.StateParam(BUCKET)) -> Iterator[tuple[int, Any]]:
-        return self.route(keyed, bucket_state)
+    def start_bundle(self):
+        self._to_home_shards = BatchesByKey()
+
+    def process(
+        self,
+        keyed: tuple[int, Any],
+        bucket_state=beam.DoFn.StateParam(BUCKET),
+        window=beam.DoFn.WindowParam,
+        timestamp=beam.DoFn.TimestampParam,
+    ) -> Iterator[tuple[int, Any]]:
+        # Replies and everything passing through go to home shards: batched per shard until the bundle ends.
+        self._to_home_shards.add(self.route(keyed, bucket_state), window, timestamp)
+        return iter(())
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        return self._to_home_shards.drain()
 
     def step(self, bucket: Bucket | None, query: IndexQuery) -> tuple[Bucket, list[IndexReply]]:
         bucket, reply = index_step(bucket, query, query.bucket, self._horizon_ms)
