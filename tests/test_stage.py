@@ -15,7 +15,7 @@ from benchmarks.in_order import InOrder
 from wirecopy.transforms import syndication as syn
 from wirecopy.transforms.normalise import _SourceTemplateFn, draft_article, finish, remember, seen_article
 from wirecopy.transforms.stage import (
-    BatchesByKey,
+    SendsBatches,
     StatefulStep,
     Step,
     StoredValue,
@@ -152,17 +152,11 @@ def test_steps_route_their_own_types_pass_the_rest_and_dead_letter_failures():
         )
 
 
-class _KeyByWordInBatchesFn(_KeyByWordFn):
+class _KeyByWordInBatchesFn(SendsBatches, _KeyByWordFn):
     """`_KeyByWordFn` whose outputs leave as one `Batch` per key when the bundle ends."""
 
-    def start_bundle(self):
-        self._batches = BatchesByKey()
-
     def process(self, article, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
-        self._batches.add(self.route(article), window, timestamp)
-
-    def finish_bundle(self):
-        return self._batches.drain()
+        self.batches.add(self.route(article), window, timestamp)
 
 
 def test_a_stateful_step_handles_a_batch_as_its_messages_one_by_one():

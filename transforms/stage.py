@@ -226,6 +226,19 @@ class BatchesByKey:
         self._messages = {}
 
 
+class SendsBatches:
+    """A step whose keyed outputs leave in `Batch`es when the bundle ends: its `process` hands what `route`
+    yields to `self.batches` (with the element's window and timestamp) and returns nothing."""
+
+    batches: BatchesByKey
+
+    def start_bundle(self):
+        self.batches = BatchesByKey()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        return self.batches.drain()
+
+
 class Dated(Protocol):
     @property
     def since_ms(self) -> int: ...  # the state's clock when the entry last changed

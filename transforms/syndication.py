@@ -128,14 +128,13 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
-from apache_beam.utils.windowed_value import WindowedValue
 
 from wirecopy.schemas.records import Article, Cluster, ClusterEvent, OfArticle, SourceRecord
 from wirecopy.transforms import syndication_sketch as sketching
 from wirecopy.transforms.stage import (
-    BatchesByKey,
     EncodedState,
     Outcome,
+    SendsBatches,
     StatefulStep,
     Step,
     StoredValueCoder,
@@ -1218,7 +1217,7 @@ def _count_events(outputs: Iterable[Any]) -> None:
                 Metrics.counter("wirecopy", f"syndication_articles_{output.match}").inc()
 
 
-class _IndexFn(StatefulStep[IndexQuery, Bucket]):
+class _IndexFn(SendsBatches, StatefulStep[IndexQuery, Bucket]):
     """Index buckets: verify and record each query, reply to the article's home shard."""
 
     stage, handles = INDEX_STAGE, (IndexQuery,)
@@ -1231,9 +1230,6 @@ class _IndexFn(StatefulStep[IndexQuery, Bucket]):
     def key_output(self, message: Any) -> int:
         return route_key(message)
 
-    def start_bundle(self):
-        self._to_home_shards = BatchesByKey()
-
     def process(
         self,
         keyed: tuple[int, Any],
@@ -1242,18 +1238,15 @@ class _IndexFn(StatefulStep[IndexQuery, Bucket]):
         timestamp=beam.DoFn.TimestampParam,
     ) -> Iterator[tuple[int, Any]]:
         # Replies and everything passing through go to home shards: batched per shard until the bundle ends.
-        self._to_home_shards.add(self.route(keyed, bucket_state), window, timestamp)
+        self.batches.add(self.route(keyed, bucket_state), window, timestamp)
         return iter(())
-
-    def finish_bundle(self) -> Iterator[WindowedValue]:
-        return self._to_home_shards.drain()
 
     def step(self, bucket: Bucket | None, query: IndexQuery) -> tuple[Bucket, list[IndexReply]]:
         bucket, reply = index_step(bucket, query, query.bucket, self._horizon_ms)
         return bucket, [reply]
 
 
-class _DecideFn(StatefulStep[Pending | IndexReply, Shard]):
+class _DecideFn(SendsBatches, StatefulStep[Pending | IndexReply, Shard]):
     """Home shards: collect an article's replies, decide its cluster."""
 
     stage, handles = DECIDE_STAGE, (Pending, IndexReply)
@@ -1267,8 +1260,16 @@ class _DecideFn(StatefulStep[Pending | IndexReply, Shard]):
     def key_output(self, message: Any) -> int:
         return route_key(message)
 
-    def process(self, keyed: tuple[int, Any], shard_state=beam.DoFn.StateParam(SHARD)) -> Iterator[tuple[int, Any]]:
-        return self.route(keyed, shard_state)
+    def process(
+        self,
+        keyed: tuple[int, Any],
+        shard_state=beam.DoFn.StateParam(SHARD),
+        window=beam.DoFn.WindowParam,
+        timestamp=beam.DoFn.TimestampParam,
+    ) -> Iterator[tuple[int, Any]]:
+        # Decided articles, their events and announcer messages: batched per announcer key until the bundle ends.
+        self.batches.add(self.route(keyed, shard_state), window, timestamp)
+        return iter(())
 
     def step(self, shard: Shard | None, message: Pending | IndexReply) -> tuple[Shard, list[Any]]:
         shard, outputs = home_step(shard, message, self._horizon_ms)
