@@ -22,6 +22,7 @@ and nothing is dropped.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import sys
 import traceback
 from typing import (
@@ -41,6 +42,7 @@ from typing import (
 
 import apache_beam as beam
 from apache_beam.runners.worker import statecache
+from apache_beam.utils.windowed_value import WindowedValue
 
 from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord, Story
 
@@ -143,13 +145,98 @@ class StatefulStep(Step[Handled], Generic[Handled, State]):
         raise NotImplementedError
 
     def handle_in(self, state: Any, key: Any, message: Handled) -> Iterable[Any]:
-        value, outputs = self.step(state.read() if self.encoded is None else self.encoded.read(state, key), message)
+        value, outputs = self.step(self._read(state, key), message)
         outputs = list(outputs)
+        self._write(state, key, value)
+        return outputs
+
+    def route(self, element: Any, state: Any = None) -> Iterator[Any]:
+        """A `Batch` is handled with one state read and at most one write; anything else as `Step.route` does."""
+        key, message = element
+        if not isinstance(message, Batch):
+            yield from super().route(element, state)
+            return
+        before = value = self._read(state, key)
+        outputs: list[Any] = []
+        for queued in message.messages:
+            if isinstance(queued, self.handles):
+                value, results = self._step_alone(value, cast(Handled, queued))
+                outputs.extend(results)
+            else:
+                outputs.append(queued)
+        if value is not None and value is not before:
+            self._write(state, key, value)
+        for output in outputs:
+            output_key = self.key_output(output)
+            yield output if output_key is None else (output_key, output)
+
+    def _step_alone(self, value: State | None, message: Handled) -> tuple[State | None, list[Any]]:
+        """The value after `message` and its outputs; a message that fails (a dead letter) leaves `value` as it was."""
+        stepped: list[State] = []
+
+        def work(handled: Handled) -> list[Any]:
+            after, outputs = self.step(value, handled)
+            outputs = list(outputs)
+            stepped.append(after)
+            return outputs
+
+        outputs = run_stage(self.stage, message, work)
+        return (stepped[0] if stepped else value), outputs
+
+    def _read(self, state: Any, key: Any) -> State | None:
+        return state.read() if self.encoded is None else self.encoded.read(state, key)
+
+    def _write(self, state: Any, key: Any, value: State) -> None:
         if self.encoded is None:
             state.write(value)
         else:
             self.encoded.write(state, key, value)
-        return outputs
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Batch:
+    """Messages for one key, in the order a step sent them: a `StatefulStep` handles them with one state read
+    and one write, and the runner passes them as one element."""
+
+    messages: tuple[Any, ...]
+
+
+class BatchesByKey:
+    """A step's keyed outputs over a bundle, sent on as one `Batch` per key and window when the bundle ends.
+
+    Each element through a stateful step costs the runner its invocation, and each message a state read and
+    write of its key: an article's index replies (one per bucket, ~32) all go to its home shard, so batched
+    they cost that once per article and bundle instead of once per reply. Nothing is emitted before the
+    bundle ends, and a failed bundle's batches are dropped with it, as the runner retries the bundle.
+    """
+
+    def __init__(self) -> None:
+        self._messages: dict[tuple[Hashable, Any], tuple[list[Any], Any]] = {}
+
+    def add(self, keyed: Iterable[tuple[Hashable, Any]], window: Any, timestamp: Any) -> None:
+        for key, message in keyed:
+            messages, latest = self._messages.setdefault((key, window), ([], timestamp))
+            messages.append(message)
+            if timestamp > latest:
+                self._messages[key, window] = messages, timestamp
+
+    def drain(self) -> Iterator[WindowedValue]:
+        for (key, window), (messages, latest) in self._messages.items():
+            yield WindowedValue((key, Batch(tuple(messages))), latest, (window,))
+        self._messages = {}
+
+
+class SendsBatches:
+    """A step whose keyed outputs leave in `Batch`es when the bundle ends: its `process` hands what `route`
+    yields to `self.batches` (with the element's window and timestamp) and returns nothing."""
+
+    batches: BatchesByKey
+
+    def start_bundle(self):
+        self.batches = BatchesByKey()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        return self.batches.drain()
 
 
 class StateVersionError(ValueError):
