@@ -52,6 +52,7 @@ COPY_KINDS = (
     "boilerplate",
     "retitled",
     "rewritten",
+    "heavily_rewritten",
     "partly_derived",
     "pasted",
     "live_blog",

@@ -12,6 +12,7 @@ from apache_beam.testing.util import assert_that
 from wirecopy.schemas import codec
 from wirecopy.schemas.records import Article, ClusterEvent, DeadLetter, DeadLetterReason, Rejected, SourceRecord
 from benchmarks.in_order import InOrder
+from benchmarks.syndication_labelled import CorpusArticle, rewrite
 from wirecopy.transforms import syndication as syn
 from wirecopy.transforms import syndication_sketch as sketching
 from wirecopy.transforms.normalise import Normalise, draft_article, finish
@@ -387,6 +388,22 @@ def test_a_rewritten_copy_is_found_by_short_runs_in_order():
     assert copy["id"] == original["id"] and copy["match"] in ("rewritten", "contained", "contains")
     passages = copy["evidence"]["passages"]
     assert passages and all(0 <= start < end <= len(rewritten) for start, end in passages)
+
+
+def test_heavily_reworded_rewrites_are_found(story_pages):
+    """Rewrites that change half of each sentence's words (verbatim runs of ~2 words), cut a quarter of the
+    sentences and add a lead: 10 of these 12 keep 0.1 of the wire text in order, 2 of them 0.15."""
+    wire = make_article("wire", next(iter(story_pages.values()))).content.text
+    base = CorpusArticle("eng", "", None, tuple(p for p in wire.split("\n\n") if p))
+    vocabulary = OTHER.split() + THIRD.split()
+    original = sketching.sketch(wire).signature
+    found = 0
+    for seed in range(12):
+        _, paragraphs = rewrite(base, random.Random(seed), vocabulary, None, "eng", (0.5, 0.55))
+        rewritten = sketching.sketch(make_article("paper", "\n\n".join(paragraphs)).content.text).signature
+        verdict = syn.verify(rewritten, original)
+        found += verdict is not None and verdict.match == "rewritten"
+    assert found >= 8
 
 
 def test_an_original_found_by_rewrites_of_different_parts_of_it_is_no_container():
