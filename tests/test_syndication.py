@@ -140,6 +140,23 @@ def test_texts_sharing_only_a_header_and_a_footer_are_no_copies(monkeypatch):
     assert syn.verify(one, other) is not None
 
 
+def test_short_stories_in_a_long_template_are_no_copies(monkeypatch):
+    """A short story between a long header and a long footer: its body is under a fifth of the page, and the
+    whole page is sampled, so the gap between the template's blocks is the body's true size."""
+    header = " ".join(f"menu{i}" for i in range(40))
+    footer = " ".join(f"footer{i}" for i in range(40))
+
+    def page(story: str, edited: int = -1) -> sketching.Signature:
+        body = " ".join("edited" if i == edited else f"{story}{i}" for i in range(16))
+        return sketching.sketch(f"{header}\n\n{body}\n\n{footer}").signature
+
+    one, other = page("alpha"), page("beta")
+    assert syn.verify(one, other) is None
+    assert syn.verify(one, page("alpha", edited=8)).match == "near"
+    monkeypatch.setattr(syn, "FRAME_GAP", 0.2)
+    assert syn.verify(one, other) is not None
+
+
 def test_a_share_measured_on_few_values_counts_for_less():
     """Shares are weighed as chain / (sample + SHARE_PRIOR): a handful of shared values is weak evidence."""
     text = " ".join(f"word{i}" for i in range(200))
