@@ -131,22 +131,27 @@ class _CountFn(StatefulStep):
         return (count or 0) + 1, [f"{tally.word} {(count or 0) + 1}"]
 
 
-def test_steps_route_their_own_types_pass_the_rest_and_dead_letter_failures():
-    def article(offset, article_id, word):
-        return Article(SourceRecord("t", 0, offset, b"{}"), {"id": article_id, "word": word})
+def _word_article(offset: int, article_id: str, word: str) -> Article:
+    return Article(SourceRecord("t", 0, offset, b"{}"), {"id": article_id, "word": word})
 
+
+def _counted(pipeline, key_fn: beam.DoFn, inputs: list) -> beam.PCollection:
+    """`inputs` keyed by `key_fn` and counted per word: dead letters as (stage, reason, article id)."""
+    outputs = (
+        pipeline
+        | beam.Create(inputs, reshuffle=False)
+        | "Key" >> beam.ParDo(key_fn).with_output_types(tuple[str, Any])
+        | "Count" >> beam.ParDo(_CountFn())
+    )
+    return outputs | beam.Map(lambda o: (o.stage, o.reason.value, o.article_id) if isinstance(o, DeadLetter) else o)
+
+
+def test_steps_route_their_own_types_pass_the_rest_and_dead_letter_failures():
+    article = _word_article
     event = ClusterEvent("created", "c1", "a1", "a1", 1.0, "new")
     inputs = [article(0, "a1", "x"), article(1, "a2", "bad"), article(2, "crash-1", "x"), event, article(3, "a3", "x")]
     with TestPipeline(runner="FnApiRunner") as pipeline:
-        outputs = (
-            pipeline
-            | beam.Create(inputs, reshuffle=False)
-            | "Key" >> beam.ParDo(_KeyByWordFn()).with_output_types(tuple[str, Any])
-            | "Count" >> beam.ParDo(_CountFn())
-        )
-        summary = outputs | beam.Map(
-            lambda o: (o.stage, o.reason.value, o.article_id) if isinstance(o, DeadLetter) else o
-        )
+        summary = _counted(pipeline, _KeyByWordFn(), inputs)
         # The crash left x's count as it was: a3 counts 2, not 3.
         assert_that(
             summary,
@@ -162,9 +167,7 @@ class _KeyByWordInBatchesFn(SendsBatches, _KeyByWordFn):
 
 
 def test_a_stateful_step_handles_a_batch_as_its_messages_one_by_one():
-    def article(offset, article_id, word):
-        return Article(SourceRecord("t", 0, offset, b"{}"), {"id": article_id, "word": word})
-
+    article = _word_article
     event = ClusterEvent("created", "c1", "a1", "a1", 1.0, "new")
     inputs = [
         article(0, "a1", "x"),
@@ -176,15 +179,7 @@ def test_a_stateful_step_handles_a_batch_as_its_messages_one_by_one():
         article(5, "a5", "x"),
     ]
     with TestPipeline(runner="FnApiRunner") as pipeline:
-        outputs = (
-            pipeline
-            | beam.Create(inputs, reshuffle=False)
-            | "Key" >> beam.ParDo(_KeyByWordInBatchesFn()).with_output_types(tuple[str, Any])
-            | "Count" >> beam.ParDo(_CountFn())
-        )
-        summary = outputs | beam.Map(
-            lambda o: (o.stage, o.reason.value, o.article_id) if isinstance(o, DeadLetter) else o
-        )
+        summary = _counted(pipeline, _KeyByWordInBatchesFn(), inputs)
         # In x's batch the crash left the count as the message before it left it: a3 counts 2, a5 3.
         assert_that(
             summary,

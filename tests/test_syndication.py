@@ -124,36 +124,33 @@ def test_a_phrase_met_by_chance_far_from_the_shared_passage_is_no_part_of_the_ch
     assert sketching.align(a, b).spread_b > 0.9
 
 
-def test_texts_sharing_only_a_header_and_a_footer_are_no_copies(monkeypatch):
+@pytest.mark.parametrize(
+    "header, footer, words, gap_letting_them_through",
+    [
+        (
+            "newsroom daily your trusted source of breaking news analysis and opinion around the clock",
+            "leave a reply your email address will not be published required fields are marked all rights reserved",
+            40,
+            1.0,
+        ),
+        # A short story in a long template: its body is under a fifth of the page, and the whole page is sampled,
+        # so the gap between the template's blocks is the body's true size.
+        (" ".join(f"menu{i}" for i in range(40)), " ".join(f"footer{i}" for i in range(40)), 16, 0.2),
+    ],
+)
+def test_texts_sharing_only_a_header_and_a_footer_are_no_copies(
+    monkeypatch, header, footer, words, gap_letting_them_through
+):
     """A site's template around two different stories: the chain is a block at each end with a wide gap in both."""
-    header = "newsroom daily your trusted source of breaking news analysis and opinion around the clock"
-    footer = "leave a reply your email address will not be published required fields are marked all rights reserved"
 
     def page(story: str, edited: int = -1) -> sketching.Signature:
-        body = " ".join("edited" if i == edited else f"{story}{i}" for i in range(40))
+        body = " ".join("edited" if i == edited else f"{story}{i}" for i in range(words))
         return sketching.sketch(f"{header}\n\n{body}\n\n{footer}").signature
 
     one, other = page("alpha"), page("beta")
     assert syn.verify(one, other) is None
-    assert syn.verify(one, page("alpha", edited=20)).match == "near"
-    monkeypatch.setattr(syn, "FRAME_GAP", 1.0)
-    assert syn.verify(one, other) is not None
-
-
-def test_short_stories_in_a_long_template_are_no_copies(monkeypatch):
-    """A short story between a long header and a long footer: its body is under a fifth of the page, and the
-    whole page is sampled, so the gap between the template's blocks is the body's true size."""
-    header = " ".join(f"menu{i}" for i in range(40))
-    footer = " ".join(f"footer{i}" for i in range(40))
-
-    def page(story: str, edited: int = -1) -> sketching.Signature:
-        body = " ".join("edited" if i == edited else f"{story}{i}" for i in range(16))
-        return sketching.sketch(f"{header}\n\n{body}\n\n{footer}").signature
-
-    one, other = page("alpha"), page("beta")
-    assert syn.verify(one, other) is None
-    assert syn.verify(one, page("alpha", edited=8)).match == "near"
-    monkeypatch.setattr(syn, "FRAME_GAP", 0.2)
+    assert syn.verify(one, page("alpha", edited=words // 2)).match == "near"
+    monkeypatch.setattr(syn, "FRAME_GAP", gap_letting_them_through)
     assert syn.verify(one, other) is not None
 
 
