@@ -449,6 +449,12 @@ def once(events: list[dict], key) -> list[dict]:
 STORIES_V1_COMMIT = "207d834ac33fa15a37327af6b34bdf1a5aafbc5f"
 
 
+def in_history(commit: str) -> bool:
+    return (
+        subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=REPO, capture_output=True).returncode == 0
+    )
+
+
 @pytest.fixture
 def v1_worker_pool(tmp_path):
     """A worker pool whose workers import wirecopy as STORIES_V1_COMMIT had it (`git archive` of the commit, first
@@ -456,6 +462,14 @@ def v1_worker_pool(tmp_path):
     launcher pickles the DoFns by module name, the workers import them by that name from their own path."""
     package = tmp_path / "wirecopy-v1"
     (package / "wirecopy").mkdir(parents=True)
+    if not in_history(STORIES_V1_COMMIT):
+        # A shallow clone: take the history from where it was cloned.
+        subprocess.run(["git", "fetch", "--quiet", "--unshallow"], cwd=REPO, check=False)
+    if not in_history(STORIES_V1_COMMIT):
+        pytest.fail(
+            f"the upgrade test writes version 1 state with commit {STORIES_V1_COMMIT[:7]}, which this clone lacks: "
+            "clone without --depth, or run `git fetch --unshallow`"
+        )
     archive = subprocess.run(
         ["git", "archive", STORIES_V1_COMMIT, "pipelines", "transforms", "schemas"],
         cwd=REPO,
