@@ -119,6 +119,10 @@ class Step(beam.DoFn, Generic[Handled]):
             outputs = run_stage(self.stage, message, lambda handled: self.handle_in(state, key, handled))
         else:
             outputs = [message]
+        yield from self._keyed(outputs)
+
+    def _keyed(self, outputs: Iterable[Any]) -> Iterator[Any]:
+        """Each output with the key `key_output` gives it, or alone where it gives none."""
         for output in outputs:
             output_key = self.key_output(output)
             yield output if output_key is None else (output_key, output)
@@ -166,9 +170,7 @@ class StatefulStep(Step[Handled], Generic[Handled, State]):
                 outputs.append(queued)
         if value is not None and value is not before:
             self._write(state, key, value)
-        for output in outputs:
-            output_key = self.key_output(output)
-            yield output if output_key is None else (output_key, output)
+        yield from self._keyed(outputs)
 
     def _step_alone(self, value: State | None, message: Handled) -> tuple[State | None, list[Any]]:
         """The value after `message` and its outputs; a message that fails (a dead letter) leaves `value` as it was."""
