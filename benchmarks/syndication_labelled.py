@@ -622,20 +622,31 @@ def build_hard(
     rng.shuffle(combined)
     # Kinds added since the set was first measured draw from a stream of their own and are inserted at random
     # places, so the articles above and their order stay as they were.
-    for offset, kind in enumerate(("partly_derived", "heavily_rewritten"), start=2):
+    for offset, kind in enumerate(_LATER_KINDS, start=2):
         extra += _insert_per_language(
             combined, extra, by_language, base_text, in_set, random.Random(seed + offset), kind
         )
     return combined, skipped
 
 
-def _later_kind(
-    kind: str, base: CorpusArticle, own: CorpusArticle, rng: random.Random, vocabulary: list[str], language: str
+def _partly_derived_report(
+    base: CorpusArticle, own: CorpusArticle, rng: random.Random, vocabulary: list[str], language: str
 ) -> tuple[str | None, list[str]]:
-    """A title and paragraphs of a kind added after the set was first measured, from `base` and an unused `own`."""
-    if kind == "partly_derived":
-        return None, partly_derived(base, own, rng, vocabulary, language)
+    return None, partly_derived(base, own, rng, vocabulary, language)
+
+
+def _heavy_rewrite(
+    base: CorpusArticle, own: CorpusArticle, rng: random.Random, vocabulary: list[str], language: str
+) -> tuple[str | None, list[str]]:
     return rewrite(base, rng, vocabulary, own if rng.random() < 0.7 else None, language, HEAVY_REWORDING)
+
+
+# Kinds added after the set was first measured: the suffix of their ids, and their title and paragraphs from a
+# base and an unused article `own`.
+_LATER_KINDS = {
+    "partly_derived": ("partly", _partly_derived_report),
+    "heavily_rewritten": ("heavy", _heavy_rewrite),
+}
 
 
 def _insert_per_language(
@@ -661,15 +672,14 @@ def _insert_per_language(
                 break
             published = dt.datetime.fromisoformat(base.published_at.replace("Z", "+00:00"))
             at = later.randint(0, len(combined))
-            title, paragraphs = _later_kind(
-                kind,
+            suffix, make = _LATER_KINDS[kind]
+            title, paragraphs = make(
                 CorpusArticle(language, "", base.title, tuple(base.text.split("\n\n"))),
                 spare.pop(),
                 later,
                 vocabulary,
                 language,
             )
-            suffix = "partly" if kind == "partly_derived" else "heavy"
             inserted.append(
                 LabelledArticle(
                     f"{base.article_id}-{suffix}{number}",
