@@ -14,7 +14,9 @@ CPU-seconds divided by the elements:
 - a stateful DoFn reading and writing a `ReadModifyWriteState` whose key
   changes with every element (as the index buckets: loaded, weighed and
   committed once per key and bundle);
-- the same over one key per 32 elements (as the home shard).
+- the same over one key per 32 elements (as the home shard);
+- the first of those two with the in-process worker's state cache off, as
+  `wirecopy run` starts the local runner (`pipelines.enrich.local_runner`).
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import apache_beam as beam  # noqa: E402
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers  # noqa: E402
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec  # noqa: E402
 
+from wirecopy.pipelines.enrich import local_runner  # noqa: E402
 from wirecopy.transforms.stage import StoredValue, StoredValueCoder, weigh_state_cheaply  # noqa: E402
 
 ELEMENTS_PER_HOME_SHARD = 32
+BEAM_STATE_CACHE_MB = worker_handlers.STATE_CACHE_SIZE_MB  # Beam's own, before `local_runner` sets it to 0
 
 
 class _PassFn(beam.DoFn):
@@ -54,9 +58,14 @@ class _ReadWriteFn(beam.DoFn):
         yield keyed
 
 
-def cpu_seconds(elements: int, step: beam.DoFn | None, keys_per: int) -> float:
+def beams_runner() -> FnApiRunner:
+    worker_handlers.STATE_CACHE_SIZE_MB = BEAM_STATE_CACHE_MB
+    return FnApiRunner()
+
+
+def cpu_seconds(elements: int, step: beam.DoFn | None, keys_per: int, runner=beams_runner) -> float:
     started = time.process_time()
-    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+    with beam.Pipeline(runner=runner()) as pipeline:
         items = pipeline | beam.Create(range(elements), reshuffle=False)
         if step is None:
             passed = items | beam.Map(lambda i: i)
@@ -73,18 +82,20 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     cases = {
-        "baseline: Create, a Map, Count": (None, 1),
-        "+ a stateless DoFn": (_PassFn(), 1),
-        "+ a stateful DoFn, a new key per element": (_ReadWriteFn(), 1),
+        "baseline: Create, a Map, Count": (None, 1, beams_runner),
+        "+ a stateless DoFn": (_PassFn(), 1, beams_runner),
+        "+ a stateful DoFn, a new key per element": (_ReadWriteFn(), 1, beams_runner),
         f"+ a stateful DoFn, one key per {ELEMENTS_PER_HOME_SHARD} elements": (
             _ReadWriteFn(),
             ELEMENTS_PER_HOME_SHARD,
+            beams_runner,
         ),
+        "+ a stateful DoFn, a new key per element, cache off": (_ReadWriteFn(), 1, local_runner),
     }
     timings: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.repeat):
-        for name, (step, keys_per) in cases.items():
-            timings[name].append(cpu_seconds(args.elements, step, keys_per))
+        for name, (step, keys_per, runner) in cases.items():
+            timings[name].append(cpu_seconds(args.elements, step, keys_per, runner))
     base = statistics.median(timings["baseline: Create, a Map, Count"])
     print(f"{args.elements:,} elements, FnApiRunner, apache-beam {beam.__version__}; CPU us per element")
     print(f"  {'':<52} {'best':>8} {'median':>8} {'median over baseline':>21}")

@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import (
     PortableOptions,
     StandardOptions,
 )
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
 
 from wirecopy.pipelines.flink_cluster import cancel_on_cluster, rest_address
 from wirecopy.schemas import codec
@@ -193,6 +193,23 @@ def pipeline_options(config: RunConfig, beam_args: list[str]) -> PipelineOptions
     return options
 
 
+def local_runner() -> FnApiRunner:
+    """FnApiRunner with its in-process worker's state cache off.
+
+    That worker hands out a new cache token per bundle, so the cache keeps
+    nothing across bundles, and our stateful steps read each key once per
+    bundle: it saves no state request, but every key a bundle touches pays
+    its bookkeeping (a loading entry with its own lock and event, weighing,
+    re-insertion on clear and on write). `benchmarks/bench_state_cost.py`, a
+    read and a write on a new key per element: 250 -> 180 us (~32 such keys
+    per article, its index buckets). The size is a module constant of Beam's
+    (the embedded worker takes no option), read when the runner starts its
+    worker; other runners keep their own cache settings.
+    """
+    worker_handlers.STATE_CACHE_SIZE_MB = 0
+    return FnApiRunner()
+
+
 def runner_family(runner: str) -> str:
     """`FlinkRunner`, `flink`, `apache_beam.runners.portability.flink_runner.FlinkRunner` → `flink`."""
     return runner.rsplit(".", 1)[-1].lower().removesuffix("runner")
@@ -324,7 +341,7 @@ def run(
     """Run to the end. `on_started(job, workers_run_here)` is called once the job is submitted; `read_stop`,
     when requested, ends a Kafka read cleanly (readers in this process only)."""
     options = pipeline_options(config, beam_args or [])
-    runner = FnApiRunner() if config.runner == LOCAL_RUNNER else None
+    runner = local_runner() if config.runner == LOCAL_RUNNER else None
     runner_name = type(runner).__name__ if runner else options.view_as(StandardOptions).runner
     pipeline = beam.Pipeline(runner=runner, options=options)
     build(pipeline, config, read_stop)
