@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options import (
     FlinkRunnerOptions,
     PipelineOptions,
     PortableOptions,
+    PrismRunnerOptions,
     StandardOptions,
 )
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
@@ -183,6 +184,7 @@ def pipeline_options(config: RunConfig, beam_args: list[str]) -> PipelineOptions
     options.view_as(StandardOptions).streaming = config.streaming
     if config.runner != LOCAL_RUNNER:
         options.view_as(StandardOptions).runner = config.runner
+    check_prism_is_given(config.runner, options)
     if isinstance(config.io, KafkaIO):
         check_runner_supports_kafka(config.runner, config.streaming, options)
     workers = options.view_as(DirectOptions).direct_num_workers
@@ -213,6 +215,21 @@ def local_runner() -> FnApiRunner:
 def runner_family(runner: str) -> str:
     """`FlinkRunner`, `flink`, `apache_beam.runners.portability.flink_runner.FlinkRunner` → `flink`."""
     return runner.rsplit(".", 1)[-1].lower().removesuffix("runner")
+
+
+def check_prism_is_given(runner: str, options: PipelineOptions) -> None:
+    """Refuse Prism (and the DirectRunner, which runs on it) without `--prism_location`.
+
+    Without it Beam downloads its own Prism build, and Prism 2.77.0 loses state
+    updates when it splits a bundle of a stateful stage: articles vanish from
+    the syndication stage without an error (deploy/README.md, Prism).
+    `deploy/prism.sh` builds it with the fix.
+    """
+    if runner_family(runner) in ("prism", "direct") and not options.view_as(PrismRunnerOptions).prism_location:
+        raise SetupError(
+            f"{runner} needs --prism_location PATH: the Prism build Beam downloads loses state updates when it "
+            "splits bundles (articles go missing); build a fixed one with deploy/prism.sh and pass its path"
+        )
 
 
 def check_runner_supports_kafka(runner: str, streaming: bool, options: PipelineOptions) -> None:

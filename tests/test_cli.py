@@ -235,6 +235,24 @@ def test_file_mode_rejects_kafka_only_options(capsys):
     assert finished.returncode == 2 and "Kafka mode only" in finished.stderr
 
 
+@pytest.mark.parametrize("runner", ["PrismRunner", "DirectRunner"])
+def test_prism_without_a_binary_of_ours_is_refused_in_one_line(runner, tmp_path):
+    """Beam would download its own Prism, which loses state updates (deploy/README.md, Prism)."""
+    finished = wirecopy(
+        "run",
+        "--input-jsonl",
+        str(REPO / "pipelines" / "samples" / "articles.jsonl"),
+        "--output-jsonl",
+        str(tmp_path / "out.jsonl"),
+        "--runner",
+        runner,
+    )
+    assert finished.returncode == 2, finished.stderr[-2000:]
+    errors = [line for line in finished.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and f"{runner} needs --prism_location" in errors[0], finished.stderr[-2000:]
+    assert "Traceback" not in finished.stderr and not (tmp_path / "out.jsonl").exists()
+
+
 def test_a_java_client_properties_file_gives_both_clients_their_settings(tmp_path):
     properties = tmp_path / "client.properties"
     properties.write_text(
