@@ -112,7 +112,18 @@ class WirecopyOptions(PipelineOptions):
             "--group-id",
             help=f"consumer group whose offsets are read and committed (default: {DEFAULT_GROUP_ID})",
         )
-        add(kafka, "--max-records", type=_positive_int, help="stop after reading this many records")
+        add(
+            kafka,
+            "--max-records",
+            type=_positive_int,
+            metavar="N",
+            help="read N records in all, from the start positions, then stop (per run, whatever the runner's "
+            "parallelism or restarts from checkpoints). When the topic holds N records past the start (always "
+            "without --streaming, which stops at the high watermark), they are shared among the partitions in "
+            "proportion to their backlogs and partitions added later are not read; with --streaming, when it holds "
+            "fewer, the rest are the next records to arrive in any partition, one reader reading them all. Counts "
+            "offsets: a topic with gaps (compaction, transaction markers) gives fewer records",
+        )
         add(kafka, "--max-read-time", type=_positive_float, metavar="SECONDS", help="stop reading after this long")
         add(
             kafka,
