@@ -10,8 +10,9 @@ articles (`pipelines/samples/articles.jsonl`) go to a 3-partition topic, and one
 Every `--every` seconds for `--minutes` from the job's tasks running it prints: the elapsed time, the offsets
 committed, the completed checkpoints and the last one's size (Flink REST `/jobs/ID/checkpoints`), the reader's
 operator's share of it and how much that grew per checkpoint since the previous sample (apache/beam#27648: a
-reader that polls by deferring its remainder leaves a residual in each checkpoint), the live
-readers if the job exposes them as a metric (wirecopy exposes none: it says so once), the open TCP connections
+reader that polls by deferring its remainder leaves a residual in each checkpoint), the live readers (the reader's
+counter `live_readers.TOPIC`: instances with their Kafka clients open, summed over the job's subtasks and worker
+processes; see `transforms/kafkaio/read.py`, `ReadFn`), the open TCP connections
 to the broker's port of the TaskManager and of the Python workers (sockets in /proc/PID/fd matched to
 /proc/PID/net/tcp), and the workers' resident memory. At the end it says for each series whether it stayed
 bounded: the last third of the samples against the first third (max, and slope per minute by least squares),
@@ -123,14 +124,18 @@ def taskmanager_pids(cluster: Path) -> list[int]:
     return pids
 
 
-def wirecopy_metric_names(address: str, job_id: str) -> list[str]:
-    """Every wirecopy metric the job's operators expose in Flink's REST API (their names, without the operator)."""
-    names = set()
+def live_readers(address: str, job_id: str) -> int | None:
+    """The reader's `live_readers.TOPIC` counter summed over the job's operators and subtasks, as Flink's REST API
+    shows it (`wirecopy_live_readers_TOPIC`: Flink writes the dots of a name as underscores; each subtask reports
+    the updates of its own bundles); None until a bundle has reported it."""
+    total = None
     for vertex in rest(address, f"/jobs/{job_id}")["vertices"]:
-        for metric in rest(address, f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"):
-            if ".wirecopy_" in metric["id"]:
-                names.add(metric["id"].split(".wirecopy_", 1)[1])
-    return sorted(names)
+        base = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
+        ids = [m["id"] for m in rest(address, base) if ".wirecopy_live_readers_" in m["id"]]
+        if ids:
+            values = rest(address, f"{base}?get={','.join(ids)}")
+            total = (total or 0) + sum(int(float(m["value"])) for m in values)
+    return total
 
 
 def checkpoint_by_operator(address: str, job_id: str, checkpoint: int) -> dict[str, tuple[int, int]]:
@@ -275,11 +280,10 @@ def main() -> int:
             series: dict[str, list[tuple[float, float]]] = {}
             print(
                 f"\n  {'elapsed':>7} {'committed':>9} {'checkpoints':>11} {'last ckpt B':>11}"
-                f" {'reader B':>10} {'reader B/ckpt':>13}"
+                f" {'reader B':>10} {'reader B/ckpt':>13} {'live readers':>12}"
                 f" {'TM conns':>8} {'worker conns':>12} {'workers':>7} {'worker RSS MiB':>14}"
             )
             reader_points: list[tuple[float, float]] = []  # (checkpoint id, the reader's state bytes in it)
-            readers_exposed: bool | None = None
             first_checkpoint: dict[str, tuple[int, int]] | None = None
             last_checkpoint: dict[str, tuple[int, int]] = {}
             while (elapsed := time.monotonic() - started) <= args.minutes * 60:
@@ -291,11 +295,7 @@ def main() -> int:
                 checkpoints = rest(address, f"/jobs/{job_id}/checkpoints")
                 last = (checkpoints.get("latest") or {}).get("completed") or {}
                 size = last.get("state_size", 0)
-                metrics = wirecopy_metric_names(address, job_id)
-                if readers_exposed is None and metrics:
-                    readers_exposed = any("reader" in name for name in metrics)
-                    if not readers_exposed:
-                        print(f"  (live readers: not exposed; the job's wirecopy metrics are {', '.join(metrics)})")
+                readers = live_readers(address, job_id)
                 workers = descendants(pool.pid)
                 tm_connections = sum(connections_to(pid, broker.port) for pid in taskmanager_pids(cluster))
                 worker_connections = sum(connections_to(pid, broker.port) for pid in workers)
@@ -307,12 +307,15 @@ def main() -> int:
                         reader_points.append((last["id"], reader_bytes(last_checkpoint)))
                 print(
                     f"  {elapsed:>6.0f}s {committed:>9} {checkpoints['counts']['completed']:>11} {size:>11,}"
-                    f" {reader_columns(reader_points)} {tm_connections:>8} {worker_connections:>12} {len(workers):>7}"
+                    f" {reader_columns(reader_points)} {'-' if readers is None else readers:>12}"
+                    f" {tm_connections:>8} {worker_connections:>12} {len(workers):>7}"
                     f" {rss:>14.1f}",
                     flush=True,
                 )
                 if last:  # before the first checkpoint completes there is no size to compare
                     series.setdefault("last checkpoint bytes", []).append((elapsed, size))
+                if readers is not None:
+                    series.setdefault("live readers", []).append((elapsed, readers))
                 for name, value in (
                     ("TaskManager connections", tm_connections),
                     ("worker connections", worker_connections),

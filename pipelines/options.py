@@ -112,7 +112,18 @@ class WirecopyOptions(PipelineOptions):
             "--group-id",
             help=f"consumer group whose offsets are read and committed (default: {DEFAULT_GROUP_ID})",
         )
-        add(kafka, "--max-records", type=_positive_int, help="stop after reading this many records")
+        add(
+            kafka,
+            "--max-records",
+            type=_positive_int,
+            metavar="N",
+            help="read N records in all, then stop: per run, whatever the runner's parallelism or restarts from "
+            "checkpoints. When the topic holds N records past the start positions, each partition reads a share in "
+            "proportion to its backlog (stop offsets planned at the start; partitions added later are not read). "
+            "When it holds fewer, a run without --streaming stops at the high watermark as always; with --streaming "
+            "the rest are the next records to arrive in any partition (new ones included), one reader reading them "
+            "all. Offsets are counted: gaps (compaction, transaction markers) give fewer records",
+        )
         add(kafka, "--max-read-time", type=_positive_float, metavar="SECONDS", help="stop reading after this long")
         add(
             kafka,

@@ -37,8 +37,10 @@ from wirecopy.transforms.kafkaio.write import MAX_UNACKED_BYTES
 pytestmark = pytest.mark.broker
 
 
-def copy_topic(spec: KafkaReadSpec, output_topic: str, producer_config=None, stop: ReadStop | None = None) -> None:
-    """Run reader → sink on the local runner, the way the real pipeline is fused."""
+def copy_topic(
+    spec: KafkaReadSpec, output_topic: str, producer_config=None, stop: ReadStop | None = None
+) -> dict[str, int]:
+    """Run reader → sink on the local runner, the way the real pipeline is fused; the run's counters."""
     options = PipelineOptions(streaming=spec.streaming)
     with beam.Pipeline(runner=FnApiRunner(), options=options) as pipeline:
         (
@@ -47,6 +49,7 @@ def copy_topic(spec: KafkaReadSpec, output_topic: str, producer_config=None, sto
             | beam.Map(lambda record: KafkaMessage(output_topic, record.key, record.value))
             | WriteToKafka(spec.bootstrap_servers, producer_config)
         )
+    return {m.key.metric.name: m.committed for m in pipeline.result.metrics().query()["counters"]}
 
 
 def committed(broker, topic: str, group: str) -> dict[int, int | None]:
@@ -89,6 +92,25 @@ def test_bounded_read_copies_everything_commits_and_resumes(broker, topic_name):
     keys = [r.key for r in read_topic(broker.bootstrap_servers, sink)]
     assert sorted(keys) == sorted(first + second), "the second run resumes at the committed offsets, no re-reads"
     assert sum(committed(broker, source, group).values()) == 1800
+
+
+@on_both_brokers
+def test_bounded_reads_with_max_records_read_exactly_that_many_and_the_next_run_goes_on(broker, topic_name):
+    source, sink, group = topic_name("in"), topic_name("out"), topic_name("group")
+    broker.create_topics([source], partitions=3)
+    broker.create_topics([sink])
+    keys = produce_numbered(broker, source, 0, 1500)
+    spec = KafkaReadSpec(broker.bootstrap_servers, source, group, max_records=700)
+    counters = copy_topic(spec, sink)
+    assert len(read_topic(broker.bootstrap_servers, sink)) == 700
+    assert sum(committed(broker, source, group).values()) == 700
+    assert counters[f"records_read.{source}"] == 700
+    # The local runner reads every restriction with one reader instance, kept from the first bundle to the
+    # last (its teardown comes after the run's last bundle, so it is never subtracted).
+    assert counters[f"live_readers.{source}"] == 1
+    copy_topic(spec, sink)
+    copy_topic(spec, sink)  # 100 left: the bounded read stops at the high watermark
+    assert sorted(r.key for r in read_topic(broker.bootstrap_servers, sink)) == sorted(keys), "no gap, no re-read"
 
 
 @on_both_brokers

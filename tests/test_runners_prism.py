@@ -8,6 +8,7 @@ event joins later; what a consumer ends up with (clusters after the merges) is
 compared instead.
 """
 
+import contextlib
 import re
 import signal
 import subprocess
@@ -82,6 +83,50 @@ def records_read(log_lines: list[str], topic: str) -> int:
     """How far the reader's progress lines (`TOPIC[P] at OFFSET`) say it has read, over all partitions."""
     positions = dict(re.findall(rf"{re.escape(topic)}\[(\d+)\] at (\d+)", "".join(log_lines)))
     return sum(int(offset) for offset in positions.values())
+
+
+def outputs_written(broker, topics: dict[str, str]) -> int:
+    """Enriched articles and dead letters in the output topics: one per input record."""
+    return len(read_topic(broker.bootstrap_servers, topics["out"])) + len(
+        read_topic(broker.bootstrap_servers, topics["dead"])
+    )
+
+
+@contextlib.contextmanager
+def streaming_on_prism(kafka_arguments: list[str], prism_location: str, *more: str):
+    """`wirecopy run ... --streaming` on Prism, started: (the process, its log lines as they come).
+    Killed if still running when the block ends."""
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "wirecopy.pipelines.cli", "run", *kafka_arguments, "--streaming", *more),
+            *("--runner", "PrismRunner", "--prism_location", prism_location),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log_lines: list[str] = []
+    log_reader = threading.Thread(target=lambda: log_lines.extend(process.stderr), daemon=True)
+    log_reader.start()
+    try:
+        yield process, log_lines
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log_reader.join(timeout=10)
+
+
+def wait_for_records(broker, topics, log_lines: list[str], process, outputs: int, read: int) -> None:
+    """Until `outputs` records are in the output topics, or the reader's progress lines say it read `read`."""
+    deadline = time.monotonic() + 180
+    while outputs_written(broker, topics) < outputs:
+        if records_read(log_lines, topics["in"]) == read:
+            break
+        assert process.poll() is None, "".join(log_lines)[-3000:]
+        assert time.monotonic() < deadline, f"neither {outputs} outputs nor {read} records read after 180 s"
+        time.sleep(1)
 
 
 def comparable(events: list[dict], drop: set[str] = frozenset()) -> list[bytes]:
@@ -185,52 +230,16 @@ def test_kafka_streaming_on_prism_stops_on_sigint_with_every_offset_committed(
     lines = sample_lines()
     produce(broker.bootstrap_servers, topics["in"], lines)
     group = topic_name("group")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wirecopy.pipelines.cli",
-            "run",
-            *kafka_args(broker, topics, group),
-            "--streaming",
-            "--max-read-time",
-            "300",
-            "--runner",
-            "PrismRunner",
-            "--prism_location",
-            prism_location,
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    log_lines: list[str] = []
-    log_reader = threading.Thread(target=lambda: log_lines.extend(process.stderr), daemon=True)
-    log_reader.start()
     expected = len(local_outcomes["articles"]) + len(local_outcomes["dead_letters"])
-    try:
+    with streaming_on_prism(kafka_args(broker, topics, group), prism_location, "--max-read-time", "300") as run:
+        process, log_lines = run
         # Live output is not asserted: Prism sometimes holds everything after the reader while the read is
         # unbounded (seen in 3 of 8 runs; cf. apache/beam#33815), and emits it once the read ends. So stop
         # once the outputs are all there, or once the reader's progress line (every 10 s) shows every record
         # read: what the stop must give is the same either way.
-        deadline = time.monotonic() + 180
-        while (
-            len(read_topic(broker.bootstrap_servers, topics["out"]))
-            + len(read_topic(broker.bootstrap_servers, topics["dead"]))
-        ) < expected:
-            if records_read(log_lines, topics["in"]) == len(lines):
-                break
-            assert process.poll() is None, "".join(log_lines)[-3000:]
-            assert time.monotonic() < deadline, "neither every output nor every record read after 180 s"
-            time.sleep(1)
+        wait_for_records(broker, topics, log_lines, process, expected, len(lines))
         process.send_signal(signal.SIGINT)
         process.wait(timeout=180)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log_reader.join(timeout=10)
     log = "".join(log_lines)
     assert process.returncode == 0, log[-3000:]
     assert "running on PrismRunner (streaming)" in log and "SIGINT received" in log
@@ -256,3 +265,37 @@ def test_kafka_streaming_on_prism_stops_on_sigint_with_every_offset_committed(
     )
     committed = committed_offsets(broker.bootstrap_servers, topics["in"], group)
     assert sum(offset or 0 for offset in committed.values()) == len(lines), "offsets committed to the end"
+
+
+@pytest.mark.parametrize("produced_before", [56, 20], ids=["all-there-at-start", "most-produced-while-reading"])
+def test_max_records_on_prism_reads_exactly_that_many_records(
+    produced_before, prism_location, broker, topic_name, kafka_args
+):
+    """Prism reads the 3 partitions with several reader instances at once: counted per instance (as before
+    issue #14), `--max-records 40` was never reached by any of them (each partition holds fewer), so all 56
+    records were read and the run went on to `--max-read-time`. The count is the read's: exactly 40 come
+    out and are committed, whether the 40 are on the topic when the run starts (stops shared among the
+    partitions) or mostly arrive while it reads (one restriction with a budget of 40)."""
+    topics = {role: topic_name(role) for role in ("in", "out", "clusters", "dead")}
+    broker.create_topics([topics["in"]], partitions=3)
+    broker.create_topics([topics["out"], topics["clusters"], topics["dead"]])
+    lines = sample_lines()
+    assert len(lines) == 56
+    keys = [str(number).encode() for number in range(len(lines))]
+    produce(broker.bootstrap_servers, topics["in"], lines[:produced_before], keys[:produced_before])
+    group = topic_name("group")
+    started = time.monotonic()
+    with streaming_on_prism(
+        kafka_args(broker, topics, group), prism_location, "--max-records", "40", "--max-read-time", "150"
+    ) as (process, log_lines):
+        if produced_before < 40:
+            wait_for_records(broker, topics, log_lines, process, produced_before, produced_before)
+            produce(broker.bootstrap_servers, topics["in"], lines[produced_before:], keys[produced_before:])
+        process.wait(timeout=240)
+    log = "".join(log_lines)
+    assert process.returncode == 0, log[-3000:]
+    assert outputs_written(broker, topics) == 40, log[-3000:]
+    committed = committed_offsets(broker.bootstrap_servers, topics["in"], group)
+    assert sum(offset or 0 for offset in committed.values()) == 40, committed
+    assert ("one restriction reads every partition" in log) == (produced_before < 40), "the plan the case is about"
+    assert time.monotonic() - started < 150, "the run ended at --max-read-time, not at --max-records"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from typing import Iterator
 
@@ -12,6 +13,7 @@ from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.display import DisplayDataItem
 from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils import shared
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 from kafka import TopicPartition
@@ -69,6 +71,7 @@ class _BundleRead:
     epochs: dict[TopicPartition, int] = dataclasses.field(init=False)
     latest: dict[TopicPartition, int] = dataclasses.field(default_factory=dict)  # newest event time, micros
     done: set[TopicPartition] = dataclasses.field(default_factory=set)  # bounded partitions read to their stop
+    budget: int | None = None  # records the restriction may still read (`PartitionSet.budget`)
     stopping: bool = False
 
     def __post_init__(self):
@@ -76,18 +79,73 @@ class _BundleRead:
         self.epochs = {p: c.epoch for p, c in self.cursors.items()}
 
 
+class LiveReaders:
+    """One worker process's reader instances that have their Kafka clients open,
+    and how many of them it has told the `live_readers` counter of.
+
+    A reader opens its clients in setup() and closes them in teardown(), and
+    Beam drops metric updates made outside a bundle, so neither can count
+    itself there: each bundle reports the difference since the process's last
+    report (`unreported`). A counter, not a gauge: runners sum counter updates
+    over bundles, instances and processes, while a gauge keeps one writer's
+    value, and what is wanted is the total over every worker process.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._open = 0
+        self._reported = 0
+
+    def opened(self) -> None:
+        with self._lock:
+            self._open += 1
+
+    def closed(self) -> None:
+        with self._lock:
+            self._open -= 1
+
+    def count(self) -> int:
+        with self._lock:
+            return self._open
+
+    def unreported(self) -> int:
+        """The change since the last call (readers opened minus closed): add it to the counter in a bundle."""
+        with self._lock:
+            change, self._reported = self._open - self._reported, self._open
+            return change
+
+
 class ReadFn(beam.DoFn):
-    """Reads one restriction's partitions per process() call, for about a second, then checkpoints."""
+    """Reads one restriction's partitions per process() call, for about a second, then checkpoints.
+
+    `max_records` is kept by the restrictions (see `plan.read_plan` and
+    `PartitionSet.budget`), not by reader instances: a run reads that many
+    records however many instances and bundles the runner uses, and a
+    restore from a checkpoint goes on with what its restrictions have left.
+
+    Metrics (namespace `wirecopy`): `records_read.TOPIC`, `bytes_read.TOPIC`,
+    `log_resets.TOPIC`, gauges `backlog.TOPIC.PARTITION`, and the counter
+    `live_readers.TOPIC`: reader instances with their Kafka clients open (a
+    Beam DoFn instance lives from setup() to teardown(); on Flink a bundle's
+    instance stays until its checkpoint's commit, so several exist at once),
+    summed over every worker process (see `LiveReaders`). A teardown is
+    counted at the next bundle of a reader in the same process; a process
+    whose last reader is torn down keeps its last count (a job ending or
+    failing).
+    """
 
     def __init__(self, spec: KafkaReadSpec, stop: ReadStop | None):
         self._spec = spec
         self._stop = stop
+        self._live_readers_handle = shared.Shared()  # one `LiveReaders` per worker process, as `ReadStop`'s event
 
     def setup(self):
         spec = self._spec
         self._consumer = spec.new_consumer(in_group=False)  # fetches only; offsets go through the committer
         self._committer = OffsetCommitter(spec)
-        self._records_read = 0
+        self._live_readers = self._live_readers_handle.acquire(LiveReaders)  # held: Shared keeps weak references
+        self._live_readers.opened()
+        self._records_read = 0  # by this instance, for its progress line
         self._next_offsets: dict[TopicPartition, int] = {}
         self._highwaters: dict[TopicPartition, int] = {}  # the last known, per partition
         self._started_at: float | None = None
@@ -98,14 +156,11 @@ class ReadFn(beam.DoFn):
         self._records = Metrics.counter("wirecopy", f"records_read.{spec.topic}")
         self._bytes = Metrics.counter("wirecopy", f"bytes_read.{spec.topic}")
         self._resets = Metrics.counter("wirecopy", f"log_resets.{spec.topic}")
-
-    def _budget(self) -> int | None:
-        """Records this reader may still read under `max_records` (None: no limit)."""
-        return None if self._spec.max_records is None else max(self._spec.max_records - self._records_read, 0)
+        self._live_readers_counter = Metrics.counter("wirecopy", f"live_readers.{spec.topic}")
 
     def _should_stop(self) -> bool:
         spec = self._spec
-        if (self._stop is not None and self._stop.requested()) or self._budget() == 0:
+        if self._stop is not None and self._stop.requested():
             return True
         return (
             spec.max_read_time_s is not None
@@ -199,7 +254,13 @@ class ReadFn(beam.DoFn):
             for p, backlog in backlogs.items()
         )
         rate = self._records_read / max(now - (self._started_at or now), 1e-9)
-        _LOG.info("read %d records (%.0f/s); %s", self._records_read, rate, described)
+        _LOG.info(
+            "read %d records (%.0f/s); %s; live readers in this process %d",
+            self._records_read,
+            rate,
+            described,
+            self._live_readers.count(),
+        )
 
     @beam.DoFn.unbounded_per_element()
     def process(
@@ -211,10 +272,13 @@ class ReadFn(beam.DoFn):
     ):
         if self._started_at is None:
             self._started_at = time.monotonic()
-        if self._should_stop():
+        opened_or_closed = self._live_readers.unreported()
+        if opened_or_closed:
+            self._live_readers_counter.inc(opened_or_closed)
+        restriction = tracker.current_restriction()
+        if self._should_stop() or restriction.budget == 0:
             tracker.try_claim(END_OF_READ)
             return
-        restriction = tracker.current_restriction()
         self._last_poll = None  # time between bundles is not the stages' processing time
         if restriction.discover_from is not None:
             self._adopt_new_partitions(tracker, restriction)
@@ -226,7 +290,7 @@ class ReadFn(beam.DoFn):
             tracker.defer_remainder(Duration(seconds=self._spec.partition_discovery_interval_s))
             return
         self._fetch_only(cursors)
-        bundle = _BundleRead(cursors)
+        bundle = _BundleRead(cursors, budget=restriction.budget)
         deadline = time.monotonic() + _BUNDLE_SECONDS
         while True:
             batches = self._poll()
@@ -291,15 +355,19 @@ class ReadFn(beam.DoFn):
         stop = bundle.cursors[partition].stop
         if stop is not None and records[-1].offset >= stop:
             records = [record for record in records if record.offset < stop]
-        budget = self._budget()
-        if budget is not None and len(records) >= budget:
-            records, bundle.stopping = records[:budget], True
+        if bundle.budget is not None and len(records) >= bundle.budget:
+            # The budget is spent: claiming the end of the read (the caller) leaves no residual.
+            records, bundle.stopping = records[: bundle.budget], True
         # One claim per batch: claiming an offset claims every offset before it.
         if not records:
             return
-        if not tracker.try_claim(Claim(partition.partition, bundle.epochs[partition], records[-1].offset)):
+        if not tracker.try_claim(
+            Claim(partition.partition, bundle.epochs[partition], records[-1].offset, len(records))
+        ):
             return
         bundle.expected[partition] = records[-1].offset + 1
+        if bundle.budget is not None:
+            bundle.budget -= len(records)
         self._records_read += len(records)
         self._records.inc(len(records))
         newest = bundle.latest.get(partition, -1 << 62)
@@ -387,6 +455,7 @@ class ReadFn(beam.DoFn):
     def teardown(self):
         self._consumer.close()
         self._committer.close()
+        self._live_readers.closed()
 
 
 def _source_record(record) -> SourceRecord:
@@ -403,6 +472,15 @@ class ReadFromKafka(beam.PTransform):
 
     `stop`: a `ReadStop` that ends a streaming read cleanly when requested
     (without one, it ends at the spec's `max_records` or `max_read_time_s`).
+
+    `max_records` N is the read's, not a reader's: a run reads N records
+    (fewer if a bounded read finds fewer, or offsets have gaps) however many
+    reader instances the runner uses. When the topic holds N records past the
+    start positions (always, bounded), they are shared among the partitions
+    in proportion to their backlogs, as stop offsets, and partitions added
+    later are not read; streaming, when it holds fewer, one restriction reads
+    every partition (and those added) until N, records not yet produced
+    included. See `plan.read_plan`.
 
     Example::
 

@@ -31,20 +31,32 @@ class PartitionCursor:
 @dataclasses.dataclass(frozen=True)
 class PartitionSet:
     """A restriction: partitions with their cursors; in streaming, plus the
-    right to adopt partitions numbered `discover_from` or more when they appear."""
+    right to adopt partitions numbered `discover_from` or more when they appear.
+
+    `budget`: how many more records the restriction may read, whichever of its
+    partitions they come from (the part of `max_records` that the records in
+    the topic at plan time did not cover). It is a property of the restriction,
+    so its checkpoints carry what is left and no count lives in a reader
+    instance; a restriction with a budget is never split, as one budget cannot
+    be shared by readers that do not talk to each other.
+    """
 
     topic: str
     cursors: tuple[PartitionCursor, ...]
     discover_from: int | None = None
+    budget: int | None = None
 
     def is_bounded(self) -> bool:
         return self.discover_from is None and all(c.stop is not None for c in self.cursors)
 
 
 class Claim(NamedTuple):
+    """Claims every offset of the partition up to `offset`; `records` of them are read (counted against the budget)."""
+
     partition: int
     epoch: int
     offset: int
+    records: int = 0
 
 
 class Adopt(NamedTuple):
@@ -63,6 +75,7 @@ class PartitionSetTracker(RestrictionTracker):
         self._exhausted: set[int] = set()
         self._finished = False
         self._claim_count = 0
+        self._records_claimed = 0
 
     def current_restriction(self) -> PartitionSet:
         return self._restriction
@@ -90,9 +103,21 @@ class PartitionSetTracker(RestrictionTracker):
         if cursor.stop is not None and position.offset >= cursor.stop:
             self._exhausted.add(position.partition)
             return False
+        if position.records > self.budget_left():
+            raise ValueError(f"{position} claims more records than the {self.budget_left()} left of the budget")
         self._claimed[position.partition] = claim
         self._claim_count += 1
+        self._records_claimed += position.records
         return True
+
+    def budget_left(self) -> float:
+        """Records the restriction may still claim (infinite without a budget)."""
+        budget = self._restriction.budget
+        return float("inf") if budget is None else budget - self._records_claimed
+
+    def _spent(self) -> int | None:
+        """The budget of the work done (the primary), None when the restriction has no budget."""
+        return None if self._restriction.budget is None else self._records_claimed
 
     def _finish(self) -> None:
         """Shrink the restriction to what was claimed: nothing is left to do."""
@@ -104,7 +129,9 @@ class PartitionSetTracker(RestrictionTracker):
                 if epoch == cursor.epoch
                 else dataclasses.replace(cursor, stop=cursor.offset)
             )
-        self._restriction = dataclasses.replace(self._restriction, cursors=tuple(cursors), discover_from=None)
+        self._restriction = dataclasses.replace(
+            self._restriction, cursors=tuple(cursors), discover_from=None, budget=self._spent()
+        )
         self._finished = True
 
     def _next_cursor(self, cursor: PartitionCursor) -> PartitionCursor:
@@ -122,12 +149,18 @@ class PartitionSetTracker(RestrictionTracker):
             for c in self._cursors.values()
             if c.partition not in self._exhausted and (c.stop is None or self._next_cursor(c).offset < c.stop)
         )
-        residual = PartitionSet(self._restriction.topic, remaining, self._restriction.discover_from)
+        budget = self._restriction.budget
+        residual = PartitionSet(
+            self._restriction.topic,
+            remaining,
+            self._restriction.discover_from,
+            None if budget is None else budget - self._records_claimed,
+        )
         self._finish()
         return self._restriction, residual
 
     def check_done(self):
-        if self._finished:
+        if self._finished or self.budget_left() == 0:
             return
         unfinished = [
             c.partition
@@ -139,9 +172,12 @@ class PartitionSetTracker(RestrictionTracker):
             raise ValueError(f"partitions {unfinished} of {self._restriction.topic} are not read to their end")
 
     def current_progress(self) -> RestrictionProgress:
-        remaining = sum(
-            max(c.stop - self._next_cursor(c).offset, 0) for c in self._cursors.values() if c.stop is not None
-        )
+        if self._restriction.budget is not None:
+            remaining = self._restriction.budget - self._records_claimed
+        else:
+            remaining = sum(
+                max(c.stop - self._next_cursor(c).offset, 0) for c in self._cursors.values() if c.stop is not None
+            )
         return RestrictionProgress(completed=self._claim_count, remaining=remaining)
 
     def is_bounded(self) -> bool:
@@ -153,6 +189,9 @@ class PartitionSetProvider(RestrictionProvider):
         return plan
 
     def split(self, plan: PartitionSet, restriction: PartitionSet):
+        if restriction.budget is not None:
+            yield restriction
+            return
         for cursor in restriction.cursors:
             yield PartitionSet(restriction.topic, (cursor,))
         if restriction.discover_from is not None:
@@ -162,6 +201,8 @@ class PartitionSetProvider(RestrictionProvider):
         return PartitionSetTracker(restriction)
 
     def restriction_size(self, plan: PartitionSet, restriction: PartitionSet) -> int:
+        if restriction.budget is not None:
+            return restriction.budget
         return sum(max(c.stop - c.offset, 0) for c in restriction.cursors if c.stop is not None)
 
     def truncate(self, plan: PartitionSet, restriction: PartitionSet):
