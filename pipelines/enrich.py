@@ -203,8 +203,8 @@ def local_runner() -> FnApiRunner:
     bundle: it saves no state request, but every key a bundle touches pays
     its bookkeeping (a loading entry with its own lock and event, weighing,
     re-insertion on clear and on write). `benchmarks/bench_state_cost.py`, a
-    read and a write on a new key per element: 250 -> 180 us (~32 such keys
-    per article, its index buckets). The size is a module constant of Beam's
+    read and a write on a new key per element: 227 -> 137 us over a pipeline
+    without them (~32 such keys per article, its index buckets). The size is a module constant of Beam's
     (the embedded worker takes no option), read when the runner starts its
     worker; other runners keep their own cache settings.
     """
