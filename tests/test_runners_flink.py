@@ -295,6 +295,27 @@ def running_job(address: str) -> str:
     return job_id
 
 
+# The reader's operator, as Flink names its vertex ("[3]{ReadKafka, Decode, Normalise}"): the executable stage
+# that keeps the splittable DoFn's deferred residuals (see benchmarks/flink_soak.py).
+READER_VERTEX = "{ReadKafka"
+# Checkpoints (1 s apart at least) over which the idle job's reader must not grow: at least 10 s, two of the
+# reader's idle deferrals (5 s apart) on each of the 3 partitions.
+IDLE_CHECKPOINTS = 10
+# On the unpatched job server (apache/beam#27648) every deferral left ~7 KB more in the reader's operator state:
+# +41,892 and +48,808 B per 10 s checkpoint, 6 and 7 deferrals (benchmarks/flink_soak.py, 2026-12-04). On ours it
+# moved 16 B over 15 checkpoints (timer ids gaining a digit).
+IDLE_READER_GROWTH_BYTES = 1_000
+
+
+def reader_checkpoint(address: str) -> tuple[int, int]:
+    """The running job's latest completed checkpoint: its id and the reader's operator's state bytes in it."""
+    job_id = running_job(address)
+    latest = rest(address, f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
+    names = {vertex["id"]: vertex["name"] for vertex in rest(address, f"/jobs/{job_id}")["vertices"]}
+    tasks = rest(address, f"/jobs/{job_id}/checkpoints/details/{latest['id']}")["tasks"]
+    return latest["id"], sum(task["state_size"] for vertex, task in tasks.items() if READER_VERTEX in names[vertex])
+
+
 def wirecopy_counter(address: str, name: str) -> int:
     """A wirecopy counter summed over the running job's operators, as Flink's REST API shows it."""
     job_id = running_job(address)
@@ -594,11 +615,13 @@ def test_kafka_streaming_on_flink_survives_a_killed_taskmanager_and_keeps_its_st
     them). The first third committed, and Flink's REST API counts it in articles_enriched. A second TaskManager,
     the job's one SIGKILLed, the second third produced: Flink restores the last checkpoint on the other and the
     job commits to the end. Stopped with a savepoint (REST `POST /jobs/ID/stop`), the last third produced,
-    resumed from it, Ctrl-C: every record comes out (a restore's replays allowed), every offset is committed,
-    every article is in a cluster, and the copies of the last third join the stories founded before the stop
-    (syndication state kept): the local runner's outcomes. Articles a replay assigned to another cluster are
-    counted, not refused: the syndication stage does not deduplicate replays yet (issue #14 asks it to). Last
-    in the module: it ends when the cluster has one live TaskManager with every slot free again."""
+    resumed from it, then idle for IDLE_CHECKPOINTS checkpoints, Ctrl-C: every record comes out (a restore's
+    replays allowed), every offset is committed, every article is in a cluster, the copies of the last third join
+    the stories founded before the stop (syndication state kept): the local runner's outcomes; and the idle
+    reader's operator state does not grow (our job server's patch for apache/beam#27648). Articles a replay
+    assigned to another cluster are counted, not refused: the syndication stage does not deduplicate replays yet
+    (issue #14 asks it to). Last in the module: it ends when the cluster has one live TaskManager with every
+    slot free again."""
     address, directory = flink_cluster
     topics = Topics.create(broker, topic_name)
     lines = sample_lines()
@@ -645,8 +668,23 @@ def test_kafka_streaming_on_flink_survives_a_killed_taskmanager_and_keeps_its_st
             "every article after the resume",
         )
         wait_for(lambda: topics.committed() == len(lines), 60, run, "offsets committed to the end")
+        # Offsets are committed when a checkpoint completes: from that one on the readers idle, deferring.
+        idle_from, idle_bytes = reader_checkpoint(address)
+        wait_for(
+            lambda: reader_checkpoint(address)[0] >= idle_from + IDLE_CHECKPOINTS,
+            120,
+            run,
+            f"{IDLE_CHECKPOINTS} checkpoints of the idle job",
+        )
+        idle_to, idle_to_bytes = reader_checkpoint(address)
     finally:
         stop(run, address)
+    print(f"the idle reader's operator state: {idle_bytes:,} B at #{idle_from}, {idle_to_bytes:,} B at #{idle_to}")
+    assert idle_to_bytes - idle_bytes <= IDLE_READER_GROWTH_BYTES, (
+        f"the idle reader's state grew {idle_to_bytes - idle_bytes:,} B over checkpoints #{idle_from}-#{idle_to}: "
+        "each deferred residual kept in a state of its own (apache/beam#27648), so the job server lacks our patch "
+        "(deploy/flink-job-server/patches, first on its Class-Path)"
+    )
     got = topics.outcomes()
     assert {a["article_id"] for a in got["articles"]} == expected_ids
     dead = {(d["partition"], d["offset"]) for d in got["dead_letters"]}

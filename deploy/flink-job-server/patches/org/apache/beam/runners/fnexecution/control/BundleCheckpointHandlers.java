@@ -15,6 +15,22 @@
  * See the License for the specific language governing permissions and
  * limitations under the License.
  */
+/*
+ * wirecopy's patch of Beam 2.62.0's class: see deploy/README.md, "Flink".
+ *
+ * Changed: onCheckpoint keeps every residual of a key and window in one MapState,
+ * RESIDUALS_STATE_ID, under the residual's checkpoint id (which is also its timer id), instead
+ * of one ValueState per residual named by that id; takeResidual, new, reads a residual back and
+ * removes it, for the two readers (ExecutableStageDoFnOperator, FlinkExecutableStageFunction,
+ * patched alongside).
+ *
+ * Why: apache/beam#27648. Flink registers a keyed-state descriptor for every state name it
+ * sees and keeps it for the job's life, in every checkpoint; a splittable DoFn that defers its
+ * remainder (wirecopy's Kafka reader, every ~1 s busy and 5 s idle) made a new name each time,
+ * and nothing cleared the value either, so checkpoints grew without bound. The same change as
+ * apache/beam PR #39191 (merged 2026-07, in no release served to us); written here from its
+ * description. Residuals an unpatched job server wrote (savepoints) are not read back.
+ */
 package org.apache.beam.runners.fnexecution.control;
 
 import org.apache.beam.model.fnexecution.v1.BeamFnApi.DelayedBundleApplication;
@@ -23,12 +39,15 @@ import org.apache.beam.runners.core.StateInternals;
 import org.apache.beam.runners.core.StateInternalsFactory;
 import org.apache.beam.runners.core.StateNamespace;
 import org.apache.beam.runners.core.StateNamespaces;
+import org.apache.beam.runners.core.StateTag;
 import org.apache.beam.runners.core.StateTags;
 import org.apache.beam.runners.core.TimerInternals;
 import org.apache.beam.runners.core.TimerInternalsFactory;
 import org.apache.beam.sdk.coders.Coder;
+import org.apache.beam.sdk.coders.StringUtf8Coder;
 import org.apache.beam.sdk.fn.IdGenerator;
 import org.apache.beam.sdk.fn.IdGenerators;
+import org.apache.beam.sdk.state.MapState;
 import org.apache.beam.sdk.state.TimeDomain;
 import org.apache.beam.sdk.transforms.windowing.BoundedWindow;
 import org.apache.beam.sdk.util.CoderUtils;
@@ -46,8 +65,8 @@ public class BundleCheckpointHandlers {
 
   /**
    * A {@link BundleCheckpointHandler} which uses {@link
-   * org.apache.beam.runners.core.TimerInternals.TimerData} and {@link
-   * org.apache.beam.sdk.state.ValueState} to reschedule {@link DelayedBundleApplication}.
+   * org.apache.beam.runners.core.TimerInternals.TimerData} and one {@link MapState} per key and
+   * window to reschedule {@link DelayedBundleApplication}s.
    */
   public static class StateAndTimerBundleCheckpointHandler<T> implements BundleCheckpointHandler {
 
@@ -57,6 +76,8 @@ public class BundleCheckpointHandlers {
     private final Coder windowCoder;
     private final IdGenerator idGenerator = IdGenerators.incrementingLongs();
     public static final String SDF_PREFIX = "sdf_checkpoint";
+    /** The one state name every residual is kept under, whatever its checkpoint id. */
+    public static final String RESIDUALS_STATE_ID = SDF_PREFIX + "_residuals";
 
     public StateAndTimerBundleCheckpointHandler(
         TimerInternalsFactory<T> timerInternalsFactory,
@@ -79,6 +100,27 @@ public class BundleCheckpointHandlers {
 
     private static String constructSdfCheckpointId(String id, int index) {
       return SDF_PREFIX + ":" + id + ":" + index;
+    }
+
+    private static <T> StateTag<MapState<String, WindowedValue<T>>> residualsTag(
+        Coder<WindowedValue<T>> residualCoder) {
+      return StateTags.map(RESIDUALS_STATE_ID, StringUtf8Coder.of(), residualCoder);
+    }
+
+    /**
+     * The residual the SDF timer {@code timerId} was set for, removed from the state: its timer
+     * has fired, and the caller processes it, which checkpoints any remainder anew.
+     */
+    public static <T> WindowedValue<T> takeResidual(
+        StateInternals stateInternals,
+        StateNamespace namespace,
+        String timerId,
+        Coder<WindowedValue<T>> residualCoder) {
+      MapState<String, WindowedValue<T>> residuals =
+          stateInternals.state(namespace, residualsTag(residualCoder));
+      WindowedValue<T> residual = residuals.get(timerId).read();
+      residuals.remove(timerId);
+      return residual;
     }
 
     @Override
@@ -125,8 +167,9 @@ public class BundleCheckpointHandlers {
                 Instant.ofEpochMilli(outputTimestamp),
                 TimeDomain.PROCESSING_TIME);
             stateInternals
-                .state(stateNamespace, StateTags.value(tag, residualCoder))
-                .write(
+                .state(stateNamespace, residualsTag(residualCoder))
+                .put(
+                    tag,
                     WindowedValue.of(
                         stateValue.getValue(),
                         stateValue.getTimestamp(),

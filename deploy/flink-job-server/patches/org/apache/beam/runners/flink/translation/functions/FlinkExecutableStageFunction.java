@@ -15,6 +15,18 @@
  * See the License for the specific language governing permissions and
  * limitations under the License.
  */
+/*
+ * wirecopy's patch of Beam 2.62.0's class: see deploy/README.md, "Flink".
+ *
+ * Changed: mapPartition (batch) reads a self-checkpointed residual back with
+ * StateAndTimerBundleCheckpointHandler.takeResidual (patched BundleCheckpointHandlers), which
+ * looks it up by timer id in the one MapState of residuals and removes it, instead of reading a
+ * ValueState named by the timer id.
+ *
+ * Why: apache/beam#27648, a state name per residual made checkpoints grow without bound; the
+ * same change as apache/beam PR #39191 (merged 2026-07, in no release served to us), written
+ * here from its description.
+ */
 package org.apache.beam.runners.flink.translation.functions;
 
 import java.io.IOException;
@@ -31,13 +43,13 @@ import org.apache.beam.model.pipeline.v1.RunnerApi;
 import org.apache.beam.runners.core.InMemoryStateInternals;
 import org.apache.beam.runners.core.InMemoryTimerInternals;
 import org.apache.beam.runners.core.StateInternals;
-import org.apache.beam.runners.core.StateTags;
 import org.apache.beam.runners.core.TimerInternals;
 import org.apache.beam.runners.core.construction.SerializablePipelineOptions;
 import org.apache.beam.runners.flink.FlinkPipelineOptions;
 import org.apache.beam.runners.flink.metrics.FlinkMetricContainer;
 import org.apache.beam.runners.fnexecution.control.BundleCheckpointHandler;
 import org.apache.beam.runners.fnexecution.control.BundleCheckpointHandlers;
+import org.apache.beam.runners.fnexecution.control.BundleCheckpointHandlers.StateAndTimerBundleCheckpointHandler;
 import org.apache.beam.runners.fnexecution.control.BundleFinalizationHandler;
 import org.apache.beam.runners.fnexecution.control.BundleProgressHandler;
 import org.apache.beam.runners.fnexecution.control.ExecutableStageContext;
@@ -284,12 +296,9 @@ public class FlinkExecutableStageFunction<InputT> extends AbstractRichFunction
           List<WindowedValue<InputT>> residuals = new ArrayList<>();
           TimerInternals.TimerData timer;
           while ((timer = sdfTimerInternals.removeNextProcessingTimer()) != null) {
-            WindowedValue stateValue =
-                sdfStateInternals
-                    .state(timer.getNamespace(), StateTags.value(timer.getTimerId(), inputCoder))
-                    .read();
-
-            residuals.add(stateValue);
+            residuals.add(
+                StateAndTimerBundleCheckpointHandler.takeResidual(
+                    sdfStateInternals, timer.getNamespace(), timer.getTimerId(), inputCoder));
           }
           processElements(residuals, bundle);
         }

@@ -15,6 +15,21 @@
  * See the License for the specific language governing permissions and
  * limitations under the License.
  */
+/*
+ * wirecopy's patch of Beam 2.62.0's class: see deploy/README.md, "Flink".
+ *
+ * Changed: onTimer (streaming) reads a self-checkpointed residual back with
+ * StateAndTimerBundleCheckpointHandler.takeResidual (patched BundleCheckpointHandlers), which
+ * looks it up by timer id in the one MapState of residuals and removes it, instead of reading a
+ * ValueState named by the timer id.
+ *
+ * Why: apache/beam#27648, a state name per residual made checkpoints grow without bound; the
+ * same change as apache/beam PR #39191 (merged 2026-07, in no release served to us), written
+ * here from its description.
+ *
+ * Also dropped: the class's @SuppressFBWarnings, a note to Beam's SpotBugs run whose annotation jar
+ * is no part of the job server's classpath that this is compiled against.
+ */
 package org.apache.beam.runners.flink.translation.wrappers.streaming;
 
 import static org.apache.beam.runners.core.StatefulDoFnRunner.TimeInternalsCleanupTimer.GC_TIMER_ID;
@@ -22,7 +37,6 @@ import static org.apache.beam.runners.flink.translation.utils.FlinkPortableRunne
 import static org.apache.beam.runners.flink.translation.utils.FlinkPortableRunnerUtils.requiresTimeSortedInput;
 import static org.apache.flink.util.Preconditions.checkNotNull;
 
-import edu.umd.cs.findbugs.annotations.SuppressFBWarnings;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayDeque;
@@ -133,7 +147,6 @@ import org.slf4j.LoggerFactory;
  * <p>TODO Integrate support for progress updates and metrics
  */
 // We use Flink's lifecycle methods to initialize transient fields
-@SuppressFBWarnings("SE_TRANSIENT_FIELD_NOT_RESTORED")
 @SuppressWarnings({
   "rawtypes", // TODO(https://github.com/apache/beam/issues/20447)
   "nullness" // TODO(https://github.com/apache/beam/issues/20497)
@@ -1006,9 +1019,9 @@ public class ExecutableStageDoFnOperator<InputT, OutputT> extends DoFnOperator<I
       Preconditions.checkNotNull(remoteBundle, "Call to onTimer outside of a bundle");
       if (StateAndTimerBundleCheckpointHandler.isSdfTimer(timerId)) {
         StateNamespace namespace = StateNamespaces.window(windowCoder, window);
-        WindowedValue stateValue =
-            keyedStateInternals.state(namespace, StateTags.value(timerId, residualCoder)).read();
-        processElement(stateValue);
+        processElement(
+            StateAndTimerBundleCheckpointHandler.takeResidual(
+                keyedStateInternals, namespace, timerId, residualCoder));
       } else {
         KV<String, String> transformAndTimerFamilyId =
             TimerReceiverFactory.decodeTimerDataTimerId(timerFamilyId);
