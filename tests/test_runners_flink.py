@@ -298,12 +298,12 @@ def running_job(address: str) -> str:
 # The reader's operator, as Flink names its vertex ("[3]{ReadKafka, Decode, Normalise}"): the executable stage
 # that keeps the splittable DoFn's deferred residuals (see benchmarks/flink_soak.py).
 READER_VERTEX = "{ReadKafka"
-# Checkpoints (1 s apart at least) over which the idle job's reader must not grow: at least 10 s, two of the
-# reader's idle deferrals (5 s apart) on each of the 3 partitions.
+# Checkpoints (1 s apart at least) over which the idle job's reader must not grow: at least 10 s, two of each
+# idle reader's deferrals (transforms/kafkaio/read.py: _IDLE_RESUME_SECONDS, 5 s).
 IDLE_CHECKPOINTS = 10
-# On the unpatched job server (apache/beam#27648) every deferral left ~7 KB more in the reader's operator state:
-# +41,892 and +48,808 B per 10 s checkpoint, 6 and 7 deferrals (benchmarks/flink_soak.py, 2026-12-04). On ours it
-# moved 16 B over 15 checkpoints (timer ids gaining a digit).
+# On the unpatched job server (apache/beam#27648) the idle reader's operator state grew +41,892 and +48,808 B per
+# 10 s checkpoint, ~7 KB per deferred residual (6 x 6,982, 7 x 6,973); on ours it moved 16 B over 15 checkpoints
+# (timer ids gaining a digit). benchmarks/flink_soak.py, 2026-12-04: deploy/README.md, Flink.
 IDLE_READER_GROWTH_BYTES = 1_000
 
 
