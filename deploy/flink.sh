@@ -4,7 +4,8 @@
 # and apache-flink (bin/, conf/). They are downloaded with
 # `pip download --no-deps` and unpacked into a cache, never pip-installed:
 # apache-flink pins apache-beam<=2.61, which would break the project's venv.
-# And Beam's Flink job server for it, from Maven Central (flink-job-server/pom.xml).
+# And Beam's Flink job server for it, from Maven Central (flink-job-server/pom.xml), with our patch of three of
+# its classes compiled in (flink-job-server/patches: apache/beam#27648).
 #
 #   deploy/flink.sh fetch             # download and unpack once; prints FLINK_HOME
 #   deploy/flink.sh job-server        # assemble the job server once; prints its jar (--flink_job_server_jar)
@@ -17,6 +18,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 pom="$here/flink-job-server/pom.xml"
+# Our patch of Beam classes (apache/beam#27648; see deploy/README.md): sources by package, compiled into the job server.
+patches="$here/flink-job-server/patches"
 pom_property() { sed -n "s:.*<$1>\(.*\)</$1>.*:\1:p" "$pom"; }
 beam_version=$(pom_property beam.version)
 flink_minor=$(pom_property flink.minor)
@@ -44,16 +47,24 @@ fetch() {
   rm -rf "$unpacked" && mv "$unpacked.partial" "$unpacked"
 }
 
-job_server() {  # the job server's jars and a launcher jar naming them: java -jar LAUNCHER runs FlinkJobServerDriver
-  local dir="$cache/flink-job-server-$beam_version-flink-$flink_minor"
+job_server() {  # the job server's jars, our patched classes, and a launcher jar naming them: java -jar LAUNCHER runs FlinkJobServerDriver
+  local dir="$cache/flink-job-server-$beam_version-flink-$flink_minor-patch-$(patch_hash)"
   if [[ ! -f "$dir/job-server.jar" ]]; then
     rm -rf "$dir.partial" && mkdir -p "$dir.partial"
     mvn --batch-mode --quiet -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
       -DoutputDirectory="$dir.partial/lib" >&2
+    # Beam's own classes are Java 8 class files (version 52): the patched ones are compiled alike, against the
+    # very jars they replace classes of.
+    (cd "$patches" && find . -name '*.java' -print0 | xargs -0 javac --release 8 -Xlint:-options -nowarn \
+      -cp "$dir.partial/lib/*" -d "$dir.partial/patches") >&2
+    jar --create --file "$dir.partial/patches.jar" -C "$dir.partial/patches" . && rm -r "$dir.partial/patches"
+    # patches.jar first: a class loader takes a class from the first jar on its path that holds it. The job server
+    # stages its class path to the cluster in this order, and the TaskManagers run ours too: a job's checkpoints
+    # hold the patch's state (sdf_checkpoint_residuals), and its reader's state stops growing (deploy/README.md).
     # A manifest line holds at most 72 bytes: longer values go on continuation lines starting with a space.
     # Add-Opens: what Flink's own JVM options open for its client on Java 17.
     { echo "Main-Class: org.apache.beam.runners.flink.FlinkJobServerDriver"
-      echo "Class-Path: $(cd "$dir.partial" && ls lib/*.jar | tr '\n' ' ')" | fold -b -w 70 | sed '2,$s/^/ /'
+      echo "Class-Path: patches.jar $(cd "$dir.partial" && ls lib/*.jar | tr '\n' ' ')" | fold -b -w 70 | sed '2,$s/^/ /'
       echo "Add-Opens: java.base/java.lang java.base/java.util java.base/java.nio java.base/sun.nio.ch java.base/java.io java.base/java.net" \
         | fold -b -w 70 | sed '2,$s/^/ /'
     } > "$dir.partial/manifest.txt"
@@ -61,6 +72,10 @@ job_server() {  # the job server's jars and a launcher jar naming them: java -ja
     rm -rf "$dir" && mv "$dir.partial" "$dir"
   fi
   echo "$dir/job-server.jar"
+}
+
+patch_hash() {  # of the patch's sources, their paths and contents: a changed patch builds a job server of its own
+  (cd "$patches" && find . -name '*.java' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-12
 }
 
 free_port() {
