@@ -113,7 +113,7 @@ def test_the_cluster_to_cancel_a_job_on_is_the_flink_master_unless_it_is_embedde
     [
         ("FlinkRunner", ["--flink_master", "127.0.0.1:8081"], True),
         ("flink", ["--finish_bundle_before_checkpointing"], True),
-        ("PrismRunner", [], False),
+        ("PrismRunner", ["--prism_location", "prism"], False),
     ],
 )
 def test_flink_jobs_finish_their_bundles_before_a_checkpoint(runner, beam_args, finished_before):
